@@ -14,4 +14,4 @@ if [ "$#" -gt 0 ]; then
 else
   targets=(dist/test)
 fi
-exec node --test --test-concurrency=1 --test-reporter=spec "${targets[@]}"
+exec node --test --test-concurrency=1 --test-timeout=600000 --test-reporter=spec "${targets[@]}"

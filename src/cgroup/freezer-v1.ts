@@ -1,0 +1,136 @@
+// cgroup v1 freezer: freezer.state takes FROZEN or THAWED and reads THAWED, FREEZING or FROZEN.
+// The kernel offers no notification for it, so a freeze is a write-and-read loop.
+
+import { join, dirname } from 'node:path';
+import { existsSync } from 'node:fs';
+import { AgentError } from '../errors/index.js';
+import { ControlFile, readControlFile, readPids } from './control-file.js';
+import { assertNotOwnCgroup } from './own-cgroup.js';
+import { describeCgroup } from './resolve.js';
+import { backoff, waitForPidsGone } from './timing.js';
+import {
+  DEFAULT_FREEZE_TIMEOUT_MS,
+  type CgroupRef,
+  type FreezeOptions,
+  type Freezer,
+  type FreezerState,
+  type FreezerStatus,
+} from './types.js';
+
+// A v1 freeze can stay in FREEZING while tasks keep arriving (a fork storm) or while one task will
+// not enter the refrigerator; rewriting FROZEN retries the kernel's walk over the tasks. Mature
+// runtimes also thaw for a moment every few dozen tries, which lets a task stuck in a freezable
+// sleep make progress and re-enter it freezable. We do the same every 50th try: with the backoff
+// capped at 1 ms that is roughly every 45 ms, and the overall timeout bounds the whole loop.
+const THAW_EVERY_N_TRIES = 50;
+
+function parseState(text: string, cgroupName: string): FreezerState {
+  const word = text.trim();
+  if (word === 'THAWED' || word === 'FREEZING' || word === 'FROZEN') return word;
+  throw new AgentError('EIO', `cgroup ${cgroupName}: unexpected freezer.state "${word}"`);
+}
+
+export class V1Freezer implements Freezer {
+  private readonly name: string;
+  private readonly stateFile: ControlFile;
+
+  constructor(readonly cgroup: CgroupRef) {
+    this.name = describeCgroup(cgroup);
+    this.stateFile = new ControlFile(join(cgroup.dir, 'freezer.state'), this.name, true);
+  }
+
+  state(): FreezerState {
+    return parseState(this.stateFile.read(), this.name);
+  }
+
+  status(): FreezerStatus {
+    const state = this.state();
+    const selfFreezing = this.readFlag('freezer.self_freezing');
+    const parentFreezing = this.readFlag('freezer.parent_freezing');
+    return parentFreezing
+      ? { state, selfFreezing, parentFreezing, frozenBy: this.freezingAncestor() }
+      : { state, selfFreezing, parentFreezing };
+  }
+
+  async freeze(options: FreezeOptions = {}): Promise<void> {
+    assertNotOwnCgroup(this.cgroup);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
+    const deadline = Date.now() + timeoutMs;
+    for (let attempt = 0; ; attempt++) {
+      if (attempt > 0 && attempt % THAW_EVERY_N_TRIES === 0) this.stateFile.write('THAWED');
+      this.stateFile.write('FROZEN');
+      // Reading is what moves a v1 cgroup from FREEZING to FROZEN once every task is frozen.
+      if (this.state() === 'FROZEN') return;
+      if (Date.now() >= deadline) {
+        this.stateFile.write('THAWED');
+        throw new AgentError(
+          'ETIMEDOUT',
+          `cgroup ${this.name} did not freeze within ${timeoutMs} ms (stuck in FREEZING: tasks kept arriving or would not stop); thawed it again`,
+        );
+      }
+      await backoff(attempt % THAW_EVERY_N_TRIES);
+    }
+  }
+
+  async thaw(): Promise<void> {
+    const status = this.status();
+    if (status.parentFreezing) {
+      throw new AgentError(
+        'EBUSY',
+        `cgroup ${this.name} is frozen by its parent ${status.frozenBy ?? '(an ancestor)'}; thaw that cgroup instead`,
+      );
+    }
+    // A v1 thaw is complete when the write returns (freezer.md).
+    this.stateFile.write('THAWED');
+  }
+
+  processes(): number[] {
+    return readPids(join(this.cgroup.dir, 'cgroup.procs'), this.name);
+  }
+
+  async killAll(options: { timeoutMs?: number } = {}): Promise<void> {
+    assertNotOwnCgroup(this.cgroup);
+    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS);
+    const killed = new Set<number>();
+    // A task frozen by v1 sits in D state and ignores SIGKILL until thawed: kill first, so nothing
+    // runs again, then thaw so the kills are delivered. Repeat for anything forked meanwhile.
+    for (let attempt = 0; ; attempt++) {
+      const pids = this.processes();
+      if (pids.length === 0) break;
+      for (const pid of pids) {
+        killed.add(pid);
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // Already gone.
+        }
+      }
+      if (!this.status().parentFreezing) this.stateFile.write('THAWED');
+      if (Date.now() >= deadline) {
+        throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: processes ${pids.join(', ')} survived SIGKILL`);
+      }
+      await backoff(attempt);
+    }
+    if (!(await waitForPidsGone([...killed], deadline))) {
+      throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: killed processes were not reaped in time`);
+    }
+  }
+
+  close(): void {
+    this.stateFile.close();
+  }
+
+  private readFlag(file: string): boolean {
+    return readControlFile(join(this.cgroup.dir, file), this.name).trim() === '1';
+  }
+
+  private freezingAncestor(): string | undefined {
+    for (let dir = dirname(this.cgroup.dir); dir.length > this.cgroup.root.length; dir = dirname(dir)) {
+      const selfFile = join(dir, 'freezer.self_freezing');
+      if (existsSync(selfFile) && readControlFile(selfFile, this.name).trim() === '1') {
+        return dir.slice(this.cgroup.root.length + 1);
+      }
+    }
+    return undefined;
+  }
+}

@@ -1,0 +1,30 @@
+// agentd must never freeze the cgroup it runs in (or an ancestor of it): it would freeze itself and
+// could never thaw. /proc/self/cgroup says where we are in each hierarchy.
+
+import { readFileSync } from 'node:fs';
+import { AgentError } from '../errors/index.js';
+import type { CgroupRef, Hierarchy } from './types.js';
+
+let ownPaths: Record<Hierarchy, string | undefined> | undefined;
+
+function readOwnPaths(): Record<Hierarchy, string | undefined> {
+  const paths: Record<Hierarchy, string | undefined> = { v1: undefined, v2: undefined };
+  for (const line of readFileSync('/proc/self/cgroup', 'utf8').split('\n')) {
+    const [id, controllers, path] = [line.split(':')[0], line.split(':')[1], line.split(':').slice(2).join(':')];
+    if (id === '0' && controllers === '') paths.v2 = path.replace(/^\/+/, '');
+    else if (controllers?.split(',').includes('freezer')) paths.v1 = path.replace(/^\/+/, '');
+  }
+  return paths;
+}
+
+export function assertNotOwnCgroup(ref: CgroupRef): void {
+  ownPaths ??= readOwnPaths();
+  const own = ownPaths[ref.hierarchy];
+  if (own === undefined) return;
+  if (own === ref.path || own.startsWith(ref.path + '/')) {
+    throw new AgentError(
+      'EINVAL',
+      `cgroup ${ref.hierarchy}:${ref.path} contains agentd itself (pid ${process.pid}, in ${own || '/'}); freezing it would freeze the agent`,
+    );
+  }
+}

@@ -1,0 +1,117 @@
+// Turning what an operator typed into one existing cgroup directory, or a typed error that names it.
+
+import { realpathSync, statSync, existsSync } from 'node:fs';
+import { join, sep } from 'node:path';
+import { AgentError, systemErrno } from '../errors/index.js';
+import { discoverMounts, type CgroupMounts } from './mounts.js';
+import type { CgroupRef, Hierarchy } from './types.js';
+
+export interface ResolveOptions {
+  /** Force one hierarchy; otherwise a relative path prefers v2 (when it has cgroup.freeze), then v1. */
+  readonly hierarchy?: Hierarchy;
+  readonly mounts?: CgroupMounts;
+}
+
+const MAX_PATH_LENGTH = 4096;
+
+/** The file whose presence makes a directory a freezer cgroup of that hierarchy. */
+export const FREEZER_FILE: Record<Hierarchy, string> = { v1: 'freezer.state', v2: 'cgroup.freeze' };
+
+function mountOf(mounts: CgroupMounts, hierarchy: Hierarchy): string | undefined {
+  return hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;
+}
+
+function under(path: string, root: string): boolean {
+  return path === root || path.startsWith(root.endsWith(sep) ? root : root + sep);
+}
+
+/** Splits and checks a path relative to a hierarchy root; returns its segments. */
+function relativeSegments(shown: string, relative: string): string[] {
+  const segments = relative.split('/').filter((s) => s !== '' && s !== '.');
+  if (segments.includes('..')) {
+    throw new AgentError('EINVAL', `invalid cgroup path "${shown}": ".." segments are not allowed`);
+  }
+  if (segments.length === 0) {
+    throw new AgentError('EINVAL', `invalid cgroup path "${shown}": the root cgroup cannot be frozen or checkpointed`);
+  }
+  return segments;
+}
+
+function checkInput(arg: unknown): string {
+  if (typeof arg !== 'string' || arg.length === 0) {
+    throw new AgentError('EINVAL', 'invalid cgroup path: expected a non-empty string');
+  }
+  if (arg.includes('\0')) throw new AgentError('EINVAL', 'invalid cgroup path: it contains a NUL byte');
+  if (arg.length > MAX_PATH_LENGTH) {
+    throw new AgentError('EINVAL', `invalid cgroup path: ${arg.length} characters is longer than ${MAX_PATH_LENGTH}`);
+  }
+  return arg;
+}
+
+/** Where an absolute argument points: which hierarchy's mount it lies under, if any. */
+function absoluteTarget(arg: string, mounts: CgroupMounts): { hierarchy: Hierarchy; relative: string } | undefined {
+  for (const hierarchy of ['v2', 'v1'] as const) {
+    const root = mountOf(mounts, hierarchy);
+    if (root && under(arg, root)) return { hierarchy, relative: arg.slice(root.length) };
+  }
+  return undefined;
+}
+
+function existingCgroup(hierarchy: Hierarchy, root: string, segments: string[], shown: string): CgroupRef {
+  const dir = join(root, ...segments);
+  let real: string;
+  let realRoot: string;
+  try {
+    realRoot = realpathSync(root);
+    real = realpathSync(dir);
+  } catch (err) {
+    const errno = systemErrno(err);
+    if (errno === 'ENOENT' || errno === 'ENOTDIR') {
+      throw new AgentError('ENOENT', `cgroup "${shown}" does not exist (no ${dir})`);
+    }
+    throw new AgentError('EIO', `cannot resolve cgroup "${shown}" at ${dir}: ${errno ?? String(err)}`, { cause: err });
+  }
+  if (!under(real, realRoot) || real === realRoot) {
+    throw new AgentError('EINVAL', `invalid cgroup path "${shown}": ${dir} resolves to ${real}, outside the ${hierarchy} hierarchy at ${root}`);
+  }
+  if (!statSync(real).isDirectory() || !existsSync(join(real, FREEZER_FILE[hierarchy]))) {
+    throw new AgentError('ENOENT', `"${shown}" is not a ${hierarchy} freezer cgroup (no ${FREEZER_FILE[hierarchy]} in ${real})`);
+  }
+  const path = real.slice(realRoot.length).replace(/^\/+/, '');
+  return { hierarchy, path, dir: join(root, path), root };
+}
+
+/**
+ * Resolves a cgroup argument: a path relative to a hierarchy root (`jobs/build-42` or `/jobs/build-42`)
+ * or an absolute directory under a cgroup mount (`/sys/fs/cgroup/unified/jobs/build-42`).
+ */
+export function resolveCgroup(arg: unknown, options: ResolveOptions = {}): CgroupRef {
+  const input = checkInput(arg);
+  const mounts = options.mounts ?? discoverMounts();
+  const absolute = input.startsWith('/') ? absoluteTarget(input, mounts) : undefined;
+  if (absolute) {
+    if (options.hierarchy && options.hierarchy !== absolute.hierarchy) {
+      throw new AgentError('EINVAL', `cgroup "${input}" is in the ${absolute.hierarchy} hierarchy, not ${options.hierarchy}`);
+    }
+    const segments = relativeSegments(input, absolute.relative);
+    return existingCgroup(absolute.hierarchy, mountOf(mounts, absolute.hierarchy)!, segments, input);
+  }
+  const segments = relativeSegments(input, input);
+  if (options.hierarchy) {
+    const root = mountOf(mounts, options.hierarchy);
+    if (!root) throw new AgentError('ENOENT', `no cgroup ${options.hierarchy} freezer hierarchy is mounted on this host`);
+    return existingCgroup(options.hierarchy, root, segments, input);
+  }
+  const v2Root = mounts.v2;
+  if (v2Root && existsSync(join(v2Root, ...segments, FREEZER_FILE.v2))) {
+    return existingCgroup('v2', v2Root, segments, input);
+  }
+  if (mounts.v1Freezer) return existingCgroup('v1', mounts.v1Freezer, segments, input);
+  if (v2Root) return existingCgroup('v2', v2Root, segments, input);
+  throw new AgentError('ENOENT', 'no cgroup freezer hierarchy is mounted on this host (neither v1 freezer nor cgroup2)');
+}
+
+/** A short human name for messages and lock names: `v2:jobs/build-42`. */
+export function describeCgroup(ref: CgroupRef): string {
+  return `${ref.hierarchy}:${ref.path}`;
+}

@@ -1,0 +1,231 @@
+// The v1 and v2 freezer drivers against the real kernel: real cgroups, real processes.
+
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, rmdirSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { join } from 'node:path';
+import { openFreezer, resolveCgroup, withFreezer, type Hierarchy } from '../../src/cgroup/index.js';
+import { isAgentError } from '../../src/errors/index.js';
+import { Lab, pidAlive, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
+
+const lab = new Lab('freezer');
+after(() => lab.cleanup());
+
+function readCounter(file: string): string {
+  return readFileSync(file, 'utf8');
+}
+
+// The counter truncates its file before writing the next number, so a freeze can catch it between
+// the two: compare the raw content (empty included), not the parsed number.
+async function waitForCounterChange(file: string, from: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    const now = readCounter(file);
+    if (now !== from && now.trim() !== '') return;
+    if (Date.now() > deadline) throw new Error(`counter ${file} did not move on from "${from.trim()}"`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+async function waitForCounter(file: string): Promise<void> {
+  const deadline = Date.now() + 5000;
+  for (;;) {
+    try {
+      if (Number(readCounter(file).trim()) >= 1) return;
+    } catch {
+      // not written yet
+    }
+    if (Date.now() > deadline) throw new Error(`counter ${file} never started`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+function freezerOf(cgroup: TestCgroup) {
+  return openFreezer(resolveCgroup(cgroup.path, { hierarchy: cgroup.hierarchy }));
+}
+
+for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
+  describe(`${hierarchy} freezer on real cgroups`, () => {
+    test('freezes and thaws sleepers, busy loops and counters: they really stop, then run again', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'mixed');
+      const dir = lab.tempDir('counters');
+      const counterFile = join(dir, 'count');
+      lab.spawnIn(cgroup, 'sleep', ['100000']);
+      lab.spawnIn(cgroup, workload('busy.sh'));
+      lab.spawnIn(cgroup, workload('counter.sh'), [counterFile]);
+      const pids = await lab.waitForProcesses(cgroup, 3);
+      await waitForCounter(counterFile);
+
+      await withFreezer(resolveCgroup(cgroup.path, { hierarchy }), async (freezer) => {
+        assert.equal(freezer.state(), 'THAWED');
+        assert.deepEqual(freezer.processes().sort(), pids.sort());
+        await freezer.freeze();
+        assert.equal(freezer.state(), 'FROZEN');
+        const raw = hierarchy === 'v1'
+          ? readFileSync(join(cgroup.dir, 'freezer.state'), 'utf8').trim()
+          : /^frozen (\d)$/m.exec(readFileSync(join(cgroup.dir, 'cgroup.events'), 'utf8'))?.[1];
+        assert.equal(raw, hierarchy === 'v1' ? 'FROZEN' : '1', 'the kernel itself says frozen');
+
+        const frozenAt = readCounter(counterFile);
+        sleepSync(150);
+        assert.equal(readCounter(counterFile), frozenAt, 'a frozen counter does not move');
+        for (const pid of pids) {
+          // v1 parks frozen tasks in D; v2 in an interruptible stop (S). Never running.
+          assert.notEqual(processState(pid), 'R', `pid ${pid} is not running while frozen`);
+        }
+
+        await freezer.thaw();
+        assert.equal(freezer.state(), 'THAWED');
+        await waitForCounterChange(counterFile, frozenAt);
+      });
+    });
+
+    test('freezes a whole process tree', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'tree');
+      const dir = lab.tempDir('tree');
+      lab.spawnIn(cgroup, workload('tree.sh'), [dir, '2']);
+      await lab.waitForProcesses(cgroup, 5);
+      await waitForCounter(join(dir, 'child-1'));
+      await waitForCounter(join(dir, 'child-2'));
+      const freezer = freezerOf(cgroup);
+      try {
+        await freezer.freeze();
+        const frozen = [readCounter(join(dir, 'child-1')), readCounter(join(dir, 'child-2'))];
+        sleepSync(100);
+        assert.deepEqual([readCounter(join(dir, 'child-1')), readCounter(join(dir, 'child-2'))], frozen);
+        assert.equal(freezer.processes().length, 5);
+        await freezer.thaw();
+        await waitForCounterChange(join(dir, 'child-1'), frozen[0]);
+        await waitForCounterChange(join(dir, 'child-2'), frozen[1]);
+      } finally {
+        freezer.close();
+      }
+    });
+
+    test('an empty cgroup freezes; freezing twice and thawing a thawed cgroup are no-ops', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'empty');
+      const freezer = freezerOf(cgroup);
+      try {
+        assert.deepEqual(freezer.processes(), []);
+        await freezer.freeze();
+        await freezer.freeze();
+        assert.equal(freezer.state(), 'FROZEN');
+        assert.deepEqual(freezer.status(), { state: 'FROZEN', selfFreezing: true, parentFreezing: false });
+        await freezer.thaw();
+        await freezer.thaw();
+        assert.deepEqual(freezer.status(), { state: 'THAWED', selfFreezing: false, parentFreezing: false });
+      } finally {
+        freezer.close();
+      }
+    });
+
+    test('a child of a frozen parent reports "frozen by parent" and refuses to thaw alone', async () => {
+      const parent = lab.cgroup(hierarchy, 'parent');
+      const child = lab.cgroup(hierarchy, 'parent/child');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      await lab.waitForProcesses(child, 1);
+      const parentFreezer = freezerOf(parent);
+      const childFreezer = freezerOf(child);
+      try {
+        await parentFreezer.freeze();
+        const status = childFreezer.status();
+        assert.equal(status.state, 'FROZEN');
+        assert.equal(status.parentFreezing, true);
+        assert.equal(status.selfFreezing, false);
+        assert.equal(status.frozenBy, parent.path);
+        await assert.rejects(childFreezer.thaw(), (err: unknown) => {
+          assert.ok(isAgentError(err, 'EBUSY'));
+          assert.match(err.message, new RegExp(`frozen by its parent ${parent.path}`));
+          return true;
+        });
+        assert.equal(childFreezer.state(), 'FROZEN', 'the refused thaw changed nothing');
+        await parentFreezer.thaw();
+        assert.deepEqual(childFreezer.status(), { state: 'THAWED', selfFreezing: false, parentFreezing: false });
+      } finally {
+        parentFreezer.close();
+        childFreezer.close();
+      }
+    });
+
+    test('a cgroup removed under an open freezer gives ENOENT naming it', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'vanishing');
+      const freezer = freezerOf(cgroup);
+      try {
+        rmdirSync(cgroup.dir);
+        assert.throws(() => freezer.state(), (err: unknown) => {
+          assert.ok(isAgentError(err, 'ENOENT'));
+          assert.match(err.message, new RegExp(`${cgroup.path} no longer exists`));
+          return true;
+        });
+        await assert.rejects(freezer.freeze(), (err: unknown) => isAgentError(err, 'ENOENT'));
+      } finally {
+        freezer.close();
+      }
+    });
+
+    test('killAll kills frozen processes and waits until their pids are gone', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'kill');
+      lab.spawnIn(cgroup, 'sleep', ['100000']);
+      lab.spawnIn(cgroup, workload('busy.sh'));
+      const pids = await lab.waitForProcesses(cgroup, 2);
+      const freezer = freezerOf(cgroup);
+      try {
+        await freezer.freeze();
+        await freezer.killAll();
+        assert.deepEqual(freezer.processes(), []);
+        for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} is gone`);
+        assert.equal(freezer.state(), 'THAWED');
+      } finally {
+        freezer.close();
+      }
+    });
+
+    test('stress: a cgroup that forks continually ends FROZEN or fails cleanly thawed, never stuck', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'forker');
+      for (let i = 0; i < 4; i++) lab.spawnIn(cgroup, workload('forker.sh'));
+      await lab.waitForProcesses(cgroup, 4);
+      const freezer = freezerOf(cgroup);
+      const outcomes: string[] = [];
+      try {
+        for (let round = 0; round < 10; round++) {
+          try {
+            await freezer.freeze({ timeoutMs: 2000 });
+            assert.equal(freezer.state(), 'FROZEN');
+            outcomes.push('frozen');
+          } catch (err) {
+            assert.ok(isAgentError(err, 'ETIMEDOUT'), `only a timeout may fail the freeze, got ${String(err)}`);
+            assert.equal(freezer.state(), 'THAWED', 'a failed freeze leaves the cgroup thawed');
+            outcomes.push('timed out');
+          }
+          await freezer.thaw();
+          assert.equal(freezer.state(), 'THAWED');
+        }
+      } finally {
+        freezer.close();
+      }
+      assert.equal(outcomes.length, 10);
+    });
+  });
+}
+
+test('freezing the cgroup agentd itself runs in is refused', async () => {
+  const cgroup = lab.cgroup('v2', 'self');
+  // A child process joins the cgroup, tries to freeze it, then moves back to the root.
+  const procs = join(cgroup.dir, 'cgroup.procs');
+  const rootProcs = join(lab.mount('v2'), 'cgroup.procs');
+  const original = readFileSync('/proc/self/cgroup', 'utf8');
+  assert.match(original, /^0::\/$/m, 'the test runner starts in the v2 root');
+  // own-cgroup detection reads /proc/self/cgroup once per process, so use a fresh child process.
+  const script = `
+    import { openFreezer, resolveCgroup } from ${JSON.stringify(new URL('../../src/cgroup/index.js', import.meta.url).href)};
+    import { writeFileSync } from 'node:fs';
+    writeFileSync(${JSON.stringify(procs)}, String(process.pid));
+    const f = openFreezer(resolveCgroup(${JSON.stringify(cgroup.path)}, { hierarchy: 'v2' }));
+    try { await f.freeze(); console.log('froze'); } catch (e) { console.log(e.code + ' ' + e.message); }
+    f.close();
+    writeFileSync(${JSON.stringify(rootProcs)}, String(process.pid));
+  `;
+  const out = execFileSync(process.execPath, ['--input-type=module', '-e', script], { encoding: 'utf8', timeout: 10_000 });
+  assert.match(out, /^EINVAL .*contains agentd itself/);
+});

@@ -1,0 +1,197 @@
+// The test lab: real cgroups under test-unique names, real processes in them, and a cleanup that
+// leaves nothing behind even when a test fails or the test process dies. Every test file creates
+// one Lab and calls `lab.cleanup()` in an `after` hook; cleanup also checks that nothing is left.
+
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmdirSync, writeFileSync, mkdtempSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import { tmpdir } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { discoverMounts, type Hierarchy } from '../../src/cgroup/index.js';
+
+export const REPO_ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+export const FIXTURES = join(REPO_ROOT, 'fixtures');
+export const CGEXEC = join(FIXTURES, 'bin', 'cgexec');
+
+export function workload(name: string): string {
+  return join(FIXTURES, 'workloads', name);
+}
+
+export function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+export function pidAlive(pid: number): boolean {
+  return existsSync(`/proc/${pid}`);
+}
+
+/** The scheduler state letter of a process (R, S, D, T, Z...), or undefined when it is gone. */
+export function processState(pid: number): string | undefined {
+  try {
+    return /^State:\s+(\S)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+  } catch {
+    return undefined;
+  }
+}
+
+export interface TestCgroup {
+  readonly hierarchy: Hierarchy;
+  /** Relative to the hierarchy root, as an operator would type it. */
+  readonly path: string;
+  readonly dir: string;
+}
+
+let labCounter = 0;
+
+export class Lab {
+  /** Every cgroup of this lab lives under this top-level name, in either hierarchy. */
+  readonly prefix: string;
+  private readonly cgroups: TestCgroup[] = [];
+  private readonly pids = new Set<number>();
+  private readonly tempDirs: string[] = [];
+  private readonly onExit = () => this.cleanupSync();
+  private readonly onSignal = (signal: NodeJS.Signals) => {
+    this.cleanupSync();
+    process.exit(signal === 'SIGINT' ? 130 : 143);
+  };
+
+  constructor(label: string) {
+    this.prefix = `agentd-test-${label}-${process.pid}-${++labCounter}`;
+    // The runner ends a timed-out test file with a signal: clean up then too.
+    process.on('exit', this.onExit);
+    process.once('SIGTERM', this.onSignal);
+    process.once('SIGINT', this.onSignal);
+  }
+
+  mount(hierarchy: Hierarchy): string {
+    const mounts = discoverMounts();
+    const root = hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;
+    if (!root) throw new Error(`no ${hierarchy} freezer hierarchy on this host`);
+    return root;
+  }
+
+  /** Creates `<prefix>/<name>` (and any missing parents) in the hierarchy. */
+  cgroup(hierarchy: Hierarchy, name: string): TestCgroup {
+    const root = this.mount(hierarchy);
+    const path = `${this.prefix}/${name}`;
+    const parts = path.split('/');
+    for (let i = 1; i <= parts.length; i++) {
+      const sub = parts.slice(0, i).join('/');
+      const dir = join(root, sub);
+      if (!existsSync(dir)) {
+        mkdirSync(dir);
+        this.cgroups.push({ hierarchy, path: sub, dir });
+      }
+    }
+    return { hierarchy, path, dir: join(root, path) };
+  }
+
+  tempDir(label = 'tmp'): string {
+    const dir = mkdtempSync(join(tmpdir(), `${this.prefix}-${label}-`));
+    this.tempDirs.push(dir);
+    return dir;
+  }
+
+  /** Starts COMMAND inside the cgroup (it joins before it runs). */
+  spawnIn(cgroup: TestCgroup, command: string, args: string[] = [], options: SpawnOptions = {}): ChildProcess {
+    return this.spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), command, ...args], options);
+  }
+
+  /** Starts a process outside any test cgroup, tracked for cleanup. */
+  spawn(command: string, args: string[] = [], options: SpawnOptions = {}): ChildProcess {
+    const child = spawn(command, args, { stdio: 'ignore', ...options });
+    if (child.pid === undefined) throw new Error(`failed to start ${command}`);
+    const pid = child.pid;
+    this.track(pid);
+    child.on('error', () => undefined);
+    // Once reaped the pid may be reused by someone else's process: stop tracking it.
+    child.on('exit', () => this.pids.delete(pid));
+    return child;
+  }
+
+  track(pid: number): void {
+    this.pids.add(pid);
+  }
+
+  /** Waits until the cgroup holds at least `count` processes. */
+  async waitForProcesses(cgroup: TestCgroup, count: number, timeoutMs = 5000): Promise<number[]> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const pids = this.pidsOf(cgroup);
+      if (pids.length >= count) return pids;
+      if (Date.now() > deadline) throw new Error(`cgroup ${cgroup.path} has ${pids.length} processes, expected ${count}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  pidsOf(cgroup: TestCgroup): number[] {
+    return readFileSync(join(cgroup.dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number);
+  }
+
+  async cleanup(): Promise<void> {
+    this.cleanupSync();
+    process.off('exit', this.onExit);
+    process.off('SIGTERM', this.onSignal);
+    process.off('SIGINT', this.onSignal);
+    const left = this.leftovers();
+    if (left.length > 0) throw new Error(`test left behind: ${left.join(', ')}`);
+  }
+
+  /** What this lab failed to remove: cgroups, live processes. */
+  leftovers(): string[] {
+    const left: string[] = [];
+    for (const hierarchy of ['v1', 'v2'] as const) {
+      const root = hierarchy === 'v1' ? discoverMounts().v1Freezer : discoverMounts().v2;
+      if (root && existsSync(join(root, this.prefix))) left.push(`cgroup ${hierarchy}:${this.prefix}`);
+    }
+    for (const pid of this.pids) if (pidAlive(pid) && processState(pid) !== 'Z') left.push(`process ${pid}`);
+    return left;
+  }
+
+  // Synchronous so it can also run from process.on('exit') when a test crashes.
+  private cleanupSync(): void {
+    const deepestFirst = [...this.cgroups].sort((a, b) => b.path.length - a.path.length);
+    for (let round = 0; round < 200; round++) {
+      for (const cgroup of deepestFirst) this.emptyCgroup(cgroup);
+      for (const pid of this.pids) this.kill(pid);
+      for (const cgroup of deepestFirst) {
+        try {
+          if (existsSync(cgroup.dir)) rmdirSync(cgroup.dir);
+        } catch {
+          // EBUSY while killed tasks exit: retried next round.
+        }
+      }
+      if (deepestFirst.every((c) => !existsSync(c.dir))) break;
+      sleepSync(10);
+    }
+    for (const dir of this.tempDirs) rmSync(dir, { recursive: true, force: true });
+  }
+
+  // Everything inside a test cgroup was started by this lab (directly or as a child of its processes).
+  private emptyCgroup(cgroup: TestCgroup): void {
+    if (!existsSync(cgroup.dir)) return;
+    try {
+      for (const pid of this.pidsOf(cgroup)) this.kill(pid);
+      // v1-frozen tasks only die once thawed; v2-frozen ones die anyway, but thaw for symmetry.
+      const stateFile = join(cgroup.dir, cgroup.hierarchy === 'v1' ? 'freezer.state' : 'cgroup.freeze');
+      writeFileSync(stateFile, cgroup.hierarchy === 'v1' ? 'THAWED' : '0');
+    } catch {
+      // The cgroup vanished meanwhile.
+    }
+  }
+
+  private kill(pid: number): void {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Gone already.
+    }
+  }
+}
+
+/** Names of every cgroup directory under a hierarchy root whose name starts with `prefix`. */
+export function cgroupsNamed(hierarchy: Hierarchy, prefix: string): string[] {
+  const root = hierarchy === 'v1' ? discoverMounts().v1Freezer : discoverMounts().v2;
+  if (!root) return [];
+  return readdirSync(root).filter((name) => name.startsWith(prefix));
+}
