@@ -1,0 +1,144 @@
+// The contract of checkpoint orchestration as the daemon and CLI see it. The implementation
+// (Checkpointer in ./checkpointer.ts) freezes, takes CHECKPOINTING, dumps every process tree with
+// CRIU, verifies, writes the manifest, releases and applies the --after policy.
+
+import type { Hierarchy, FreezerState } from '../cgroup/index.js';
+
+export type AfterPolicy = 'prior' | 'thawed' | 'frozen' | 'killed';
+export const AFTER_POLICIES: readonly AfterPolicy[] = ['prior', 'thawed', 'frozen', 'killed'];
+
+export interface CheckpointOptions {
+  /** What the cgroup becomes afterwards. Default `prior`: the state it had before the request. */
+  readonly after?: AfterPolicy;
+  readonly shellJob?: boolean;
+  readonly tcpEstablished?: boolean;
+  readonly fileLocks?: boolean;
+  /** Whole-operation limit; CRIU is killed and the cgroup restored when it is exceeded. */
+  readonly timeoutMs?: number;
+  /** Image root for this checkpoint; default the agent's images directory. */
+  readonly imagesDir?: string;
+  readonly requestId?: string;
+}
+
+export type Stage =
+  | 'preflight'
+  | 'freeze'
+  | 'lock'
+  | 'dump'
+  | 'verify'
+  | 'manifest'
+  | 'release'
+  | 'policy'
+  | 'restore'
+  | 'done';
+
+/** Streamed to clients during long operations. */
+export interface ProgressEvent {
+  readonly stage: Stage;
+  readonly message?: string;
+  /** Bytes of image written so far (dump) or read (restore). */
+  readonly bytes?: number;
+  /** 1-based index of the process tree being dumped or restored, and how many there are. */
+  readonly tree?: number;
+  readonly trees?: number;
+}
+
+export interface OperationHooks {
+  readonly onProgress?: (event: ProgressEvent) => void;
+  /** Aborting cancels the operation cleanly: the cgroup goes back to its prior state. */
+  readonly signal?: AbortSignal;
+}
+
+export interface ProcessRecord {
+  readonly pid: number;
+  readonly ppid: number;
+  readonly command: string;
+}
+
+export interface TreeRecord {
+  /** Position in the saved order, from 0; the dump sub-directory is `tree-<index>`. */
+  readonly index: number;
+  readonly root: number;
+  readonly processes: readonly ProcessRecord[];
+}
+
+export interface ImageFile {
+  readonly path: string; // relative to the checkpoint directory
+  readonly size: number;
+  readonly sha256: string;
+}
+
+export interface Timings {
+  readonly freezeMs: number;
+  /** How long the workload was stopped by this request: from frozen to the policy applied. */
+  readonly frozenWindowMs: number;
+  readonly dumpMs: number;
+  readonly totalMs: number;
+}
+
+export interface Manifest {
+  readonly formatVersion: 1;
+  readonly id: string;
+  readonly cgroup: string;
+  readonly hierarchy: Hierarchy;
+  readonly cgroupDir: string;
+  readonly createdAt: string;
+  readonly kernel: string;
+  readonly criuVersion: string;
+  readonly options: Omit<CheckpointOptions, 'imagesDir' | 'requestId'>;
+  readonly priorState: FreezerState;
+  readonly trees: readonly TreeRecord[];
+  readonly files: readonly ImageFile[];
+  readonly criuStats: readonly Record<string, number>[];
+  readonly timings: Timings;
+}
+
+export interface CheckpointSummary {
+  readonly id: string;
+  readonly dir: string;
+  readonly cgroup: string;
+  readonly hierarchy: Hierarchy;
+  readonly createdAt: string;
+  readonly trees: number;
+  readonly processes: number;
+  readonly bytes: number;
+  readonly after: AfterPolicy;
+  readonly finalState: FreezerState | 'EMPTY';
+  readonly timings: Timings;
+}
+
+export interface CheckpointListing {
+  readonly id: string;
+  readonly dir: string;
+  /** good: complete and verified manifest; failed: kept only for diagnosis under a failed name. */
+  readonly status: 'good' | 'failed';
+  readonly cgroup?: string;
+  readonly hierarchy?: Hierarchy;
+  readonly createdAt?: string;
+  readonly bytes?: number;
+  readonly processes?: number;
+}
+
+export interface RestoreOptions {
+  /** Restore into this cgroup (relative path or absolute dir) instead of the original. */
+  readonly cgroup?: string;
+  readonly hierarchy?: Hierarchy;
+  readonly timeoutMs?: number;
+  readonly requestId?: string;
+}
+
+export interface RestoreSummary {
+  readonly id: string;
+  readonly cgroup: string;
+  readonly hierarchy: Hierarchy;
+  readonly pids: readonly number[];
+  readonly trees: number;
+  readonly durationMs: number;
+}
+
+export interface RecoveryReport {
+  /** Cgroups an interrupted checkpoint left behind, and what was done about them. */
+  readonly cgroups: readonly { cgroup: string; hierarchy: Hierarchy; found: string; action: string }[];
+  /** Temporary image directories removed. */
+  readonly removedTemporaryImages: readonly string[];
+}
