@@ -52,6 +52,11 @@ export function send(socket: Socket, message: ParticipantMessage | CoordinatorMe
 export function readLines(socket: Socket, onMessage: (value: unknown) => void, onError: (err: AgentError) => void): void {
   let pending = '';
   let broken = false;
+  const fail = (why: string): void => {
+    broken = true;
+    onError(new AgentError('EINVAL', `restart protocol: ${why}`));
+  };
+  const tooLong = (text: string): boolean => Buffer.byteLength(text) > MAX_LINE_BYTES;
   socket.setEncoding('utf8');
   socket.on('data', (chunk: string) => {
     if (broken) return;
@@ -60,22 +65,18 @@ export function readLines(socket: Socket, onMessage: (value: unknown) => void, o
     while ((newline = pending.indexOf('\n')) >= 0) {
       const line = pending.slice(0, newline);
       pending = pending.slice(newline + 1);
+      if (tooLong(line)) return fail(`a line is longer than ${MAX_LINE_BYTES} bytes`);
       if (line.trim() === '') continue;
       let value: unknown;
       try {
         value = JSON.parse(line);
       } catch {
-        broken = true;
-        onError(new AgentError('EINVAL', `restart protocol: a line is not JSON: ${JSON.stringify(line.slice(0, 80))}`));
-        return;
+        return fail(`a line is not JSON: ${JSON.stringify(line.slice(0, 80))}`);
       }
       onMessage(value);
       if (socket.destroyed) return;
     }
-    if (Buffer.byteLength(pending) > MAX_LINE_BYTES) {
-      broken = true;
-      onError(new AgentError('EINVAL', `restart protocol: a line is longer than ${MAX_LINE_BYTES} bytes`));
-    }
+    if (tooLong(pending)) fail(`a line is longer than ${MAX_LINE_BYTES} bytes`);
   });
 }
 

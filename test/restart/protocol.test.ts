@@ -1,0 +1,165 @@
+// The wire protocol, spoken by hand over a raw socket: the documented messages work, and garbage from
+// a client is refused (before joining) or fails the restart (after joining) instead of hanging it.
+// The saved array names pid 1 for the hand-driven participant: it always exists, so the coordinator's
+// liveness check at its turn passes, and nothing here ever signals it.
+
+import assert from 'node:assert/strict';
+import { connect, type Socket } from 'node:net';
+import { join } from 'node:path';
+import { test } from 'node:test';
+import { once } from 'node:events';
+import { isAgentError } from '../../src/errors/index.js';
+import { runCoordinator, type RestartEvent } from '../../src/restart/index.js';
+import { newRun } from './helpers.js';
+
+interface RawClient {
+  socket: Socket;
+  send(line: string): void;
+  /** Resolves with the next message the coordinator sends. */
+  next(): Promise<Record<string, unknown>>;
+  closed: Promise<void>;
+}
+
+async function rawClient(socketPath: string): Promise<RawClient> {
+  const socket = connect(socketPath);
+  await once(socket, 'connect');
+  socket.on('error', () => {}); // a reset after the coordinator hung up shows as the close below
+  const queue: Array<Record<string, unknown>> = [];
+  const waiters: Array<(m: Record<string, unknown>) => void> = [];
+  let pending = '';
+  socket.setEncoding('utf8');
+  socket.on('data', (chunk: string) => {
+    pending += chunk;
+    let i: number;
+    while ((i = pending.indexOf('\n')) >= 0) {
+      const message = JSON.parse(pending.slice(0, i)) as Record<string, unknown>;
+      pending = pending.slice(i + 1);
+      const waiter = waiters.shift();
+      if (waiter) waiter(message);
+      else queue.push(message);
+    }
+  });
+  return {
+    socket,
+    send: (line) => socket.write(`${line}\n`),
+    next: () => (queue.length > 0 ? Promise.resolve(queue.shift()!) : new Promise((resolve) => waiters.push(resolve))),
+    closed: once(socket, 'close').then(() => undefined),
+  };
+}
+
+/** A coordinator for [root (this process), a (pid 1)], with a promise for its listening socket. */
+function startCoordinator(socketPath: string, joinTimeoutMs = 5_000) {
+  const events: RestartEvent[] = [];
+  const restart = runCoordinator({
+    participants: [
+      { id: 'root', pid: process.pid },
+      { id: 'a', pid: 1 },
+    ],
+    socketPath,
+    joinTimeoutMs,
+    restoreSelf: () => {},
+    onProgress: (event) => events.push(event),
+  });
+  restart.catch(() => {}); // inspected by each test
+  return { restart, events };
+}
+
+async function waitForListening(events: RestartEvent[]): Promise<void> {
+  while (!events.some((e) => e.type === 'listening')) await new Promise((r) => setTimeout(r, 5));
+}
+
+test('the documented exchange: join, turn, done, done', async (t) => {
+  const run = newRun('protocol-happy');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const { restart, events } = startCoordinator(socketPath);
+  await waitForListening(events);
+
+  const client = await rawClient(socketPath);
+  client.send(JSON.stringify({ type: 'join', id: 'a', pid: 1 }));
+  assert.deepEqual(await client.next(), { type: 'turn' });
+  client.send(JSON.stringify({ type: 'done', id: 'a' }));
+  assert.deepEqual(await client.next(), { type: 'done' });
+  await client.closed;
+
+  const report = await restart;
+  assert.deepEqual(report.order, ['root', 'a']);
+  assert.deepEqual(report.joinOrder, ['a']);
+  assert.deepEqual(
+    events.map((e) => e.type),
+    ['listening', 'joined', 'turn', 'restored', 'turn', 'restored'],
+  );
+});
+
+test('joins that are refused with EINVAL, without failing the restart', async (t) => {
+  const run = newRun('protocol-refused');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const { restart, events } = startCoordinator(socketPath);
+  await waitForListening(events);
+
+  const refusals: Array<[string, RegExp]> = [
+    [JSON.stringify({ type: 'join', id: 'stranger', pid: 1 }), /"stranger" is not a participant/],
+    [JSON.stringify({ type: 'join', id: 'root', pid: 1 }), /"root" is not a participant/],
+    [JSON.stringify({ type: 'join', id: 'a', pid: 77 }), /joined with pid 77 but its saved pid is 1/],
+    [JSON.stringify({ type: 'done', id: 'a' }), /the first message must be a join/],
+    [JSON.stringify({ type: 'join', id: 'a', pid: 'one' }), /the first message must be a join/],
+    ['this is not json', /not JSON/],
+  ];
+  for (const [line, reason] of refusals) {
+    const client = await rawClient(socketPath);
+    client.send(line);
+    const reply = await client.next();
+    assert.equal(reply.type, 'abort', line);
+    assert.equal(reply.code, 'EINVAL', line);
+    assert.match(String(reply.message), reason);
+    await client.closed;
+  }
+
+  // The real participant can still join, and the restart completes.
+  const client = await rawClient(socketPath);
+  client.send(JSON.stringify({ type: 'join', id: 'a', pid: 1 }));
+  assert.deepEqual(await client.next(), { type: 'turn' });
+  client.send(JSON.stringify({ type: 'done', id: 'a' }));
+  assert.deepEqual(await client.next(), { type: 'done' });
+  assert.deepEqual((await restart).order, ['root', 'a']);
+});
+
+for (const [name, line, reason] of [
+  ['a second join', JSON.stringify({ type: 'join', id: 'a', pid: 1 }), /sent join out of turn/],
+  ['done before its turn', JSON.stringify({ type: 'done', id: 'a' }), /sent done out of turn/],
+  ['an unknown message', JSON.stringify({ type: 'hello' }), /not part of the protocol/],
+  ['a line that is not JSON', '{"type":', /not JSON/],
+  ['a line longer than 64 KiB', 'x'.repeat(70 * 1024), /longer than 65536 bytes/],
+] as const) {
+  test(`a joined participant that sends ${name} fails the restart with EINVAL, and is told so`, async (t) => {
+    const run = newRun('protocol-violation');
+    t.after(() => run.cleanUp());
+    const socketPath = join(run.workDir, 'restart.sock');
+    // Two saved participants, so the restart is still waiting for b when a misbehaves.
+    const events: RestartEvent[] = [];
+    const restart = runCoordinator({
+      participants: [
+        { id: 'root', pid: process.pid },
+        { id: 'a', pid: 1 },
+        { id: 'b', pid: 2 },
+      ],
+      socketPath,
+      joinTimeoutMs: 5_000,
+      restoreSelf: () => {},
+      onProgress: (event) => events.push(event),
+    });
+    restart.catch(() => {});
+    await waitForListening(events);
+
+    const client = await rawClient(socketPath);
+    client.send(JSON.stringify({ type: 'join', id: 'a', pid: 1 }));
+    while (!events.some((e) => e.type === 'joined')) await new Promise((r) => setTimeout(r, 5));
+    client.send(line);
+    const reply = await client.next();
+    assert.equal(reply.type, 'abort');
+    assert.equal(reply.code, 'EINVAL');
+    await assert.rejects(restart, (err: unknown) => isAgentError(err, 'EINVAL') && reason.test(err.message));
+    await client.closed;
+  });
+}
