@@ -1,0 +1,132 @@
+// CgroupControl: the one guarded way to change a cgroup's freezer state. The daemon, agentctl in
+// direct mode and checkpoint orchestration all come through here, so every change takes the
+// cgroup's lock first and a CHECKPOINTING cgroup refuses them all with EBUSY.
+
+import { randomBytes } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { openFreezer, type CgroupRef } from '../cgroup/index.js';
+import { fromSystemError, systemErrno } from '../errors/index.js';
+import { busyError, isLive } from './holder.js';
+import { Lease } from './lease.js';
+import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
+import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
+import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type CheckpointHold, type LockHolder, type LockOperation } from './types.js';
+
+export const DEFAULT_RUN_DIR = '/run/agentd';
+
+export function newRequestId(): string {
+  return randomBytes(4).toString('hex');
+}
+
+export class CgroupControl {
+  readonly runDir: string;
+  readonly locksDir: string;
+
+  constructor(options: { runDir?: string } = {}) {
+    this.runDir = options.runDir ?? DEFAULT_RUN_DIR;
+    this.locksDir = join(this.runDir, 'locks');
+  }
+
+  lockPath(ref: Pick<CgroupRef, 'hierarchy' | 'path'>): string {
+    return join(this.locksDir, lockFileName(ref));
+  }
+
+  /** The kernel's state, and CHECKPOINTING iff a live checkpoint holds the lock in phase 'checkpointing'. */
+  status(ref: CgroupRef): CgroupStatus {
+    const freezer = openFreezer(ref);
+    let kernel;
+    try {
+      kernel = freezer.status();
+    } finally {
+      freezer.close();
+    }
+    const lock = probe(this.lockPath(ref));
+    const holder = lock.locked && isLive(lock.record) ? lock.record : undefined;
+    const status: CgroupStatus = {
+      cgroup: ref.path,
+      hierarchy: ref.hierarchy,
+      path: ref.dir,
+      state: holder?.phase === PHASE_CHECKPOINTING ? 'CHECKPOINTING' : kernel.state,
+      kernelState: kernel.state,
+      selfFreezing: kernel.selfFreezing,
+      parentFreezing: kernel.parentFreezing,
+      locked: lock.locked,
+    };
+    if (kernel.frozenBy !== undefined) status.frozenBy = kernel.frozenBy;
+    if (holder) status.holder = holder;
+    return status;
+  }
+
+  async freeze(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
+    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'freeze' });
+    try {
+      lease.update({ phase: 'freezing', priorState: lease.freezer.state() });
+      await lease.freezer.freeze(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+    } finally {
+      lease.release();
+    }
+    return this.status(ref);
+  }
+
+  async thaw(ref: CgroupRef, opts: { requestId?: string } = {}): Promise<CgroupStatus> {
+    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'thaw' });
+    try {
+      lease.update({ phase: 'thawing', priorState: lease.freezer.state() });
+      // The driver refuses (EBUSY) a cgroup frozen by its parent.
+      await lease.freezer.thaw();
+    } finally {
+      lease.release();
+    }
+    return this.status(ref);
+  }
+
+  /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
+  lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
+    ensureLockDir(this.runDir, this.locksDir);
+    return Lease.acquire(ref, this.lockPath(ref), info);
+  }
+
+  /** lease + lease.beginCheckpoint(); on refusal (not FROZEN) the lease is released again. */
+  beginCheckpoint(ref: CgroupRef, info: { requestId: string }): CheckpointHold {
+    const lease = this.lease(ref, { requestId: info.requestId, operation: 'checkpoint' });
+    try {
+      return lease.beginCheckpoint();
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+  }
+
+  /**
+   * Records left by a holder that died mid-operation: lock files nobody holds whose phase is not
+   * finished. What to do about each cgroup (thaw it, keep it frozen) is recovery's decision.
+   */
+  staleLocks(): LockHolder[] {
+    let names: string[];
+    try {
+      names = readdirSync(this.locksDir);
+    } catch (err) {
+      if (systemErrno(err) === 'ENOENT') return [];
+      throw fromSystemError(err, `failed to list lock directory ${this.locksDir}`);
+    }
+    const stale: LockHolder[] = [];
+    for (const name of names.filter((n) => n.endsWith(LOCK_SUFFIX)).sort()) {
+      let lock;
+      try {
+        lock = probe(join(this.locksDir, name));
+      } catch {
+        continue; // not a plain lock file of ours (a planted symlink, say): nothing a holder left
+      }
+      if (!lock.locked && isLive(lock.record)) stale.push(lock.record);
+    }
+    return stale;
+  }
+
+  /** Removes the cgroup's lock file if nobody holds it; EBUSY naming the holder if someone does. */
+  forget(ref: CgroupRef): void {
+    const lockFile = this.lockPath(ref);
+    const result = removeIfUnlocked(lockFile);
+    if (result.outcome === 'held') throw busyError(ref, result.record, lockFile);
+  }
+}

@@ -1,0 +1,81 @@
+// The lock file's diagnostic record (one JSON line) and the EBUSY messages built from it.
+
+import { AgentError } from '../errors/index.js';
+import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
+import { PHASE_CHECKPOINTING, PHASE_FINISHED, type LockHolder, type LockOperation } from './types.js';
+
+const OPERATIONS: readonly LockOperation[] = ['freeze', 'thaw', 'checkpoint', 'restore', 'kill'];
+const STATES = ['THAWED', 'FREEZING', 'FROZEN'];
+
+export function serializeHolder(holder: LockHolder): string {
+  const { lockFile: _notWritten, ...record } = holder;
+  return JSON.stringify(record) + '\n';
+}
+
+/** Parses the first line of a lock file; undefined when it is empty, torn or not ours. */
+export function parseHolder(text: string, lockFile: string): LockHolder | undefined {
+  const line = text.split('\n', 1)[0];
+  if (!line) return undefined;
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null) return undefined;
+  const r = value as Record<string, unknown>;
+  if (
+    typeof r.pid !== 'number' ||
+    typeof r.requestId !== 'string' ||
+    !OPERATIONS.includes(r.operation as LockOperation) ||
+    typeof r.phase !== 'string' ||
+    typeof r.cgroup !== 'string' ||
+    (r.hierarchy !== 'v1' && r.hierarchy !== 'v2') ||
+    typeof r.since !== 'string'
+  ) {
+    return undefined;
+  }
+  const holder: LockHolder = {
+    pid: r.pid,
+    requestId: r.requestId,
+    operation: r.operation as LockOperation,
+    phase: r.phase,
+    cgroup: r.cgroup,
+    hierarchy: r.hierarchy,
+    since: r.since,
+    lockFile,
+  };
+  if (typeof r.priorState === 'string' && STATES.includes(r.priorState)) holder.priorState = r.priorState as LockHolder['priorState'];
+  if (typeof r.imageDir === 'string') holder.imageDir = r.imageDir;
+  return holder;
+}
+
+export function isLive(holder: LockHolder | undefined): holder is LockHolder {
+  return holder !== undefined && holder.phase !== PHASE_FINISHED;
+}
+
+/** Local wall-clock time of day, as an operator reading the message would say it: 12:01:03. */
+function timeOfDay(iso: string): string {
+  const date = new Date(iso);
+  if (Number.isNaN(date.getTime())) return iso;
+  return date.toTimeString().slice(0, 8);
+}
+
+/**
+ * `cgroup v2:jobs/x is CHECKPOINTING (request 7f3a, pid 812, since 12:01:03)` or
+ * `cgroup v1:jobs/x is busy: a freeze (request 9b1c, pid 812) is in progress since 12:01:03`.
+ */
+export function busyError(ref: CgroupRef, holder: LockHolder | undefined, lockFile: string): AgentError {
+  const name = describeCgroup(ref);
+  if (!isLive(holder)) {
+    return new AgentError('EBUSY', `cgroup ${name} is busy: another process holds its lock ${lockFile} (it has not recorded who yet)`, {
+      details: { cgroup: ref.path, hierarchy: ref.hierarchy, lockFile },
+    });
+  }
+  const since = timeOfDay(holder.since);
+  const message =
+    holder.phase === PHASE_CHECKPOINTING
+      ? `cgroup ${name} is CHECKPOINTING (request ${holder.requestId}, pid ${holder.pid}, since ${since})`
+      : `cgroup ${name} is busy: a ${holder.operation} (request ${holder.requestId}, pid ${holder.pid}) is in progress since ${since}`;
+  return new AgentError('EBUSY', message, { details: { cgroup: ref.path, hierarchy: ref.hierarchy, lockFile, holder } });
+}

@@ -1,0 +1,34 @@
+// One lock file name per cgroup, derived from its hierarchy and path, that can never name anything
+// outside the locks directory and never collides with another cgroup's.
+//
+//   v2 jobs/build-42      -> v2-jobs%2Fbuild-42.lock
+//   v1 a%b/ünï            -> v1-a%25b%2F%C3%BC%C3%B1%C3%AF.lock
+//   a name over 255 bytes -> v2+sha256-<64 hex>.lock
+//
+// Every byte outside [A-Za-z0-9._-] is written as %XX (so '/' can never appear and the encoding is
+// injective); the `v1-`/`v2-` prefix keeps the hierarchies apart and means a name is never `.` or
+// `..`. Names too long for the filesystem (255 bytes) use a hash of `hierarchy:path`; the `+` that
+// marks them is itself always escaped in the readable form, so the two forms cannot collide.
+
+import { createHash } from 'node:crypto';
+import type { CgroupRef } from '../cgroup/index.js';
+
+export const LOCK_SUFFIX = '.lock';
+const NAME_MAX = 255;
+const SAFE_BYTE = /^[A-Za-z0-9._-]$/;
+
+function escapePath(path: string): string {
+  let out = '';
+  for (const byte of Buffer.from(path, 'utf8')) {
+    const char = String.fromCharCode(byte);
+    out += byte < 0x80 && SAFE_BYTE.test(char) ? char : `%${byte.toString(16).toUpperCase().padStart(2, '0')}`;
+  }
+  return out;
+}
+
+export function lockFileName(ref: Pick<CgroupRef, 'hierarchy' | 'path'>): string {
+  const readable = `${ref.hierarchy}-${escapePath(ref.path)}${LOCK_SUFFIX}`;
+  if (Buffer.byteLength(readable) <= NAME_MAX) return readable;
+  const digest = createHash('sha256').update(`${ref.hierarchy}:${ref.path}`).digest('hex');
+  return `${ref.hierarchy}+sha256-${digest}${LOCK_SUFFIX}`;
+}
