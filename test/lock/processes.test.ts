@@ -1,0 +1,197 @@
+// The lock across processes, as the kernel sees it (freezer.md, CHECKPOINTING 3 and the crash
+// guarantee): many agent processes racing for one checkpoint, a holder killed with SIGKILL, and
+// flock(1) honouring the lock from a shell.
+
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { createInterface } from 'node:readline';
+import type { ChildProcess } from 'node:child_process';
+import type { Hierarchy } from '../../src/cgroup/index.js';
+import { Lab } from '../helpers/lab.js';
+import { CONTENDER, flockFree, kernelState, makeControl, refOf } from './helpers.js';
+
+const lab = new Lab('lock-procs');
+after(() => lab.cleanup());
+
+const CONTENDERS = 16;
+
+interface Outcome {
+  pid: number;
+  requestId: string;
+  outcome: 'won' | 'refused';
+  code?: string;
+  message?: string;
+  lockFile?: string;
+}
+
+/** Resolves with the child's JSON lines, one at a time. */
+function jsonLines(child: ChildProcess): () => Promise<Record<string, unknown>> {
+  const queue: Record<string, unknown>[] = [];
+  const waiting: ((line: Record<string, unknown>) => void)[] = [];
+  let ended = false;
+  const lines = createInterface({ input: child.stdout! });
+  lines.on('line', (line) => {
+    const value = JSON.parse(line) as Record<string, unknown>;
+    const next = waiting.shift();
+    if (next) next(value);
+    else queue.push(value);
+  });
+  lines.on('close', () => {
+    ended = true;
+    for (const w of waiting.splice(0)) w({ closed: true });
+  });
+  return () => {
+    const ready = queue.shift();
+    if (ready) return Promise.resolve(ready);
+    if (ended) return Promise.resolve({ closed: true });
+    return new Promise((resolve) => waiting.push(resolve));
+  };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
+
+function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
+  describe(`the lock across processes on ${hierarchy}`, () => {
+    test(`3. ${CONTENDERS} processes race for one checkpoint: exactly one wins, every other gets EBUSY`, async () => {
+      const cgroup = lab.cgroup(hierarchy, 'race');
+      lab.spawnIn(cgroup, 'sleep', ['100000']);
+      await lab.waitForProcesses(cgroup, 1);
+      const control = makeControl(lab);
+      const ref = refOf(cgroup);
+      await control.freeze(ref);
+
+      const children = Array.from({ length: CONTENDERS }, (_, i) =>
+        lab.spawn(process.execPath, [CONTENDER, control.runDir, hierarchy, cgroup.path, `req-${i}`, 'contend'], {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        }),
+      );
+      const readers = children.map(jsonLines);
+      try {
+        // Every contender has loaded the lock module and waits; then all are let go at once.
+        const ready = await withTimeout(Promise.all(readers.map((next) => next())), 30_000, 'contenders starting');
+        assert.ok(ready.every((r) => r.ready === true), JSON.stringify(ready));
+        for (const child of children) child.stdin!.write('go\n');
+        const outcomes = (await withTimeout(Promise.all(readers.map((next) => next())), 30_000, 'contenders trying')) as unknown as Outcome[];
+
+        const winners = outcomes.filter((o) => o.outcome === 'won');
+        const refused = outcomes.filter((o) => o.outcome === 'refused');
+        assert.equal(winners.length, 1, `exactly one winner: ${JSON.stringify(outcomes)}`);
+        assert.equal(refused.length, CONTENDERS - 1);
+        const winner = winners[0];
+        for (const loser of refused) {
+          assert.equal(loser.code, 'EBUSY', JSON.stringify(loser));
+          assert.match(loser.message!, new RegExp(`^cgroup ${hierarchy}:${cgroup.path} is `));
+          // A loser names the winner, unless it looked in the microseconds before the winner wrote its record.
+          const named = /request (req-\d+)/.exec(loser.message!)?.[1];
+          if (named !== undefined) assert.equal(named, winner.requestId);
+        }
+
+        const status = control.status(ref);
+        assert.equal(status.state, 'CHECKPOINTING');
+        assert.equal(status.holder?.pid, winner.pid);
+        assert.equal(status.holder?.requestId, winner.requestId);
+        assert.equal(kernelState(cgroup), 'FROZEN');
+      } finally {
+        for (const child of children) child.stdin!.end();
+        await withTimeout(Promise.all(children.map(exited)), 30_000, 'contenders exiting');
+      }
+      assert.equal(control.status(ref).locked, false, 'the winner released on exit');
+      assert.equal(control.status(ref).state, 'FROZEN');
+    });
+
+    test('5. a holder killed with SIGKILL while CHECKPOINTING frees the lock at once; the cgroup stays FROZEN', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'killed-holder');
+      lab.spawnIn(cgroup, 'sleep', ['100000']);
+      await lab.waitForProcesses(cgroup, 1);
+      const control = makeControl(lab);
+      const ref = refOf(cgroup);
+      await control.freeze(ref);
+      const lockFile = control.lockPath(ref);
+
+      const holder = lab.spawn(process.execPath, [CONTENDER, control.runDir, hierarchy, cgroup.path, 'dead-1', 'hold'], {
+        stdio: ['pipe', 'pipe', 'inherit'],
+      });
+      const outcome = (await withTimeout(jsonLines(holder)(), 30_000, 'holder starting')) as unknown as Outcome;
+      assert.equal(outcome.outcome, 'won', JSON.stringify(outcome));
+      assert.equal(control.status(ref).state, 'CHECKPOINTING');
+      assert.equal(flockFree(lockFile), false);
+
+      holder.kill('SIGKILL');
+      await exited(holder);
+
+      assert.equal(flockFree(lockFile), true, 'the kernel dropped the dead holder\'s lock');
+      const status = control.status(ref);
+      assert.equal(status.state, 'FROZEN', 'not CHECKPOINTING, not thawed');
+      assert.equal(status.locked, false);
+      assert.equal(status.holder, undefined);
+      assert.equal(kernelState(cgroup), 'FROZEN');
+
+      const stale = control.staleLocks();
+      assert.equal(stale.length, 1, JSON.stringify(stale));
+      assert.equal(stale[0].pid, outcome.pid);
+      assert.equal(stale[0].requestId, 'dead-1');
+      assert.equal(stale[0].operation, 'checkpoint');
+      assert.equal(stale[0].phase, 'checkpointing');
+      assert.equal(stale[0].cgroup, cgroup.path);
+      assert.equal(stale[0].hierarchy, hierarchy);
+      assert.equal(stale[0].lockFile, lockFile);
+
+      // A new agent takes over at once.
+      const hold = control.beginCheckpoint(ref, { requestId: 'after-crash' });
+      try {
+        assert.deepEqual(control.staleLocks(), [], 'a held lock is not stale');
+        assert.throws(() => control.forget(ref), (err: unknown) => (err as { code?: string }).code === 'EBUSY', 'a held lock is never forgotten');
+        assert.equal((await hold.end()).consistent, true);
+      } finally {
+        hold.lease.release();
+      }
+      control.forget(ref);
+      assert.equal(flockFree(lockFile), true);
+      assert.deepEqual(control.staleLocks(), []);
+    });
+
+    test('7. `flock -n LOCKFILE true` fails while the lock is held and succeeds after release', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'flock');
+      const control = makeControl(lab);
+      const ref = refOf(cgroup);
+      const lease = control.lease(ref, { requestId: 'f1', operation: 'freeze' });
+      const lockFile = control.lockPath(ref);
+      try {
+        assert.equal(flockFree(lockFile), false);
+      } finally {
+        lease.release();
+      }
+      assert.equal(flockFree(lockFile), true);
+
+      // And the other way round: a shell tool holding it makes agentd refuse, naming the lock file.
+      const tool = lab.spawn('flock', [lockFile, 'sleep', '100000']);
+      try {
+        const deadline = Date.now() + 5000;
+        while (!control.status(ref).locked) {
+          if (Date.now() > deadline) throw new Error('flock(1) never took the lock');
+          await new Promise((r) => setTimeout(r, 5));
+        }
+        await assert.rejects(control.freeze(ref), (err: unknown) => {
+          assert.equal((err as { code?: string }).code, 'EBUSY');
+          assert.match((err as Error).message, new RegExp(`another process holds its lock ${lockFile.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}`));
+          return true;
+        });
+        assert.equal(kernelState(cgroup), 'THAWED', 'the refused freeze changed nothing');
+      } finally {
+        tool.kill('SIGKILL');
+        await exited(tool);
+      }
+    });
+  });
+}
