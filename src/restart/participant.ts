@@ -5,7 +5,7 @@
 import { connect, type Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { AgentError, systemErrno } from '../errors/index.js';
-import { asAgentError, unlessAborted, watchInterruptions, type Interruption } from './interruption.js';
+import { asAgentError, watchInterruptions, type Interruption } from './interruption.js';
 import { abortMessage, errorFromAbort, parseCoordinatorMessage, readLines, send } from './protocol.js';
 import { validateFunction, validateSocketPath, validateTimeout } from './saved-order.js';
 
@@ -27,14 +27,29 @@ export interface JoinOptions {
   signal?: AbortSignal;
 }
 
-async function connectOnce(socketPath: string): Promise<Socket> {
+/** One connection attempt; an interruption while it is pending destroys the socket it was making. */
+function connectOnce(socketPath: string, signal: AbortSignal): Promise<Socket> {
   return new Promise<Socket>((resolve, reject) => {
     const socket = connect(socketPath);
+    const onAbort = (): void => {
+      socket.destroy();
+      reject(signal.reason);
+    };
+    const settle = (): void => {
+      signal.removeEventListener('abort', onAbort);
+      socket.off('error', onError);
+    };
+    const onError = (err: Error): void => {
+      settle();
+      reject(err);
+    };
     socket.once('connect', () => {
-      socket.off('error', reject);
+      settle();
       resolve(socket);
     });
-    socket.once('error', reject);
+    socket.once('error', onError);
+    if (signal.aborted) onAbort();
+    else signal.addEventListener('abort', onAbort, { once: true });
   });
 }
 
@@ -42,10 +57,10 @@ async function connectToCoordinator(socketPath: string, connectTimeoutMs: number
   const deadline = performance.now() + connectTimeoutMs;
   for (;;) {
     try {
-      return await unlessAborted(connectOnce(socketPath), signal);
+      return await connectOnce(socketPath, signal);
     } catch (err) {
-      const errno = systemErrno(err);
       if (signal.aborted) throw signal.reason;
+      const errno = systemErrno(err);
       if (errno !== 'ENOENT' && errno !== 'ECONNREFUSED') throw asAgentError(err, 'EIO', `failed to connect to ${socketPath}`);
       if (performance.now() >= deadline) {
         throw new AgentError('ESRCH', `restart: no coordinator listening at ${socketPath} after ${connectTimeoutMs} ms (${errno})`);

@@ -1,15 +1,16 @@
 // The wire protocol, spoken by hand over a raw socket: the documented messages work, and garbage from
 // a client is refused (before joining) or fails the restart (after joining) instead of hanging it.
+// At the end, the participant's side against a coordinator played by hand.
 // The saved array names pid 1 for the hand-driven participant: it always exists, so the coordinator's
 // liveness check at its turn passes, and nothing here ever signals it.
 
 import assert from 'node:assert/strict';
-import { connect, type Socket } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { once } from 'node:events';
 import { isAgentError } from '../../src/errors/index.js';
-import { runCoordinator, type RestartEvent } from '../../src/restart/index.js';
+import { joinRestart, runCoordinator, type RestartEvent } from '../../src/restart/index.js';
 import { newRun } from './helpers.js';
 
 interface RawClient {
@@ -163,3 +164,100 @@ for (const [name, line, reason] of [
     await client.closed;
   });
 }
+
+// The participant's side, against a coordinator played by hand: a plain server that records what the
+// participant sends and answers as the test says.
+async function handPlayedCoordinator(socketPath: string) {
+  const server = createServer();
+  const received: Array<Record<string, unknown>> = [];
+  let connection: Socket | undefined;
+  const connected = new Promise<Socket>((resolve) =>
+    server.once('connection', (socket) => {
+      connection = socket;
+      socket.setEncoding('utf8');
+      let pending = '';
+      socket.on('data', (chunk: string) => {
+        pending += chunk;
+        let i: number;
+        while ((i = pending.indexOf('\n')) >= 0) {
+          received.push(JSON.parse(pending.slice(0, i)) as Record<string, unknown>);
+          pending = pending.slice(i + 1);
+        }
+      });
+      socket.on('error', () => {});
+      resolve(socket);
+    }),
+  );
+  server.listen(socketPath);
+  await once(server, 'listening');
+  const until = async (count: number): Promise<void> => {
+    while (received.length < count) await new Promise((r) => setTimeout(r, 5));
+  };
+  const close = (): void => {
+    connection?.destroy();
+    server.close();
+  };
+  return { connected, received, until, close };
+}
+
+test('participant side: join, restore in its turn, done, and resolve only on the final done', async (t) => {
+  const run = newRun('participant-happy');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const coordinator = await handPlayedCoordinator(socketPath);
+  t.after(() => coordinator.close());
+  let restored = 0;
+  let settled = false;
+  const joined = joinRestart({ socketPath, id: 'a', restore: () => void (restored += 1) }).finally(() => (settled = true));
+
+  const socket = await coordinator.connected;
+  await coordinator.until(1);
+  assert.deepEqual(coordinator.received[0], { type: 'join', id: 'a', pid: process.pid });
+  assert.equal(restored, 0, 'no restore before the turn');
+  socket.write('{"type":"turn"}\n');
+  await coordinator.until(2);
+  assert.deepEqual(coordinator.received[1], { type: 'done', id: 'a' });
+  assert.equal(restored, 1);
+  await new Promise((r) => setTimeout(r, 50));
+  assert.equal(settled, false, 'restored, but the restart is not complete yet');
+  socket.write('{"type":"done"}\n');
+  await joined;
+});
+
+test('participant side: interrupted by its own AbortSignal, it tells the coordinator and rejects with EINTR', async (t) => {
+  const run = newRun('participant-abort');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const coordinator = await handPlayedCoordinator(socketPath);
+  t.after(() => coordinator.close());
+  const controller = new AbortController();
+  const joined = joinRestart({ socketPath, id: 'a', restore: () => {}, signal: controller.signal });
+  await coordinator.until(1);
+  controller.abort('shutting down');
+  await assert.rejects(joined, (err: unknown) => isAgentError(err, 'EINTR') && /shutting down/.test(err.message));
+  await coordinator.until(2);
+  assert.equal(coordinator.received[1]!.type, 'abort');
+  assert.equal(coordinator.received[1]!.code, 'EINTR');
+});
+
+test('participant side: the coordinator hanging up without a word is ESRCH', async (t) => {
+  const run = newRun('participant-hangup');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const coordinator = await handPlayedCoordinator(socketPath);
+  t.after(() => coordinator.close());
+  const joined = joinRestart({ socketPath, id: 'a', restore: () => {} });
+  (await coordinator.connected).destroy();
+  await assert.rejects(joined, (err: unknown) => isAgentError(err, 'ESRCH') && /coordinator went away while participant a was waiting/.test(err.message));
+});
+
+test('participant side: no coordinator ever listening is ESRCH after the connect timeout', async (t) => {
+  const run = newRun('participant-alone');
+  t.after(() => run.cleanUp());
+  const started = performance.now();
+  await assert.rejects(
+    joinRestart({ socketPath: join(run.workDir, 'nobody.sock'), id: 'a', restore: () => {}, connectTimeoutMs: 200 }),
+    (err: unknown) => isAgentError(err, 'ESRCH') && /no coordinator listening/.test(err.message),
+  );
+  assert.ok(performance.now() - started < 2_000);
+});
