@@ -1,0 +1,53 @@
+// `criu dump` of one process tree held in a (frozen) cgroup.
+
+import { isAbsolute, join } from 'node:path';
+import { AgentError } from '../errors/index.js';
+import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
+
+export interface CriuDumpOptions extends CriuRunOptions {
+  /** Root of the process tree to dump. */
+  readonly pid: number;
+  /** Absolute; must exist. The images, the log and stats-dump are written here. */
+  readonly imagesDir: string;
+  /**
+   * Absolute cgroup directory holding the tree: a v1 freezer cgroup (/sys/fs/cgroup/freezer/X) or
+   * a v2 one. Always passed, because CRIU waits forever on a tree frozen by a cgroup it was not
+   * told about. CRIU seizes EVERY task of this cgroup by ptrace, also those outside the tree
+   * ("Unexpected process PID in the freezer cgroup"), and holds them stopped until it puts the
+   * freezer back: measured here, a second tree in the same cgroup does not run during the dump.
+   */
+  readonly freezeCgroup: string;
+  /** --shell-job: needed for a tree on a terminal ("Found slave peer index 0 without correspond master peer"). */
+  readonly shellJob?: boolean;
+  readonly tcpEstablished?: boolean;
+  readonly fileLocks?: boolean;
+  /** Log file name inside imagesDir. Default dump.log. */
+  readonly logName?: string;
+}
+
+export function checkAbsolute(what: string, path: string): void {
+  if (!isAbsolute(path)) throw new AgentError('EINVAL', `${what} must be an absolute path, got "${path}"`);
+}
+
+/**
+ * The argument array for a dump. --leave-running is always given: with a cgroup frozen beforehand
+ * CRIU then puts the freezer back to FROZEN when it is done; without it CRIU kills the tasks and
+ * leaves the cgroup THAWED and empty (criu.md), which our checkpoint contract forbids.
+ */
+export function dumpArgs(opts: CriuDumpOptions): string[] {
+  if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new AgentError('EINVAL', `not a pid: ${opts.pid}`);
+  checkAbsolute('the images directory', opts.imagesDir);
+  checkAbsolute('the cgroup to freeze', opts.freezeCgroup);
+  const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, '--freeze-cgroup', opts.freezeCgroup, '--leave-running'];
+  args.push('-o', opts.logName ?? 'dump.log', '-v4');
+  if (opts.shellJob) args.push('--shell-job');
+  if (opts.tcpEstablished) args.push('--tcp-established');
+  if (opts.fileLocks) args.push('--file-locks');
+  return args;
+}
+
+/** Dumps the tree rooted at opts.pid into opts.imagesDir. See runCriu for the errors. */
+export function runCriuDump(opts: CriuDumpOptions): Promise<CriuRunResult> {
+  const args = dumpArgs(opts);
+  return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), opts);
+}

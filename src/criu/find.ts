@@ -1,0 +1,124 @@
+// Finding the criu binary and asking it whether it works on this kernel.
+
+import { execFile } from 'node:child_process';
+import { accessSync, constants, statSync } from 'node:fs';
+import { delimiter, isAbsolute, join } from 'node:path';
+import { AgentError } from '../errors/index.js';
+
+export interface CriuCheck {
+  /** `criu check` exited 0 (it prints "Looks good."). */
+  readonly ok: boolean;
+  /** What `criu check` printed, stdout and stderr together, trimmed. */
+  readonly output: string;
+}
+
+export interface CriuInfo {
+  readonly path: string;
+  /** As `criu --version` prints it, e.g. "4.1.1". */
+  readonly version: string;
+  readonly check: CriuCheck;
+}
+
+const INSTALL_HINT = 'run `npm run setup` (installs CRIU 4.1.1) or apt-get install criu';
+
+// root's PATH may lack the sbin directories (a service started with a minimal environment), and
+// scripts/install-criu.sh puts our build in /usr/local/sbin: always look there too.
+const SBIN_DIRS = ['/usr/local/sbin', '/usr/sbin', '/sbin'];
+
+// `criu check` probes kernel features; 0.05 s here. Generous, because a wedged kernel must not wedge us.
+const PROBE_TIMEOUT_MS = 30_000;
+
+function isExecutableFile(path: string): boolean {
+  try {
+    accessSync(path, constants.X_OK);
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
+}
+
+/** Where `criu` would be found: PATH first, then the sbin directories. */
+export function criuSearchPath(envPath: string | undefined = process.env.PATH): string[] {
+  const dirs = (envPath ?? '').split(delimiter).filter((d) => d !== '' && isAbsolute(d));
+  return [...new Set([...dirs, ...SBIN_DIRS])];
+}
+
+function locate(configuredPath?: string): string {
+  if (configuredPath !== undefined) {
+    if (!isAbsolute(configuredPath)) {
+      throw new AgentError('EINVAL', `the configured CRIU path must be absolute, got "${configuredPath}"`);
+    }
+    if (!isExecutableFile(configuredPath)) {
+      throw new AgentError('ECRIU', `CRIU not found at ${configuredPath}: ${INSTALL_HINT}`, {
+        details: { path: configuredPath },
+      });
+    }
+    return configuredPath;
+  }
+  const searched = criuSearchPath();
+  for (const dir of searched) {
+    const candidate = join(dir, 'criu');
+    if (isExecutableFile(candidate)) return candidate;
+  }
+  throw new AgentError('ECRIU', `CRIU not found in ${searched.join(':')}: ${INSTALL_HINT}`, {
+    details: { searched },
+  });
+}
+
+interface Probe {
+  readonly code: number | null;
+  readonly output: string;
+  readonly error?: NodeJS.ErrnoException;
+}
+
+function probe(path: string, args: string[]): Promise<Probe> {
+  return new Promise((resolve) => {
+    execFile(path, args, { timeout: PROBE_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
+      const output = `${stdout}${stderr}`.trim();
+      if (!err) return resolve({ code: 0, output });
+      const e = err as NodeJS.ErrnoException & { code?: number | string };
+      // execFile reports a non-zero exit as an error whose `code` is the exit status.
+      resolve({ code: typeof e.code === 'number' ? e.code : null, output, error: e });
+    });
+  });
+}
+
+/**
+ * Resolves the criu binary (the configured path, else PATH and the sbin directories), reads its
+ * version and runs `criu check`. A failing check is reported in `check`, not thrown: the caller
+ * decides (see requireWorkingCriu). Throws ECRIU when there is no runnable criu.
+ */
+export async function findCriu(configuredPath?: string): Promise<CriuInfo> {
+  const path = locate(configuredPath);
+
+  const v = await probe(path, ['--version']);
+  const version = /^Version:\s*(\S+)/m.exec(v.output)?.[1];
+  if (v.code !== 0 || version === undefined) {
+    const why = v.error && v.code === null ? (v.error.code ?? v.error.message) : `exit ${v.code}`;
+    throw new AgentError('ECRIU', `${path} --version failed (${why}): ${v.output || 'no output'}; ${INSTALL_HINT}`, {
+      details: { path, output: v.output },
+    });
+  }
+
+  const c = await probe(path, ['check']);
+  return { path, version, check: { ok: c.code === 0, output: c.output } };
+}
+
+/** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */
+export async function requireWorkingCriu(configuredPath?: string): Promise<CriuInfo> {
+  const info = await findCriu(configuredPath);
+  if (!info.check.ok) {
+    const errors = info.check.output
+      .split('\n')
+      .filter((l) => /Error/.test(l) && !/exited, status=/.test(l))
+      .slice(0, 3)
+      .join('; ');
+    throw new AgentError(
+      'ECRIU',
+      `CRIU ${info.version} at ${info.path} fails \`criu check\` on this kernel (${errors || info.check.output}): ` +
+        'run `npm run setup`, which installs CRIU 4.1.1 in /usr/local/sbin',
+      { details: { ...info } },
+    );
+  }
+  return info;
+}

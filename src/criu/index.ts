@@ -1,0 +1,17 @@
+// CRIU: finding and checking the binary, running dump and restore, reading its logs and stats.
+// Nothing here knows about cgroup freezing, the CHECKPOINTING lock or orchestration: callers pass
+// a cgroup directory and CRIU does the rest (see /work/shared/reference/criu.md for its behaviour).
+
+export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck } from './find.js';
+export { runCriu, criuEnv, type CriuRunOptions, type CriuRunResult } from './run.js';
+export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
+export {
+  runCriuRestore,
+  restoreArgs,
+  type CriuRestoreOptions,
+  type CriuRestoreResult,
+  type CriuCgroupRoot,
+  type ManageCgroupsMode,
+} from './restore.js';
+export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
+export { criuErrorLines, failureCode } from './log.js';

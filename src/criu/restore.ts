@@ -1,0 +1,97 @@
+// `criu restore -d` of one process tree from its images.
+
+import { readFile, rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { AgentError } from '../errors/index.js';
+import { checkAbsolute } from './dump.js';
+import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
+
+/**
+ * Where one cgroup controller's tree goes on restore (`--cgroup-root CONTROLLER:PATH`): the dumped
+ * task's cgroup for that controller is replaced by PATH (relative to the hierarchy's root).
+ * controller 'freezer' for a v1 freezer cgroup, '' for the v2 (unified) hierarchy. Measured: a
+ * missing target cgroup is created (a v1 one FROZEN, from the image's freezer state; a v2 one
+ * running), an existing one is used as it is. The global form without a controller is not offered:
+ * it moves every controller (memory, cpuset...) too and fails on cpuset's exclusive flags.
+ */
+export interface CriuCgroupRoot {
+  readonly controller: string;
+  readonly path: string;
+}
+
+export type ManageCgroupsMode = 'none' | 'props' | 'soft' | 'full' | 'strict' | 'ignore';
+
+export interface CriuRestoreOptions extends CriuRunOptions {
+  /** Absolute directory holding the images of one tree. */
+  readonly imagesDir: string;
+  /** Absolute; where the log, the pidfile and stats-restore go (-W). Default: imagesDir. */
+  readonly workDir?: string;
+  /**
+   * --shell-job. A tree dumped with --shell-job also needs a terminal to restore into, which a
+   * detached restore from this process does not have ("Don't have tty to inherit session from").
+   */
+  readonly shellJob?: boolean;
+  readonly tcpEstablished?: boolean;
+  readonly fileLocks?: boolean;
+  readonly cgroupRoots?: readonly CriuCgroupRoot[];
+  /** --manage-cgroups. Default: CRIU's own (soft: recreates a missing cgroup with its properties). */
+  readonly manageCgroups?: ManageCgroupsMode;
+  /**
+   * --leave-stopped: the restored tasks stay stopped (SIGSTOP). Used to restore several trees of
+   * one cgroup and start them together: restore each stopped, freeze the cgroup, SIGCONT them, thaw.
+   */
+  readonly leaveStopped?: boolean;
+  /** Log file name inside the work dir. Default restore.log. */
+  readonly logName?: string;
+  /** Absolute pidfile path. Default restore.pid in the work dir; an old one is removed first (CRIU refuses to overwrite it). */
+  readonly pidFile?: string;
+}
+
+export interface CriuRestoreResult extends CriuRunResult {
+  /** The restored tree's root pid (the same as at dump time: CRIU restores pids). */
+  readonly pid: number;
+}
+
+/**
+ * The argument array for a restore. Never restore into a cgroup that is frozen: CRIU moves its
+ * own restorer into the cgroup, freezes with it and never returns (measured, v1 and v2).
+ */
+export function restoreArgs(opts: CriuRestoreOptions, pidFile: string): string[] {
+  checkAbsolute('the images directory', opts.imagesDir);
+  const args = ['restore', '-D', opts.imagesDir];
+  if (opts.workDir !== undefined) {
+    checkAbsolute('the work directory', opts.workDir);
+    args.push('-W', opts.workDir);
+  }
+  args.push('-d', '-o', opts.logName ?? 'restore.log', '-v4', '--pidfile', pidFile);
+  if (opts.shellJob) args.push('--shell-job');
+  if (opts.tcpEstablished) args.push('--tcp-established');
+  if (opts.fileLocks) args.push('--file-locks');
+  if (opts.leaveStopped) args.push('--leave-stopped');
+  if (opts.manageCgroups) args.push(`--manage-cgroups=${opts.manageCgroups}`);
+  for (const root of opts.cgroupRoots ?? []) {
+    if (root.controller.includes(':') || !root.path.startsWith('/')) {
+      throw new AgentError('EINVAL', `bad cgroup root ${JSON.stringify(root)}: the controller has no ':' and the path starts with '/'`);
+    }
+    args.push('--cgroup-root', `${root.controller}:${root.path}`);
+  }
+  return args;
+}
+
+/** Restores one tree, detached (-d), and returns its root pid. See runCriu for the errors. */
+export async function runCriuRestore(opts: CriuRestoreOptions): Promise<CriuRestoreResult> {
+  const workDir = opts.workDir ?? opts.imagesDir;
+  const pidFile = opts.pidFile ?? join(workDir, 'restore.pid');
+  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  const args = restoreArgs(opts, pidFile);
+  await rm(pidFile, { force: true }).catch(() => undefined); // a read-only dir fails later, in CRIU, with a clear log
+  const result = await runCriu(`criu restore from ${opts.imagesDir}`, args, join(workDir, opts.logName ?? 'restore.log'), opts);
+  const text = await readFile(pidFile, 'utf8').catch(() => '');
+  const pid = Number.parseInt(text.trim(), 10);
+  if (!Number.isInteger(pid) || pid <= 0) {
+    throw new AgentError('ECRIU', `criu restore from ${opts.imagesDir} succeeded but wrote no pid to ${pidFile}`, {
+      details: { logPath: result.logPath, args: result.args },
+    });
+  }
+  return { ...result, pid };
+}

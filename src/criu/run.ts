@@ -1,0 +1,131 @@
+// Running the criu binary: an argument array (never a shell), a log file, a timeout and an
+// AbortSignal, and errors that quote the log.
+
+import { spawn } from 'node:child_process';
+import { AgentError } from '../errors/index.js';
+import { criuErrorLines, failureCode, readLogTail, stderrLines } from './log.js';
+
+export interface CriuRunOptions {
+  /** The criu binary, normally CriuInfo.path from findCriu. */
+  readonly criuPath: string;
+  /** Kill CRIU (SIGKILL) and fail with ETIMEDOUT after this long. Default: no limit. */
+  readonly timeoutMs?: number;
+  /** Aborting kills CRIU (SIGKILL) and fails with EINTR. */
+  readonly signal?: AbortSignal;
+  /**
+   * Let CRIU stop its parasite code with x86 hardware breakpoints (CRIU's default). Default false.
+   *
+   * Why off: on this host's hypervisor (PVM, kernel 6.18) a debug-register breakpoint set through
+   * ptrace never fires, so CRIU 4.1.1 waits forever ("Waiting for PID to trap") at the end of every
+   * dump and restore, although `criu check` passes. CRIU_FAULT=130 (its FI_NO_BREAKPOINTS switch,
+   * in the non-fatal range) makes it single-step to the parasite's sigreturn with PTRACE_SYSCALL
+   * instead, the path it always takes on architectures without breakpoints. Measured here: a
+   * single-process dump then takes 0.11-0.14 s instead of hanging.
+   */
+  readonly useBreakpoints?: boolean;
+  /** More arguments, appended as given. */
+  readonly extraArgs?: readonly string[];
+}
+
+export interface CriuRunResult {
+  /** Always 0: a non-zero exit is thrown as an AgentError. */
+  readonly exitCode: number;
+  readonly durationMs: number;
+  /** CRIU's log (-o), kept for diagnosis. */
+  readonly logPath: string;
+  readonly args: readonly string[];
+}
+
+// After SIGKILL, how long to wait for CRIU to be reaped before giving up on it. A task in a frozen
+// v1 cgroup ignores SIGKILL until thawed, and CRIU can be one (restore into a frozen cgroup).
+const KILL_GRACE_MS = 2_000;
+
+// stderr is normally empty (-o sends the log to a file); keep the first 64 KiB of whatever comes.
+const STDERR_LIMIT = 64 << 10;
+
+export function criuEnv(useBreakpoints: boolean | undefined): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  if (useBreakpoints) delete env.CRIU_FAULT;
+  else env.CRIU_FAULT = '130';
+  return env;
+}
+
+/**
+ * Runs `criu ARGS`. `what` names the operation in messages ("criu dump of pid 123"). Resolves when
+ * CRIU exits 0; otherwise throws ECRIU (or ENOSPC) quoting the log's error lines, ETIMEDOUT on
+ * timeout, EINTR on abort. details always carry logPath, args and, when known, exitCode.
+ */
+export async function runCriu(what: string, args: readonly string[], logPath: string, opts: CriuRunOptions): Promise<CriuRunResult> {
+  const allArgs = [...args, ...(opts.extraArgs ?? [])];
+  const base = { logPath, args: allArgs };
+  if (opts.signal?.aborted) {
+    throw new AgentError('EINTR', `${what} was cancelled before it started`, { details: base });
+  }
+
+  const started = performance.now();
+  const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stop?: 'timeout' | 'abort'; reaped: boolean; spawnError?: Error; pid?: number }>((resolve) => {
+    // Own process group, so that a kill also reaches whatever CRIU forked (a half-restored tree).
+    const child = spawn(opts.criuPath, allArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: criuEnv(opts.useBreakpoints), detached: true });
+    let stderr = '';
+    let stop: 'timeout' | 'abort' | undefined;
+    let settled = false;
+    let graceTimer: NodeJS.Timeout | undefined;
+
+    const finish = (r: { code: number | null; signal: NodeJS.Signals | null; reaped: boolean; spawnError?: Error }): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      clearTimeout(graceTimer);
+      opts.signal?.removeEventListener('abort', onAbort);
+      resolve({ ...r, stderr, stop, pid: child.pid });
+    };
+    const kill = (why: 'timeout' | 'abort'): void => {
+      if (stop || settled) return;
+      stop = why;
+      try {
+        process.kill(-child.pid!, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
+      graceTimer = setTimeout(() => finish({ code: null, signal: null, reaped: false }), KILL_GRACE_MS);
+    };
+    const onAbort = (): void => kill('abort');
+    const timer = opts.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), opts.timeoutMs) : undefined;
+    opts.signal?.addEventListener('abort', onAbort, { once: true });
+
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (chunk: string) => {
+      if (stderr.length < STDERR_LIMIT) stderr += chunk.slice(0, STDERR_LIMIT - stderr.length);
+    });
+    child.on('error', (err) => finish({ code: null, signal: null, reaped: true, spawnError: err }));
+    child.on('exit', (code, signal) => finish({ code, signal, reaped: true }));
+  });
+  const durationMs = Math.round(performance.now() - started);
+
+  if (outcome.spawnError) {
+    const errno = (outcome.spawnError as NodeJS.ErrnoException).code ?? outcome.spawnError.message;
+    throw new AgentError('ECRIU', `${what}: could not run ${opts.criuPath}: ${errno}`, {
+      cause: outcome.spawnError,
+      details: base,
+    });
+  }
+  if (outcome.stop) {
+    const killed = outcome.reaped ? 'killed it' : `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`;
+    const details = { ...base, criuPid: outcome.pid, criuExited: outcome.reaped, durationMs };
+    if (outcome.stop === 'timeout') {
+      throw new AgentError('ETIMEDOUT', `${what} did not finish within ${opts.timeoutMs} ms; ${killed} (log: ${logPath})`, { details });
+    }
+    throw new AgentError('EINTR', `${what} was cancelled; ${killed} (log: ${logPath})`, { details });
+  }
+  if (outcome.code === 0) return { exitCode: 0, durationMs, logPath, args: allArgs };
+
+  const log = await readLogTail(logPath);
+  const text = `${log ?? ''}\n${outcome.stderr}`;
+  const logErrors = criuErrorLines(log ?? '');
+  const errors = [...logErrors, ...stderrLines(outcome.stderr).filter((line) => !logErrors.includes(line))];
+  const exit = outcome.code !== null ? `exit ${outcome.code}` : `killed by ${outcome.signal}`;
+  const quoted = errors.length > 0 ? errors.slice(0, 6).join(' | ') : log === undefined ? `no log at ${logPath} and nothing on stderr` : `no error lines in ${logPath}`;
+  throw new AgentError(failureCode(text), `${what} failed (${exit}): ${quoted}`, {
+    details: { ...base, exitCode: outcome.code, signal: outcome.signal, errors: errors.slice(0, 50), durationMs },
+  });
+}
