@@ -13,9 +13,9 @@ import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type CheckpointHold, type LockHolder, type LockOperation } from './types.js';
 
-export const DEFAULT_RUN_DIR = '/run/agentd';
+const DEFAULT_RUN_DIR = '/run/agentd';
 
-export function newRequestId(): string {
+function newRequestId(): string {
   return randomBytes(4).toString('hex');
 }
 

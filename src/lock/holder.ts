@@ -62,8 +62,9 @@ function timeOfDay(iso: string): string {
 }
 
 /**
- * `cgroup v2:jobs/x is CHECKPOINTING (request 7f3a, pid 812, since 12:01:03)` or
- * `cgroup v1:jobs/x is busy: a freeze (request 9b1c, pid 812) is in progress since 12:01:03`.
+ * `cgroup v2:jobs/x is CHECKPOINTING (request 7f3a, since 12:01:03)` or
+ * `cgroup v1:jobs/x is busy: a freeze (request 9b1c) is in progress since 12:01:03`; the whole
+ * record (pid included) travels in details.holder.
  */
 export function busyError(ref: CgroupRef, holder: LockHolder | undefined, lockFile: string): AgentError {
   const name = describeCgroup(ref);
@@ -75,7 +76,7 @@ export function busyError(ref: CgroupRef, holder: LockHolder | undefined, lockFi
   const since = timeOfDay(holder.since);
   const message =
     holder.phase === PHASE_CHECKPOINTING
-      ? `cgroup ${name} is CHECKPOINTING (request ${holder.requestId}, pid ${holder.pid}, since ${since})`
-      : `cgroup ${name} is busy: a ${holder.operation} (request ${holder.requestId}, pid ${holder.pid}) is in progress since ${since}`;
+      ? `cgroup ${name} is CHECKPOINTING (request ${holder.requestId}, since ${since})`
+      : `cgroup ${name} is busy: a ${holder.operation} (request ${holder.requestId}) is in progress since ${since}`;
   return new AgentError('EBUSY', message, { details: { cgroup: ref.path, hierarchy: ref.hierarchy, lockFile, holder } });
 }

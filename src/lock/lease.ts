@@ -22,9 +22,9 @@ import { FreezerWatch } from './watch.js';
 
 // When the lock is held but its record names no live holder, the holder is either a status probe
 // (it holds the lock for microseconds), a new holder between its flock and its first write, or a
-// tool such as flock(1). Looking again a few times over ~10 ms lets the first two resolve, so a
+// tool such as flock(1). Looking again every millisecond for ~25 ms lets the first two resolve, so a
 // refusal names the real holder; lease() is synchronous, hence the short blocking sleeps.
-const UNRECORDED_RETRIES = 10;
+const UNRECORDED_RETRIES = 25;
 const UNRECORDED_RETRY_MS = 1;
 // A lock file unlinked by forget() between our open and our flock: start again with the new file.
 const REOPEN_RETRIES = 20;

@@ -7,7 +7,8 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Hierarchy } from '../../src/cgroup/index.js';
-import { CgroupControl } from '../../src/lock/index.js';
+import { isAgentError } from '../../src/errors/index.js';
+import { CgroupControl, type LockHolder } from '../../src/lock/index.js';
 import { Lab, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
 import { busy, flockFree, kernelState, makeControl, refOf, sleep, waitForCounter, waitForKernel, writeKernel } from './helpers.js';
 
@@ -58,14 +59,20 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
       const hold = control.beginCheckpoint(ref, { requestId: '7f3a' });
       try {
         const frozenAt = readFileSync(counter, 'utf8');
-        const holder = new RegExp(`cgroup ${hierarchy}:${cgroup.path} is CHECKPOINTING \\(request 7f3a, pid ${process.pid}, ${SINCE}\\)`);
+        const holder = new RegExp(`cgroup ${hierarchy}:${cgroup.path} is CHECKPOINTING \\(request 7f3a, ${SINCE}\\)$`);
         await assert.rejects(control.thaw(ref, { requestId: 'b1' }), busy(holder));
         await assert.rejects(control.freeze(ref, { requestId: 'b2' }), busy(holder));
         assert.throws(() => control.beginCheckpoint(ref, { requestId: 'b3' }), busy(holder));
         assert.throws(() => hold.lease.beginCheckpoint(), busy(holder), 'not even the holder can nest a checkpoint');
         assert.throws(() => control.lease(ref, { requestId: 'b4', operation: 'kill' }), busy(holder));
         await assert.rejects(direct.thaw(ref, { requestId: 'b5' }), busy(holder));
-        assert.throws(() => direct.beginCheckpoint(ref, { requestId: 'b6' }), busy(holder));
+        assert.throws(() => direct.beginCheckpoint(ref, { requestId: 'b6' }), (err: unknown) => {
+          assert.ok(isAgentError(err, 'EBUSY'));
+          const recorded = err.details?.holder as LockHolder;
+          assert.deepEqual([recorded.pid, recorded.requestId, recorded.phase], [process.pid, '7f3a', 'checkpointing'], 'the whole record travels with the error');
+          assert.equal(err.details?.lockFile, control.lockPath(ref));
+          return true;
+        });
 
         assert.equal(kernelState(cgroup), 'FROZEN');
         sleepSync(100);
@@ -113,7 +120,7 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
         assert.equal(after.kernelState, 'FROZEN');
         assert.equal(after.locked, true, 'the lease stays held for the caller to apply its policy');
         assert.equal(after.holder?.phase, 'checkpoint-ended');
-        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'e2' }), busy(/is busy: a checkpoint \(request e1, pid \d+\) is in progress since/));
+        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'e2' }), busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/));
         assert.equal(flockFree(lockFile), false);
       } finally {
         hold.lease.release();
