@@ -47,7 +47,7 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
 }
 
 /** Dumps the tree rooted at opts.pid into opts.imagesDir. See runCriu for the errors. */
-export function runCriuDump(opts: CriuDumpOptions): Promise<CriuRunResult> {
+export async function runCriuDump(opts: CriuDumpOptions): Promise<CriuRunResult> {
   const args = dumpArgs(opts);
   return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), opts);
 }

@@ -3,7 +3,7 @@
 // a cgroup directory and CRIU does the rest (see /work/shared/reference/criu.md for its behaviour).
 
 export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck } from './find.js';
-export { runCriu, criuEnv, type CriuRunOptions, type CriuRunResult } from './run.js';
+export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
 export {
   runCriuRestore,
@@ -15,3 +15,8 @@ export {
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
 export { criuErrorLines, failureCode } from './log.js';
+export {
+  startCriuRestoreOnTerminal,
+  type CriuTerminalRestoreOptions,
+  type CriuTerminalRestore,
+} from './terminal.js';

@@ -45,8 +45,13 @@ export function criuErrorLines(text: string): string[] {
     .map((line) => line.replace(TIMESTAMP, '').trim());
 }
 
-/** Every non-empty line of CRIU's stderr but the harmless ones (it is normally empty: -o takes the log). */
+/**
+ * What CRIU printed on stderr (normally nothing: -o takes the log; but a log it cannot create, or an
+ * images directory it cannot open, is reported there): its error lines, else every non-empty line.
+ */
 export function stderrLines(text: string): string[] {
+  const errors = criuErrorLines(text);
+  if (errors.length > 0) return errors;
   return text
     .split('\n')
     .map((line) => line.replace(TIMESTAMP, '').trim())

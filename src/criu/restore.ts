@@ -28,7 +28,8 @@ export interface CriuRestoreOptions extends CriuRunOptions {
   readonly workDir?: string;
   /**
    * --shell-job. A tree dumped with --shell-job also needs a terminal to restore into, which a
-   * detached restore from this process does not have ("Don't have tty to inherit session from").
+   * detached restore from this process does not have ("Don't have tty to inherit session from"):
+   * use startCriuRestoreOnTerminal for those.
    */
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
@@ -56,14 +57,15 @@ export interface CriuRestoreResult extends CriuRunResult {
  * The argument array for a restore. Never restore into a cgroup that is frozen: CRIU moves its
  * own restorer into the cgroup, freezes with it and never returns (measured, v1 and v2).
  */
-export function restoreArgs(opts: CriuRestoreOptions, pidFile: string): string[] {
+export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = true): string[] {
   checkAbsolute('the images directory', opts.imagesDir);
   const args = ['restore', '-D', opts.imagesDir];
   if (opts.workDir !== undefined) {
     checkAbsolute('the work directory', opts.workDir);
     args.push('-W', opts.workDir);
   }
-  args.push('-d', '-o', opts.logName ?? 'restore.log', '-v4', '--pidfile', pidFile);
+  if (detach) args.push('-d');
+  args.push('-o', opts.logName ?? 'restore.log', '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
   if (opts.tcpEstablished) args.push('--tcp-established');
   if (opts.fileLocks) args.push('--file-locks');

@@ -119,13 +119,37 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   }
   if (outcome.code === 0) return { exitCode: 0, durationMs, logPath, args: allArgs };
 
+  throw await criuFailure(what, logPath, { exitCode: outcome.code, signal: outcome.signal, stderr: outcome.stderr, args: allArgs, durationMs });
+}
+
+/**
+ * The error for a CRIU run that ended badly: ENOSPC for a full disk, else ECRIU, quoting the
+ * error lines of its log (and of its stderr) and keeping the log's path in details.
+ */
+export async function criuFailure(
+  what: string,
+  logPath: string,
+  run: { exitCode: number | null; signal?: NodeJS.Signals | number | null; stderr?: string; args: readonly string[]; durationMs?: number },
+): Promise<AgentError> {
   const log = await readLogTail(logPath);
-  const text = `${log ?? ''}\n${outcome.stderr}`;
+  const stderr = run.stderr ?? '';
   const logErrors = criuErrorLines(log ?? '');
-  const errors = [...logErrors, ...stderrLines(outcome.stderr).filter((line) => !logErrors.includes(line))];
-  const exit = outcome.code !== null ? `exit ${outcome.code}` : `killed by ${outcome.signal}`;
-  const quoted = errors.length > 0 ? errors.slice(0, 6).join(' | ') : log === undefined ? `no log at ${logPath} and nothing on stderr` : `no error lines in ${logPath}`;
-  throw new AgentError(failureCode(text), `${what} failed (${exit}): ${quoted}`, {
-    details: { ...base, exitCode: outcome.code, signal: outcome.signal, errors: errors.slice(0, 50), durationMs },
+  const errors = [...logErrors, ...stderrLines(stderr).filter((line) => !logErrors.includes(line))];
+  const exit = run.exitCode !== null ? `exit ${run.exitCode}` : `killed by signal ${run.signal}`;
+  const quoted =
+    errors.length > 0
+      ? errors.slice(0, 6).join(' | ')
+      : log === undefined
+        ? `no log at ${logPath} and nothing on stderr`
+        : `no error lines in ${logPath}`;
+  return new AgentError(failureCode(`${log ?? ''}\n${stderr}`), `${what} failed (${exit}): ${quoted}`, {
+    details: {
+      logPath,
+      args: run.args,
+      exitCode: run.exitCode,
+      signal: run.signal ?? null,
+      errors: errors.slice(0, 50),
+      durationMs: run.durationMs,
+    },
   });
 }

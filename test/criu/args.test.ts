@@ -1,0 +1,58 @@
+// The argument arrays and environment handed to CRIU (no CRIU run here).
+
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { criuEnv, dumpArgs, restoreArgs } from '../../src/criu/index.js';
+
+describe('CRIU arguments', () => {
+  test('dump: the fixed core, then the options in order', () => {
+    const base = { criuPath: '/usr/local/sbin/criu', pid: 42, imagesDir: '/var/img', freezeCgroup: '/sys/fs/cgroup/freezer/job' };
+    assert.deepEqual(dumpArgs(base), ['dump', '-t', '42', '-D', '/var/img', '--freeze-cgroup', '/sys/fs/cgroup/freezer/job', '--leave-running', '-o', 'dump.log', '-v4']);
+    assert.deepEqual(dumpArgs({ ...base, shellJob: true, tcpEstablished: true, fileLocks: true, logName: 'd.log' }).slice(8), [
+      '-o',
+      'd.log',
+      '-v4',
+      '--shell-job',
+      '--tcp-established',
+      '--file-locks',
+    ]);
+  });
+
+  test('restore: detached with a pidfile; v1 and v2 cgroup roots; leave-stopped; manage-cgroups', () => {
+    const base = { criuPath: '/usr/local/sbin/criu', imagesDir: '/var/img' };
+    assert.deepEqual(restoreArgs(base, '/var/img/restore.pid'), ['restore', '-D', '/var/img', '-d', '-o', 'restore.log', '-v4', '--pidfile', '/var/img/restore.pid']);
+    const args = restoreArgs(
+      {
+        ...base,
+        workDir: '/run/w',
+        shellJob: true,
+        leaveStopped: true,
+        manageCgroups: 'soft',
+        cgroupRoots: [
+          { controller: 'freezer', path: '/jobs/b' },
+          { controller: '', path: '/jobs/b' },
+        ],
+      },
+      '/run/w/p',
+      false,
+    );
+    assert.deepEqual(args, [
+      'restore', '-D', '/var/img', '-W', '/run/w', '-o', 'restore.log', '-v4', '--pidfile', '/run/w/p',
+      '--shell-job', '--leave-stopped', '--manage-cgroups=soft',
+      '--cgroup-root', 'freezer:/jobs/b', '--cgroup-root', ':/jobs/b',
+    ]);
+  });
+
+  test('CRIU runs without hardware breakpoints unless asked (CRIU_FAULT=130)', () => {
+    assert.equal(criuEnv(undefined).CRIU_FAULT, '130');
+    assert.equal(criuEnv(false).CRIU_FAULT, '130');
+    const saved = process.env.CRIU_FAULT;
+    process.env.CRIU_FAULT = '130';
+    try {
+      assert.equal('CRIU_FAULT' in criuEnv(true), false);
+    } finally {
+      if (saved === undefined) delete process.env.CRIU_FAULT;
+      else process.env.CRIU_FAULT = saved;
+    }
+  });
+});

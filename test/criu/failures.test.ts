@@ -1,0 +1,151 @@
+// CRIU failing for real: each must come back as a typed error that quotes CRIU, and leave the
+// workload alive.
+
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { isAgentError, type AgentError } from '../../src/errors/index.js';
+import { findCriu, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
+import { Cleanup, hierarchyRoot, isAlive, mountTmpfs, startCounter, TestCgroup, unusedPid, type Counter } from '../../fixtures/criu/harness.js';
+
+const h = hierarchyRoot('v1') ? 'v1' : 'v2';
+
+function agentError(code: string, check?: (err: AgentError) => void): (err: unknown) => boolean {
+  return (err: unknown) => {
+    assert.ok(isAgentError(err), `not an AgentError: ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    check?.(err);
+    return true;
+  };
+}
+
+describe(`CRIU failures (cgroup ${h})`, () => {
+  const cleanup = new Cleanup();
+  let criu: CriuInfo;
+  let cg: TestCgroup;
+  let counter: Counter;
+  let work: string;
+
+  before(async () => {
+    criu = await findCriu();
+    cg = cleanup.cgroup(TestCgroup.create(h, 'fail'));
+    work = cleanup.tempDir('fail');
+    counter = startCounter(cg, join(work, 'count'), 4);
+    cleanup.pid(counter.pid);
+    await counter.reach(2);
+  });
+  after(() => cleanup.run());
+
+  const images = (name: string): string => {
+    const dir = join(work, name);
+    mkdirSync(dir);
+    return dir;
+  };
+
+  test('a pid that does not exist: ECRIU quoting the log, not the harmless RLIMIT line', async () => {
+    const empty = cleanup.cgroup(TestCgroup.create(h, 'empty'));
+    const pid = unusedPid();
+    const imagesDir = images('nopid');
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid, imagesDir, freezeCgroup: empty.dir, timeoutMs: 30_000 }),
+      agentError('ECRIU', (err) => {
+        assert.match(err.message, new RegExp(`^criu dump of pid ${pid} failed \\(exit 1\\): .*Error \\(`));
+        assert.doesNotMatch(err.message, /RLIMIT_NOFILE/);
+        assert.equal(err.details?.logPath, join(imagesDir, 'dump.log'));
+        assert.equal(err.details?.exitCode, 1);
+        assert.ok(existsSync(join(imagesDir, 'dump.log')));
+      }),
+    );
+  });
+
+  test('a missing images directory: ECRIU quoting what CRIU printed', async () => {
+    const missing = join(work, 'missing');
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: missing, freezeCgroup: cg.dir, timeoutMs: 30_000 }),
+      agentError('ECRIU', (err) => assert.ok(err.message.includes(`Can't open dir ${missing}`), err.message)),
+    );
+    assert.ok(isAlive(counter.pid));
+    assert.equal(cg.state(), 'THAWED');
+  });
+
+  test('a read-only images directory: ECRIU', async (t) => {
+    const ro = images('ro');
+    if (!(await mountTmpfs(ro, 'ro,size=1m'))) return t.skip('cannot mount a tmpfs here');
+    cleanup.mount(ro);
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: ro, freezeCgroup: cg.dir, timeoutMs: 30_000 }),
+      agentError('ECRIU', (err) => assert.match(err.message, /Read-only file system/)),
+    );
+    assert.ok(isAlive(counter.pid));
+  });
+
+  test('a full images filesystem: ENOSPC, and the workload keeps running', async (t) => {
+    const small = images('small');
+    // The counter holds 4 MiB of touched memory; 256 KiB cannot take its image.
+    if (!(await mountTmpfs(small, 'size=256k'))) return t.skip('cannot mount a tmpfs here');
+    cleanup.mount(small);
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: small, freezeCgroup: cg.dir, timeoutMs: 30_000 }),
+      agentError('ENOSPC', (err) => assert.match(err.message, /No space left on device/)),
+    );
+    assert.ok(isAlive(counter.pid));
+    const before = counter.read();
+    await counter.reach(before + 2);
+  });
+
+  test('a timeout kills CRIU: ETIMEDOUT, CRIU gone, workload alive', async () => {
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('timeout'), freezeCgroup: cg.dir, timeoutMs: 5 }),
+      agentError('ETIMEDOUT', (err) => {
+        assert.match(err.message, /did not finish within 5 ms; killed it/);
+        assert.equal(err.details?.criuExited, true);
+        assert.ok(!isAlive(err.details?.criuPid as number), 'CRIU still runs');
+      }),
+    );
+    assert.ok(isAlive(counter.pid));
+    const before = counter.read();
+    await counter.reach(before + 2);
+  });
+
+  test('an abort kills CRIU: EINTR; an already aborted signal never starts it', async () => {
+    const controller = new AbortController();
+    setTimeout(() => controller.abort(), 5);
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort'), freezeCgroup: cg.dir, signal: controller.signal }),
+      agentError('EINTR', (err) => assert.match(err.message, /was cancelled; killed it/)),
+    );
+    assert.ok(isAlive(counter.pid));
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('aborted'), freezeCgroup: cg.dir, signal: AbortSignal.abort() }),
+      agentError('EINTR', (err) => assert.match(err.message, /cancelled before it started/)),
+    );
+  });
+
+  test('restore from a directory without images: ECRIU quoting the log', async () => {
+    const imagesDir = images('noimages');
+    await assert.rejects(
+      runCriuRestore({ criuPath: criu.path, imagesDir, timeoutMs: 30_000 }),
+      agentError('ECRIU', (err) => {
+        assert.match(err.message, /^criu restore from .* failed \(exit 1\): .*Error \(/);
+        assert.equal(err.details?.logPath, join(imagesDir, 'restore.log'));
+      }),
+    );
+  });
+
+  test('a criu binary that cannot be run: ECRIU; bad arguments: EINVAL before anything runs', async () => {
+    await assert.rejects(
+      runCriuDump({ criuPath: join(work, 'no-criu'), pid: counter.pid, imagesDir: images('nobin'), freezeCgroup: cg.dir }),
+      agentError('ECRIU', (err) => assert.match(err.message, /could not run .*no-criu: ENOENT/)),
+    );
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: 'relative', freezeCgroup: cg.dir }),
+      agentError('EINVAL'),
+    );
+    await assert.rejects(runCriuDump({ criuPath: criu.path, pid: -1, imagesDir: work, freezeCgroup: cg.dir }), agentError('EINVAL'));
+    await assert.rejects(
+      runCriuRestore({ criuPath: criu.path, imagesDir: work, cgroupRoots: [{ controller: 'freezer', path: 'no-slash' }] }),
+      agentError('EINVAL'),
+    );
+  });
+});
