@@ -8,6 +8,7 @@ export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
 export {
   runCriuRestore,
   restoreArgs,
+  removeCgroupYards,
   type CriuRestoreOptions,
   type CriuRestoreResult,
   type CriuCgroupRoot,

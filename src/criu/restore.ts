@@ -1,6 +1,7 @@
 // `criu restore -d` of one process tree from its images.
 
-import { readFile, rm } from 'node:fs/promises';
+import { spawn } from 'node:child_process';
+import { readFile, realpath, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { checkAbsolute } from './dump.js';
@@ -80,6 +81,52 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   return args;
 }
 
+// "a\040b" in mountinfo is "a b".
+const unescapeMountinfo = (field: string): string => field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
+
+/**
+ * Unmounts and removes the cgroup yards a killed restore left in its work dir. CRIU mounts a tmpfs
+ * `.criu.cgyard.XXXXXX` there with every cgroup hierarchy below it, in the host's mount namespace,
+ * and detaches it only at its normal end: measured, each restore killed by SIGKILL left 11 mounts
+ * behind. Returns the yards removed.
+ */
+export async function removeCgroupYards(workDir: string): Promise<string[]> {
+  // mountinfo shows resolved paths (/tmp may be a symlink elsewhere).
+  const prefix = join(await realpath(workDir).catch(() => workDir), '.criu.cgyard.');
+  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const yards = new Set<string>();
+  for (const line of mountinfo.split('\n')) {
+    const mountPoint = line.split(' ')[4];
+    if (mountPoint === undefined) continue;
+    const path = unescapeMountinfo(mountPoint);
+    if (!path.startsWith(prefix)) continue;
+    const end = path.indexOf('/', prefix.length);
+    yards.add(end === -1 ? path : path.slice(0, end));
+  }
+  for (const yard of yards) {
+    // Lazy, like CRIU's own cleanup: detaches the tmpfs and every hierarchy mounted below it at once.
+    await new Promise<void>((resolve) => spawn('umount', ['-l', yard], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
+    await rmdir(yard).catch(() => undefined);
+  }
+  return [...yards];
+}
+
+/**
+ * Runs a restore and, if it did not end normally, clears the cgroup yards CRIU may have left
+ * mounted (see removeCgroupYards); the error's details then list them under removedYards.
+ */
+export async function withYardCleanup<T>(workDir: string, run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    const removed = await removeCgroupYards(workDir);
+    if (removed.length > 0 && err instanceof AgentError) {
+      throw new AgentError(err.code, err.message, { cause: err.cause, details: { ...err.details, removedYards: removed } });
+    }
+    throw err;
+  }
+}
+
 /** Restores one tree, detached (-d), and returns its root pid. See runCriu for the errors. */
 export async function runCriuRestore(opts: CriuRestoreOptions): Promise<CriuRestoreResult> {
   const workDir = opts.workDir ?? opts.imagesDir;
@@ -87,7 +134,7 @@ export async function runCriuRestore(opts: CriuRestoreOptions): Promise<CriuRest
   if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
   const args = restoreArgs(opts, pidFile);
   await rm(pidFile, { force: true }).catch(() => undefined); // a read-only dir fails later, in CRIU, with a clear log
-  const result = await runCriu(`criu restore from ${opts.imagesDir}`, args, join(workDir, opts.logName ?? 'restore.log'), opts);
+  const result = await withYardCleanup(workDir, () => runCriu(`criu restore from ${opts.imagesDir}`, args, join(workDir, opts.logName ?? 'restore.log'), opts));
   const text = await readFile(pidFile, 'utf8').catch(() => '');
   const pid = Number.parseInt(text.trim(), 10);
   if (!Number.isInteger(pid) || pid <= 0) {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import type { IPty } from 'node-pty';
 import { AgentError } from '../errors/index.js';
 import { checkAbsolute } from './dump.js';
-import { restoreArgs, type CriuRestoreOptions } from './restore.js';
+import { restoreArgs, withYardCleanup, type CriuRestoreOptions } from './restore.js';
 import { criuEnv, criuFailure } from './run.js';
 
 export interface CriuTerminalRestoreOptions extends Omit<CriuRestoreOptions, 'shellJob'> {
@@ -89,15 +89,28 @@ export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOption
   const kill = (why: 'timeout' | 'abort'): void => {
     stop ??= why;
     try {
-      terminal.kill('SIGKILL');
+      // CRIU leads the pty's session and process group; the group also holds a half-restored tree.
+      process.kill(-terminal.pid, 'SIGKILL');
     } catch {
-      // exited meanwhile
+      try {
+        terminal.kill('SIGKILL');
+      } catch {
+        // exited meanwhile
+      }
     }
   };
   const onAbort = (): void => kill('abort');
   opts.signal?.addEventListener('abort', onAbort, { once: true });
   const timer = opts.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), opts.timeoutMs) : undefined;
   try {
+    return await withYardCleanup(workDir, () => waitForTree());
+  } finally {
+    clearTimeout(timer);
+    opts.signal?.removeEventListener('abort', onAbort);
+    collect.dispose();
+  }
+
+  async function waitForTree(): Promise<CriuTerminalRestore> {
     for (;;) {
       const pid = await readPid(pidFile);
       if (pid !== undefined && !stop) {
@@ -111,13 +124,9 @@ export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOption
       }
       if (exit !== undefined) {
         // CRIU ended without a pidfile: a failed restore (or a tree that exited at once, exit 0).
-        throw await criuFailure(what, logPath, { exitCode: exit.exitCode === 0 && !exit.signal ? 0 : exit.exitCode, signal: exit.signal, stderr: output, args });
+        throw await criuFailure(what, logPath, { exitCode: exit.exitCode, signal: exit.signal, stderr: output, args });
       }
       await new Promise((r) => setTimeout(r, POLL_MS));
     }
-  } finally {
-    clearTimeout(timer);
-    opts.signal?.removeEventListener('abort', onAbort);
-    collect.dispose();
   }
 }

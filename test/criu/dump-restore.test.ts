@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { isAgentError } from '../../src/errors/index.js';
 import { findCriu, readDumpStats, readRestoreStats, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
 import { Cleanup, hierarchyRoot, sleep, startCounter, TestCgroup, waitGone, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
 
@@ -104,6 +105,28 @@ for (const h of ['v1', 'v2'] as const) {
       assert.deepEqual(cg.procs(), []);
       assert.equal(cgroupOf(result.pid, h), other.name);
       await counter.reach(frozenAt + 3);
+    });
+
+    test('restoring into a FROZEN cgroup never returns: the timeout kills CRIU and clears its cgroup yard', async () => {
+      assert.ok(frozenAt > 0, 'needs the dump above');
+      process.kill(counter.pid, 'SIGKILL');
+      await waitGone(counter.pid);
+      await cg.freeze();
+
+      await assert.rejects(
+        runCriuRestore({ criuPath: criu.path, imagesDir, logName: 'restore-frozen.log', timeoutMs: 3_000 }),
+        (err: unknown) => {
+          assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
+          assert.equal((err.details?.removedYards as string[]).length, 1);
+          return true;
+        },
+      );
+      const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
+      assert.ok(!mountinfo.includes('.criu.cgyard.'), 'a cgroup yard is still mounted');
+      // CRIU's child froze inside the cgroup; it got the SIGKILL and dies once thawed.
+      cg.thaw();
+      for (let i = 0; i < 500 && cg.procs().length > 0; i++) await sleep(10);
+      assert.deepEqual(cg.procs(), []);
     });
   });
 }
