@@ -97,9 +97,13 @@ export class Lab {
     return this.spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), command, ...args], options);
   }
 
-  /** Starts a process outside any test cgroup, tracked for cleanup. */
+  /**
+   * Starts a process outside any test cgroup, tracked for cleanup. It leads a session of its own
+   * (setsid), as a job or daemon would: CRIU dumps only trees whose root is a session leader unless
+   * --shell-job is given.
+   */
   spawn(command: string, args: string[] = [], options: SpawnOptions = {}): ChildProcess {
-    const child = spawn(command, args, { stdio: 'ignore', ...options });
+    const child = spawn(command, args, { stdio: 'ignore', detached: true, ...options });
     if (child.pid === undefined) throw new Error(`failed to start ${command}`);
     const pid = child.pid;
     this.track(pid);

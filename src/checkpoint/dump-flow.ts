@@ -1,0 +1,211 @@
+// One checkpoint, start to end (issue 4, steps 1-7). The order is the contract:
+//   preflight -> freeze (remember the prior state) -> CHECKPOINTING -> one CRIU dump per process tree
+//   -> verify nothing is missing -> CHECKPOINTING ends (back to FROZEN) -> manifest, fsync, atomic
+//   rename -> the --after policy -> the lock is released.
+// Any failure on the way puts the cgroup back in its prior state with every process alive, releases
+// the lock and leaves no image that looks good.
+
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { release as kernelRelease } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import type { CgroupRef, FreezerState } from '../cgroup/index.js';
+import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.js';
+import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
+import { AgentError, isAgentError } from '../errors/index.js';
+import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, writeFileDurably } from './image-store.js';
+import { processTrees, residentBytes } from './process-trees.js';
+import { applyAfterPolicy, returnToPrior } from './policy.js';
+import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, TreeRecord } from './types.js';
+
+// Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
+// plus about 10 KB here, criu.md), and for the filesystem not to be filled to the last block.
+const SPACE_MARGIN_BYTES = 16 << 20;
+const SPACE_FACTOR = 1.1;
+const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+
+export interface DumpContext {
+  readonly control: CgroupControl;
+  readonly store: ImageStore;
+  readonly criu: CriuInfo;
+}
+
+class Deadline {
+  readonly at: number;
+  constructor(
+    readonly timeoutMs: number,
+    private readonly signal?: AbortSignal,
+  ) {
+    this.at = Date.now() + timeoutMs;
+  }
+  /** Time left; throws when it is spent or the request was cancelled. */
+  left(what: string): number {
+    if (this.signal?.aborted) throw new AgentError('EINTR', `${what}: the request was cancelled`);
+    const left = this.at - Date.now();
+    if (left <= 0) throw new AgentError('ETIMEDOUT', `${what}: the checkpoint's ${this.timeoutMs} ms timeout ran out`);
+    return left;
+  }
+}
+
+function priorOf(state: FreezerState): 'THAWED' | 'FROZEN' {
+  // A cgroup caught FREEZING (somebody's unfinished freeze) was running; it goes back to running.
+  return state === 'FROZEN' ? 'FROZEN' : 'THAWED';
+}
+
+function preflight(ctx: DumpContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
+  const status = lease.freezer.status();
+  if (status.parentFreezing) {
+    throw new AgentError('EBUSY', `cgroup ${name} is frozen by its parent ${status.frozenBy}; CRIU must thaw it while it seizes the tasks, so thaw ${status.frozenBy} first`);
+  }
+  const pids = lease.freezer.processes();
+  if (pids.length === 0) throw new AgentError('ESRCH', `cgroup ${name} has no processes: there is nothing to checkpoint`);
+  ctx.store.ensureRoot();
+  const needed = Math.ceil(residentBytes(pids) * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
+  const free = ctx.store.freeBytes();
+  if (free < needed) {
+    throw new AgentError(
+      'ENOSPC',
+      `not enough space for a checkpoint of ${name} in ${ctx.store.root}: ${mib(free)} free, ${mib(needed)} needed (resident memory of ${pids.length} processes plus a margin)`,
+    );
+  }
+  return { prior: priorOf(status.state), pids };
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
+}
+
+/** Every process of the cgroup must be in one of the dumped trees; anything else is not in the image. */
+function checkNothingMissing(lease: CgroupLease, trees: readonly TreeRecord[], name: string): void {
+  const saved = new Set(trees.flatMap((t) => t.processes.map((p) => p.pid)));
+  const missing = lease.freezer.processes().filter((pid) => !saved.has(pid));
+  if (missing.length > 0) {
+    throw new AgentError('EINCONSISTENT', `cgroup ${name}: processes ${missing.join(', ')} appeared during the checkpoint and are not in the image`);
+  }
+}
+
+export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: CheckpointOptions, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
+  const startedAt = Date.now();
+  const name = `${ref.hierarchy}:${ref.path}`;
+  const progress = (stage: Stage, extra: Record<string, unknown> = {}) => hooks.onProgress?.({ stage, ...extra });
+  const deadline = new Deadline(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, hooks.signal);
+  const after = options.after ?? 'prior';
+  const id = newCheckpointId();
+
+  progress('preflight');
+  const lease = ctx.control.lease(ref, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'checkpoint' });
+  let prior: 'THAWED' | 'FROZEN' | undefined;
+  let hold: CheckpointHold | undefined;
+  let partialDir: string | undefined;
+  let keepFailed = false;
+  try {
+    const checked = preflight(ctx, lease, name);
+    prior = checked.prior;
+    deadline.left(`checkpoint of ${name}`);
+
+    progress('freeze');
+    partialDir = ctx.store.createPartial(id);
+    lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
+    const freezeStart = Date.now();
+    await lease.freezer.freeze({ timeoutMs: Math.min(deadline.left(`freezing ${name}`), 10_000) });
+    const frozenAt = Date.now();
+
+    progress('lock');
+    hold = lease.beginCheckpoint();
+    const trees = processTrees(lease.freezer.processes());
+
+    const stats: DumpStats[] = [];
+    let bytes = 0;
+    for (const tree of trees) {
+      const dir = join(partialDir, `tree-${tree.index}`);
+      mkdirSync(dir, { mode: 0o700 });
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+      keepFailed = true; // from here on CRIU's log is worth keeping if anything fails
+      await hold.criuWindow(() =>
+        runCriuDump({
+          criuPath: ctx.criu.path,
+          pid: tree.root,
+          imagesDir: dir,
+          freezeCgroup: ref.dir,
+          shellJob: options.shellJob,
+          tcpEstablished: options.tcpEstablished,
+          fileLocks: options.fileLocks,
+          timeoutMs: deadline.left(`dumping tree ${tree.index} of ${name}`),
+          signal: hooks.signal,
+        }),
+      );
+      const treeStats = await readDumpStats(dir);
+      stats.push(treeStats);
+      bytes += treeStats.pagesWritten * 4096;
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+    }
+    const dumpMs = Date.now() - frozenAt;
+
+    progress('verify');
+    checkNothingMissing(lease, trees, name);
+    const consistency = await hold.end();
+    if (!consistency.consistent) {
+      const seen = consistency.breaches.map((b) => `${b.observed} at ${b.at}`).join(', ');
+      throw new AgentError('EINCONSISTENT', `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}); its image is not kept as good`);
+    }
+
+    progress('manifest');
+    const files = await describeFiles(partialDir);
+    const manifest: Manifest = {
+      formatVersion: 1,
+      id,
+      cgroup: ref.path,
+      hierarchy: ref.hierarchy,
+      cgroupDir: ref.dir,
+      createdAt: new Date(frozenAt).toISOString(),
+      kernel: kernelRelease(),
+      criuVersion: ctx.criu.version,
+      options: { after, shellJob: !!options.shellJob, tcpEstablished: !!options.tcpEstablished, fileLocks: !!options.fileLocks, timeoutMs: deadline.timeoutMs },
+      priorState: prior,
+      trees,
+      files,
+      criuStats: stats,
+      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: Date.now() - frozenAt, dumpMs, totalMs: Date.now() - startedAt },
+    };
+    writeFileDurably(join(partialDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
+    fsyncDirectory(partialDir);
+    const dir = ctx.store.publish(partialDir, id);
+    partialDir = undefined;
+
+    progress('policy', { message: `after: ${after}` });
+    lease.update({ phase: `after-${after}`, imageDir: dir });
+    const finalState = await applyAfterPolicy(lease.freezer, after, prior);
+    const thawedAt = Date.now();
+    progress('release');
+    return {
+      id,
+      dir,
+      cgroup: ref.path,
+      hierarchy: ref.hierarchy,
+      createdAt: manifest.createdAt,
+      trees: trees.length,
+      processes: trees.reduce((sum, t) => sum + t.processes.length, 0),
+      bytes: files.reduce((sum, f) => sum + f.size, 0),
+      after,
+      finalState,
+      timings: { ...manifest.timings, frozenWindowMs: thawedAt - frozenAt, totalMs: thawedAt - startedAt },
+    };
+  } catch (err) {
+    await hold?.end().catch(() => undefined);
+    const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
+    if (prior !== undefined) await returnToPrior(lease.freezer, prior);
+    throw annotateFailure(err, name, failedDir);
+  } finally {
+    lease.release();
+    progress('done');
+  }
+}
+
+function annotateFailure(err: unknown, name: string, failedDir: string | undefined): AgentError {
+  const base = isAgentError(err) ? err : new AgentError('EIO', `checkpoint of ${name} failed: ${String(err)}`, { cause: err });
+  if (!failedDir) return base;
+  return new AgentError(base.code, `${base.message} (CRIU logs kept in ${failedDir})`, {
+    cause: base.cause ?? base,
+    details: { ...base.details, failedDir },
+  });
+}

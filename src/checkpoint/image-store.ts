@@ -1,0 +1,243 @@
+// Where checkpoint images live, and the rule that no half-written image is ever presented as good:
+// a checkpoint is written under `.partial-<id>`, gets its manifest (fsynced) last, and only then is
+// renamed to `<id>` (an atomic rename within one directory). A failed one is renamed to
+// `<id>.failed` and kept only for diagnosis; listings show it as failed, restore refuses it.
+
+import { createHash } from 'node:crypto';
+import {
+  closeSync,
+  createReadStream,
+  existsSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statfsSync,
+  writeSync,
+  constants,
+} from 'node:fs';
+import { join, relative } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
+import type { CheckpointListing, ImageFile, Manifest } from './types.js';
+
+const PARTIAL_PREFIX = '.partial-';
+const FAILED_SUFFIX = '.failed';
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
+export const MANIFEST_FILE = 'manifest.json';
+
+export function newCheckpointId(now = new Date()): string {
+  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  return `${stamp}-${randomBytes(3).toString('hex')}`;
+}
+
+export function checkId(id: unknown): string {
+  if (typeof id !== 'string' || !ID_PATTERN.test(id)) {
+    throw new AgentError('EINVAL', `invalid checkpoint id ${JSON.stringify(id)}: expected letters, digits, '-' and '_'`);
+  }
+  return id;
+}
+
+export class ImageStore {
+  constructor(readonly root: string) {}
+
+  /** Creates the image root (0700) if needed; refuses a symlink in its place. */
+  ensureRoot(): void {
+    try {
+      mkdirSync(this.root, { recursive: true, mode: 0o700 });
+      if (lstatSync(this.root).isSymbolicLink()) {
+        throw new AgentError('EINVAL', `image directory ${this.root} is a symlink; refusing to follow it`);
+      }
+    } catch (err) {
+      throw fromSystemError(err, `cannot create image directory ${this.root}`);
+    }
+  }
+
+  freeBytes(): number {
+    try {
+      const stats = statfsSync(this.root);
+      return Number(stats.bavail) * Number(stats.bsize);
+    } catch (err) {
+      throw fromSystemError(err, `cannot read free space of ${this.root}`);
+    }
+  }
+
+  /** A fresh temporary directory for a checkpoint being written. Never followed through a symlink. */
+  createPartial(id: string): string {
+    const dir = join(this.root, PARTIAL_PREFIX + checkId(id));
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      throw fromSystemError(err, `cannot create image directory ${dir}`);
+    }
+    return dir;
+  }
+
+  finalDir(id: string): string {
+    return join(this.root, checkId(id));
+  }
+
+  /** Atomically presents a complete checkpoint under its final name. */
+  publish(partialDir: string, id: string): string {
+    const finalDir = this.finalDir(id);
+    renameSync(partialDir, finalDir);
+    fsyncDirectory(this.root);
+    return finalDir;
+  }
+
+  /** Keeps a failed attempt under a name no reader takes for good, or removes it. */
+  discard(partialDir: string, id: string, keepForDiagnosis: boolean): string | undefined {
+    if (!existsSync(partialDir)) return undefined;
+    if (!keepForDiagnosis) {
+      rmSync(partialDir, { recursive: true, force: true });
+      return undefined;
+    }
+    const failedDir = join(this.root, checkId(id) + FAILED_SUFFIX);
+    try {
+      renameSync(partialDir, failedDir);
+      return failedDir;
+    } catch {
+      rmSync(partialDir, { recursive: true, force: true });
+      return undefined;
+    }
+  }
+
+  /** Temporary directories left by an agent that died mid-checkpoint. */
+  partials(): string[] {
+    return this.entries()
+      .filter((name) => name.startsWith(PARTIAL_PREFIX))
+      .map((name) => join(this.root, name));
+  }
+
+  list(): CheckpointListing[] {
+    const listings: CheckpointListing[] = [];
+    for (const name of this.entries()) {
+      if (name.startsWith('.')) continue;
+      const dir = join(this.root, name);
+      if (name.endsWith(FAILED_SUFFIX)) {
+        listings.push({ id: name.slice(0, -FAILED_SUFFIX.length), dir, status: 'failed' });
+        continue;
+      }
+      if (!ID_PATTERN.test(name)) continue;
+      try {
+        const manifest = this.readManifest(name);
+        listings.push({
+          id: manifest.id,
+          dir,
+          status: 'good',
+          cgroup: manifest.cgroup,
+          hierarchy: manifest.hierarchy,
+          createdAt: manifest.createdAt,
+          bytes: manifest.files.reduce((sum, f) => sum + f.size, 0),
+          processes: manifest.trees.reduce((sum, t) => sum + t.processes.length, 0),
+        });
+      } catch {
+        listings.push({ id: name, dir, status: 'failed' });
+      }
+    }
+    return listings.sort((a, b) => (a.createdAt ?? '').localeCompare(b.createdAt ?? '') || a.id.localeCompare(b.id));
+  }
+
+  readManifest(id: string): Manifest {
+    const dir = this.finalDir(id);
+    let text: string;
+    try {
+      text = readFileSync(join(dir, MANIFEST_FILE), 'utf8');
+    } catch (err) {
+      if (systemErrno(err) === 'ENOENT') {
+        const failed = existsSync(dir + FAILED_SUFFIX);
+        throw new AgentError('ENOENT', failed ? `checkpoint ${id} failed and has no usable image (see ${dir + FAILED_SUFFIX})` : `no checkpoint ${id} in ${this.root}`);
+      }
+      throw fromSystemError(err, `cannot read manifest of checkpoint ${id}`);
+    }
+    try {
+      const manifest = JSON.parse(text) as Manifest;
+      if (manifest.formatVersion !== 1 || manifest.id !== id) throw new Error('unexpected format or id');
+      return manifest;
+    } catch (err) {
+      throw new AgentError('EIO', `manifest of checkpoint ${id} is unreadable: ${(err as Error).message}`);
+    }
+  }
+
+  delete(id: string): void {
+    const dirs = [this.finalDir(id), this.finalDir(id) + FAILED_SUFFIX].filter((d) => existsSync(d));
+    if (dirs.length === 0) throw new AgentError('ENOENT', `no checkpoint ${id} in ${this.root}`);
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  }
+
+  private entries(): string[] {
+    try {
+      return readdirSync(this.root);
+    } catch (err) {
+      if (systemErrno(err) === 'ENOENT') return [];
+      throw fromSystemError(err, `cannot list ${this.root}`);
+    }
+  }
+}
+
+/** Writes a file and fsyncs it, refusing to follow a symlink planted at its name. */
+export function writeFileDurably(path: string, content: string): void {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  try {
+    writeSync(fd, content);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+export function fsyncDirectory(dir: string): void {
+  const fd = openSync(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Every regular file under dir with its size and sha256, paths relative to dir, sorted. */
+export async function describeFiles(dir: string, skip: readonly string[] = [MANIFEST_FILE]): Promise<ImageFile[]> {
+  const files: ImageFile[] = [];
+  const walk = async (sub: string) => {
+    for (const entry of readdirSync(sub, { withFileTypes: true })) {
+      const path = join(sub, entry.name);
+      if (entry.isDirectory()) await walk(path);
+      else if (entry.isFile() && !skip.includes(relative(dir, path))) {
+        files.push({ path: relative(dir, path), size: lstatSync(path).size, sha256: await sha256File(path) });
+      }
+    }
+  };
+  await walk(dir);
+  return files.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+export function sha256File(path: string): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const hash = createHash('sha256');
+    createReadStream(path)
+      .on('data', (chunk) => hash.update(chunk))
+      .on('error', reject)
+      .on('end', () => resolve(hash.digest('hex')));
+  });
+}
+
+/** Checks every file of a manifest against its recorded size and sha256. */
+export async function verifyFiles(dir: string, files: readonly ImageFile[]): Promise<void> {
+  for (const file of files) {
+    const path = join(dir, file.path);
+    let size: number;
+    try {
+      size = lstatSync(path).size;
+    } catch {
+      throw new AgentError('EIO', `image file ${file.path} is missing from ${dir}: the checkpoint is corrupt`);
+    }
+    const sha256 = size === file.size ? await sha256File(path) : '';
+    if (size !== file.size || sha256 !== file.sha256) {
+      throw new AgentError('EIO', `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`);
+    }
+  }
+}

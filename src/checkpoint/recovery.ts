@@ -1,0 +1,61 @@
+// What an agent that died mid-operation left behind, found when the next one starts: lock files
+// nobody holds whose record is not finished (the kernel dropped the flock with the dead holder),
+// and `.partial-*` image directories. Cgroups go back to the state the record says they had.
+
+import { rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { resolveCgroup, type CgroupRef } from '../cgroup/index.js';
+import type { CgroupControl, LockHolder } from '../lock/index.js';
+import { applyAfterPolicy, returnToPrior } from './policy.js';
+import type { ImageStore } from './image-store.js';
+import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.js';
+
+type Found = RecoveryReport['cgroups'][number];
+
+async function recoverOne(control: CgroupControl, record: LockHolder): Promise<Found> {
+  const base = { cgroup: record.cgroup, hierarchy: record.hierarchy };
+  const found = `an interrupted ${record.operation} (agent pid ${record.pid}, request ${record.requestId}, phase ${record.phase}, since ${record.since})`;
+  let ref: CgroupRef;
+  try {
+    ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });
+  } catch {
+    return { ...base, found, action: 'the cgroup no longer exists; nothing to do' };
+  }
+  const lease = control.lease(ref, { requestId: `recover-${randomBytes(3).toString('hex')}`, operation: record.operation });
+  try {
+    const state = lease.freezer.state();
+    const after = record.phase.startsWith('after-') ? (record.phase.slice('after-'.length) as AfterPolicy) : undefined;
+    if (record.operation === 'checkpoint' && record.priorState && after && AFTER_POLICIES.includes(after)) {
+      // The image was already published; finish what the request asked for.
+      const final = await applyAfterPolicy(lease.freezer, after, record.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED');
+      return { ...base, found: `${found}, kernel state ${state}`, action: `completed --after ${after}: ${final}` };
+    }
+    if (record.operation === 'checkpoint' && record.priorState) {
+      const prior = record.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED';
+      await returnToPrior(lease.freezer, prior);
+      return { ...base, found: `${found}, kernel state ${state}`, action: `returned to its prior state ${prior} (now ${lease.freezer.state()})` };
+    }
+    if (state === 'FREEZING') {
+      // A freeze that never finished: FREEZING is never a state to leave a cgroup in.
+      await lease.freezer.thaw();
+      return { ...base, found: `${found}, kernel state FREEZING`, action: 'thawed it (the freeze never completed)' };
+    }
+    return { ...base, found: `${found}, kernel state ${state}`, action: 'left as it is' };
+  } finally {
+    lease.release();
+  }
+}
+
+export async function recover(control: CgroupControl, store: ImageStore): Promise<RecoveryReport> {
+  const cgroups: Found[] = [];
+  for (const record of control.staleLocks()) {
+    try {
+      cgroups.push(await recoverOne(control, record));
+    } catch (err) {
+      cgroups.push({ cgroup: record.cgroup, hierarchy: record.hierarchy, found: `an interrupted ${record.operation}`, action: `recovery failed: ${(err as Error).message}` });
+    }
+  }
+  const removedTemporaryImages = store.partials();
+  for (const dir of removedTemporaryImages) rmSync(dir, { recursive: true, force: true });
+  return { cgroups, removedTemporaryImages };
+}
