@@ -40,6 +40,9 @@ export interface CriuRunResult {
 // v1 cgroup ignores SIGKILL until thawed, and CRIU can be one (restore into a frozen cgroup).
 const KILL_GRACE_MS = 2_000;
 
+// How long to wait, after CRIU's exit, for the end of its stderr (see below).
+const STDERR_DRAIN_MS = 200;
+
 // stderr is normally empty (-o sends the log to a file); keep the first 64 KiB of whatever comes.
 const STDERR_LIMIT = 64 << 10;
 
@@ -98,7 +101,19 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
       if (stderr.length < STDERR_LIMIT) stderr += chunk.slice(0, STDERR_LIMIT - stderr.length);
     });
     child.on('error', (err) => finish({ code: null, signal: null, reaped: true, spawnError: err }));
-    child.on('exit', (code, signal) => finish({ code, signal, reaped: true }));
+    // Wait for stderr's end after the exit, briefly: a task CRIU forked (a half-restored tree) can
+    // hold the pipe open long after CRIU itself is gone.
+    let stderrEnded = false;
+    child.stderr!.on('end', () => (stderrEnded = true));
+    child.on('exit', (code, signal) => {
+      const done = (): void => finish({ code, signal, reaped: true });
+      if (stderrEnded) return done();
+      const drain = setTimeout(done, STDERR_DRAIN_MS);
+      child.stderr!.once('end', () => {
+        clearTimeout(drain);
+        done();
+      });
+    });
   });
   const durationMs = Math.round(performance.now() - started);
 
