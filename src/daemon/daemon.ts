@@ -1,0 +1,117 @@
+// Starting and stopping agentd: probe CRIU, recover what a crashed agent left, listen, tell systemd
+// we are ready; on SIGTERM tell systemd we are stopping, stop accepting, cancel running checkpoints
+// (each cgroup goes back to its prior state), wait for every request to end, and exit 0.
+
+import { Checkpointer } from '../checkpoint/index.js';
+import { findCriu } from '../criu/index.js';
+import { isAgentError } from '../errors/index.js';
+import { CgroupControl } from '../lock/index.js';
+import { createRequestHandler } from './api.js';
+import type { Services } from './context.js';
+import { HostFactsSource, type CriuFacts } from './host.js';
+import { listenApi, type Listening } from './listen.js';
+import { createLogger, type LogFormat, type Logger, type LogLevel } from './logging.js';
+import { Metrics } from './metrics.js';
+import { createNotifier, type Notifier } from './notify.js';
+import { Operations } from './operations.js';
+import { ApiServer } from './server.js';
+import { agentVersion } from './version.js';
+
+export const DEFAULT_SOCKET = '/run/agentd/agentd.sock';
+export const DEFAULT_RUN_DIR = '/run/agentd';
+export const DEFAULT_IMAGES_DIR = '/var/lib/agentd/checkpoints';
+
+export interface DaemonOptions {
+  readonly socket?: string;
+  readonly runDir?: string;
+  readonly imagesDir?: string;
+  readonly criu?: string;
+  readonly logLevel?: LogLevel;
+  readonly logFormat?: LogFormat;
+  readonly logger?: Logger;
+}
+
+export interface Daemon {
+  readonly listening: Listening;
+  readonly logger: Logger;
+  /** Stops as SIGTERM does; resolves when every request has ended. Idempotent. */
+  stop(reason: string): Promise<void>;
+}
+
+async function probeCriu(path: string | undefined, logger: Logger): Promise<CriuFacts> {
+  try {
+    const info = await findCriu(path);
+    if (info.check.ok) logger.info('CRIU found', { path: info.path, version: info.version });
+    else logger.warn('CRIU fails `criu check`: checkpoints will be refused', { path: info.path, version: info.version, output: info.check.output });
+    return { ok: true, ...info };
+  } catch (err) {
+    const error = isAgentError(err) ? { code: err.code, message: err.message } : { code: 'EIO', message: String(err) };
+    logger.warn('no usable CRIU: checkpoints will be refused', error);
+    return { ok: false, error };
+  }
+}
+
+async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Promise<void> {
+  try {
+    const report = await checkpointer.recover();
+    for (const c of report.cgroups) logger.warn('recovered a cgroup an interrupted checkpoint left', c);
+    for (const dir of report.removedTemporaryImages) logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
+  } catch (err) {
+    logger.error('recovery after a previous run failed', { error: (err as Error).message });
+  }
+}
+
+export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> {
+  const socket = options.socket ?? DEFAULT_SOCKET;
+  const runDir = options.runDir ?? DEFAULT_RUN_DIR;
+  const imagesDir = options.imagesDir ?? DEFAULT_IMAGES_DIR;
+  const logger = options.logger ?? createLogger({ level: options.logLevel, format: options.logFormat });
+  const startedAt = new Date();
+  const version = agentVersion();
+  logger.info('agentd starting', { version, pid: process.pid, socket, runDir, imagesDir });
+
+  const criu = await probeCriu(options.criu, logger);
+  const control = new CgroupControl({ runDir });
+  const checkpointer = new Checkpointer({ control, imagesDir, ...(options.criu ? { criuPath: options.criu } : {}) });
+  await recoverLeftovers(checkpointer, logger);
+
+  const operations = new Operations();
+  const host = new HostFactsSource({ version, pid: process.pid, socket, runDir, imagesDir, startedAt: startedAt.toISOString() }, criu);
+  host.warm();
+  let stopping: Promise<void> | undefined;
+  const services: Services = {
+    control,
+    checkpointer,
+    host,
+    metrics: new Metrics(() => operations.checkpointing()),
+    operations,
+    logger,
+    version,
+    startedAt,
+    shuttingDown: () => stopping !== undefined,
+  };
+  const api = new ApiServer(createRequestHandler(services), (message) => logger.error(message));
+  const listening = await listenApi(api.server, socket);
+  const notifier: Notifier = createNotifier(process.env, (message) => logger.warn(message));
+  notifier.send(`READY=1\nSTATUS=listening on ${listening.path}\nMAINPID=${process.pid}`);
+  notifier.startWatchdog();
+  logger.info('agentd ready', { socket: listening.path, activated: listening.activated, group: listening.group, notify: notifier.socketPath });
+
+  const stop = (reason: string): Promise<void> => {
+    stopping ??= (async () => {
+      notifier.send(`STOPPING=1\nSTATUS=stopping: ${reason}`);
+      notifier.stop();
+      const running = operations.list();
+      logger.info('agentd stopping', { reason, operations: running.length });
+      const closed = api.stopAccepting();
+      // The orchestration answers an abort by putting the cgroup back in its prior state.
+      operations.abortAll(`agentd is stopping (${reason})`);
+      await api.idle();
+      api.closeAllConnections();
+      await closed;
+      logger.info('agentd stopped', { reason });
+    })();
+    return stopping;
+  };
+  return { listening, logger, stop };
+}

@@ -1,0 +1,49 @@
+// bin/agentd: the agent in the foreground. Parses its options, starts, and turns SIGTERM/SIGINT into
+// a clean stop that exits 0 (systemd's `systemctl stop`, or Ctrl-C in a terminal).
+
+import yargs from 'yargs';
+import { hideBin } from 'yargs/helpers';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, startDaemon } from './daemon.js';
+import { createLogger, LOG_FORMATS, LOG_LEVELS } from './logging.js';
+import { agentVersion } from './version.js';
+
+export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
+  const args = await yargs(argv)
+    .scriptName('agentd')
+    .usage('$0 [options]\n\nThe agentd host agent in the foreground: cgroup freezer, CHECKPOINTING lock and CRIU checkpoints, served as HTTP/1.1 on a Unix socket. Under systemd use agentd.socket and agentd.service.')
+    .option('socket', { type: 'string', default: DEFAULT_SOCKET, describe: 'Unix socket to listen on (ignored under socket activation)' })
+    .option('run-dir', { type: 'string', default: DEFAULT_RUN_DIR, describe: 'where the CHECKPOINTING lock files live' })
+    .option('images-dir', { type: 'string', default: DEFAULT_IMAGES_DIR, describe: 'where checkpoint images are stored' })
+    .option('criu', { type: 'string', describe: 'the criu binary (default: found on PATH and in the sbin directories)' })
+    .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'least severe level logged' })
+    .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
+    .example('$0', 'listen on /run/agentd/agentd.sock')
+    .example('$0 --socket /tmp/a.sock --run-dir /tmp/a-run --images-dir /tmp/a-images', 'a second agent beside the first')
+    .example('$0 --log-level debug --log-format json', 'log every request as JSON')
+    .version(agentVersion())
+    .strict()
+    .help()
+    .parseAsync();
+
+  const logger = createLogger({ level: args['log-level'], format: args['log-format'] });
+  let daemon;
+  try {
+    daemon = await startDaemon({ socket: args.socket, runDir: args['run-dir'], imagesDir: args['images-dir'], criu: args.criu, logger });
+  } catch (err) {
+    logger.error('agentd failed to start', { error: (err as Error).message });
+    await new Promise((resolve) => setTimeout(resolve, 50)); // let the line reach the log
+    process.exit(1);
+  }
+  const onSignal = (signal: NodeJS.Signals) => {
+    void daemon.stop(signal).then(
+      () => setTimeout(() => process.exit(0), 20),
+      (err) => {
+        logger.error('agentd failed to stop cleanly', { error: (err as Error).message });
+        setTimeout(() => process.exit(1), 20);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => logger.info('SIGHUP ignored: agentd has no configuration to reload'));
+}

@@ -1,0 +1,120 @@
+// Checkpoints: create (dump a cgroup), list, show a manifest, delete, restore. The work is the
+// Checkpointer's (src/checkpoint); this file only validates requests and shapes replies.
+
+import { describeCgroup, resolveCgroup } from '../../cgroup/index.js';
+import { AgentError } from '../../errors/index.js';
+import { json, type Reply } from '../context.js';
+import { runLongOperation } from '../long-operation.js';
+import {
+  absolutePath,
+  afterPolicy,
+  checkpointId,
+  expectNoBody,
+  flag,
+  hierarchy,
+  optional,
+  queryObject,
+  readJsonObject,
+  required,
+  text,
+  timeoutMs,
+  validate,
+} from '../request.js';
+import type { Route } from '../router.js';
+
+const CHECKPOINT_FIELDS = {
+  cgroup: required(text),
+  hierarchy: optional(hierarchy),
+  after: optional(afterPolicy),
+  shellJob: optional(flag),
+  tcpEstablished: optional(flag),
+  fileLocks: optional(flag),
+  timeoutMs: optional(timeoutMs),
+  imagesDir: optional(absolutePath),
+};
+
+const RESTORE_FIELDS = { cgroup: optional(text), hierarchy: optional(hierarchy), timeoutMs: optional(timeoutMs) };
+
+/** Drops undefined values, so that the orchestration sees only what the client set. */
+function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
+  return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
+}
+
+export function checkpointRoutes(): Route[] {
+  return [
+    {
+      method: 'POST',
+      pattern: '/v1/checkpoints',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'checkpoint';
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        const { cgroup, hierarchy: h, ...options } = validate(await readJsonObject(ctx.req), CHECKPOINT_FIELDS);
+        const ref = resolveCgroup(cgroup, h ? { hierarchy: h } : {});
+        const target = describeCgroup(ref);
+        ctx.audit.cgroup = target;
+        const { checkpointer, metrics } = ctx.services;
+        return runLongOperation(ctx, 'checkpoint', target, 201, async (hooks) => {
+          const summary = await checkpointer.checkpoint(ref, { ...defined(options), requestId: ctx.requestId }, hooks);
+          ctx.audit.checkpoint = summary.id;
+          metrics.checkpoints.observe(summary.timings.totalMs / 1000);
+          metrics.frozenWindows.observe(summary.timings.frozenWindowMs / 1000);
+          return summary;
+        });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/checkpoints',
+      async handle(ctx): Promise<Reply> {
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        await expectNoBody(ctx.req);
+        return json(200, { checkpoints: ctx.services.checkpointer.list() });
+      },
+    },
+    {
+      method: 'GET',
+      pattern: '/v1/checkpoints/{id}',
+      async handle(ctx): Promise<Reply> {
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        const id = checkpointId(ctx.params.id);
+        await expectNoBody(ctx.req);
+        return json(200, ctx.services.checkpointer.show(id));
+      },
+    },
+    {
+      method: 'DELETE',
+      pattern: '/v1/checkpoints/{id}',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'delete';
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        const id = checkpointId(ctx.params.id);
+        ctx.audit.checkpoint = id;
+        await expectNoBody(ctx.req);
+        ctx.services.checkpointer.delete(id);
+        return json(200, { deleted: id });
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/checkpoints/{id}/restore',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'restore';
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        const id = checkpointId(ctx.params.id);
+        ctx.audit.checkpoint = id;
+        const body = validate(await readJsonObject(ctx.req), RESTORE_FIELDS);
+        if (body.hierarchy && !body.cgroup) {
+          throw new AgentError('EINVAL', '"hierarchy" names the hierarchy of a target "cgroup"; give "cgroup" too, or neither');
+        }
+        if (body.cgroup) ctx.audit.cgroup = body.cgroup;
+        const { checkpointer, metrics } = ctx.services;
+        return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
+          const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
+          ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
+          metrics.restores.observe(summary.durationMs / 1000);
+          return summary;
+        });
+      },
+    },
+  ];
+}
