@@ -96,6 +96,9 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
   const name = `${target.hierarchy}:${target.path}`;
   const lease = ctx.control.lease(target, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'restore' });
   const workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
+  // A --shell-job restore keeps CRIU in the foreground on the new pty, with its cgroup yard mounted
+  // in the work dir, until the restored root exits: the work dir goes when the last such CRIU does.
+  const foregroundCriu: Promise<unknown>[] = [];
   try {
     if (lease.freezer.state() !== 'THAWED') {
       throw new AgentError('EBUSY', `cgroup ${name} is ${lease.freezer.state()}: CRIU cannot restore into a frozen cgroup; thaw it first`);
@@ -124,6 +127,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
           };
           if (!shellJob) return runCriuRestore(common);
           const restored = await startCriuRestoreOnTerminal(common);
+          foregroundCriu.push(restored.exited);
           hooks.onTerminal?.({
             tree: tree.index,
             pid: restored.pid,
@@ -148,6 +152,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
     return { id, cgroup: target.path, hierarchy: target.hierarchy, pids, trees: manifest.trees.length, durationMs: Date.now() - started };
   } finally {
     lease.release();
-    rmSync(workDir, { recursive: true, force: true });
+    const removeWorkDir = () => rmSync(workDir, { recursive: true, force: true });
+    void Promise.all(foregroundCriu).then(removeWorkDir).catch(() => undefined);
   }
 }
