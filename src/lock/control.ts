@@ -7,7 +7,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer, type CgroupRef } from '../cgroup/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
-import { busyError, isLive } from './holder.js';
+import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
@@ -42,7 +42,7 @@ export class CgroupControl {
       freezer.close();
     }
     const lock = probe(this.lockPath(ref));
-    const holder = lock.locked && isLive(lock.record) ? lock.record : undefined;
+    const holder = lock.locked ? holderOfLocked(lock.record) : undefined;
     const status: CgroupStatus = {
       cgroup: ref.path,
       hierarchy: ref.hierarchy,
@@ -127,6 +127,6 @@ export class CgroupControl {
   forget(ref: CgroupRef): void {
     const lockFile = this.lockPath(ref);
     const result = removeIfUnlocked(lockFile);
-    if (result.outcome === 'held') throw busyError(ref, result.record, lockFile);
+    if (result.outcome === 'held') throw busyError(ref, holderOfLocked(result.record), lockFile);
   }
 }

@@ -1,5 +1,6 @@
 // The lock file's diagnostic record (one JSON line) and the EBUSY messages built from it.
 
+import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
 import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
 import { PHASE_CHECKPOINTING, PHASE_FINISHED, type LockHolder, type LockOperation } from './types.js';
@@ -50,8 +51,18 @@ export function parseHolder(text: string, lockFile: string): LockHolder | undefi
   return holder;
 }
 
+/** A record of an operation that never finished: what a live holder says, or what a dead one left. */
 export function isLive(holder: LockHolder | undefined): holder is LockHolder {
   return holder !== undefined && holder.phase !== PHASE_FINISHED;
+}
+
+/**
+ * The record of a locked file, when it can be the holder's: unfinished, and written by a process
+ * that still exists. Otherwise the lock changed hands since (to a tool such as flock(1), or to a
+ * holder that has not written its record yet) and the record names someone else.
+ */
+export function holderOfLocked(record: LockHolder | undefined): LockHolder | undefined {
+  return isLive(record) && existsSync(`/proc/${record.pid}`) ? record : undefined;
 }
 
 /** Local wall-clock time of day, as an operator reading the message would say it: 12:01:03. */

@@ -1,11 +1,10 @@
 // A lease: the cgroup's lock held by this process for one operation, and the CHECKPOINTING hold
 // taken on top of it.
 
-import { existsSync } from 'node:fs';
 import { describeCgroup, openFreezer, type CgroupRef, type Freezer, type FreezerState } from '../cgroup/index.js';
 import { AgentError } from '../errors/index.js';
 import { tryLockExclusive, unlock } from './flock.js';
-import { busyError, isLive } from './holder.js';
+import { busyError, holderOfLocked } from './holder.js';
 import { closeLockFd, openForLocking, readRecord, stillAtPath, writeRecord } from './lock-file.js';
 import {
   PHASE_CHECKPOINT_ENDED,
@@ -33,10 +32,6 @@ function sleepSync(ms: number): void {
   Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 }
 
-function pidAlive(pid: number): boolean {
-  return existsSync(`/proc/${pid}`);
-}
-
 /** Takes the lock without waiting: the locked fd, or EBUSY naming the holder. */
 function lockOrBusy(ref: CgroupRef, lockFile: string): number {
   for (let reopen = 0, unrecorded = 0; ; ) {
@@ -52,8 +47,7 @@ function lockOrBusy(ref: CgroupRef, lockFile: string): number {
         continue;
       }
       const record = readRecord(fd, lockFile);
-      // A record left by a dead process is not the holder's: the lock changed hands since.
-      const live = isLive(record) && pidAlive(record.pid) ? record : undefined;
+      const live = holderOfLocked(record);
       if (live || ++unrecorded > UNRECORDED_RETRIES) throw busyError(ref, live, lockFile);
     } finally {
       if (!keep) closeLockFd(fd);

@@ -2,7 +2,7 @@
 // files read and written behind agentd's back, and flock(1) as an independent judge of the lock.
 
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
+import { spawnSync, type ChildProcess } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCgroup, type CgroupRef, type FreezerState } from '../../src/cgroup/index.js';
@@ -76,4 +76,25 @@ export async function waitForCounter(file: string): Promise<string> {
     if (Date.now() > deadline) throw new Error(`counter ${file} never started`);
     await sleep(10);
   }
+}
+
+/**
+ * A cooperating shell tool holding the lock: one process, so killing it drops the lock. It waits
+ * for the lock (-w) because our own flockFree() probes hold it for an instant. (Plain
+ * `flock FILE sleep` would fork `sleep` with the locked fd, and the orphan would keep the lock.)
+ */
+export async function holdWithShellTool(lab: Lab, lockFile: string): Promise<ChildProcess> {
+  const tool = lab.spawn('sh', ['-c', 'exec 9<"$1" && flock -w 5 9 && exec sleep 100000', 'sh', lockFile]);
+  const deadline = Date.now() + 5000;
+  while (flockFree(lockFile)) {
+    if (tool.exitCode !== null || Date.now() > deadline) throw new Error(`the shell tool did not take ${lockFile}`);
+    await sleep(5);
+  }
+  return tool;
+}
+
+export async function killAndWait(child: ChildProcess): Promise<void> {
+  const gone = child.exitCode !== null || child.signalCode !== null ? Promise.resolve() : new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await gone;
 }

@@ -8,7 +8,7 @@ import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import type { Hierarchy } from '../../src/cgroup/index.js';
 import { Lab } from '../helpers/lab.js';
-import { CONTENDER, flockFree, kernelState, makeControl, refOf } from './helpers.js';
+import { CONTENDER, flockFree, holdWithShellTool, kernelState, killAndWait, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-procs');
 after(() => lab.cleanup());
@@ -147,6 +147,17 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
       assert.equal(stale[0].hierarchy, hierarchy);
       assert.equal(stale[0].lockFile, lockFile);
 
+      // The dead holder's record does not make a later holder's lock look like its checkpoint.
+      const tool = await holdWithShellTool(lab, lockFile);
+      try {
+        const underTool = control.status(ref);
+        assert.deepEqual([underTool.state, underTool.locked, underTool.holder], ['FROZEN', true, undefined]);
+        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'while-tool' }), (err: unknown) =>
+          /another process holds its lock/.test((err as Error).message));
+      } finally {
+        await killAndWait(tool);
+      }
+
       // A new agent takes over at once.
       const hold = control.beginCheckpoint(ref, { requestId: 'after-crash' });
       try {
@@ -175,13 +186,9 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
       assert.equal(flockFree(lockFile), true);
 
       // And the other way round: a shell tool holding it makes agentd refuse, naming the lock file.
-      const tool = lab.spawn('flock', [lockFile, 'sleep', '100000']);
+      const tool = await holdWithShellTool(lab, lockFile);
       try {
-        const deadline = Date.now() + 5000;
-        while (!control.status(ref).locked) {
-          if (Date.now() > deadline) throw new Error('flock(1) never took the lock');
-          await new Promise((r) => setTimeout(r, 5));
-        }
+        assert.equal(control.status(ref).locked, true);
         await assert.rejects(control.freeze(ref), (err: unknown) => {
           assert.equal((err as { code?: string }).code, 'EBUSY');
           assert.match((err as Error).message, new RegExp(`another process holds its lock ${lockFile.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}`));
@@ -189,9 +196,9 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
         });
         assert.equal(kernelState(cgroup), 'THAWED', 'the refused freeze changed nothing');
       } finally {
-        tool.kill('SIGKILL');
-        await exited(tool);
+        await killAndWait(tool);
       }
+      assert.equal(flockFree(lockFile), true, 'the tool is gone and so is its lock');
     });
   });
 }
