@@ -1,0 +1,58 @@
+// agentctl state | freeze | thaw <cgroup>: the freezer state of one cgroup, through the agent's lock.
+
+import type { CommandModule } from 'yargs';
+import { call } from '../client.js';
+import { action, clientOptions, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
+import { print, printJson } from '../format.js';
+
+interface CgroupArgs extends GlobalArgs {
+  readonly cgroup: string;
+  readonly hierarchy?: 'v1' | 'v2';
+}
+
+interface StatusReply {
+  state: string;
+}
+
+function show(args: GlobalArgs, status: unknown): void {
+  if (args.json) printJson(status);
+  else print((status as StatusReply).state);
+}
+
+export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
+  command: 'state <cgroup>',
+  describe: 'print the state of a cgroup: THAWED, FREEZING, FROZEN or CHECKPOINTING',
+  builder: (y) =>
+    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'path relative to the hierarchy root, or an absolute cgroup directory' }))
+      .example('$0 state jobs/build-42', 'prints FROZEN, for instance')
+      .example('$0 state --hierarchy v1 jobs/build-42 --json', '{"cgroup":…,"hierarchy":"v1","path":…,"state":…}'),
+  handler: action(async (args: CgroupArgs) => {
+    const path = withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy });
+    show(args, await call(clientOptions(args), 'GET', path));
+  }),
+};
+
+export const freezeCommand: CommandModule<GlobalArgs, CgroupArgs> = {
+  command: 'freeze <cgroup>',
+  describe: 'freeze every process of a cgroup and print the new state',
+  builder: (y) =>
+    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to freeze' }))
+      .example('$0 freeze jobs/build-42', 'prints FROZEN once the kernel says so')
+      .example('$0 freeze /sys/fs/cgroup/freezer/jobs/build-42 --timeout 2', 'a v1 cgroup, giving up (and thawing) after 2 s'),
+  handler: action(async (args: CgroupArgs) => {
+    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000) };
+    show(args, await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/freeze', { body }));
+  }),
+};
+
+export const thawCommand: CommandModule<GlobalArgs, CgroupArgs> = {
+  command: 'thaw <cgroup>',
+  describe: 'thaw a frozen cgroup and print the new state (refused while it is CHECKPOINTING)',
+  builder: (y) =>
+    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to thaw' }))
+      .example('$0 thaw jobs/build-42', 'prints THAWED')
+      .example('$0 thaw --hierarchy v2 jobs/build-42 --json', 'the full state as JSON'),
+  handler: action(async (args: CgroupArgs) => {
+    show(args, await call(clientOptions(args), 'POST', '/v1/cgroups/thaw', { body: { cgroup: args.cgroup, hierarchy: args.hierarchy } }));
+  }),
+};

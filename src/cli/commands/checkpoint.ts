@@ -1,0 +1,133 @@
+// agentctl checkpoint <cgroup> | restore <id>: the long operations, with live progress on a terminal.
+
+import type { CommandModule } from 'yargs';
+import { call } from '../client.js';
+import { action, clientOptions, withHierarchy, type GlobalArgs } from '../context.js';
+import { bytes, duration, print, printJson } from '../format.js';
+import { progressFor } from '../progress.js';
+
+// When --timeout is passed on to the agent, the agent still needs a moment after it to stop CRIU and
+// put the cgroup back; the client waits that much longer before it gives up.
+const CLEANUP_GRACE_MS = 60_000;
+
+interface CheckpointArgs extends GlobalArgs {
+  readonly cgroup: string;
+  readonly hierarchy?: 'v1' | 'v2';
+  readonly after?: 'prior' | 'thawed' | 'frozen' | 'killed';
+  readonly 'shell-job'?: boolean;
+  readonly 'tcp-established'?: boolean;
+  readonly 'file-locks'?: boolean;
+  readonly 'images-dir'?: string;
+}
+
+interface CheckpointSummary {
+  id: string;
+  dir: string;
+  cgroup: string;
+  hierarchy: string;
+  trees: number;
+  processes: number;
+  bytes: number;
+  after: string;
+  finalState: string;
+  timings: { frozenWindowMs: number; dumpMs: number; totalMs: number };
+}
+
+interface RestoreSummary {
+  id: string;
+  cgroup: string;
+  hierarchy: string;
+  pids: number[];
+  trees: number;
+  durationMs: number;
+}
+
+function timeoutMs(args: GlobalArgs): number | undefined {
+  return args.timeout === undefined ? undefined : Math.round(args.timeout * 1000);
+}
+
+export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
+  command: 'checkpoint <cgroup>',
+  describe: 'dump every process of a cgroup with CRIU while it is frozen; print the checkpoint',
+  builder: (y) =>
+    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to checkpoint' }))
+      .option('after', {
+        choices: ['prior', 'thawed', 'frozen', 'killed'] as const,
+        describe: 'what the cgroup becomes afterwards (default prior: the state it had before)',
+      })
+      .option('shell-job', { type: 'boolean', describe: 'the processes use a terminal (CRIU --shell-job)' })
+      .option('tcp-established', { type: 'boolean', describe: 'dump established TCP connections (CRIU --tcp-established)' })
+      .option('file-locks', { type: 'boolean', describe: 'dump file locks (CRIU --file-locks)' })
+      .option('images-dir', { type: 'string', describe: "image root for this checkpoint (absolute; default: the agent's)" })
+      .example('$0 checkpoint jobs/build-42', 'dump it and put it back as it was; prints the id and directory')
+      .example('$0 checkpoint jobs/build-42 --after killed --json', 'dump it, then kill it; the summary as JSON ({"id","dir",…})')
+      .example('$0 checkpoint --hierarchy v1 jobs/db --timeout 120', 'give up after 2 minutes (the cgroup goes back as it was)'),
+  handler: action(async (args: CheckpointArgs) => {
+    const body = {
+      cgroup: args.cgroup,
+      hierarchy: args.hierarchy,
+      after: args.after,
+      shellJob: args['shell-job'],
+      tcpEstablished: args['tcp-established'],
+      fileLocks: args['file-locks'],
+      imagesDir: args['images-dir'],
+      timeoutMs: timeoutMs(args),
+    };
+    const progress = progressFor(args.json);
+    let summary: CheckpointSummary;
+    try {
+      const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
+      summary = (await call(options, 'POST', '/v1/checkpoints', { body, onProgress: progress.onProgress })) as CheckpointSummary;
+    } finally {
+      progress.done();
+    }
+    if (args.json) return printJson(summary);
+    print(
+      [
+        summary.id,
+        `  cgroup     ${summary.hierarchy}:${summary.cgroup}`,
+        `  dir        ${summary.dir}`,
+        `  processes  ${summary.processes} in ${summary.trees} tree${summary.trees === 1 ? '' : 's'}`,
+        `  size       ${bytes(summary.bytes)}`,
+        `  stopped    ${duration(summary.timings.frozenWindowMs)} (dump ${duration(summary.timings.dumpMs)}, total ${duration(summary.timings.totalMs)})`,
+        `  after      ${summary.after}: now ${summary.finalState}`,
+      ].join('\n'),
+    );
+  }),
+};
+
+interface RestoreArgs extends GlobalArgs {
+  readonly id: string;
+  readonly cgroup?: string;
+  readonly hierarchy?: 'v1' | 'v2';
+}
+
+export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
+  command: 'restore <id>',
+  describe: 'restore a checkpoint (verifying its files first) and print the restored pids',
+  builder: (y) =>
+    withHierarchy(
+      y
+        .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id (see agentctl checkpoints)' })
+        .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' }),
+    )
+      .example('$0 restore 20250101-120000-1a2b3c', 'back into the cgroup it came from')
+      .example('$0 restore 20250101-120000-1a2b3c --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
+  handler: action(async (args: RestoreArgs) => {
+    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
+    const progress = progressFor(args.json);
+    let summary: RestoreSummary;
+    try {
+      const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
+      const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/restore`;
+      summary = (await call(options, 'POST', path, { body, onProgress: progress.onProgress })) as RestoreSummary;
+    } finally {
+      progress.done();
+    }
+    if (args.json) return printJson(summary);
+    print(
+      `restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pids ${summary.pids.join(' ')} ` +
+        `(${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)})`,
+    );
+  }),
+};

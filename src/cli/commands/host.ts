@@ -1,0 +1,48 @@
+// agentctl host: what the agent knows of this machine, and whether it can checkpoint here.
+
+import type { CommandModule } from 'yargs';
+import { call } from '../client.js';
+import { action, clientOptions, type GlobalArgs } from '../context.js';
+import { bytes, print, printJson } from '../format.js';
+
+interface Host {
+  kernel: string;
+  distro: { name: string; release: string; codename: string };
+  arch: string;
+  hostname: string;
+  cpu: { brand: string; manufacturer: string; cores: number };
+  memory: { totalBytes: number; availableBytes: number };
+  imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
+  cgroups: { mode: string; v1Freezer?: string; v2?: string };
+  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string } } | { ok: false; error: { code: string; message: string } };
+  agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string };
+}
+
+function criuLine(criu: Host['criu']): string {
+  if (!criu.ok) return `unusable: ${criu.error.code}: ${criu.error.message}`;
+  const check = criu.check.ok ? 'criu check: Looks good' : `criu check FAILS: ${criu.check.output.split('\n')[0]}`;
+  return `${criu.version} at ${criu.path} (${check})`;
+}
+
+export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'host',
+  describe: 'print host facts: kernel, distribution, CPU, memory, image space, cgroup mode, CRIU',
+  builder: (y) => y.example('$0 host', 'a summary').example('$0 host --json', 'everything, as JSON'),
+  handler: action(async (args: GlobalArgs) => {
+    const h = (await call(clientOptions(args), 'GET', '/v1/host')) as Host;
+    if (args.json) return printJson(h);
+    const mounts = [h.cgroups.v1Freezer && `v1 freezer ${h.cgroups.v1Freezer}`, h.cgroups.v2 && `v2 ${h.cgroups.v2}`].filter(Boolean).join(', ');
+    print(
+      [
+        `host      ${h.hostname}: ${h.distro.name} ${h.distro.release} (${h.distro.codename}), kernel ${h.kernel}, ${h.arch}`,
+        `cpu       ${h.cpu.manufacturer} ${h.cpu.brand}, ${h.cpu.cores} cores`,
+        `memory    ${bytes(h.memory.availableBytes)} available of ${bytes(h.memory.totalBytes)}`,
+        `images    ${h.imagesDir.path}: ${bytes(h.imagesDir.freeBytes)} free of ${bytes(h.imagesDir.sizeBytes)}` +
+          (h.imagesDir.mount ? ` (${h.imagesDir.filesystem} on ${h.imagesDir.mount})` : ''),
+        `cgroups   ${h.cgroups.mode}: ${mounts || 'no freezer hierarchy mounted'}`,
+        `criu      ${criuLine(h.criu)}`,
+        `agentd    ${h.agent.version}, pid ${h.agent.pid}, on ${h.agent.socket} since ${h.agent.startedAt}`,
+      ].join('\n'),
+    );
+  }),
+};

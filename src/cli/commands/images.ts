@@ -1,0 +1,100 @@
+// agentctl checkpoints | show <id> | delete <id>: the agent's image store.
+
+import type { CommandModule } from 'yargs';
+import { call } from '../client.js';
+import { action, clientOptions, type GlobalArgs } from '../context.js';
+import { bytes, duration, print, printJson, table } from '../format.js';
+
+interface Listing {
+  id: string;
+  status: string;
+  cgroup?: string;
+  hierarchy?: string;
+  createdAt?: string;
+  bytes?: number;
+  processes?: number;
+}
+
+interface IdArgs extends GlobalArgs {
+  readonly id: string;
+}
+
+interface Manifest {
+  id: string;
+  cgroup: string;
+  hierarchy: string;
+  createdAt: string;
+  kernel: string;
+  criuVersion: string;
+  priorState: string;
+  options: Record<string, unknown>;
+  trees: { index: number; root: number; processes: { pid: number; ppid: number; command: string }[] }[];
+  files: { size: number }[];
+  timings: { freezeMs: number; frozenWindowMs: number; dumpMs: number; totalMs: number };
+}
+
+export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
+  command: 'checkpoints',
+  describe: "list the agent's checkpoints (good ones, and failed ones kept for diagnosis)",
+  builder: (y) => y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the same as a JSON array'),
+  handler: action(async (args: GlobalArgs) => {
+    const { checkpoints } = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: Listing[] };
+    if (args.json) return printJson(checkpoints);
+    if (checkpoints.length === 0) return print('no checkpoints');
+    print(
+      table(
+        ['ID', 'STATUS', 'CGROUP', 'CREATED', 'SIZE', 'PROCESSES'],
+        checkpoints.map((c) => [
+          c.id,
+          c.status,
+          c.cgroup ? `${c.hierarchy}:${c.cgroup}` : '-',
+          c.createdAt ?? '-',
+          bytes(c.bytes),
+          c.processes === undefined ? '-' : String(c.processes),
+        ]),
+      ),
+    );
+  }),
+};
+
+export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
+  command: 'show <id>',
+  describe: "print a checkpoint's manifest: processes, files, timings",
+  builder: (y) =>
+    y
+      .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id' })
+      .example('$0 show 20250101-120000-1a2b3c', 'a summary')
+      .example('$0 show 20250101-120000-1a2b3c --json', 'the whole manifest.json'),
+  handler: action(async (args: IdArgs) => {
+    const m = (await call(clientOptions(args), 'GET', `/v1/checkpoints/${encodeURIComponent(args.id)}`)) as Manifest;
+    if (args.json) return printJson(m);
+    const size = m.files.reduce((sum, f) => sum + f.size, 0);
+    const lines = [
+      m.id,
+      `  cgroup     ${m.hierarchy}:${m.cgroup} (was ${m.priorState})`,
+      `  created    ${m.createdAt} on kernel ${m.kernel} with CRIU ${m.criuVersion}`,
+      `  options    ${JSON.stringify(m.options)}`,
+      `  files      ${m.files.length}, ${bytes(size)}`,
+      `  timings    freeze ${duration(m.timings.freezeMs)}, dump ${duration(m.timings.dumpMs)}, stopped ${duration(m.timings.frozenWindowMs)}, total ${duration(m.timings.totalMs)}`,
+    ];
+    for (const tree of m.trees) {
+      lines.push(`  tree ${tree.index} (root ${tree.root})`);
+      for (const p of tree.processes) lines.push(`    ${String(p.pid).padStart(7)} ${String(p.ppid).padStart(7)}  ${p.command}`);
+    }
+    print(lines.join('\n'));
+  }),
+};
+
+export const deleteCommand: CommandModule<GlobalArgs, IdArgs> = {
+  command: 'delete <id>',
+  describe: 'delete a checkpoint and its image files',
+  builder: (y) =>
+    y
+      .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id' })
+      .example('$0 delete 20250101-120000-1a2b3c', 'prints "deleted <id>"'),
+  handler: action(async (args: IdArgs) => {
+    const reply = await call(clientOptions(args), 'DELETE', `/v1/checkpoints/${encodeURIComponent(args.id)}`);
+    if (args.json) printJson(reply);
+    else print(`deleted ${args.id}`);
+  }),
+};
