@@ -5,9 +5,9 @@ import assert from 'node:assert/strict';
 import { readFileSync, rmdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
-import { openFreezer, resolveCgroup, withFreezer, type Hierarchy } from '../../src/cgroup/index.js';
+import { openFreezer, resolveCgroup, withFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
-import { Lab, pidAlive, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
+import { HIERARCHIES, Lab, unavailable, pidAlive, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
 
 const lab = new Lab('freezer');
 after(() => lab.cleanup());
@@ -45,8 +45,8 @@ function freezerOf(cgroup: TestCgroup) {
   return openFreezer(resolveCgroup(cgroup.path, { hierarchy: cgroup.hierarchy }));
 }
 
-for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
-  describe(`${hierarchy} freezer on real cgroups`, () => {
+for (const hierarchy of HIERARCHIES) {
+  describe(`${hierarchy} freezer on real cgroups`, { skip: unavailable(hierarchy) }, () => {
     test('freezes and thaws sleepers, busy loops and counters: they really stop, then run again', async () => {
       const cgroup = lab.cgroup(hierarchy, 'mixed');
       const dir = lab.tempDir('counters');
@@ -209,7 +209,7 @@ for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
   });
 }
 
-test('freezing the cgroup agentd itself runs in is refused', async () => {
+test('freezing the cgroup agentd itself runs in is refused', { skip: unavailable('v2') }, async () => {
   const cgroup = lab.cgroup('v2', 'self');
   // A child process joins the cgroup, tries to freeze it, then moves back to the root.
   const procs = join(cgroup.dir, 'cgroup.procs');

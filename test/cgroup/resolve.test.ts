@@ -1,10 +1,10 @@
-import { test, describe, after } from 'node:test';
+import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseMountinfo, resolveCgroup, discoverMounts } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
-import { Lab } from '../helpers/lab.js';
+import { Lab, anyHierarchy, unavailable, type TestCgroup } from '../helpers/lab.js';
 
 const lab = new Lab('resolve');
 after(() => lab.cleanup());
@@ -43,16 +43,22 @@ describe('mountinfo parsing (pure logic)', () => {
     const bind = '50 30 0:37 /jobs /mnt/jobs rw - cgroup2 cgroup2 rw';
     assert.equal(parseMountinfo(bind).v2, undefined);
   });
-  test('this host: both hierarchies found in /proc/self/mountinfo', () => {
+  test('this host: its hierarchies are found in /proc/self/mountinfo', () => {
     const mounts = discoverMounts();
-    assert.ok(mounts.v1Freezer, 'v1 freezer mount found');
-    assert.ok(mounts.v2, 'cgroup2 mount found');
+    assert.ok(mounts.v1Freezer || mounts.v2, 'at least one freezer hierarchy found');
+    if (mounts.mode === 'hybrid') assert.ok(mounts.v1Freezer && mounts.v2, 'a hybrid host shows both');
   });
 });
 
-describe('resolving cgroup arguments on the real hierarchies', () => {
-  const both = { v1: lab.cgroup('v1', 'both'), v2: lab.cgroup('v2', 'both') };
-  const onlyV1 = lab.cgroup('v1', 'only-v1');
+const needsBoth = unavailable('v1') || unavailable('v2');
+
+describe('resolving cgroup arguments on the real hierarchies (a hybrid host)', { skip: needsBoth }, () => {
+  let both: { v1: TestCgroup; v2: TestCgroup };
+  let onlyV1: TestCgroup;
+  before(() => {
+    both = { v1: lab.cgroup('v1', 'both'), v2: lab.cgroup('v2', 'both') };
+    onlyV1 = lab.cgroup('v1', 'only-v1');
+  });
 
   test('relative path, with or without a leading slash, prefers v2', () => {
     for (const arg of [both.v2.path, `/${both.v2.path}`, `${both.v2.path}/`, `./${both.v2.path}`]) {
@@ -97,6 +103,25 @@ describe('resolving cgroup arguments on the real hierarchies', () => {
   });
   test('a regular file inside a cgroup is not a cgroup', () => {
     rejects(() => resolveCgroup(`${both.v2.path}/cgroup.procs`), 'ENOENT', /not a v[12] freezer cgroup/);
+  });
+
+});
+
+describe('resolving cgroup arguments on whichever hierarchy this host has', () => {
+  const hierarchy = anyHierarchy();
+  const cgroup = lab.cgroup(hierarchy, 'any');
+
+  test('relative and absolute forms of one cgroup resolve alike', () => {
+    for (const arg of [cgroup.path, `/${cgroup.path}`, cgroup.dir]) {
+      const ref = resolveCgroup(arg);
+      assert.equal(ref.hierarchy, hierarchy, arg);
+      assert.equal(ref.dir, cgroup.dir);
+    }
+  });
+  test('"..", the root and missing paths are refused', () => {
+    rejects(() => resolveCgroup(`${cgroup.path}/..`), 'EINVAL', /"\.\." segments/);
+    rejects(() => resolveCgroup(lab.mount(hierarchy)), 'EINVAL', /root cgroup/);
+    rejects(() => resolveCgroup(`${cgroup.path}/missing`), 'ENOENT', /missing/);
   });
 
   // cgroupfs cannot hold a symlink, so the kernel cannot show this case; a temporary directory stands

@@ -34,6 +34,23 @@ export function processState(pid: number): string | undefined {
   }
 }
 
+export const HIERARCHIES: readonly Hierarchy[] = ['v1', 'v2'];
+
+/**
+ * Why a hierarchy cannot be tested on this host (a pure v2 host has no v1 freezer, a legacy one no
+ * cgroup2), or false when it can. Pass it as a suite's `skip` option so the runner shows the reason.
+ */
+export function unavailable(hierarchy: Hierarchy): string | false {
+  const mounts = discoverMounts();
+  const mounted = hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;
+  return mounted ? false : `this host (cgroup mode ${mounts.mode}) has no ${hierarchy === 'v1' ? 'v1 freezer' : 'cgroup2'} hierarchy`;
+}
+
+/** Of the hierarchies, the first this host has: for tests that need one, whichever it is. */
+export function anyHierarchy(): Hierarchy {
+  return HIERARCHIES.find((h) => !unavailable(h)) ?? 'v2';
+}
+
 export interface TestCgroup {
   readonly hierarchy: Hierarchy;
   /** Relative to the hierarchy root, as an operator would type it. */
