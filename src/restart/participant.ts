@@ -61,6 +61,11 @@ async function connectToCoordinator(socketPath: string, connectTimeoutMs: number
     } catch (err) {
       if (signal.aborted) throw signal.reason;
       const errno = systemErrno(err);
+      if (errno === 'ECONNRESET' || errno === 'EPIPE') {
+        // The coordinator closed its socket with this connection still waiting to be accepted: it
+        // has finished or failed, and is gone.
+        throw new AgentError('ESRCH', `restart: the coordinator at ${socketPath} went away before accepting the connection (${errno})`);
+      }
       if (errno !== 'ENOENT' && errno !== 'ECONNREFUSED') throw asAgentError(err, 'EIO', `failed to connect to ${socketPath}`);
       if (performance.now() >= deadline) {
         throw new AgentError('ESRCH', `restart: no coordinator listening at ${socketPath} after ${connectTimeoutMs} ms (${errno})`);

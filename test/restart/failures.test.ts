@@ -39,8 +39,14 @@ async function runInProcess(
     onProgress: options.onProgress,
     participantTimeoutMs: 30_000,
   });
-  await result.treeExited;
+  await settled(run, result);
   return result;
+}
+
+/** Waits until the whole tree has exited, orphans included, so every node has recorded its outcome. */
+async function settled(run: RunContext, result: TreeRestartResult): Promise<void> {
+  await result.treeExited; // the root's children
+  await run.tracker.waitUntilAllExited(30_000); // and any node orphaned by a death (asserted at the end of each test)
 }
 
 test('a participant that never joins: ESRCH for the coordinator and every waiting participant', async (t) => {
@@ -57,6 +63,28 @@ test('a participant that never joins: ESRCH for the coordinator and every waitin
   assertAllReleasedWith(result.config.eventsPath, manifest, 'ESRCH', ['b']);
   assert.equal(releasedById(result.config.eventsPath).get('b')?.outcome, 'absent');
   assert.deepEqual(result.orderLog, [], 'nobody restores until everybody has joined');
+  await run.assertNoStrayProcess();
+});
+
+test('a participant whose process dies before joining: ESRCH at once, not at the join timeout', async (t) => {
+  const run = newRun('dies-before-joining');
+  t.after(() => run.cleanUp());
+  const manifest = smallTree({ a: 'die-before-join' }); // a exits; its children c and d live on as orphans
+  let listening = 0;
+  const result = await runTreeRestart(manifest, {
+    workDir: run.workDir,
+    tag: run.tag,
+    joinTimeoutMs: 30_000,
+    onProgress: (event) => void (event.type === 'listening' && (listening = performance.now())),
+  });
+  const failed = performance.now();
+  await settled(run, result);
+
+  assert.equal(result.error?.code, 'ESRCH');
+  assert.match(result.error.message, /participant a \(pid \d+\) is gone before joining/);
+  assert.ok(failed - listening < 10_000, `failed ${Math.round(failed - listening)} ms after listening, long before the 30 s join timeout`);
+  assertAllReleasedWith(result.config.eventsPath, manifest, 'ESRCH', ['a']);
+  assert.deepEqual(result.orderLog, []);
   await run.assertNoStrayProcess();
 });
 
