@@ -1,0 +1,198 @@
+#!/usr/bin/env bash
+# `npm run setup`: makes this machine run agentd from this checkout, on its defaults
+# (/run/agentd/agentd.sock, /run/agentd, /var/lib/agentd/checkpoints). Run as root; safe to run again
+# (a second run rebuilds and restarts the agent, and changes nothing else).
+#
+#  1. system packages agentd and its tests use (only when one is missing: no apt-get otherwise);
+#  2. a CRIU that passes `criu check` (scripts/install-criu.sh);
+#  3. npm ci and npm run build;
+#  4. the group `agentd` (members may use the socket), and the install layout:
+#     /usr/local/lib/agentd -> this checkout, /usr/local/sbin/agentd and /usr/local/bin/agentctl;
+#  5. where systemd is PID 1: agentd.socket, agentd.service and the tmpfiles.d entry, enabled and
+#     started; elsewhere: agentd in the background, pid in /run/agentd/agentd.pid, log in
+#     /var/log/agentd.log, replacing an agentd an earlier run started;
+#  6. waits until the agent answers GET /v1/health on its socket, and says how to use it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+REPO=$(pwd -P)
+
+SOCKET=/run/agentd/agentd.sock
+RUN_DIR=/run/agentd
+STATE_DIR=/var/lib/agentd
+IMAGES_DIR=$STATE_DIR/checkpoints
+PID_FILE=$RUN_DIR/agentd.pid
+LOG_FILE=/var/log/agentd.log
+LIB_LINK=/usr/local/lib/agentd
+DAEMON_LAUNCHER=/usr/local/sbin/agentd
+CLI_LAUNCHER=/usr/local/bin/agentctl
+UNIT_DIR=/etc/systemd/system
+TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
+# util-linux: flock, setpriv, runuser (the lock's cooperating tools, the socket-permission tests);
+# iproute2: CRIU restores network state with `ip`; ca-certificates: npm over https; procps: pgrep/ps.
+PACKAGES=(util-linux iproute2 ca-certificates procps)
+
+export DEBIAN_FRONTEND=noninteractive
+export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
+
+say() { echo "setup: $*"; }
+die() {
+  echo "setup: FAILED: $*" >&2
+  exit 1
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (agentd freezes cgroups and runs CRIU): sudo npm run setup"
+
+NODE=$(command -v node) || die "node is not on PATH: install Node.js 20 or newer"
+NODE=$(readlink -f "$NODE")
+node_major=$("$NODE" -p 'process.versions.node.split(".")[0]')
+[ "$node_major" -ge 20 ] || die "Node.js $("$NODE" --version) is too old: agentd needs 20 or newer"
+
+# --- 1. system packages -------------------------------------------------------------------------
+missing=()
+for pkg in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  say "installing ${missing[*]}"
+  apt-get update -qq || die "apt-get update failed: check the network and /etc/apt/sources.list.d"
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+else
+  say "system packages present: ${PACKAGES[*]}"
+fi
+
+# --- 2. CRIU ------------------------------------------------------------------------------------
+bash scripts/install-criu.sh
+
+# --- 3. build -----------------------------------------------------------------------------------
+say "npm ci"
+npm ci --no-audit --no-fund --loglevel=error
+say "npm run build"
+npm run --silent build
+
+# --- 4. group and install layout ----------------------------------------------------------------
+if getent group agentd >/dev/null; then
+  say "group agentd exists"
+else
+  say "creating the system group agentd (its members may use $SOCKET)"
+  groupadd --system agentd
+fi
+
+# A file written whole under a temporary name, then renamed: a second run never leaves half a file.
+install_text() { # MODE DEST (content on stdin)
+  local tmp
+  tmp=$(mktemp "$2.XXXXXX")
+  cat >"$tmp"
+  chmod "$1" "$tmp"
+  mv -f "$tmp" "$2"
+}
+
+mkdir -p "$(dirname "$LIB_LINK")" "$(dirname "$DAEMON_LAUNCHER")" "$(dirname "$CLI_LAUNCHER")"
+ln -sfn "$REPO" "$LIB_LINK"
+# Launchers with node's absolute path: a systemd service does not see the PATH of this shell.
+install_text 0755 "$DAEMON_LAUNCHER" <<EOF
+#!/bin/sh
+# agentd, installed by $REPO/scripts/setup.sh
+exec $NODE $LIB_LINK/bin/agentd "\$@"
+EOF
+install_text 0755 "$CLI_LAUNCHER" <<EOF
+#!/bin/sh
+# agentctl, installed by $REPO/scripts/setup.sh
+exec $NODE $LIB_LINK/bin/agentctl "\$@"
+EOF
+say "installed $DAEMON_LAUNCHER and $CLI_LAUNCHER (running $LIB_LINK -> $REPO)"
+
+# --- 5. start -----------------------------------------------------------------------------------
+# The agentd a previous run of this script started in the background, if it is still that agentd.
+background_pid() {
+  local pid
+  [ -f "$PID_FILE" ] || return 1
+  pid=$(cat "$PID_FILE")
+  [[ "$pid" =~ ^[0-9]+$ ]] || return 1
+  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "bin/agentd" || return 1
+  echo "$pid"
+}
+
+stop_background_agent() {
+  local pid
+  pid=$(background_pid) || {
+    rm -f "$PID_FILE"
+    return 0
+  }
+  say "stopping the agentd an earlier setup started (pid $pid)"
+  kill -TERM "$pid" 2>/dev/null || true
+  # agentd aborts a running checkpoint (the cgroup goes back as it was) before it exits.
+  for _ in $(seq 1 1300); do
+    [ -d "/proc/$pid" ] || break
+    sleep 0.1
+  done
+  [ ! -d "/proc/$pid" ] || die "agentd (pid $pid) did not stop within 130 s; see $LOG_FILE"
+  rm -f "$PID_FILE"
+}
+
+if [ -d /run/systemd/system ]; then
+  mode=systemd
+  stop_background_agent
+  say "installing systemd units into $UNIT_DIR"
+  install_text 0644 "$UNIT_DIR/agentd.socket" <systemd/agentd.socket
+  install_text 0644 "$UNIT_DIR/agentd.service" <systemd/agentd.service
+  mkdir -p "$(dirname "$TMPFILES_CONF")"
+  install_text 0644 "$TMPFILES_CONF" <systemd/agentd.tmpfiles.conf
+  systemd-tmpfiles --create "$TMPFILES_CONF"
+  systemctl daemon-reload
+  systemctl enable agentd.socket agentd.service
+  systemctl start agentd.socket
+  # restart, not start: a second run must put the freshly built code in service.
+  systemctl restart agentd.service
+else
+  mode=background
+  say "systemd is not PID 1 here: starting agentd in the background"
+  stop_background_agent
+  mkdir -p "$RUN_DIR" && chmod 0755 "$RUN_DIR"
+  mkdir -p "$STATE_DIR" && chmod 0700 "$STATE_DIR"
+  # setsid: the agent outlives this script's session and terminal; it execs, so $! is agentd itself.
+  # env -i: nothing of this shell's environment (npm's variables, or a NOTIFY_SOCKET or LISTEN_FDS
+  # meant for whatever runs this script) reaches the agent.
+  env -i PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" HOME=/root LANG=C.UTF-8 \
+    setsid "$DAEMON_LAUNCHER" --socket "$SOCKET" --run-dir "$RUN_DIR" --images-dir "$IMAGES_DIR" \
+    </dev/null >>"$LOG_FILE" 2>&1 &
+  echo $! >"$PID_FILE"
+  say "agentd started, pid $(cat "$PID_FILE"), logging to $LOG_FILE"
+fi
+
+# --- 6. wait for it ----------------------------------------------------------------------------
+health() {
+  "$NODE" -e '
+    const req = require("node:http").get({ socketPath: process.argv[1], path: "/v1/health", timeout: 2000 }, (res) => {
+      res.resume();
+      process.exit(res.statusCode === 200 ? 0 : 1);
+    });
+    req.on("error", () => process.exit(1));
+    req.on("timeout", () => process.exit(1));' "$SOCKET"
+}
+for i in $(seq 1 600); do
+  health && break
+  if [ "$mode" = background ] && ! background_pid >/dev/null; then
+    tail -n 20 "$LOG_FILE" >&2 || true
+    die "agentd exited during start; its log is above ($LOG_FILE)"
+  fi
+  [ "$i" -lt 600 ] || die "agentd did not answer on $SOCKET within 60 s (see $([ "$mode" = systemd ] && echo 'journalctl -u agentd' || echo "$LOG_FILE"))"
+  sleep 0.1
+done
+
+say "agentd is answering on $SOCKET ($mode mode)"
+cat <<EOF
+
+agentd is running. Try:
+  agentctl host                               what the agent sees: kernel, cgroups, CRIU
+  agentctl state <cgroup>                     THAWED, FREEZING, FROZEN or CHECKPOINTING
+  agentctl freeze <cgroup> / thaw <cgroup>
+  agentctl checkpoint <cgroup> [--after prior|thawed|frozen|killed]
+  agentctl checkpoints / show <id> / restore <id> / delete <id>
+  agentctl --help                             every command, with examples
+Members of the group agentd may use the socket too: usermod -aG agentd <user>
+EOF
+if [ "$mode" = systemd ]; then
+  echo "Service: systemctl status agentd; logs: journalctl -u agentd"
+else
+  echo "Background agent: pid file $PID_FILE, log $LOG_FILE; stop it with: kill \$(cat $PID_FILE)"
+fi
