@@ -16,17 +16,25 @@ export function sendText(res: ServerResponse, status: number, contentType: strin
   res.end(text);
 }
 
-/**
- * Sends the error reply for `err` and returns it. When the request body was not read to its end
- * (refused as too large, or the route was unknown), the connection is closed after the reply rather
- * than reading whatever the client still sends.
- */
+// A refused body that is still arriving is read and dropped up to this much, so that the client,
+// still writing, gets to read our error instead of a broken pipe; beyond it the connection is cut.
+const DRAIN_LIMIT = 1024 * 1024;
+
+/** Sends the error reply for `err` and returns it. */
 export function sendError(req: IncomingMessage, res: ServerResponse, err: unknown): ReturnType<typeof errorResponse> {
   const reply = errorResponse(err);
   const headers: Record<string, string> = { ...reply.headers };
   if (!req.complete) {
-    headers.Connection = 'close';
-    res.once('finish', () => req.socket.destroySoon());
+    if (Number(req.headers['content-length'] ?? 0) > DRAIN_LIMIT) {
+      headers.Connection = 'close';
+    } else {
+      let drained = 0;
+      req.on('data', (chunk: Buffer) => {
+        drained += chunk.length;
+        if (drained > DRAIN_LIMIT) req.socket.destroy();
+      });
+      req.resume();
+    }
   }
   sendJson(res, reply.status, reply.body, headers);
   return reply;

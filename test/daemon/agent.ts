@@ -1,0 +1,197 @@
+// Test helpers shared by the daemon and CLI tests: a real agentd process on a private socket, run
+// and images directory (never /run/agentd), raw HTTP over its socket, and agentctl as a process.
+
+import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync } from 'node:fs';
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { join } from 'node:path';
+import { REPO_ROOT, type Lab } from '../helpers/lab.js';
+
+export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
+export const AGENTCTL = join(REPO_ROOT, 'bin', 'agentctl');
+
+export interface Agent {
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly socket: string;
+  readonly runDir: string;
+  readonly imagesDir: string;
+  readonly dir: string;
+  /** Everything the agent logged so far. */
+  log(): string;
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  readonly exited: Promise<number | string>;
+  /** SIGTERM, then the exit code. */
+  stop(): Promise<number | string>;
+}
+
+export interface AgentOptions {
+  readonly args?: string[];
+  readonly env?: NodeJS.ProcessEnv;
+  /** Spawns exactly this command instead of `node bin/agentd` (socket activation wrappers). */
+  readonly command?: { file: string; args: string[] };
+  readonly stdio?: SpawnOptions['stdio'];
+  /** Wait until /v1/health answers; default true. */
+  readonly waitReady?: boolean;
+  /** A directory to use (its socket, run and images paths inside it); default a new temp dir. */
+  readonly dir?: string;
+}
+
+/** Paths of one agent's files, in a directory others can traverse (so socket modes are what count). */
+export function agentPaths(lab: Lab, dir?: string): { dir: string; socket: string; runDir: string; imagesDir: string } {
+  const base = dir ?? lab.tempDir('agent');
+  chmodSync(base, 0o755);
+  return { dir: base, socket: join(base, 'agentd.sock'), runDir: join(base, 'run'), imagesDir: join(base, 'images') };
+}
+
+export function agentArgs(paths: { socket: string; runDir: string; imagesDir: string }): string[] {
+  return ['--socket', paths.socket, '--run-dir', paths.runDir, '--images-dir', paths.imagesDir, '--log-level', 'debug'];
+}
+
+export async function startAgent(lab: Lab, options: AgentOptions = {}): Promise<Agent> {
+  const paths = agentPaths(lab, options.dir);
+  mkdirSync(paths.dir, { recursive: true });
+  const args = [...agentArgs(paths), ...(options.args ?? [])];
+  const command = options.command ?? { file: process.execPath, args: [AGENTD, ...args] };
+  // A clean environment: nothing systemd-like leaks in from whoever runs the tests.
+  const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env };
+  const child = lab.spawn(command.file, command.args, { stdio: options.stdio ?? ['ignore', 'pipe', 'pipe'], env });
+  let logged = '';
+  child.stdout?.on('data', (d: Buffer) => (logged += d.toString()));
+  child.stderr?.on('data', (d: Buffer) => (logged += d.toString()));
+  const exited = new Promise<number | string>((resolve) => child.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const agent: Agent = {
+    child,
+    pid: child.pid!,
+    ...paths,
+    log: () => logged,
+    exited,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGTERM');
+      return exited;
+    },
+  };
+  if (options.waitReady !== false) await waitHealthy(agent);
+  return agent;
+}
+
+export async function waitHealthy(agent: Agent, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let exitedWith: number | string | undefined;
+  void agent.exited.then((code) => (exitedWith = code));
+  for (;;) {
+    if (exitedWith !== undefined) throw new Error(`agentd exited (${exitedWith}) before it was ready:\n${agent.log()}`);
+    if (existsSync(agent.socket)) {
+      try {
+        const res = await api(agent.socket, 'GET', '/v1/health');
+        if (res.status === 200) return;
+      } catch {
+        // not listening yet
+      }
+    }
+    if (Date.now() > deadline) throw new Error(`agentd did not become healthy on ${agent.socket}:\n${agent.log()}`);
+    await sleep(20);
+  }
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+export interface ApiResponse {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly text: string;
+  /** The parsed JSON body, when it is JSON. */
+  readonly body: any;
+}
+
+export interface ApiOptions {
+  /** A JSON value, or a raw string/Buffer sent as is. */
+  readonly body?: unknown;
+  readonly headers?: Record<string, string | number>;
+  /** Chunks written with pauses, without Content-Length (chunked encoding). */
+  readonly chunks?: Buffer[];
+  /** Called with each complete NDJSON line as it arrives. */
+  readonly onLine?: (line: any) => void;
+}
+
+/** One raw HTTP request over the Unix socket. */
+export function api(socket: string, method: string, path: string, options: ApiOptions = {}): Promise<ApiResponse> {
+  const raw =
+    options.body === undefined
+      ? undefined
+      : typeof options.body === 'string' || Buffer.isBuffer(options.body)
+        ? options.body
+        : JSON.stringify(options.body);
+  const headers: Record<string, string | number> = { ...options.headers };
+  if (raw !== undefined) {
+    headers['Content-Type'] ??= 'application/json';
+    headers['Content-Length'] ??= Buffer.byteLength(raw);
+  }
+  return new Promise((resolve, reject) => {
+    const req = httpRequest({ socketPath: socket, method, path, headers }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        const before = text;
+        text += chunk;
+        if (options.onLine) {
+          const lines = text.split('\n');
+          const done = before.split('\n').length - 1;
+          for (const line of lines.slice(done, -1)) if (line) options.onLine(JSON.parse(line));
+        }
+      });
+      res.on('end', () => {
+        let body: unknown;
+        try {
+          body = text ? JSON.parse(text) : undefined;
+        } catch {
+          body = undefined;
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    if (options.chunks) {
+      void (async () => {
+        for (const chunk of options.chunks!) {
+          if (!req.write(chunk)) await new Promise((r) => req.once('drain', r));
+        }
+        req.end();
+      })().catch(reject);
+    } else {
+      req.end(raw);
+    }
+  });
+}
+
+/** Lines of an NDJSON body. */
+export function ndjson(text: string): any[] {
+  return text
+    .split('\n')
+    .filter(Boolean)
+    .map((line) => JSON.parse(line));
+}
+
+export interface CliResult {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+/** Runs bin/agentctl with an argument array (never a shell). */
+export function agentctl(args: string[], options: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<CliResult> {
+  const [file, ...pre] = options.prefix ?? [process.execPath];
+  const argv = options.prefix ? [...pre, process.execPath, AGENTCTL, ...args] : [AGENTCTL, ...args];
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, argv, { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
