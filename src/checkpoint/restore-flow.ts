@@ -2,15 +2,14 @@
 // pids are free, then restore the process trees one by one in their saved order (src/restart), into
 // the original cgroup or another one. A failure part-way kills what was already restored.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { discoverMounts, resolveCgroup, type CgroupRef, type Hierarchy } from '../cgroup/index.js';
+import { backoff, discoverMounts, resolveCgroup, waitForPidsGone, type CgroupRef, type Freezer, type Hierarchy } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot, type CriuInfo } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
-import { waitForPidsGone } from '../cgroup/timing.js';
 import { ImageStore, verifyFiles } from './image-store.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 
@@ -84,6 +83,40 @@ function killTree(tree: TreeRecord): Promise<boolean> {
   return waitForPidsGone(tree.processes.map((p) => p.pid), Date.now() + PIDS_FREE_WAIT_MS);
 }
 
+function isStopped(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
+  } catch {
+    return false;
+  }
+}
+
+async function waitUntilStopped(tree: TreeRecord, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (let attempt = 0; !tree.processes.every((p) => isStopped(p.pid)); attempt++) {
+    if (Date.now() > deadline) throw new AgentError('ETIMEDOUT', `restored tree ${tree.index} (root ${tree.root}) never reached its stopped state`);
+    await backoff(attempt);
+  }
+}
+
+/**
+ * Every tree was restored stopped (--leave-stopped), so none ran before all were back and a failed
+ * later tree could be undone before an earlier one did anything. Freezing around the SIGCONTs
+ * starts them all at one instant rather than one by one.
+ */
+async function startTogether(freezer: Freezer, pids: readonly number[]): Promise<void> {
+  await freezer.freeze();
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGCONT');
+    } catch {
+      // exited already
+    }
+  }
+  await freezer.thaw();
+}
+
 export async function runRestore(ctx: RestoreContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
   const started = Date.now();
   const progress = hooks.onProgress ?? (() => undefined);
@@ -117,6 +150,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
           mkdirSync(treeWork);
           const common = {
             criuPath: ctx.criu.path,
+            leaveStopped: true,
             imagesDir: join(dir, `tree-${tree.index}`),
             workDir: treeWork,
             tcpEstablished: !!manifest.options.tcpEstablished,
@@ -128,6 +162,9 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
           if (!shellJob) return runCriuRestore(common);
           const restored = await startCriuRestoreOnTerminal(common);
           foregroundCriu.push(restored.exited);
+          // A foreground CRIU writes its pidfile before it stops the tree: a SIGCONT sent before
+          // that stop would be lost and leave the tree stopped for good.
+          await waitUntilStopped(tree, timeoutMs);
           hooks.onTerminal?.({
             tree: tree.index,
             pid: restored.pid,
@@ -148,6 +185,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
       await Promise.all(manifest.trees.map(killTree));
       throw new AgentError('ECRIU', `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`);
     }
+    await startTogether(lease.freezer, pids);
     progress({ stage: 'done' });
     return { id, cgroup: target.path, hierarchy: target.hierarchy, pids, trees: manifest.trees.length, durationMs: Date.now() - started };
   } finally {
