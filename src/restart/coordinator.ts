@@ -238,6 +238,29 @@ function validateSignals(value: unknown): readonly NodeJS.Signals[] {
   return value as NodeJS.Signals[];
 }
 
+/** The countdown: resolves when every participant has joined; ESRCH when one cannot. */
+async function awaitEverybody(session: CoordinatorSession, expected: number, joinTimeoutMs: number, interruption: Interruption): Promise<void> {
+  // Node cannot wait for a pid that is not its child to exit, so the countdown also polls the saved
+  // pids of those not yet joined: a participant that died before joining fails the restart with
+  // ESRCH at once instead of at the join timeout. 100 ms of latency, a few syscalls per poll.
+  const livenessPoll = setInterval(() => {
+    const gone = session.goneBeforeJoining();
+    if (gone) interruption.fail(new AgentError('ESRCH', `restart: participant ${gone.id} (pid ${gone.pid}) is gone before joining`));
+  }, JOIN_LIVENESS_POLL_MS);
+  const joinTimer = setTimeout(() => {
+    const missing = session.missing();
+    const list = missing.join(', ');
+    const message = `restart: ${missing.length} of ${expected} participants did not join within ${joinTimeoutMs} ms: ${list}`;
+    interruption.fail(new AgentError('ESRCH', message, { details: { missing } }));
+  }, joinTimeoutMs);
+  try {
+    await unlessAborted(session.allJoined, interruption.signal);
+  } finally {
+    clearInterval(livenessPoll);
+    clearTimeout(joinTimer);
+  }
+}
+
 /**
  * Runs a restart as its coordinator. Everything is validated before the socket is opened (EINVAL).
  * Resolves when every participant has restored, in saved order; rejects with the error every
@@ -257,34 +280,13 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<Resta
   const interruption = watchInterruptions({ what: 'restart', signal: options.signal, timeoutMs, processSignals });
   const session = new CoordinatorSession(participants, interruption, onProgress);
   let privateDir: string | undefined;
-  let joinTimer: NodeJS.Timeout | undefined;
-  let livenessPoll: NodeJS.Timeout | undefined;
   try {
     if (!requestedPath) privateDir = await makePrivateDir();
     const socketPath = requestedPath ?? join(privateDir!, 'restart.sock');
     await session.listen(socketPath);
     onProgress({ type: 'listening', socketPath });
 
-    // Node cannot wait for a pid that is not its child to exit, so the countdown also polls the
-    // saved pids of those not yet joined: a participant that died before joining fails the restart
-    // with ESRCH at once instead of at the join timeout. 100 ms of latency, a few syscalls per poll.
-    livenessPoll = setInterval(() => {
-      const gone = session.goneBeforeJoining();
-      if (gone) interruption.fail(new AgentError('ESRCH', `restart: participant ${gone.id} (pid ${gone.pid}) is gone before joining`));
-    }, JOIN_LIVENESS_POLL_MS);
-    joinTimer = setTimeout(() => {
-      const missing = session.missing();
-      interruption.fail(
-        new AgentError(
-          'ESRCH',
-          `restart: ${missing.length} of ${participants.length - 1} participants did not join within ${joinTimeoutMs} ms: ${missing.join(', ')}`,
-          { details: { missing } },
-        ),
-      );
-    }, joinTimeoutMs);
-    await unlessAborted(session.allJoined, interruption.signal);
-    clearTimeout(joinTimer);
-    clearInterval(livenessPoll);
+    await awaitEverybody(session, participants.length - 1, joinTimeoutMs, interruption);
 
     const coordinatorId = participants[0]!.id;
     const outcome = await takeTurnsInOrder(
@@ -315,8 +317,6 @@ export async function runCoordinator(options: CoordinatorOptions): Promise<Resta
     await session.release(abortMessage(final));
     throw final;
   } finally {
-    clearTimeout(joinTimer);
-    clearInterval(livenessPoll);
     interruption.dispose();
     if (privateDir) await rm(privateDir, { recursive: true, force: true });
   }

@@ -8,7 +8,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { join } from 'node:path';
 import { test } from 'node:test';
-import { COORDINATOR_SCRIPT, type CoordinatorOutcome, type CoordinatorRun } from '../../fixtures/restart/coordinator-process.js';
+import { snapshotScript } from '../../fixtures/restart/code-snapshot.js';
+import type { CoordinatorOutcome, CoordinatorRun } from '../../fixtures/restart/coordinator-process.js';
 import { readOrderLog, type TreeManifest } from '../../fixtures/restart/manifest.js';
 import { runTreeRestart, type TreeRestartResult } from '../../fixtures/restart/tree-builder.js';
 import type { RestartEvent } from '../../src/restart/index.js';
@@ -164,9 +165,17 @@ test("a participant's restore step fails: everybody released with its error", as
 function startCoordinatorProcess(run: RunContext, manifest: TreeManifest, onEvent: (event: RestartEvent, pid: number) => void) {
   const runPath = join(run.workDir, 'run.json');
   const resultPath = join(run.workDir, 'result.json');
-  const config: CoordinatorRun = { manifest, workDir: run.workDir, joinTimeoutMs: 20_000, participantTimeoutMs: 30_000, resultPath };
+  const config: CoordinatorRun = {
+    manifest,
+    workDir: run.workDir,
+    joinTimeoutMs: 20_000,
+    participantTimeoutMs: 30_000,
+    resultPath,
+    nodeScript: snapshotScript('tree-node.js'),
+  };
   writeFileSync(runPath, JSON.stringify(config));
-  const child = spawn(process.execPath, [COORDINATOR_SCRIPT, runPath, run.tag], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const script = snapshotScript('coordinator-process.js');
+  const child = spawn(process.execPath, [script, runPath, run.tag], { stdio: ['ignore', 'pipe', 'inherit'] });
   run.tracker.add(child.pid);
   createInterface({ input: child.stdout! }).on('line', (line) => onEvent(JSON.parse(line) as RestartEvent, child.pid!));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>

@@ -9,7 +9,7 @@ import { connect, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { once } from 'node:events';
-import { isAgentError } from '../../src/errors/index.js';
+import { AgentError, isAgentError } from '../../src/errors/index.js';
 import { joinRestart, runCoordinator, type RestartEvent } from '../../src/restart/index.js';
 import { newRun } from './helpers.js';
 
@@ -260,4 +260,44 @@ test('participant side: no coordinator ever listening is ESRCH after the connect
     (err: unknown) => isAgentError(err, 'ESRCH') && /no coordinator listening/.test(err.message),
   );
   assert.ok(performance.now() - started < 2_000);
+});
+
+test("the coordinator's own restore fails: the joined participant is released with that error", async (t) => {
+  const run = newRun('protocol-self-fails');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const events: RestartEvent[] = [];
+  const restart = runCoordinator({
+    participants: [
+      { id: 'root', pid: process.pid },
+      { id: 'a', pid: 1 },
+    ],
+    socketPath,
+    restoreSelf: () => {
+      throw new AgentError('ECRIU', 'criu restore of the root tree failed');
+    },
+    onProgress: (event) => events.push(event),
+  });
+  restart.catch(() => {});
+  await waitForListening(events);
+  const client = await rawClient(socketPath);
+  client.send(JSON.stringify({ type: 'join', id: 'a', pid: 1 }));
+  assert.deepEqual(await client.next(), { type: 'abort', code: 'ECRIU', message: 'criu restore of the root tree failed' });
+  await assert.rejects(restart, (err: unknown) => isAgentError(err, 'ECRIU'));
+});
+
+test('a participant that reports abort fails the restart with its code', async (t) => {
+  const run = newRun('protocol-participant-aborts');
+  t.after(() => run.cleanUp());
+  const socketPath = join(run.workDir, 'restart.sock');
+  const { restart, events } = startCoordinator(socketPath);
+  await waitForListening(events);
+  const client = await rawClient(socketPath);
+  client.send(JSON.stringify({ type: 'join', id: 'a', pid: 1 }));
+  assert.deepEqual(await client.next(), { type: 'turn' });
+  client.send(JSON.stringify({ type: 'abort', code: 'ENOSPC', message: 'no room to restore the page images' }));
+  await assert.rejects(
+    restart,
+    (err: unknown) => isAgentError(err, 'ENOSPC') && err.message === 'restart: participant a failed: no room to restore the page images',
+  );
 });
