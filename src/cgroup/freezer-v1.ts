@@ -1,13 +1,13 @@
 // cgroup v1 freezer: freezer.state takes FROZEN or THAWED and reads THAWED, FREEZING or FROZEN.
 // The kernel offers no notification for it, so a freeze is a write-and-read loop.
 
-import { join, dirname } from 'node:path';
-import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { ControlFile, readControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
-import { backoff, waitForPidsGone } from './timing.js';
+import { backoff } from './timing.js';
+import { killUntilEmpty, nearestFreezingAncestor, sigkill } from './ancestry.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -90,30 +90,13 @@ export class V1Freezer implements Freezer {
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {
     assertNotOwnCgroup(this.cgroup);
-    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS);
-    const killed = new Set<number>();
     // A task frozen by v1 sits in D state and ignores SIGKILL until thawed: kill first, so nothing
-    // runs again, then thaw so the kills are delivered. Repeat for anything forked meanwhile.
-    for (let attempt = 0; ; attempt++) {
-      const pids = this.processes();
-      if (pids.length === 0) break;
-      for (const pid of pids) {
-        killed.add(pid);
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // Already gone.
-        }
-      }
+    // runs again, then thaw so the kills are delivered.
+    const killThenThaw = (pids: number[]) => {
+      sigkill(pids);
       if (!this.status().parentFreezing) this.stateFile.write('THAWED');
-      if (Date.now() >= deadline) {
-        throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: processes ${pids.join(', ')} survived SIGKILL`);
-      }
-      await backoff(attempt);
-    }
-    if (!(await waitForPidsGone([...killed], deadline))) {
-      throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: killed processes were not reaped in time`);
-    }
+    };
+    await killUntilEmpty(() => this.processes(), killThenThaw, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
   }
 
   close(): void {
@@ -125,12 +108,6 @@ export class V1Freezer implements Freezer {
   }
 
   private freezingAncestor(): string | undefined {
-    for (let dir = dirname(this.cgroup.dir); dir.length > this.cgroup.root.length; dir = dirname(dir)) {
-      const selfFile = join(dir, 'freezer.self_freezing');
-      if (existsSync(selfFile) && readControlFile(selfFile, this.name).trim() === '1') {
-        return dir.slice(this.cgroup.root.length + 1);
-      }
-    }
-    return undefined;
+    return nearestFreezingAncestor(this.cgroup, 'freezer.self_freezing', this.name);
   }
 }

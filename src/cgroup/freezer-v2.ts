@@ -1,14 +1,13 @@
 // cgroup v2 freezer: write 1/0 to cgroup.freeze; the kernel reports completion as `frozen 1`/`frozen 0`
 // in cgroup.events and raises an inotify modify event each time that file changes.
 
-import { watch, type FSWatcher } from 'node:fs';
-import { join, dirname } from 'node:path';
-import { existsSync } from 'node:fs';
+import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { ControlFile, readControlFile, readPids } from './control-file.js';
+import { ControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
-import { waitForPidsGone, backoff } from './timing.js';
+import { killUntilEmpty, nearestFreezingAncestor, sigkill } from './ancestry.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -76,39 +75,19 @@ export class V2Freezer implements Freezer {
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {
     assertNotOwnCgroup(this.cgroup);
-    const deadline = Date.now() + (options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS);
     const killFile = join(this.cgroup.dir, 'cgroup.kill');
-    const killed = new Set<number>();
-    // Tasks frozen by v2 die at once on SIGKILL, and cgroup.kill (Linux 5.14+) also catches tasks
-    // forked while we kill; without it, repeat until the cgroup stays empty.
-    for (let attempt = 0; ; attempt++) {
-      const pids = this.processes();
-      if (pids.length === 0) break;
-      pids.forEach((pid) => killed.add(pid));
-      if (existsSync(killFile)) {
-        const file = new ControlFile(killFile, this.name, true);
-        try {
-          file.write('1');
-        } finally {
-          file.close();
-        }
-      } else {
-        for (const pid of pids) {
-          try {
-            process.kill(pid, 'SIGKILL');
-          } catch {
-            // Already gone.
-          }
-        }
+    // Tasks frozen by v2 die at once on SIGKILL; cgroup.kill (Linux 5.14+) also catches tasks forked
+    // while we kill.
+    const killOnce = (pids: number[]) => {
+      if (!existsSync(killFile)) return sigkill(pids);
+      const file = new ControlFile(killFile, this.name, true);
+      try {
+        file.write('1');
+      } finally {
+        file.close();
       }
-      if (Date.now() >= deadline) {
-        throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: processes ${pids.join(', ')} survived SIGKILL`);
-      }
-      await backoff(attempt);
-    }
-    if (!(await waitForPidsGone([...killed], deadline))) {
-      throw new AgentError('ETIMEDOUT', `cgroup ${this.name}: killed processes were not reaped in time`);
-    }
+    };
+    await killUntilEmpty(() => this.processes(), killOnce, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
     if (this.freezingAncestor() === undefined) this.freezeFile.write('0');
   }
 
@@ -158,12 +137,6 @@ export class V2Freezer implements Freezer {
   }
 
   private freezingAncestor(): string | undefined {
-    for (let dir = dirname(this.cgroup.dir); dir.length > this.cgroup.root.length; dir = dirname(dir)) {
-      const freezeFile = join(dir, 'cgroup.freeze');
-      if (existsSync(freezeFile) && readControlFile(freezeFile, this.name).trim() === '1') {
-        return dir.slice(this.cgroup.root.length + 1);
-      }
-    }
-    return undefined;
+    return nearestFreezingAncestor(this.cgroup, 'cgroup.freeze', this.name);
   }
 }
