@@ -1,0 +1,281 @@
+// agentctl as an operator runs it (bin/agentctl, an argument array, never a shell) against a real
+// agentd on a temporary socket: every command, v1 and v2, --json shapes, the exit code of each error
+// code, the stderr line, help and completion, and live progress on a terminal only.
+
+import { test, describe, after, before } from 'node:test';
+import assert from 'node:assert/strict';
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { resolveCgroup } from '../../src/cgroup/index.js';
+import { EXIT_CODES } from '../../src/cli/index.js';
+import { ERROR_CODES } from '../../src/errors/index.js';
+import { CgroupControl } from '../../src/lock/index.js';
+import { HIERARCHIES, Lab, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
+import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
+import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
+import { AGENTCTL, agentctl, api, startAgent, type Agent, type CliResult } from '../daemon/agent.js';
+import { closeFd, listeningSocket } from '../daemon/sockets.js';
+
+const lab = new Lab('cli');
+let agent: Agent;
+before(async () => {
+  agent = await startAgent(lab);
+});
+after(async () => {
+  await agent?.stop();
+  await lab.cleanup();
+});
+
+const ctl = (...args: string[]) => agentctl(['--socket', agent.socket, ...args]);
+
+/** Asserts a failure: exit status, and the one stderr line `agentctl: CODE: message`. */
+function failed(result: CliResult, code: string, exit: number, pattern?: RegExp): void {
+  assert.equal(result.code, exit, `exit ${result.code}, stderr: ${result.stderr}`);
+  assert.match(result.stderr, new RegExp(`^agentctl: ${code}: \\S`), result.stderr);
+  if (pattern) assert.match(result.stderr, pattern);
+  assert.equal(result.stdout, '');
+}
+
+async function sleepers(hierarchy: 'v1' | 'v2', name: string): Promise<TestCgroup> {
+  const cgroup = lab.cgroup(hierarchy, name);
+  lab.spawnIn(cgroup, 'sleep', ['100000']);
+  await lab.waitForProcesses(cgroup, 1);
+  return cgroup;
+}
+
+async function counting(hierarchy: 'v1' | 'v2', name: string): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
+  const cgroup = lab.cgroup(hierarchy, name);
+  const dir = lab.tempDir(name);
+  lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);
+  const pids = (await lab.waitForProcesses(cgroup, 2)).sort((a, b) => a - b);
+  await waitForCount(join(dir, 'child-1'), 2);
+  return { cgroup, dir, pids };
+}
+
+for (const hierarchy of HIERARCHIES) {
+  describe(`agentctl state, freeze, thaw on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('prints the state word; --json prints cgroup, hierarchy, path and state', async () => {
+      const cgroup = await sleepers(hierarchy, 'words');
+      const state = await ctl('state', cgroup.path, '--hierarchy', hierarchy);
+      assert.equal(state.code, 0, state.stderr);
+      assert.equal(state.stdout, 'THAWED\n');
+
+      const freeze = await ctl('freeze', cgroup.path, '--hierarchy', hierarchy);
+      assert.equal(freeze.code, 0, freeze.stderr);
+      assert.equal(freeze.stdout, 'FROZEN\n');
+      assert.equal(kernelState(cgroup), 'FROZEN');
+
+      const json = await ctl('state', cgroup.dir, '--json');
+      assert.equal(json.code, 0, json.stderr);
+      const status = JSON.parse(json.stdout);
+      assert.equal(status.cgroup, cgroup.path);
+      assert.equal(status.hierarchy, hierarchy);
+      assert.equal(status.path, cgroup.dir);
+      assert.equal(status.state, 'FROZEN');
+
+      const thaw = await ctl('thaw', cgroup.path, '--hierarchy', hierarchy, '--json');
+      assert.equal(thaw.code, 0, thaw.stderr);
+      assert.equal(JSON.parse(thaw.stdout).state, 'THAWED');
+      assert.equal(kernelState(cgroup), 'THAWED');
+    });
+  });
+
+  describe(`agentctl checkpoint, checkpoints, show, restore, delete on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('a full round trip; --json gives the summary with id and dir', async () => {
+      const { cgroup, dir, pids } = await counting(hierarchy, 'roundtrip');
+      const made = await ctl('checkpoint', cgroup.path, '--hierarchy', hierarchy, '--after', 'killed', '--json');
+      assert.equal(made.code, 0, made.stderr);
+      assert.equal(made.stderr, '', 'no progress without a terminal');
+      const summary = JSON.parse(made.stdout);
+      assert.ok(summary.id && existsSync(join(summary.dir, 'manifest.json')));
+      assert.equal(summary.processes, 2);
+      for (const pid of pids) await waitUntil(`pid ${pid} to be gone`, () => !pidAlive(pid));
+      const frozenAt = counterValue(join(dir, 'child-1'));
+
+      const list = await ctl('checkpoints');
+      assert.equal(list.code, 0, list.stderr);
+      assert.match(list.stdout, /^ID\s+STATUS\s+CGROUP\s+CREATED\s+SIZE\s+PROCESSES$/m);
+      assert.match(list.stdout, new RegExp(`^${summary.id}\\s+good\\s+${hierarchy}:${cgroup.path}\\s`, 'm'));
+      const listJson = JSON.parse((await ctl('checkpoints', '--json')).stdout);
+      assert.ok(listJson.some((c: { id: string; status: string }) => c.id === summary.id && c.status === 'good'));
+
+      const show = await ctl('show', summary.id);
+      assert.equal(show.code, 0, show.stderr);
+      assert.match(show.stdout, new RegExp(`cgroup\\s+${hierarchy}:${cgroup.path} \\(was THAWED\\)`));
+      for (const pid of pids) assert.match(show.stdout, new RegExp(`\\b${pid}\\b`));
+      assert.equal(JSON.parse((await ctl('show', summary.id, '--json')).stdout).id, summary.id);
+
+      const restored = await ctl('restore', summary.id);
+      assert.equal(restored.code, 0, restored.stderr);
+      assert.match(restored.stdout, new RegExp(`^restored ${summary.id} into ${hierarchy}:${cgroup.path}: pids `));
+      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+      await waitForCount(join(dir, 'child-1'), frozenAt);
+
+      const removed = await ctl('delete', summary.id);
+      assert.equal(removed.code, 0, removed.stderr);
+      assert.equal(removed.stdout, `deleted ${summary.id}\n`);
+      failed(await ctl('show', summary.id), 'ENOENT', 3);
+    });
+
+    test('a human summary by default: id first, then cgroup, dir, processes, size, stopped time, final state', async () => {
+      const { cgroup } = await counting(hierarchy, 'human');
+      const made = await ctl('checkpoint', cgroup.path, '--hierarchy', hierarchy);
+      assert.equal(made.code, 0, made.stderr);
+      const [id, ...rest] = made.stdout.trim().split('\n');
+      assert.match(id, /^\S+$/);
+      assert.match(rest.join('\n'), new RegExp(`cgroup\\s+${hierarchy}:${cgroup.path}`));
+      assert.match(rest.join('\n'), /processes\s+2 in 1 tree\n/);
+      assert.match(rest.join('\n'), /after\s+prior: now THAWED/);
+      assert.equal(kernelState(cgroup), 'THAWED');
+    });
+  });
+}
+
+describe('exit codes', () => {
+  const h = anyHierarchy();
+
+  test('the table: every error code has one exit status; EINCONSISTENT counts as a failure (1), not as CRIU (7)', () => {
+    assert.deepEqual(Object.keys(EXIT_CODES).sort(), [...ERROR_CODES].sort());
+    assert.deepEqual(
+      { EINVAL: 2, ENOENT: 3, EBUSY: 4, ETIMEDOUT: 5, EUNREACHABLE: 6, ECRIU: 7, EINCONSISTENT: 1, ENOSPC: 1, EIO: 1 },
+      Object.fromEntries(['EINVAL', 'ENOENT', 'EBUSY', 'ETIMEDOUT', 'EUNREACHABLE', 'ECRIU', 'EINCONSISTENT', 'ENOSPC', 'EIO'].map((c) => [c, EXIT_CODES[c as keyof typeof EXIT_CODES]])),
+    );
+  });
+
+  test('2: usage errors and invalid input', async () => {
+    failed(await agentctl(['--socket', agent.socket]), 'EINVAL', 2, /name a command/);
+    failed(await ctl('frobnicate'), 'EINVAL', 2);
+    failed(await ctl('state'), 'EINVAL', 2, /Not enough non-option arguments/);
+    failed(await ctl('freeze', 'x', '--hierarchy', 'v9'), 'EINVAL', 2, /Invalid values/);
+    failed(await ctl('checkpoint', 'x', '--after', 'never'), 'EINVAL', 2);
+    failed(await ctl('state', 'x', '--no-such-option'), 'EINVAL', 2, /Unknown argument/);
+    failed(await ctl('--timeout', '0', 'host'), 'EINVAL', 2, /--timeout/);
+    failed(await ctl('state', '../../etc'), 'EINVAL', 2, /\.\./);
+    failed(await ctl('freeze', '/'), 'EINVAL', 2, /root cgroup/);
+    failed(await ctl('show', 'a/b'), 'EINVAL', 2, /checkpoint id/);
+  });
+
+  test('3: a cgroup or checkpoint that does not exist', async () => {
+    failed(await ctl('state', 'agentd-test-no-such-cgroup'), 'ENOENT', 3, /agentd-test-no-such-cgroup/);
+    failed(await ctl('thaw', 'agentd-test-no-such-cgroup', '--hierarchy', h), 'ENOENT', 3);
+    failed(await ctl('restore', 'no-such-checkpoint'), 'ENOENT', 3);
+    failed(await ctl('delete', 'no-such-checkpoint'), 'ENOENT', 3);
+  });
+
+  test('4: busy, while another holder has the cgroup lock; the message names the cgroup', async () => {
+    const cgroup = await sleepers(h, 'busy');
+    assert.equal((await ctl('freeze', cgroup.path, '--hierarchy', h)).code, 0);
+    assert.equal((await ctl('thaw', cgroup.path, '--hierarchy', h)).code, 0);
+    const tool = await holdWithShellTool(lab, new CgroupControl({ runDir: agent.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: h })));
+    try {
+      failed(await ctl('freeze', cgroup.path, '--hierarchy', h), 'EBUSY', 4, new RegExp(`${h}:${cgroup.path}.*busy`));
+      failed(await ctl('checkpoint', cgroup.path, '--hierarchy', h), 'EBUSY', 4);
+      assert.equal(kernelState(cgroup), 'THAWED');
+    } finally {
+      await killAndWait(tool);
+    }
+  });
+
+  test('5: timed out, waiting for the agent (client side) or in the agent (operation limit)', async () => {
+    failed(await ctl('--timeout', '0.001', 'host'), 'ETIMEDOUT', 5, /did not answer GET \/v1\/host within 0\.001 s/);
+    const { cgroup } = await counting(h, 'timeout');
+    failed(await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--timeout', '0.001'), 'ETIMEDOUT', 5);
+    assert.equal(kernelState(cgroup), 'THAWED');
+  });
+
+  test('6: no agent, a stale socket, or a socket the user may not open; each says how to get through', async () => {
+    const none = await agentctl(['--socket', join(lab.tempDir('none'), 'agentd.sock'), 'host']);
+    failed(none, 'EUNREACHABLE', 6, /agentd is not running: no socket at .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
+    const stalePath = join(lab.tempDir('stale'), 'agentd.sock');
+    closeFd(listeningSocket(stalePath)); // a socket file nobody listens on, as a killed agent leaves it
+    failed(await agentctl(['--socket', stalePath, 'state', 'x']), 'EUNREACHABLE', 6, /nothing listens on .*stale socket.*npm run setup/);
+    const asNobody = await agentctl(['--socket', agent.socket, 'state', 'x'], { prefix: ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] });
+    failed(asNobody, 'EUNREACHABLE', 6, /permission denied on .*group agentd/);
+    const viaEnv = await agentctl(['host'], { env: { AGENTD_SOCKET: join(lab.tempDir('env'), 'x.sock') } });
+    failed(viaEnv, 'EUNREACHABLE', 6, /env-.*x\.sock/);
+  });
+
+  test('7: CRIU failed (here: missing); the cgroup is untouched', async () => {
+    const broken = await startAgent(lab, { args: ['--criu', '/nonexistent/criu'] });
+    try {
+      const cgroup = await sleepers(h, 'nocriu');
+      failed(await agentctl(['--socket', broken.socket, 'checkpoint', cgroup.path, '--hierarchy', h]), 'ECRIU', 7, /\/nonexistent\/criu/);
+      assert.equal(kernelState(cgroup), 'THAWED');
+      const host = await agentctl(['--socket', broken.socket, 'host']);
+      assert.equal(host.code, 0, host.stderr);
+      assert.match(host.stdout, /^criu\s+unusable: ECRIU: /m);
+    } finally {
+      assert.equal(await broken.stop(), 0);
+    }
+  });
+});
+
+describe('host, help, version, completion', () => {
+  test('agentctl host: a readable summary; --json: the whole object', async () => {
+    const host = await ctl('host');
+    assert.equal(host.code, 0, host.stderr);
+    for (const key of ['host', 'cpu', 'memory', 'images', 'cgroups', 'criu', 'agentd']) assert.match(host.stdout, new RegExp(`^${key}\\s`, 'm'));
+    assert.match(host.stdout, /^criu\s+\d+\.\d+\S* at \S+ \(criu check: Looks good\)$/m);
+    const json = JSON.parse((await ctl('host', '--json')).stdout);
+    assert.equal(json.agent.pid, agent.pid);
+    assert.ok(json.cgroups.mode);
+  });
+
+  test('--help shows examples for every command; --version the package version', async () => {
+    const top = await agentctl(['--help']);
+    assert.equal(top.code, 0);
+    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
+      assert.match(top.stdout, new RegExp(`agentctl ${command}\\b`), command);
+    }
+    assert.match(top.stdout, /Exit status: 0 ok, 1 other failure, 2 invalid usage/);
+    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host']) {
+      const help = await agentctl([command, '--help']);
+      assert.equal(help.code, 0, command);
+      assert.match(help.stdout, /Examples:\n\s+agentctl /, `${command} --help has examples`);
+      assert.match(help.stdout, /--socket/, `${command} --help shows the global options`);
+    }
+    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore']) {
+      assert.match((await agentctl([command, '--help'])).stdout, /--hierarchy/, `${command} takes --hierarchy`);
+    }
+    const version = await agentctl(['--version']);
+    assert.equal(version.code, 0);
+    assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
+  });
+
+  test('agentctl completion prints a shell completion script that completes commands', async () => {
+    const script = await agentctl(['completion']);
+    assert.equal(script.code, 0);
+    assert.match(script.stdout, /agentctl --get-yargs-completions/);
+    const words = await agentctl(['--get-yargs-completions', 'agentctl', 'che']);
+    assert.match(words.stdout, /^checkpoint$/m);
+    assert.match(words.stdout, /^checkpoints$/m);
+  });
+});
+
+describe('progress', () => {
+  test('on a terminal a checkpoint shows its stages live on stderr; --json shows none', async () => {
+    const { spawn } = await import('node-pty');
+    const { cgroup } = await counting(anyHierarchy(), 'tty');
+    const run = (extra: string[]) =>
+      new Promise<{ code: number; output: string }>((resolve) => {
+        const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, 'checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy, ...extra], {
+          cols: 120,
+          rows: 20,
+          env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
+        });
+        let output = '';
+        term.onData((d) => (output += d));
+        term.onExit(({ exitCode }) => resolve({ code: exitCode, output }));
+      });
+    const live = await run([]);
+    assert.equal(live.code, 0, live.output);
+    for (const stage of ['freeze', 'dump', 'manifest']) assert.match(live.output, new RegExp(`\\r\\x1b\\[2K${stage}`), `stage ${stage} was drawn`);
+    assert.match(live.output, /dump\s+tree 1\/1\s+\d/);
+    assert.match(live.output, /cgroup\s+\S+:\S+/);
+    const quiet = await run(['--json']);
+    assert.equal(quiet.code, 0, quiet.output);
+    assert.doesNotMatch(quiet.output, /\x1b\[2K/);
+    assert.ok(JSON.parse(quiet.output.slice(quiet.output.indexOf('{'))).id);
+    assert.equal((await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state, 'THAWED');
+  });
+});
