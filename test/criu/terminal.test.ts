@@ -41,7 +41,7 @@ describe(`CRIU and terminals (cgroup ${h})`, () => {
     mkdirSync(refused);
     await assert.rejects(runCriuDump({ ...common, imagesDir: refused }), (err: unknown) => {
       assert.ok(isAgentError(err, 'ECRIU'));
-      assert.match(err.message, /Found slave peer index 0 without correspond master peer/);
+      assert.match(err.message, /Found slave peer index \d+ without correspond master peer/);
       return true;
     });
     assert.equal(cg.state(), 'FROZEN');
