@@ -11,7 +11,7 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { HIERARCHIES, Lab, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
+import { CGEXEC, FIXTURES, HIERARCHIES, Lab, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
 import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
 import { api, ndjson, startAgent, type Agent } from './agent.js';
@@ -171,6 +171,31 @@ describe('checkpoint errors', () => {
       assert.equal(await broken.stop(), 0);
     }
   });
+});
+
+test('shellJob through the API: a job on a terminal is dumped; restoring it is refused (no terminal to give it), changing nothing', async () => {
+  const { spawn } = await import('node-pty');
+  const cgroup = lab.cgroup(anyHierarchy(), 'pty');
+  const file = join(lab.tempDir('pty'), 'count');
+  const job = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'perl', join(FIXTURES, 'criu', 'counter.pl'), file], { cols: 80, rows: 24 });
+  lab.track(job.pid);
+  let printed = '';
+  job.onData((d) => (printed += d));
+  try {
+    await waitUntil('the job to print on its terminal', () => /tick \d+/.test(printed));
+    const [pid] = await lab.waitForProcesses(cgroup, 1);
+    const made = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, shellJob: true } });
+    assert.equal(made.status, 201, made.text);
+    assert.equal((await api(agent.socket, 'GET', `/v1/checkpoints/${made.body.id}`)).body.options.shellJob, true);
+    const restore = await api(agent.socket, 'POST', `/v1/checkpoints/${made.body.id}/restore`, { body: {} });
+    assert.equal(restore.status, 400, restore.text);
+    assert.equal(restore.body.error.code, 'EINVAL');
+    assert.match(restore.body.error.message, /--shell-job.*terminal/);
+    assert.deepEqual(lab.pidsOf(cgroup), [pid]);
+    assert.equal(kernelState(cgroup), 'THAWED');
+  } finally {
+    job.kill('SIGKILL');
+  }
 });
 
 describe('cancellation', () => {

@@ -1,5 +1,6 @@
 // agentctl checkpoint <cgroup> | restore <id>: the long operations, with live progress on a terminal.
 
+import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, withHierarchy, type GlobalArgs } from '../context.js';
@@ -58,7 +59,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       .option('shell-job', { type: 'boolean', describe: 'the processes use a terminal (CRIU --shell-job)' })
       .option('tcp-established', { type: 'boolean', describe: 'dump established TCP connections (CRIU --tcp-established)' })
       .option('file-locks', { type: 'boolean', describe: 'dump file locks (CRIU --file-locks)' })
-      .option('images-dir', { type: 'string', describe: "image root for this checkpoint (absolute; default: the agent's)" })
+      .option('images-dir', { type: 'string', describe: "image root for this checkpoint (default: the agent's)" })
       .example('$0 checkpoint jobs/build-42', 'dump it and put it back as it was; prints the id and directory')
       .example('$0 checkpoint jobs/build-42 --after killed --json', 'dump it, then kill it; the summary as JSON ({"id","dir",…})')
       .example('$0 checkpoint --hierarchy v1 jobs/db --timeout 120', 'give up after 2 minutes (the cgroup goes back as it was)'),
@@ -70,7 +71,8 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       shellJob: args['shell-job'],
       tcpEstablished: args['tcp-established'],
       fileLocks: args['file-locks'],
-      imagesDir: args['images-dir'],
+      // The agent runs elsewhere: a relative directory means relative to where agentctl was run.
+      imagesDir: args['images-dir'] === undefined ? undefined : resolve(args['images-dir']),
       timeoutMs: timeoutMs(args),
     };
     const progress = progressFor(args.json);

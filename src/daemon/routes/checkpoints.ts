@@ -108,6 +108,15 @@ export function checkpointRoutes(): Route[] {
         }
         if (body.cgroup) ctx.audit.cgroup = body.cgroup;
         const { checkpointer, metrics } = ctx.services;
+        // A --shell-job image is restored onto a new terminal that someone must hold and read; the
+        // API has no way to hand a terminal to its client, and one held by agentd would hang up on
+        // the job when agentd restarts. Refused before anything is touched.
+        if (checkpointer.show(id).options.shellJob) {
+          throw new AgentError(
+            'EINVAL',
+            `checkpoint ${id} was taken with --shell-job: restoring it needs a terminal to put the job on, which the agent's API cannot provide`,
+          );
+        }
         return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
           const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
           ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
