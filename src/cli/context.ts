@@ -40,8 +40,6 @@ export function action<A>(body: (args: A) => Promise<void>): (args: A) => Promis
   };
 }
 
-export type CommandArgv = Argv<GlobalArgs>;
-
 /** `--hierarchy v1|v2`, for every command that names a cgroup. */
 export function withHierarchy<T>(y: Argv<T>) {
   return y.option('hierarchy', {
