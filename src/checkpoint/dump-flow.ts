@@ -13,7 +13,7 @@ import type { CgroupRef, FreezerState } from '../cgroup/index.js';
 import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.js';
 import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
-import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, writeFileDurably } from './image-store.js';
+import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, TreeRecord } from './types.js';
@@ -176,7 +176,12 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
     lease.update({ phase: `after-${after}`, imageDir: dir });
     const finalState = await applyAfterPolicy(lease.freezer, after, prior);
     const thawedAt = Date.now();
+    // The manifest was written while frozen; its timings now get the window's true end, replaced
+    // atomically so the published image never lacks a manifest.
+    const timings = { ...manifest.timings, frozenWindowMs: thawedAt - frozenAt, totalMs: thawedAt - startedAt };
+    replaceFileDurably(join(dir, MANIFEST_FILE), JSON.stringify({ ...manifest, timings }, null, 2) + '\n');
     progress('release');
+    progress('done');
     return {
       id,
       dir,
@@ -188,7 +193,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       bytes: files.reduce((sum, f) => sum + f.size, 0),
       after,
       finalState,
-      timings: { ...manifest.timings, frozenWindowMs: thawedAt - frozenAt, totalMs: thawedAt - startedAt },
+      timings,
     };
   } catch (err) {
     await hold?.end().catch(() => undefined);
@@ -197,7 +202,6 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
     throw annotateFailure(err, name, failedDir);
   } finally {
     lease.release();
-    progress('done');
   }
 }
 

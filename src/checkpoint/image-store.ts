@@ -20,7 +20,7 @@ import {
   writeSync,
   constants,
 } from 'node:fs';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
@@ -188,6 +188,15 @@ export function writeFileDurably(path: string, content: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/** Replaces a file atomically: the new content is written and fsynced beside it, then renamed over it. */
+export function replaceFileDurably(path: string, content: string): void {
+  const temporary = `${path}.new`;
+  rmSync(temporary, { force: true });
+  writeFileDurably(temporary, content);
+  renameSync(temporary, path);
+  fsyncDirectory(dirname(path));
 }
 
 export function fsyncDirectory(dir: string): void {
