@@ -17,6 +17,38 @@ export interface BenchCgroup {
   /** Relative to the hierarchy root. */
   readonly path: string;
   readonly dir: string;
+  /**
+   * A v1 cpu cgroup of the same name, where the host has one (hybrid and legacy hosts), that the
+   * workload joins too: its tasks then compete for the CPU as one group with the default weight,
+   * as a service's tasks do under systemd, instead of 1000 spinning tasks each weighing as much as
+   * the agent, the benchmark and every other process on the machine.
+   */
+  readonly cpuDir?: string;
+}
+
+/** The v1 hierarchy carrying the cpu controller, if any. */
+function cpuRoot(): string | undefined {
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    const [before, after] = line.split(' - ');
+    if (!after) continue;
+    const fields = after.split(' ');
+    if (fields[0] === 'cgroup' && (fields[2] ?? '').split(',').includes('cpu') && before.split(' ')[3] === '/') return before.split(' ')[4];
+  }
+  return undefined;
+}
+
+/** Kills every process of a cgroup that has no freezer (the cpu group) and removes it. */
+function removePlainCgroupSync(dir: string): boolean {
+  for (let round = 0; round < 1000 && existsSync(dir); round++) {
+    for (const child of listChildren(dir)) removePlainCgroupSync(join(dir, child));
+    for (const pid of pidsOf(dir)) kill(pid);
+    try {
+      rmdirSync(dir);
+    } catch {
+      sleepSync(10);
+    }
+  }
+  return !existsSync(dir);
 }
 
 export function hierarchyRoot(hierarchy: Hierarchy): string | undefined {
@@ -107,6 +139,10 @@ export function sweepStale(): string[] {
       if (removeCgroupSync(hierarchy, join(root, name))) swept.push(`cgroup ${hierarchy}:${name}`);
     }
   }
+  const cpu = cpuRoot();
+  for (const name of cpu ? listChildren(cpu).filter((n) => n.startsWith(PREFIX) && ownerDead(n)) : []) {
+    if (removePlainCgroupSync(join(cpu!, name))) swept.push(`cgroup cpu:${name}`);
+  }
   for (const name of readdirSync(tmpdir()).filter((n) => n.startsWith(PREFIX) && ownerDead(n))) {
     const dir = join(tmpdir(), name);
     if (!mountPoints().some((m) => m.startsWith(dir))) {
@@ -122,6 +158,7 @@ let labs = 0;
 export class BenchLab {
   readonly prefix = `${PREFIX}${process.pid}-${++labs}`;
   private readonly cgroups: BenchCgroup[] = [];
+  private readonly cpuDirs: string[] = [];
   private readonly pids = new Set<number>();
   private readonly mounts: string[] = [];
   private readonly dirs: string[] = [];
@@ -147,10 +184,25 @@ export class BenchLab {
       this.cgroups.push({ hierarchy, path: this.prefix, dir: top });
     }
     const path = `${this.prefix}/${name}`;
-    const cgroup = { hierarchy, path, dir: join(root, path) };
+    const cpuDir = this.cpuGroup(`${this.prefix}/${hierarchy}-${name}`);
+    const cgroup: BenchCgroup = { hierarchy, path, dir: join(root, path), ...(cpuDir ? { cpuDir } : {}) };
     mkdirSync(cgroup.dir);
     this.cgroups.push(cgroup);
     return cgroup;
+  }
+
+  private cpuGroup(path: string): string | undefined {
+    const root = cpuRoot();
+    if (!root) return undefined;
+    const top = join(root, this.prefix);
+    if (!existsSync(top)) {
+      mkdirSync(top);
+      this.cpuDirs.push(top);
+    }
+    const dir = join(root, path);
+    mkdirSync(dir);
+    this.cpuDirs.push(dir);
+    return dir;
   }
 
   /** Kills everything in the cgroup and removes it now (rather than at the end of the run). */
@@ -158,6 +210,10 @@ export class BenchLab {
     if (!removeCgroupSync(cgroup.hierarchy, cgroup.dir)) throw new Error(`could not remove cgroup ${cgroup.dir}`);
     const i = this.cgroups.indexOf(cgroup);
     if (i >= 0) this.cgroups.splice(i, 1);
+    if (cgroup.cpuDir) {
+      if (!removePlainCgroupSync(cgroup.cpuDir)) throw new Error(`could not remove cgroup ${cgroup.cpuDir}`);
+      this.cpuDirs.splice(this.cpuDirs.indexOf(cgroup.cpuDir), 1);
+    }
   }
 
   tempDir(label: string): string {
@@ -206,6 +262,8 @@ export class BenchLab {
       const root = hierarchyRoot(hierarchy);
       if (root && existsSync(join(root, this.prefix))) left.push(`cgroup ${hierarchy}:${this.prefix}`);
     }
+    const cpu = cpuRoot();
+    if (cpu && existsSync(join(cpu, this.prefix))) left.push(`cgroup cpu:${this.prefix}`);
     for (const pid of this.pids) if (pidAlive(pid) && !isZombie(pid)) left.push(`process ${pid}`);
     const mounted = mountPoints();
     for (const dir of this.mounts) if (mounted.includes(dir)) left.push(`mount ${dir}`);
@@ -225,6 +283,8 @@ export class BenchLab {
     for (const pid of this.pids) kill(pid);
     const deepestFirst = [...this.cgroups].sort((a, b) => b.path.length - a.path.length);
     for (const cgroup of deepestFirst) removeCgroupSync(cgroup.hierarchy, cgroup.dir);
+    // After the freezer cgroups: their removal thawed the tasks, so the kills here are delivered.
+    for (const dir of [...this.cpuDirs].sort((a, b) => b.length - a.length)) removePlainCgroupSync(dir);
     this.cgroups.length = 0;
     for (let round = 0; round < 100 && [...this.pids].some((pid) => pidAlive(pid) && !isZombie(pid)); round++) sleepSync(10);
     const mounted = mountPoints();

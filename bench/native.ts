@@ -77,7 +77,8 @@ export interface Workload {
 export type WorkKind = 'sleep' | 'busy';
 
 export async function startWorkload(lab: BenchLab, tools: NativeTools, cgroup: BenchCgroup, count: number, kind: WorkKind): Promise<Workload> {
-  const child = lab.spawn(tools.forker, [join(cgroup.dir, 'cgroup.procs'), String(count), kind], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const procs = [join(cgroup.dir, 'cgroup.procs'), ...(cgroup.cpuDir ? [join(cgroup.cpuDir, 'cgroup.procs')] : [])];
+  const child = lab.spawn(tools.forker, [String(count), kind, ...procs], { stdio: ['ignore', 'pipe', 'inherit'] });
   const reader = new LineReader(child);
   const line = await reader.next(60_000, `forker of ${count} ${kind} processes in ${cgroup.dir}`);
   if (line !== `ready ${count}`) throw new Error(`forker in ${cgroup.dir} said "${line}"`);
