@@ -6,6 +6,7 @@ import { rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { resolveCgroup, type CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl, LockHolder } from '../lock/index.js';
+import { endOrphanedCriu } from './orphans.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { ImageStore } from './image-store.js';
 import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.js';
@@ -14,7 +15,7 @@ type Found = RecoveryReport['cgroups'][number];
 
 async function recoverOne(control: CgroupControl, record: LockHolder): Promise<Found> {
   const base = { cgroup: record.cgroup, hierarchy: record.hierarchy };
-  const found = `an interrupted ${record.operation} (agent pid ${record.pid}, request ${record.requestId}, phase ${record.phase}, since ${record.since})`;
+  let found = `an interrupted ${record.operation} (agent pid ${record.pid}, request ${record.requestId}, phase ${record.phase}, since ${record.since})`;
   let ref: CgroupRef;
   try {
     ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });
@@ -23,6 +24,9 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<F
   }
   const lease = control.lease(ref, { requestId: `recover-${randomBytes(3).toString('hex')}`, operation: record.operation });
   try {
+    // A CRIU the dead agent started may still hold the tasks: nothing is decided before it has ended.
+    const orphan = record.imageDir ? await endOrphanedCriu(record.imageDir) : undefined;
+    if (orphan) found = `${found}; ${orphan}`;
     const state = lease.freezer.state();
     const after = record.phase.startsWith('after-') ? (record.phase.slice('after-'.length) as AfterPolicy) : undefined;
     if (record.operation === 'checkpoint' && record.priorState && after && AFTER_POLICIES.includes(after)) {
@@ -56,6 +60,10 @@ export async function recover(control: CgroupControl, store: ImageStore): Promis
     }
   }
   const removedTemporaryImages = store.partials();
-  for (const dir of removedTemporaryImages) rmSync(dir, { recursive: true, force: true });
+  for (const dir of removedTemporaryImages) {
+    // Also a partial no record names any more (its cgroup is gone, say) may still be CRIU's.
+    await endOrphanedCriu(dir);
+    rmSync(dir, { recursive: true, force: true });
+  }
   return { cgroups, removedTemporaryImages };
 }
