@@ -194,7 +194,7 @@ export function httpJson(socketPath: string, method: string, path: string, body?
 }
 
 function httpStream(socketPath: string, path: string, body: unknown, onProgress: (event: any) => void): Promise<StreamReply> {
-  return new Promise((resolve, reject) => {
+  return new Promise((resolve) => {
     const payload = JSON.stringify(body);
     const req = request(
       { socketPath, method: 'POST', path, agent: false, headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson' } },
@@ -228,7 +228,8 @@ function httpStream(socketPath: string, path: string, body: unknown, onProgress:
         res.on('error', finish);
       },
     );
-    req.on('error', reject);
+    // agentd killed before it answered: no status at all.
+    req.on('error', (err) => resolve({ status: 0, progress: [], final: { type: 'cut', error: err.message } }));
     req.end(payload);
   });
 }
