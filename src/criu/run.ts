@@ -106,6 +106,17 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
     let stderrEnded = false;
     child.stderr!.on('end', () => (stderrEnded = true));
     child.on('exit', (code, signal) => {
+      // CRIU killed by a signal (the OOM killer, an operator) cannot reap what it forked: early on it
+      // forks short-lived probes that stop themselves for its ptrace, and one caught then stays
+      // stopped forever, re-parented to init (seen in test/faults/criu-faults.test.ts). They are in
+      // CRIU's process group: end them with it. A CRIU that exits by itself has reaped its own.
+      if (signal !== null) {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          // nothing left in the group
+        }
+      }
       const done = (): void => finish({ code, signal, reaped: true });
       if (stderrEnded) return done();
       const drain = setTimeout(done, STDERR_DRAIN_MS);
