@@ -78,6 +78,11 @@ if [ -z "$MIRROR" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
   MIRROR=$(awk '/^URIs:/ { print $2; exit }' /etc/apt/sources.list.d/debian.sources)
 fi
 MIRROR=${MIRROR:-http://deb.debian.org/debian}
+SECURITY=${AGENTD_VM_SECURITY_MIRROR:-}
+if [ -z "$SECURITY" ] && [ -f /etc/apt/sources.list.d/debian.sources ]; then
+  SECURITY=$(awk '/^URIs:/ { uri = $2 } /^Suites:/ && /-security/ { print uri; exit }' /etc/apt/sources.list.d/debian.sources)
+fi
+SECURITY=${SECURITY:-http://deb.debian.org/debian-security}
 
 WORK=$(mktemp -d "$CACHE/build-$HASH.XXXXXX")
 ROOT=$WORK/root
@@ -103,7 +108,10 @@ bind() {
 
 started=$SECONDS
 say "recipe $HASH: debootstrap $SUITE from $MIRROR (log: $WORK/debootstrap.log until done)"
-if ! debootstrap --variant=minbase "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
+# Downloaded packages are kept (not part of the recipe) so that a rebuild fetches only what changed.
+DEBS=$CACHE/debs
+mkdir -p "$DEBS/debootstrap" "$DEBS/apt/partial"
+if ! debootstrap --variant=minbase --cache-dir="$DEBS/debootstrap" "$SUITE" "$ROOT" "$MIRROR" >"$WORK/debootstrap.log" 2>&1; then
   tail -n 20 "$WORK/debootstrap.log" >&2
   die "debootstrap failed"
 fi
@@ -116,15 +124,18 @@ bind /proc
 bind /sys
 bind /dev
 bind /dev/pts
+mount --bind "$DEBS/apt" "$ROOT/var/cache/apt/archives"
+MOUNTS+=("$ROOT/var/cache/apt/archives")
 cp /etc/resolv.conf "$ROOT/etc/resolv.conf"
-echo "deb $MIRROR $SUITE main" >"$ROOT/etc/apt/sources.list"
+# With the stable updates and security fixes, as the host has them.
+printf 'deb %s %s main\ndeb %s %s-updates main\ndeb %s %s-security main\n' \
+  "$MIRROR" "$SUITE" "$MIRROR" "$SUITE" "$SECURITY" "$SUITE" >"$ROOT/etc/apt/sources.list"
 say "installing ${PACKAGES[*]}"
 if ! chroot "$ROOT" /usr/bin/env DEBIAN_FRONTEND=noninteractive bash -c \
   "apt-get update -qq && apt-get install -y -qq --no-install-recommends ${PACKAGES[*]}" >"$WORK/apt.log" 2>&1; then
   tail -n 20 "$WORK/apt.log" >&2
   die "apt-get install in the chroot failed"
 fi
-chroot "$ROOT" apt-get clean
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 say "packages installed ($((SECONDS - started)) s so far)"
 
