@@ -33,6 +33,8 @@ export interface BenchOptions {
   readonly concurrentCgroups: number;
   readonly concurrentRuns: number;
   readonly memoryOperations: number;
+  /** At most this many batches of memoryOperations while waiting for RSS to stop growing. */
+  readonly memoryBatches: number;
   /** Progress lines (to stderr in run.ts). */
   readonly log: (line: string) => void;
 }
@@ -59,6 +61,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   concurrentCgroups: 100,
   concurrentRuns: 10,
   memoryOperations: 1000,
+  memoryBatches: 12,
   log: () => undefined,
 };
 
@@ -110,8 +113,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       log('starting agentd');
       agent = await startAgent(lab, tmpfs ? { imagesDir: join(tmpfs, 'agentd') } : {});
       if (options.throughput) {
-        log(`agentd memory: idle, then ${options.memoryOperations} and ${options.memoryOperations} more operations`);
-        memory = await measureMemory(lab, tools, agent, options.hierarchies[0], options.memoryOperations);
+        log(`agentd memory: idle, then batches of ${options.memoryOperations} operations until it stops growing`);
+        memory = await measureMemory(lab, tools, agent, options.hierarchies[0], options.memoryOperations, options.memoryBatches);
       }
     }
 

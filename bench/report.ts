@@ -112,10 +112,11 @@ export function formatReport(r: BenchResults): string {
   }
   if (r.memory) {
     const m = r.memory;
+    const batches = m.afterBatches.map((b, i) => `${(i + 1) * m.operations}: ${(b / MB).toFixed(1)}`).join(', ');
     out.push(
       '',
-      `MEMORY (agentd VmRSS): idle ${(m.idleBytes / MB).toFixed(1)} MB; after ${m.operations} operations ${(m.afterFirstBytes / MB).toFixed(1)} MB; ` +
-        `after ${2 * m.operations} ${(m.afterSecondBytes / MB).toFixed(1)} MB`,
+      `MEMORY (agentd VmRSS, MB): idle ${(m.idleBytes / MB).toFixed(1)}; after N operations ${batches}` +
+        (m.plateauAfterOperations !== undefined ? ` (steady from ${m.plateauAfterOperations})` : ' (no plateau seen)'),
     );
   }
   out.push(

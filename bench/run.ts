@@ -67,6 +67,7 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
       throughputMs: 1000,
       concurrentRuns: 3,
       memoryOperations: 200,
+      memoryBatches: 3,
     });
   }
   const set = (key: keyof BenchOptions, value: unknown) => {

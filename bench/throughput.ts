@@ -4,7 +4,8 @@
 //   bare node:http server that reads the same freezer file (plain-server.ts);
 // - 100 cgroups (one sleeping process each) frozen and thawed at once: 100 concurrent API requests,
 //   the library's 100 freezes awaited together, and the C probe writing all 100 then waiting;
-// - agentd's resident memory idle, after 1000 operations (freeze/thaw requests) and after 1000 more.
+// - agentd's resident memory idle, after 1000 operations (freeze/thaw requests), and then batch
+//   after batch until it stops growing (warm-up of the heap and JIT, told apart from a leak).
 
 import { Agent as HttpAgent } from 'node:http';
 import { join } from 'node:path';
@@ -185,18 +186,32 @@ export async function measureConcurrent(
 
 export interface MemoryResult {
   readonly idleBytes: number;
-  readonly afterFirstBytes: number;
-  readonly afterSecondBytes: number;
-  /** Operations in each of the two batches (alternating freeze and thaw requests). */
+  /** Operations per batch (alternating freeze and thaw requests, a new connection each). */
   readonly operations: number;
-  readonly growthFirstBytes: number;
-  readonly growthSecondBytes: number;
+  /** RSS after each batch: [0] after `operations`, [1] after 2 x `operations`, ... */
+  readonly afterBatches: readonly number[];
+  readonly afterFirstBytes: number;
+  /** RSS once a batch grew it by less than PLATEAU_BYTES (or after the last batch). */
+  readonly plateauBytes: number;
+  /** Operations done when the plateau was seen; undefined if it never was within MAX_BATCHES. */
+  readonly plateauAfterOperations?: number;
 }
 
 const SETTLE_MS = 1000;
+// Node's heap and code space grow with the first few thousand requests and then stay put; batches
+// continue until one grows RSS by less than this, so that warm-up and a leak can be told apart.
+const PLATEAU_BYTES = 512 * 1024;
+const MAX_BATCHES = 12;
 
 /** Must be called on a freshly started agent: the first reading is its idle memory. */
-export async function measureMemory(lab: BenchLab, tools: NativeTools, agent: RunningAgent, hierarchy: Hierarchy, operations: number): Promise<MemoryResult> {
+export async function measureMemory(
+  lab: BenchLab,
+  tools: NativeTools,
+  agent: RunningAgent,
+  hierarchy: Hierarchy,
+  operations: number,
+  maxBatches = MAX_BATCHES,
+): Promise<MemoryResult> {
   await sleep(SETTLE_MS);
   const idleBytes = agent.rss();
   const cgroup = lab.cgroup(hierarchy, 'memory');
@@ -210,15 +225,23 @@ export async function measureMemory(lab: BenchLab, tools: NativeTools, agent: Ru
       await sleep(SETTLE_MS);
       return agent.rss();
     };
-    const afterFirstBytes = await batch();
-    const afterSecondBytes = await batch();
+    const afterBatches = [await batch()];
+    let plateauAfterOperations: number | undefined;
+    while (afterBatches.length < maxBatches) {
+      afterBatches.push(await batch());
+      const [before, after] = afterBatches.slice(-2);
+      if (after - before < PLATEAU_BYTES) {
+        plateauAfterOperations = afterBatches.length * operations;
+        break;
+      }
+    }
     return {
       idleBytes,
-      afterFirstBytes,
-      afterSecondBytes,
       operations,
-      growthFirstBytes: afterFirstBytes - idleBytes,
-      growthSecondBytes: afterSecondBytes - afterFirstBytes,
+      afterBatches,
+      afterFirstBytes: afterBatches[0],
+      plateauBytes: afterBatches[afterBatches.length - 1],
+      ...(plateauAfterOperations !== undefined ? { plateauAfterOperations } : {}),
     };
   } finally {
     lab.removeCgroup(cgroup);

@@ -48,6 +48,7 @@ test('a tiny benchmark run: results shape, C baseline measured, nothing left beh
     concurrentCgroups: 3,
     concurrentRuns: 2,
     memoryOperations: 10,
+    memoryBatches: 2,
   });
 
   assert.equal(results.formatVersion, 1);
@@ -78,7 +79,8 @@ test('a tiny benchmark run: results shape, C baseline measured, nothing left beh
   for (const method of ['c', 'library', 'api'] as const) {
     assertSummary(results.throughput.concurrent[0].methods[method].freeze, 2, `concurrent ${method} freeze`);
   }
-  assert.ok(results.memory && results.memory.idleBytes > 0 && results.memory.afterSecondBytes > 0);
+  assert.ok(results.memory && results.memory.idleBytes > 0 && results.memory.afterFirstBytes > 0);
+  assert.ok(results.memory.afterBatches.length >= 1 && results.memory.afterBatches.length <= 2);
   assert.equal(results.checkpoint, undefined);
 
   const names = results.targets.map((t) => t.name);
