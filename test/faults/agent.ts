@@ -266,7 +266,22 @@ export function rawRequest(socketPath: string, bytes: Buffer, timeoutMs = 15_000
     socket.on('close', finish);
     // EPIPE while agentd has already answered and closed (a body it refused unread): read what came.
     socket.on('error', () => undefined);
-    socket.write(bytes);
+    // The head first, then the body in small paced pieces, and no more once an answer has begun: agentd
+    // answers a body it refuses (413) before it has all of it, then closes at once, and a client still
+    // writing then gets EPIPE, on which Node drops the answer unread (Node's own http client loses it
+    // about 1 time in 6 with a 1.5 MB body; curl waits for `100 Continue` and never does).
+    const PIECE = 16 * 1024;
+    const headEnd = bytes.indexOf('\r\n\r\n');
+    const head = headEnd >= 0 ? headEnd + 4 : bytes.length;
+    const send = async (): Promise<void> => {
+      socket.write(bytes.subarray(0, head));
+      if (head < bytes.length) await new Promise((r) => setTimeout(r, 20));
+      for (let offset = head; offset < bytes.length && chunks.length === 0 && !socket.destroyed; offset += PIECE) {
+        if (!socket.write(bytes.subarray(offset, offset + PIECE))) await new Promise((r) => socket.once('drain', r));
+        await new Promise((r) => setImmediate(r));
+      }
+    };
+    socket.once('connect', () => void send());
     void reject;
   });
 }
