@@ -23,6 +23,7 @@ import {
 import { dirname, join, relative } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
+import { makeImageRoot } from './image-root.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';
@@ -45,14 +46,14 @@ export function checkId(id: unknown): string {
 export class ImageStore {
   constructor(readonly root: string) {}
 
-  /** Creates the image root (0700) if needed; refuses a symlink in its place. */
+  /** Creates the image root (0700) if needed; refuses a symlink in its place, and pseudo-filesystems. */
   ensureRoot(): void {
     try {
-      mkdirSync(this.root, { recursive: true, mode: 0o700 });
-      if (lstatSync(this.root).isSymbolicLink()) {
-        throw new AgentError('EINVAL', `image directory ${this.root} is a symlink; refusing to follow it`);
-      }
+      makeImageRoot(this.root);
     } catch (err) {
+      // The root may come from a request: a name the filesystem cannot take is the client's error.
+      const errno = systemErrno(err);
+      if (errno === 'ENAMETOOLONG' || errno === 'ELOOP') throw new AgentError('EINVAL', `cannot create image directory ${this.root}: ${errno}`, { cause: err });
       throw fromSystemError(err, `cannot create image directory ${this.root}`);
     }
   }
