@@ -33,6 +33,8 @@ export function cgroupRoutes(): Route[] {
       pattern: '/v1/cgroups/freeze',
       async handle(ctx): Promise<Reply> {
         ctx.audit.operation = 'freeze';
+        // The cgroup comes from the body only: a query (?cgroup=...) would be silently ignored, so refuse it.
+        validate(queryObject(ctx.url), {}, 'query parameter');
         const body = validate(await readJsonObject(ctx.req), { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) });
         const ref = resolve(ctx, body);
         const started = performance.now();
@@ -46,6 +48,7 @@ export function cgroupRoutes(): Route[] {
       pattern: '/v1/cgroups/thaw',
       async handle(ctx): Promise<Reply> {
         ctx.audit.operation = 'thaw';
+        validate(queryObject(ctx.url), {}, 'query parameter');
         const body = validate(await readJsonObject(ctx.req), CGROUP_FIELDS);
         return json(200, await ctx.services.control.thaw(resolve(ctx, body), { requestId: ctx.requestId }));
       },
