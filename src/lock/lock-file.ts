@@ -35,7 +35,17 @@ export function ensureLockDir(runDir: string, locksDir: string): void {
       mkdirSync(runDir, { recursive: true, mode: 0o700 });
       chmodSync(runDir, 0o700);
     }
-    if (!statSync(runDir).isDirectory()) throw new AgentError('EINVAL', `run directory ${runDir} is not a directory`);
+    const run = statSync(runDir);
+    if (!run.isDirectory()) throw new AgentError('EINVAL', `run directory ${runDir} is not a directory`);
+    // Whoever may write to the run directory may rename our locks directory away and put another in
+    // its place between our check of it and our open of a lock file in it. The sticky bit (as /tmp
+    // has) forbids renaming what is not yours; otherwise it must be writable by its owner only.
+    if ((run.mode & 0o022) !== 0 && (run.mode & 0o1000) === 0) {
+      throw new AgentError(
+        'EACCES',
+        `run directory ${runDir} is writable by group or others (mode ${(run.mode & 0o7777).toString(8)}): anyone could replace its locks directory; run chmod go-w ${runDir}`,
+      );
+    }
     try {
       mkdirSync(locksDir, { mode: 0o700 });
     } catch (err) {
