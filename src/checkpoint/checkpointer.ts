@@ -58,20 +58,29 @@ export class Checkpointer {
 
   async restore(id: string, options: RestoreOptions = {}, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
     checkId(id);
+    this.store.ensureRoot();
     const criu = await this.criu();
     return runRestore({ control: this.control, store: this.store, criu }, id, options, hooks);
   }
 
+  // Every use of the store checks its root first (ensureRoot): images are never listed, shown or
+  // restored (as root) from a directory others could have written to, where anyone could plant one.
+
   list(): CheckpointListing[] {
+    this.store.ensureRoot();
     return this.store.list();
   }
 
   show(id: string): Manifest {
-    return this.store.readManifest(checkId(id));
+    checkId(id);
+    this.store.ensureRoot();
+    return this.store.readManifest(id);
   }
 
   delete(id: string): void {
-    this.store.delete(checkId(id));
+    checkId(id);
+    this.store.ensureRoot();
+    this.store.delete(id);
   }
 
   /** For a freshly started agent: what a crashed one left, put right. */

@@ -65,4 +65,13 @@ export function makeImageRoot(root: string): void {
     current = next;
   }
   refuseNotStorage(root, root);
+  // Anyone who may write to the image root may plant a directory that looks like a checkpoint and
+  // have root restore it. A root made here is 0700; an existing one is never chmod-ed (it may be a
+  // shared directory such as /tmp that a request named): it is refused instead.
+  const st = lstatSync(root);
+  const euid = process.geteuid?.() ?? st.uid;
+  if (st.uid !== euid) throw new AgentError('EACCES', `image directory ${root} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`);
+  if ((st.mode & 0o022) !== 0) {
+    throw new AgentError('EACCES', `image directory ${root} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): anyone could plant images there; run chmod go-w ${root}`);
+  }
 }
