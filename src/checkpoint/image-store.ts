@@ -158,6 +158,10 @@ export class ImageStore {
     try {
       const manifest = JSON.parse(text) as Manifest;
       if (manifest.formatVersion !== 1 || manifest.id !== id) throw new Error('unexpected format or id');
+      // Readers use these without further checks: a manifest lacking them is unreadable, not a crash.
+      if (typeof manifest.options !== 'object' || manifest.options === null || !Array.isArray(manifest.trees) || !Array.isArray(manifest.files)) {
+        throw new Error('options, trees or files missing');
+      }
       return manifest;
     } catch (err) {
       throw new AgentError('EIO', `manifest of checkpoint ${id} is unreadable: ${(err as Error).message}`);
