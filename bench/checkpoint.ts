@@ -40,7 +40,16 @@ export interface CheckpointCase {
   readonly processes: number;
   /** Bytes of image per dump (agentd's, as reported). */
   readonly imageBytes: number;
-  readonly agentd: { readonly totalMs: Summary; readonly frozenWindowMs: Summary; readonly criuFrozenMs: Summary; readonly dumpMs: Summary };
+  readonly agentd: {
+    readonly totalMs: Summary;
+    readonly frozenWindowMs: Summary;
+    /** CRIU's frozen_time in agentd's own dump (summed over trees). */
+    readonly criuFrozenMs: Summary;
+    /** timings.dumpMs: from frozen to the last CRIU dump's end. */
+    readonly dumpMs: Summary;
+    /** frozenWindowMs - dumpMs: what the workload waits for after CRIU (verify, checksums, manifest, publish, thaw). */
+    readonly afterDumpMs: Summary;
+  };
   readonly criu: { readonly totalMs: Summary; readonly frozenMs: Summary; readonly freezingMs: Summary };
   /** agentd total / CRIU total, medians. */
   readonly ratio: number;
@@ -102,7 +111,7 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
   const cgroup = lab.cgroup(options.hierarchy, `checkpoint-${fixture}`);
   try {
     const { pid, processes } = await startFixture(lab, fixture, cgroup);
-    const agentd = { total: [] as number[], window: [] as number[], criuFrozen: [] as number[], dump: [] as number[] };
+    const agentd = { total: [] as number[], window: [] as number[], criuFrozen: [] as number[], dump: [] as number[], afterDump: [] as number[] };
     const bare = { total: [] as number[], frozen: [] as number[], freezing: [] as number[] };
     let imageBytes = 0;
     for (let run = 0; run < options.runs; run++) {
@@ -116,6 +125,7 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
           agentd.total.push(reply.ms);
           agentd.window.push(summary.timings.frozenWindowMs);
           agentd.dump.push(summary.timings.dumpMs);
+          agentd.afterDump.push(summary.timings.frozenWindowMs - summary.timings.dumpMs);
           agentd.criuFrozen.push(manifest.criuStats.reduce((sum: number, s: { frozenTime: number }) => sum + s.frozenTime, 0) / 1000);
           imageBytes = summary.bytes;
           await callOk(options.socket, 'DELETE', `/v1/checkpoints/${summary.id}`);
@@ -136,7 +146,13 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
       }
     }
     const result = {
-      agentd: { totalMs: summarize(agentd.total), frozenWindowMs: summarize(agentd.window), criuFrozenMs: summarize(agentd.criuFrozen), dumpMs: summarize(agentd.dump) },
+      agentd: {
+        totalMs: summarize(agentd.total),
+        frozenWindowMs: summarize(agentd.window),
+        criuFrozenMs: summarize(agentd.criuFrozen),
+        dumpMs: summarize(agentd.dump),
+        afterDumpMs: summarize(agentd.afterDump),
+      },
       criu: { totalMs: summarize(bare.total), frozenMs: summarize(bare.frozen), freezingMs: summarize(bare.freezing) },
     };
     return {

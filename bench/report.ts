@@ -70,6 +70,7 @@ export function formatReport(r: BenchResults): string {
       `${fmt(c.criu.totalMs.median)}/${fmt(c.criu.totalMs.p95)}`,
       x(c.ratio),
       fmt(c.agentd.frozenWindowMs.median),
+      fmt(c.agentd.afterDumpMs.median),
       fmt(c.agentd.criuFrozenMs.median),
       fmt(c.criu.frozenMs.median),
       `${c.frozenExcessMs >= 0 ? '+' : ''}${c.frozenExcessMs}`,
@@ -78,7 +79,7 @@ export function formatReport(r: BenchResults): string {
       '',
       `CHECKPOINT, ms (median/p95 of ${r.options.checkpointRuns} runs each, images on ${r.checkpoint.tmpfs})`,
       table(
-        ['fixture', 'hier', 'procs', 'image', 'agentd', 'bare criu', 'ratio', 'agentd frozen', "(its CRIU's)", 'criu frozen_time', 'excess'],
+        ['fixture', 'hier', 'procs', 'image', 'agentd', 'bare criu', 'ratio', 'agentd frozen', '(after dump)', "(its CRIU's)", 'criu frozen_time', 'excess'],
         rows,
       ),
     );
