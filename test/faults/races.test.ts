@@ -223,6 +223,30 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     });
   }
 
+  test('a second agentd started on the same directories while a checkpoint runs leaves that checkpoint alone', async (t) => {
+    // Its recovery looks for what a crashed agent left: a lock nobody holds, a .partial-* directory.
+    // The running checkpoint's lock is held and its .partial-* directory is being written: not leftovers.
+    const h = hierarchies[0];
+    const w = await startWorkload(lab, h, 'second-agent', { children: 1, memoryMiB: 96 });
+    const dirs = agentDirs(lab, 'second-agent');
+    allDirs.push(dirs);
+    const first = await Agent.start(lab, dirs);
+    let second: Promise<Agent> | undefined;
+    const reply = await first.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: h }, (e) => {
+      if (e.stage === 'dump' && e.tree === 2) second ??= Agent.start(lab, { ...dirs, socket: join(dirs.socket, '..', 'second.sock') });
+    });
+    const other = await second!;
+    figures.runs++;
+    assert.equal(reply.final?.type, 'result', `the first agentd's checkpoint went through: ${JSON.stringify(reply.final)}`);
+    assert.doesNotMatch(other.log, /recovered a cgroup|removed a temporary image directory/, 'the second agentd found nothing to recover');
+    assert.deepEqual(auditImages(dirs.imagesDir), { good: [reply.final.result.id], partial: [], failed: [], bad: [] });
+    assert.equal(await settledState(w.cgroup), 'THAWED');
+    assert.deepEqual(await assertWorkloadIntact(w, true), []);
+    assert.equal(await other.stop(), 0);
+    assert.equal(await first.stop(), 0);
+    t.diagnostic(`the second agentd started during the dump and left checkpoint ${reply.final.result.id} alone`);
+  });
+
   test('figures', (t) => {
     t.diagnostic(figures.line('races'));
     assert.equal(figures.processesLost, 0);
