@@ -3,6 +3,7 @@
 // and `.partial-*` image directories. Cgroups go back to the state the record says they had.
 
 import { rmSync } from 'node:fs';
+import { resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { resolveCgroup, type CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl, LockHolder } from '../lock/index.js';
@@ -59,7 +60,11 @@ export async function recover(control: CgroupControl, store: ImageStore): Promis
       cgroups.push({ cgroup: record.cgroup, hierarchy: record.hierarchy, found: `an interrupted ${record.operation}`, action: `recovery failed: ${(err as Error).message}` });
     }
   }
-  const removedTemporaryImages = store.partials();
+  // A .partial-* directory that a lock held right now names is a checkpoint still running (another
+  // agent on the same directories): not a leftover. (The record names it in the same synchronous
+  // step that makes it, so only a recovery landing between those two statements could miss it.)
+  const inUse = new Set(control.heldLocks().flatMap((r) => (r.imageDir ? [resolve(r.imageDir)] : [])));
+  const removedTemporaryImages = store.partials().filter((dir) => !inUse.has(resolve(dir)));
   for (const dir of removedTemporaryImages) {
     // Also a partial no record names any more (its cgroup is gone, say) may still be CRIU's.
     await endOrphanedCriu(dir);

@@ -103,6 +103,22 @@ export class CgroupControl {
    * finished. What to do about each cgroup (thaw it, keep it frozen) is recovery's decision.
    */
   staleLocks(): LockHolder[] {
+    return this.probeAll()
+      .filter((lock) => !lock.locked && isLive(lock.record))
+      .map((lock) => lock.record!);
+  }
+
+  /**
+   * Records of locks held right now, by a process that still exists: operations in progress, maybe
+   * another agent's on the same run directory. Recovery must leave what they work on alone.
+   */
+  heldLocks(): LockHolder[] {
+    return this.probeAll()
+      .map((lock) => (lock.locked ? holderOfLocked(lock.record) : undefined))
+      .filter((record): record is LockHolder => record !== undefined);
+  }
+
+  private probeAll(): ReturnType<typeof probe>[] {
     let names: string[];
     try {
       names = readdirSync(this.locksDir);
@@ -110,17 +126,15 @@ export class CgroupControl {
       if (systemErrno(err) === 'ENOENT') return [];
       throw fromSystemError(err, `failed to list lock directory ${this.locksDir}`);
     }
-    const stale: LockHolder[] = [];
+    const probes: ReturnType<typeof probe>[] = [];
     for (const name of names.filter((n) => n.endsWith(LOCK_SUFFIX)).sort()) {
-      let lock;
       try {
-        lock = probe(join(this.locksDir, name));
+        probes.push(probe(join(this.locksDir, name)));
       } catch {
         continue; // not a plain lock file of ours (a planted symlink, say): nothing a holder left
       }
-      if (!lock.locked && isLive(lock.record)) stale.push(lock.record);
     }
-    return stale;
+    return probes;
   }
 
   /** Removes the cgroup's lock file if nobody holds it; EBUSY naming the holder if someone does. */
