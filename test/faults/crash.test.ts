@@ -13,7 +13,7 @@
 
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
 import { Agent, agentDirs, FAULT_FIXTURES, killAllAgents, sleep, type AgentDirs, type StreamReply } from './agent.js';
@@ -338,6 +338,5 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     t.diagnostic(figures.line('crash safety'));
     assert.equal(figures.processesLost, 0);
     assert.equal(figures.cgroupsLeftWrong, 0);
-    assert.ok(existsSync('/proc/self'));
   });
 });

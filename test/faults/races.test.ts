@@ -11,7 +11,7 @@ import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { HIERARCHIES, Lab, processState, unavailable, workload } from '../helpers/lab.js';
-import { Agent, AGENTCTL, agentDirs, killAllAgents, sleep, type AgentDirs, type Reply } from './agent.js';
+import { Agent, AGENTCTL, agentDirs, killAllAgents, type AgentDirs, type Reply } from './agent.js';
 import {
   assertWorkloadIntact,
   auditImages,
@@ -251,6 +251,5 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     t.diagnostic(figures.line('races'));
     assert.equal(figures.processesLost, 0);
     assert.equal(figures.cgroupsLeftWrong, 0);
-    void sleep;
   });
 });
