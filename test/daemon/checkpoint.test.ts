@@ -143,7 +143,7 @@ describe('checkpoint errors', () => {
     const { cgroup, pids } = await counting(h, 'nospace');
     const tiny = join(lab.tempDir('tiny'), 'mnt');
     mkdirSync(tiny);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m', 'agentd-test', tiny]);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'agentd-test', tiny]);
     try {
       const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: tiny } });
       assert.equal(res.status, 507, res.text);
