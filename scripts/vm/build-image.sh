@@ -40,11 +40,12 @@ die() {
 NODE=$(command -v node) || die "no node on PATH to copy into the image"
 NODE=$(readlink -f "$NODE")
 
+# Contents only, never paths: two clones of the repository share one cached image.
 recipe_hash() {
   {
-    sha256sum "$HERE/build-image.sh"
+    sha256sum <"$HERE/build-image.sh"
     (cd "$HERE/guest" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
-    sha256sum "$NODE" | cut -d' ' -f1
+    sha256sum <"$NODE"
   } | sha256sum | cut -c1-16
 }
 
