@@ -27,6 +27,7 @@ set -euo pipefail
 DEFAULT_SUBSET=(
   dist/test/cgroup/freezer.test.js
   dist/test/cgroup/resolve.test.js
+  dist/test/criu/dump-restore.test.js
   dist/test/checkpoint/checkpoint.test.js
   dist/test/checkpoint/failures.test.js
   dist/test/daemon/api.test.js
