@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# vagrant-inside.sh MACHINE...: the part of `npm run test:vagrant` that runs inside its network
+# vagrant-inside.sh MACHINE...: the part of a future `npm run test:vagrant` that runs inside its network
 # namespace (scripts/vm/vagrant.sh starts it with `ip netns exec`, which also gives it a mount
 # namespace of its own: nothing mounted here is seen outside, and it all goes when this exits).
 # Expects AGENTD_VAGRANT_WORK (a scratch directory), AGENTD_VAGRANT_IMAGE (the test:vm image
 # directory: vmlinuz, initrd.img) and AGENTD_VAGRANT_BOX (the box's name in VAGRANT_HOME).
+# STATUS: a first version, NOT YET RUN END TO END; no npm script runs it (docs/vm.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 WORK=${AGENTD_VAGRANT_WORK:?}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vagrant.sh [v2] [v1]: `npm run test:vagrant`, the full Vagrant path (Vagrantfile, provisioning,
+# vagrant.sh [v2] [v1]: a future `npm run test:vagrant`, the full Vagrant path (Vagrantfile, provisioning,
 # the in-VM entry point) on a machine with no box to download and no KVM, like this project's.
 #
 #   1. Installs Debian's vagrant, vagrant-libvirt and libvirt when missing, without starting any
@@ -19,6 +19,7 @@
 #      AGENTD_OFFLINE=1; the test provisioner runs the in-VM entry point. Then `vagrant destroy`.
 #   5. Prints each machine's `N passed, N failed` and a total; fails if either fails.
 # The namespace, libvirt's daemons and every mount are removed on any exit.
+# STATUS: a first version, NOT YET RUN END TO END; no npm script runs it (docs/vm.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 REPO=$(pwd)
