@@ -16,26 +16,40 @@ export function sendText(res: ServerResponse, status: number, contentType: strin
   res.end(text);
 }
 
-// A refused body that is still arriving is read and dropped up to this much, so that the client,
-// still writing, gets to read our error instead of a broken pipe; beyond it the connection is cut.
-const DRAIN_LIMIT = 1024 * 1024;
+// A refused body that is still arriving is read and dropped before the error is sent: a client that
+// writes its whole body before it reads (Node's http client, many libraries) would otherwise see a
+// broken pipe instead of our answer, for the connection is closed after the reply when it asked for
+// that. The cost is bounded: a body announced over DRAIN_LIMIT_BYTES, or one still arriving past
+// either limit, is answered at once and the connection closed.
+const DRAIN_LIMIT_BYTES = 16 * 1024 * 1024;
+const DRAIN_LIMIT_MS = 10_000;
 
-/** Sends the error reply for `err` and returns it. */
+/** Sends the error reply for `err` (once any body still arriving is drained) and returns it. */
 export function sendError(req: IncomingMessage, res: ServerResponse, err: unknown): ReturnType<typeof errorResponse> {
   const reply = errorResponse(err);
   const headers: Record<string, string> = { ...reply.headers };
-  if (!req.complete) {
-    if (Number(req.headers['content-length'] ?? 0) > DRAIN_LIMIT) {
+  const send = () => {
+    if (!res.headersSent && !res.destroyed) sendJson(res, reply.status, reply.body, headers);
+  };
+  if (req.complete || req.readableEnded) {
+    send();
+  } else if (Number(req.headers['content-length'] ?? 0) > DRAIN_LIMIT_BYTES) {
+    headers.Connection = 'close';
+    send();
+  } else {
+    let drained = 0;
+    const giveUp = () => {
       headers.Connection = 'close';
-    } else {
-      let drained = 0;
-      req.on('data', (chunk: Buffer) => {
-        drained += chunk.length;
-        if (drained > DRAIN_LIMIT) req.socket.destroy();
-      });
-      req.resume();
-    }
+      send();
+    };
+    const timer = setTimeout(giveUp, DRAIN_LIMIT_MS).unref();
+    req.on('data', (chunk: Buffer) => {
+      drained += chunk.length;
+      if (drained > DRAIN_LIMIT_BYTES) giveUp();
+    });
+    req.once('end', send);
+    req.once('close', () => clearTimeout(timer));
+    req.resume();
   }
-  sendJson(res, reply.status, reply.body, headers);
   return reply;
 }

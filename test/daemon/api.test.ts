@@ -4,6 +4,7 @@
 import { test, describe, after, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
 import { connect } from 'node:net';
 import { release } from 'node:os';
 import { join } from 'node:path';
@@ -245,6 +246,46 @@ describe('bad requests get 4xx and change nothing', () => {
     const chunks = Array.from({ length: 40 }, () => Buffer.alloc(4096, 0x20));
     await refused('chunked', 'POST', '/v1/cgroups/freeze', { chunks, headers: { 'Content-Type': 'application/json' } }, 413, /limit/);
     await refused('huge announced', 'POST', '/v1/cgroups/freeze', { body: '{}', headers: { 'Content-Length': 1 << 30 } }, 413, /larger than/);
+  });
+
+  test("Node's own HTTP client gets the 413 for a body of megabytes, never a broken pipe", async () => {
+    // A client that writes its whole body before it reads (Node's http, most libraries) sees EPIPE
+    // instead of our answer if agentd closes while the body is still arriving. Each request counts
+    // as done once the answer is read and the body fully written, so a late EPIPE fails it too.
+    const post = (body: string) =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        let answer: { status: number; text: string } | undefined;
+        let written = false;
+        const settle = () => answer && written && resolve(answer);
+        const req = httpRequest(
+          { socketPath: agent.socket, method: 'POST', path: '/v1/cgroups/freeze', agent: false, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } },
+          (res) => {
+            let text = '';
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => (text += chunk));
+            res.on('end', () => {
+              answer = { status: res.statusCode ?? 0, text };
+              settle();
+            });
+          },
+        );
+        req.on('error', reject);
+        req.end(body, () => {
+          written = true;
+          settle();
+        });
+      });
+    for (const megabytes of [1.5, 6]) {
+      const body = JSON.stringify({ cgroup: cgroup.path, pad: 'x'.repeat(megabytes * 1024 * 1024) });
+      for (let attempt = 1; attempt <= 12; attempt++) {
+        const before = snapshot(cgroup);
+        const reply = await post(body).catch((err: Error) => err);
+        assert.ok(!(reply instanceof Error), `${megabytes} MB body, attempt ${attempt}: ${String(reply)}`);
+        assert.equal(reply.status, 413, `${megabytes} MB body, attempt ${attempt}`);
+        assert.match(reply.text, /larger than the 65536-byte limit/);
+        assert.deepEqual(snapshot(cgroup), before);
+      }
+    }
   });
 
   test('malformed HTTP and oversized headers get a JSON 4xx; the agent keeps serving', async () => {
