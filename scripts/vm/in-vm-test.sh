@@ -27,11 +27,15 @@ set -euo pipefail
 DEFAULT_SUBSET=(
   dist/test/cgroup/freezer.test.js
   dist/test/cgroup/resolve.test.js
+  dist/test/lock/lock-file.test.js
+  dist/test/lock/checkpointing.test.js
+  dist/test/lock/processes.test.js
   dist/test/criu/dump-restore.test.js
   dist/test/checkpoint/checkpoint.test.js
   dist/test/checkpoint/failures.test.js
   dist/test/daemon/api.test.js
   dist/test/daemon/checkpoint.test.js
+  dist/test/cli/agentctl.test.js
 )
 
 cd "$(dirname "$0")/../.."
@@ -88,16 +92,6 @@ export AGENTD_TEST_HIERARCHIES
 echo "in-vm-test: kernel $(uname -r); cgroup mode $mode (cgroup2 at ${v2_at/#-/none}, v1 freezer at ${v1_freezer_at/#-/none}); AGENTD_TEST_HIERARCHIES=$AGENTD_TEST_HIERARCHIES"
 if [ -n "$expect" ] && [ "$expect" != "$mode" ]; then
   fail "this machine was meant to come up in cgroup mode $expect but is $mode (cgroup options on the kernel command line: $(grep -o 'systemd\.[a-z_]*cgroup[a-z_]*=[^ ]*' /proc/cmdline | tr '\n' ' '))"
-fi
-
-# The tests expect to start in the cgroup2 root, as they do on a host without systemd (CI's): one
-# asserts it (test/cgroup/freezer.test.ts, "freezing the cgroup agentd itself runs in is refused",
-# `0::/` in /proc/self/cgroup). Under systemd this script runs in a service's or a session's cgroup,
-# so move it (and so every test process it starts) to the root first, and say so.
-if [ "$v2_at" != - ] && ! grep -qx '0::/' /proc/self/cgroup; then
-  from=$(sed -n 's/^0:://p' /proc/self/cgroup)
-  echo $$ >"$v2_at/cgroup.procs" || fail "cannot move this script from cgroup2 $from to the root"
-  echo "in-vm-test: moved the test runner from cgroup2 $from to the cgroup2 root, where the tests expect to start"
 fi
 
 if criu_out=$(criu check 2>&1); then

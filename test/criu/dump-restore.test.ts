@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isAgentError } from '../../src/errors/index.js';
 import { findCriu, readDumpStats, readRestoreStats, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
-import { Cleanup, hierarchyRoot, sleep, startCounter, TestCgroup, waitGone, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
+import { Cleanup, sleep, startCounter, TestCgroup, waitGone, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
+import { HIERARCHIES, unavailable } from '../helpers/lab.js';
 
 const TIMEOUT_MS = 60_000;
 
@@ -16,8 +17,8 @@ function cgroupOf(pid: number, h: Hierarchy): string | undefined {
   return line?.slice(line.indexOf(':', line.indexOf(':') + 1) + 1);
 }
 
-for (const h of ['v1', 'v2'] as const) {
-  describe(`CRIU dump and restore, cgroup ${h}`, { skip: hierarchyRoot(h) ? false : `no ${h} hierarchy here` }, () => {
+for (const h of HIERARCHIES) {
+  describe(`CRIU dump and restore, cgroup ${h}`, { skip: unavailable(h) }, () => {
     const cleanup = new Cleanup();
     let criu: CriuInfo;
     let cg: TestCgroup;

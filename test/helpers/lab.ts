@@ -37,13 +37,28 @@ export function processState(pid: number): string | undefined {
 export const HIERARCHIES: readonly Hierarchy[] = ['v1', 'v2'];
 
 /**
- * Why a hierarchy cannot be tested on this host (a pure v2 host has no v1 freezer, a legacy one no
- * cgroup2), or false when it can. Pass it as a suite's `skip` option so the runner shows the reason.
+ * Why a hierarchy cannot be tested here, or false when it can. Pass it as a suite's `skip` option
+ * so the runner shows the reason.
+ *
+ * Without AGENTD_TEST_HIERARCHIES a hierarchy this host lacks is skipped (a pure v2 host has no v1
+ * freezer, a legacy one no cgroup2). The in-VM entry point sets it to the hierarchies the machine
+ * must have (`v2`, `v1` or `v1,v2`): an unlisted hierarchy is skipped, and a listed one that is not
+ * mounted throws, so a guest that came up in the wrong layout fails instead of skipping quietly.
  */
 export function unavailable(hierarchy: Hierarchy): string | false {
   const mounts = discoverMounts();
   const mounted = hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;
-  return mounted ? false : `this host (cgroup mode ${mounts.mode}) has no ${hierarchy === 'v1' ? 'v1 freezer' : 'cgroup2'} hierarchy`;
+  const what = hierarchy === 'v1' ? 'v1 freezer' : 'cgroup2';
+  const expected = process.env.AGENTD_TEST_HIERARCHIES;
+  if (expected !== undefined && expected !== '') {
+    const listed = expected.split(',').map((h) => h.trim());
+    if (!listed.includes(hierarchy)) return `AGENTD_TEST_HIERARCHIES=${expected} leaves out ${hierarchy}`;
+    if (!mounted) {
+      throw new Error(`AGENTD_TEST_HIERARCHIES=${expected} lists ${hierarchy}, but this host (cgroup mode ${mounts.mode}) has no ${what} hierarchy`);
+    }
+    return false;
+  }
+  return mounted ? false : `this host (cgroup mode ${mounts.mode}) has no ${what} hierarchy`;
 }
 
 /** Of the hierarchies, the first this host has: for tests that need one, whichever it is. */
@@ -141,6 +156,20 @@ export class Lab {
       const pids = this.pidsOf(cgroup);
       if (pids.length >= count) return pids;
       if (Date.now() > deadline) throw new Error(`cgroup ${cgroup.path} has ${pids.length} processes, expected ${count}`);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  }
+
+  /**
+   * Kills every process in the cgroup (all started by this lab) and waits until it is empty, for
+   * tests whose workload must not outlive them (a forking workload would load the rest of the run).
+   */
+  async killIn(cgroup: TestCgroup, timeoutMs = 10_000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      this.emptyCgroup(cgroup);
+      if (!existsSync(cgroup.dir) || this.pidsOf(cgroup).length === 0) return;
+      if (Date.now() > deadline) throw new Error(`cgroup ${cgroup.path} still has processes ${this.pidsOf(cgroup).join(' ')} after SIGKILL`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl, type LockHolder } from '../../src/lock/index.js';
-import { Lab, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
+import { HIERARCHIES, Lab, processState, sleepSync, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
 import { busy, flockFree, kernelState, makeControl, refOf, sleep, waitForCounter, waitForKernel, writeKernel } from './helpers.js';
 
 const lab = new Lab('lock-ckpt');
@@ -27,8 +27,8 @@ async function workloadCgroup(hierarchy: Hierarchy, name: string): Promise<{ cgr
 
 const SINCE = String.raw`since \d\d:\d\d:\d\d`;
 
-for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
-  describe(`CHECKPOINTING on ${hierarchy}`, () => {
+for (const hierarchy of HIERARCHIES) {
+  describe(`CHECKPOINTING on ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('1. begins only from FROZEN: THAWED is refused with EBUSY, FROZEN is accepted', async () => {
       const { cgroup } = await workloadCgroup(hierarchy, 'only-from-frozen');
       const control = makeControl(lab);

@@ -10,7 +10,7 @@ import type { CgroupRef, Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { lockFileName } from '../../src/lock/lock-name.js';
-import { Lab } from '../helpers/lab.js';
+import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
 import { busy, flockFree, kernelState, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-file');
@@ -72,8 +72,8 @@ describe('lock file names', () => {
   });
 });
 
-for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
-  describe(`lock files on ${hierarchy}`, () => {
+for (const hierarchy of HIERARCHIES) {
+  describe(`lock files on ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('8b. a cgroup with a nasty real name gets its own lock file; directories are created 0700; the record says who holds it', async () => {
       const cgroup = lab.cgroup(hierarchy, 'we%ird name-ünï');
       const control = makeControl(lab);

@@ -6,8 +6,7 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
-import type { Hierarchy } from '../../src/cgroup/index.js';
-import { Lab } from '../helpers/lab.js';
+import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
 import { CONTENDER, flockFree, holdWithShellTool, kernelState, killAndWait, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-procs');
@@ -61,8 +60,8 @@ function exited(child: ChildProcess): Promise<void> {
   return new Promise((resolve) => child.once('exit', () => resolve()));
 }
 
-for (const hierarchy of ['v1', 'v2'] as Hierarchy[]) {
-  describe(`the lock across processes on ${hierarchy}`, () => {
+for (const hierarchy of HIERARCHIES) {
+  describe(`the lock across processes on ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test(`3. ${CONTENDERS} processes race for one checkpoint: exactly one wins, every other gets EBUSY`, async () => {
       const cgroup = lab.cgroup(hierarchy, 'race');
       lab.spawnIn(cgroup, 'sleep', ['100000']);
