@@ -2,7 +2,7 @@
 // agentd on a temporary socket: every command, v1 and v2, --json shapes, the exit code of each error
 // code, the stderr line, help and completion, and live progress on a terminal only.
 
-import { test, describe, after, before } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
@@ -10,21 +10,13 @@ import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { HIERARCHIES, Lab, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
+import { HIERARCHIES, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
 import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
-import { AGENTCTL, agentctl, api, startAgent, type Agent, type CliResult } from '../daemon/agent.js';
+import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
-const lab = new Lab('cli');
-let agent: Agent;
-before(async () => {
-  agent = await startAgent(lab);
-});
-after(async () => {
-  await agent?.stop();
-  await lab.cleanup();
-});
+const { lab, agent } = withAgent('cli');
 
 const ctl = (...args: string[]) => agentctl(['--socket', agent.socket, ...args]);
 

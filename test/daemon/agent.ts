@@ -5,7 +5,8 @@ import { spawn, type ChildProcess, type SpawnOptions } from 'node:child_process'
 import { chmodSync, existsSync, mkdirSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
-import { REPO_ROOT, type Lab } from '../helpers/lab.js';
+import { after, before } from 'node:test';
+import { Lab, REPO_ROOT } from '../helpers/lab.js';
 
 export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
 export const AGENTCTL = join(REPO_ROOT, 'bin', 'agentctl');
@@ -73,6 +74,36 @@ export async function startAgent(lab: Lab, options: AgentOptions = {}): Promise<
   };
   if (options.waitReady !== false) await waitHealthy(agent);
   return agent;
+}
+
+/**
+ * One agent shared by all tests of a file: the file's Lab, an agent started in `before` and
+ * stopped in `after` (also when a test failed, and before the lab removes its cgroups, which the
+ * agent may still hold). Tests are defined before any hook runs, so the agent is returned as a
+ * stand-in that reaches the started agent at each use; using it outside the tests (at load time)
+ * throws rather than reading from an agent that does not exist yet.
+ */
+export function withAgent(label: string, options: AgentOptions = {}): { lab: Lab; agent: Agent } {
+  const lab = new Lab(label);
+  let started: Agent | undefined;
+  before(async () => {
+    started = await startAgent(lab, options);
+  });
+  after(async () => {
+    await started?.stop();
+    await lab.cleanup();
+  });
+  const current = (): Agent => {
+    if (!started) throw new Error(`the agent of ${label} is used before its before() hook started it`);
+    return started;
+  };
+  const agent = new Proxy({} as Agent, {
+    get: (_, key) => Reflect.get(current(), key),
+    has: (_, key) => Reflect.has(current(), key),
+    ownKeys: () => Reflect.ownKeys(current()),
+    getOwnPropertyDescriptor: (_, key) => Reflect.getOwnPropertyDescriptor(current(), key),
+  });
+  return { lab, agent };
 }
 
 export async function waitHealthy(agent: Agent, timeoutMs = 20_000): Promise<void> {

@@ -1,7 +1,7 @@
 // The HTTP API of a real agentd on a temporary socket, over raw HTTP: discovery, the freezer routes on
 // real v1 and v2 cgroups, error codes and their statuses, and bad requests that change nothing.
 
-import { test, describe, after, before } from 'node:test';
+import { test, describe, before } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readdirSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
@@ -12,19 +12,11 @@ import { resolveCgroup } from '../../src/cgroup/index.js';
 import { HTTP_STATUS } from '../../src/daemon/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { HIERARCHIES, Lab, anyHierarchy, unavailable, type TestCgroup } from '../helpers/lab.js';
+import { HIERARCHIES, anyHierarchy, unavailable, type TestCgroup } from '../helpers/lab.js';
 import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
-import { api, startAgent, type Agent } from './agent.js';
+import { api, withAgent } from './agent.js';
 
-const lab = new Lab('daemon-api');
-let agent: Agent;
-before(async () => {
-  agent = await startAgent(lab);
-});
-after(async () => {
-  await agent?.stop();
-  await lab.cleanup();
-});
+const { lab, agent } = withAgent('daemon-api');
 
 function lockFiles(): string[] {
   const dir = join(agent.runDir, 'locks');

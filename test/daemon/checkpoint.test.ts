@@ -3,7 +3,7 @@
 // cancellation: SIGTERM during a checkpoint, or a client that hangs up, puts the cgroup back as it
 // was, releases the lock, leaves no good-looking image, and (SIGTERM) the agent exits 0.
 
-import { test, describe, after, before } from 'node:test';
+import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync } from 'node:fs';
@@ -11,20 +11,12 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { CGEXEC, FIXTURES, HIERARCHIES, Lab, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
+import { CGEXEC, FIXTURES, HIERARCHIES, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
 import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
-import { api, ndjson, startAgent, type Agent } from './agent.js';
+import { api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
 
-const lab = new Lab('daemon-ckpt');
-let agent: Agent;
-before(async () => {
-  agent = await startAgent(lab);
-});
-after(async () => {
-  await agent?.stop();
-  await lab.cleanup();
-});
+const { lab, agent } = withAgent('daemon-ckpt');
 
 function lockFileOf(a: Agent, cgroup: TestCgroup): string {
   return new CgroupControl({ runDir: a.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: cgroup.hierarchy }));

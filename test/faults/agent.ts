@@ -7,10 +7,10 @@ import { existsSync, mkdirSync } from 'node:fs';
 import { request } from 'node:http';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import { AGENTCTL, AGENTD } from '../daemon/agent.js';
 import { REPO_ROOT, type Lab } from '../helpers/lab.js';
 
-export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
-export const AGENTCTL = join(REPO_ROOT, 'bin', 'agentctl');
+export { AGENTCTL, AGENTD };
 export const FAULT_FIXTURES = join(REPO_ROOT, 'fixtures', 'faults');
 
 export interface AgentDirs {

@@ -5,30 +5,24 @@
 // many of the requests, and their kernel state, processes and lock records are compared before and
 // after. The generator is a seeded PRNG: FAULT_SEED=<seed> replays a failing run.
 
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
-import { Agent, agentDirs, killAllAgents, rawRequest, type AgentDirs } from './agent.js';
-import { auditImages, counterValue, Figures, flockFree, kernelState, killCriuUnder, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, waitFor, type Workload } from './checks.js';
+import { Agent, rawRequest, type AgentDirs } from './agent.js';
+import { auditImages, counterValue, flockFree, kernelState, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, waitFor, type Workload } from './checks.js';
+import { FaultSuite } from './suite.js';
 
-const lab = new Lab('faults-input');
-const figures = new Figures();
-const allDirs: AgentDirs[] = [];
+const suite = new FaultSuite('faults-input');
+const { lab, figures, hierarchies } = suite;
 const sentinelDirs: string[] = [];
-after(async () => {
-  await killAllAgents();
-  for (const d of allDirs) killCriuUnder(d.imagesDir);
-  // A request that got through could have made a cgroup inside a sentinel (mkdir in cgroupfs):
-  // remove such strays, or the lab could not remove the sentinel.
+// A request that got through could have made a cgroup inside a sentinel (mkdir in cgroupfs):
+// remove such strays, or the lab could not remove the sentinel.
+suite.onCleanup(() => {
   for (const dir of sentinelDirs) {
     for (const entry of readdirSync(dir, { withFileTypes: true })) if (entry.isDirectory()) rmdirSync(join(dir, entry.name));
   }
-  await lab.cleanup();
 });
-
-const hierarchies = HIERARCHIES.filter((h) => !unavailable(h));
 const REQUESTS = 1200;
 const ROUTES = ['/v1', '/v1/health', '/v1/host', '/v1/metrics', '/v1/cgroups/state', '/v1/cgroups/freeze', '/v1/cgroups/thaw', '/v1/checkpoints'];
 
@@ -312,8 +306,7 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
     ];
     const ctx: Context = { sentinels, symlinks, badImageDirs };
 
-    const dirs = agentDirs(lab, 'input');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('input');
     const agent = await Agent.start(lab, dirs);
     // One good checkpoint beforehand: bad ids and deletes must leave it alone.
     const running = sentinels.find((w) => kernelState(w.cgroup) === 'THAWED')!;

@@ -11,20 +11,17 @@
 // re-freezes it after recovery thawed it, and nobody thaws it again): it waits for it, and kills
 // it if it has not finished within a grace period (a hung CRIU). The workload survives either way.
 
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
-import { Agent, agentDirs, FAULT_FIXTURES, killAllAgents, sleep, type AgentDirs, type StreamReply } from './agent.js';
+import { Agent, FAULT_FIXTURES, sleep, type StreamReply } from './agent.js';
 import {
   assertWorkloadIntact,
   auditImages,
   checkMemory,
   criuProcessesUnder,
-  Figures,
   flockFree,
-  killCriuUnder,
   lockFileOf,
   lockRecord,
   lostProcesses,
@@ -37,17 +34,10 @@ import {
   whenCriuRuns,
   type Workload,
 } from './checks.js';
+import { FaultSuite } from './suite.js';
 
-const lab = new Lab('faults-crash');
-const figures = new Figures();
-const allDirs: AgentDirs[] = [];
-after(async () => {
-  await killAllAgents();
-  for (const d of allDirs) killCriuUnder(d.imagesDir);
-  await lab.cleanup();
-});
-
-const hierarchies = HIERARCHIES.filter((h) => !unavailable(h));
+const suite = new FaultSuite('faults-crash');
+const { lab, figures, hierarchies } = suite;
 const MIN_KILLS_IN_WINDOW = 20;
 const MIN_RUNS = 24;
 const MAX_RUNS = 40;
@@ -125,8 +115,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     const seed = seedFromEnv();
     t.diagnostic(`seed ${seed} (FAULT_SEED=${seed} replays the same choices)`);
     const random = prng(seed);
-    const dirs = agentDirs(lab, 'crash');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('crash');
     const phases = new Map<string, number>();
     let orphansSeen = 0;
     let killsInWindow = 0;
@@ -229,8 +218,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
 
   test('an orphaned CRIU finishes on its own: the cgroup ends FROZEN, nothing is lost, and a restart puts it back', async (t) => {
     const w = workloads[0];
-    const dirs = agentDirs(lab, 'orphan-finishes');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('orphan-finishes');
     const agent = await Agent.start(lab, dirs);
     await setKernel(w.cgroup, 'THAWED');
     let killing: Promise<number[]> | undefined;
@@ -265,8 +253,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
 
   test('agentd restarted while its orphaned CRIU still dumps: recovery waits for it, then returns the cgroup to its prior state', async (t) => {
     const w = workloads[workloads.length - 1];
-    const dirs = agentDirs(lab, 'orphan-restart');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('orphan-restart');
     const agent = await Agent.start(lab, dirs);
     await setKernel(w.cgroup, 'THAWED');
     // The orphan is held with SIGSTOP (as a slow dump of a big workload would hold it) while the
@@ -307,8 +294,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     // The real CRIU cannot be made to hang on demand; fixtures/faults/fake-criu.sh answers
     // --version and check like CRIU 4.1.1, then sleeps forever in `dump`.
     const w = workloads[0];
-    const dirs = agentDirs(lab, 'orphan-hung');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('orphan-hung');
     const criu = join(FAULT_FIXTURES, 'fake-criu.sh');
     const env = { FAKE_CRIU_DUMP: 'hang' };
     const agent = await Agent.start(lab, dirs, { criu, env });

@@ -4,21 +4,19 @@
 // the cgroup is back in its prior state with every process alive, the error is clear, nothing that
 // looks like a good image is left, no CRIU process is left behind, and agentd keeps serving.
 
-import { after, before, describe, test } from 'node:test';
+import { before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { HIERARCHIES, Lab, unavailable, workload } from '../helpers/lab.js';
-import { Agent, agentDirs, FAULT_FIXTURES, killAllAgents, type AgentDirs, type StreamReply } from './agent.js';
+import { workload } from '../helpers/lab.js';
+import { Agent, FAULT_FIXTURES, type StreamReply } from './agent.js';
 import {
   assertWorkloadIntact,
   auditImages,
   checkMemory,
   criuProcessesUnder,
-  Figures,
   flockFree,
-  killCriuUnder,
   lockFileOf,
   lostProcesses,
   prng,
@@ -30,19 +28,14 @@ import {
   whenCriuRuns,
   type Workload,
 } from './checks.js';
+import { FaultSuite } from './suite.js';
 
-const lab = new Lab('faults-criu');
-const figures = new Figures();
-const allDirs: AgentDirs[] = [];
+const suite = new FaultSuite('faults-criu');
+const { lab, figures, hierarchies } = suite;
 const mounts: string[] = [];
-after(async () => {
-  await killAllAgents();
-  for (const d of allDirs) killCriuUnder(d.imagesDir);
+suite.onCleanup(() => {
   for (const dir of mounts.splice(0)) execFileSync('umount', ['-l', dir]);
-  await lab.cleanup();
 });
-
-const hierarchies = HIERARCHIES.filter((h) => !unavailable(h));
 const FAKE_CRIU = join(FAULT_FIXTURES, 'fake-criu.sh');
 
 /** Processes of a process group (CRIU and what it forked), read from /proc. */
@@ -131,8 +124,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
   let agent: Agent;
   before(async () => {
     for (const h of hierarchies) workloads.set(h, await startWorkload(lab, h, `criu-${h}`, { children: 1, memoryMiB: 24 }));
-    const dirs = agentDirs(lab, 'real');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('real');
     agent = await Agent.start(lab, dirs);
   });
 
@@ -224,8 +216,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
   });
 
   test('a stand-in CRIU exits 1 after writing half an image: listed as failed, never shown or restored as good', async () => {
-    const dirs = agentDirs(lab, 'fake-fail');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('fake-fail');
     const fake = await Agent.start(lab, dirs, { criu: FAKE_CRIU, env: { FAKE_CRIU_DUMP: 'fail' } });
     for (const w of workloads.values()) {
       for (const prior of ['THAWED', 'FROZEN'] as const) {
@@ -262,8 +253,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     const w = workloads.get(hierarchies[0])!;
 
     const tiny = tmpfs(1);
-    const dirs1 = { ...agentDirs(lab, 'tiny'), imagesDir: tiny };
-    allDirs.push(dirs1);
+    const dirs1 = suite.agentDirs('tiny', { imagesDir: tiny });
     const small = await Agent.start(lab, dirs1);
     for (const prior of ['THAWED', 'FROZEN'] as const) {
       await setKernel(w.cgroup, prior);
@@ -279,8 +269,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
 
     // Room for the preflight's estimate; filled with ballast the moment the cgroup is locked.
     const images = tmpfs(512);
-    const dirs2 = { ...agentDirs(lab, 'fills'), imagesDir: images };
-    allDirs.push(dirs2);
+    const dirs2 = suite.agentDirs('fills', { imagesDir: images });
     const filling = await Agent.start(lab, dirs2);
     const ballast = join(images, 'ballast');
     for (const prior of ['THAWED', 'FROZEN'] as const) {
@@ -310,8 +299,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
   });
 
   test('CRIU hangs (a stand-in that never returns): ETIMEDOUT at the request\'s limit, CRIU and its children killed, cgroup back to prior', async (t) => {
-    const dirs = agentDirs(lab, 'fake-hang');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('fake-hang');
     const hung = await Agent.start(lab, dirs, { criu: FAKE_CRIU, env: { FAKE_CRIU_DUMP: 'hang' } });
     for (const w of workloads.values()) {
       for (const prior of ['THAWED', 'FROZEN'] as const) {

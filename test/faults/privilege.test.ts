@@ -4,25 +4,17 @@
 // lock directory or an image directory would go is never followed: its target is untouched and
 // the error says why.
 
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
-import { Agent, AGENTCTL, agentDirs, killAllAgents, type AgentDirs } from './agent.js';
-import { auditImages, Figures, kernelState, killCriuUnder, lockFileOf, setKernel, startWorkload, type Workload } from './checks.js';
+import { Agent, AGENTCTL, type AgentDirs } from './agent.js';
+import { auditImages, kernelState, lockFileOf, setKernel, startWorkload, type Workload } from './checks.js';
+import { FaultSuite } from './suite.js';
 
-const lab = new Lab('faults-priv');
-const figures = new Figures();
-const allDirs: AgentDirs[] = [];
-after(async () => {
-  await killAllAgents();
-  for (const d of allDirs) killCriuUnder(d.imagesDir);
-  await lab.cleanup();
-});
-
-const hierarchies = HIERARCHIES.filter((h) => !unavailable(h));
+const suite = new FaultSuite('faults-priv');
+const { lab, figures, hierarchies } = suite;
 const NOBODY = ['--reuid=nobody', '--regid=nogroup', '--clear-groups'];
 
 /** Runs a command as nobody:nogroup with no supplementary groups. */
@@ -33,9 +25,8 @@ function asNobody(command: string, args: string[]): { status: number | null; std
 
 /** Dirs under a temporary base that anyone may traverse, so that only the modes under test protect. */
 function openDirs(label: string): AgentDirs {
-  const dirs = agentDirs(lab, label);
+  const dirs = suite.agentDirs(label);
   chmodSync(dirname(dirs.socket), 0o755);
-  allDirs.push(dirs);
   return dirs;
 }
 

@@ -5,21 +5,19 @@
 // checkpoint holds the lock; a cgroup whose processes fork all the time is either dumped whole or
 // fails cleanly, back in its prior state.
 
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { HIERARCHIES, Lab, processState, unavailable, workload } from '../helpers/lab.js';
-import { Agent, AGENTCTL, agentDirs, killAllAgents, type AgentDirs, type Reply } from './agent.js';
+import { processState, workload } from '../helpers/lab.js';
+import { Agent, AGENTCTL, type Reply } from './agent.js';
 import {
   assertWorkloadIntact,
   auditImages,
   counterValue,
-  Figures,
   flockFree,
   kernelState,
-  killCriuUnder,
   lockFileOf,
   lostProcesses,
   setKernel,
@@ -28,19 +26,14 @@ import {
   waitFor,
 } from './checks.js';
 import { Gate } from './gate.js';
+import { FaultSuite } from './suite.js';
 
-const lab = new Lab('faults-races');
-const figures = new Figures();
-const allDirs: AgentDirs[] = [];
+const suite = new FaultSuite('faults-races');
+const { lab, figures, hierarchies } = suite;
 const gates: Gate[] = [];
-after(async () => {
+suite.onCleanup(async () => {
   for (const gate of gates) await gate.close();
-  await killAllAgents();
-  for (const d of allDirs) killCriuUnder(d.imagesDir);
-  await lab.cleanup();
-});
-
-const hierarchies = HIERARCHIES.filter((h) => !unavailable(h));
+}, 'before-agents');
 
 /** Runs a command to its end (tracked by the lab, so a stuck one is killed at cleanup). */
 function run(command: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -67,8 +60,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
   for (const h of hierarchies) {
     test(`${h}: 20 agentctl checkpoints of one cgroup at the same instant, through two agentds on one run dir: exactly one wins, 19 EBUSY`, async (t) => {
       const w = await startWorkload(lab, h, `race-${h}`, { children: 1, memoryMiB: 24 });
-      const dirs = agentDirs(lab, `race-${h}`);
-      allDirs.push(dirs);
+      const dirs = suite.agentDirs(`race-${h}`);
       const a = await Agent.start(lab, dirs);
       const b = await Agent.start(lab, { ...dirs, socket: join(dirs.socket, '..', 'second.sock') });
       // Each agentd checks CRIU once, at its first checkpoint: do that now, on an empty cgroup (ESRCH),
@@ -115,8 +107,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     lab.spawnIn(w0.cgroup, workload('counter-tree.pl'), [second, '0']);
     await waitFor('the second tree to count', () => counterValue(join(second, 'root')) > 0);
     const w = { ...w0, pids: lab.pidsOf(w0.cgroup), counters: [...w0.counters, join(second, 'root')] };
-    const dirs = agentDirs(lab, `storm-${h}`);
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs(`storm-${h}`);
     const agent = await Agent.start(lab, dirs);
     const lockFile = lockFileOf(dirs.runDir, w.cgroup);
     // A sample reads several files one after the other: the kernel state is read before and after the
@@ -186,8 +177,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
       const cgroup = lab.cgroup(h, `forker-${h}`);
       lab.spawnIn(cgroup, workload('forker.sh'));
       const [root] = await lab.waitForProcesses(cgroup, 1);
-      const dirs = agentDirs(lab, `forker-${h}`);
-      allDirs.push(dirs);
+      const dirs = suite.agentDirs(`forker-${h}`);
       const agent = await Agent.start(lab, dirs);
       const outcomes: string[] = [];
       for (let i = 0; i < 3; i++) {
@@ -228,8 +218,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     // The running checkpoint's lock is held and its .partial-* directory is being written: not leftovers.
     const h = hierarchies[0];
     const w = await startWorkload(lab, h, 'second-agent', { children: 1, memoryMiB: 96 });
-    const dirs = agentDirs(lab, 'second-agent');
-    allDirs.push(dirs);
+    const dirs = suite.agentDirs('second-agent');
     const first = await Agent.start(lab, dirs);
     let second: Promise<Agent> | undefined;
     const reply = await first.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: h }, (e) => {
