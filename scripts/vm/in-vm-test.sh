@@ -35,7 +35,6 @@ DEFAULT_SUBSET=(
   dist/test/checkpoint/failures.test.js
   dist/test/daemon/api.test.js
   dist/test/daemon/checkpoint.test.js
-  dist/test/cli/agentctl.test.js
 )
 
 cd "$(dirname "$0")/../.."

@@ -106,7 +106,9 @@ export function withAgent(label: string, options: AgentOptions = {}): { lab: Lab
   return { lab, agent };
 }
 
-export async function waitHealthy(agent: Agent, timeoutMs = 20_000): Promise<void> {
+// A limit on waiting, not a timing assertion: under software emulation (the VM suite) an agent
+// start that probes a missing CRIU took over 20 s.
+export async function waitHealthy(agent: Agent, timeoutMs = 90_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let exitedWith: number | string | undefined;
   void agent.exited.then((code) => (exitedWith = code));
