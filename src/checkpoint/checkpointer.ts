@@ -4,7 +4,8 @@
 import { requireWorkingCriu, type CriuInfo } from '../criu/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
-import { checkId, ImageStore } from './image-store.js';
+import { byCreation, checkId } from './image-store.js';
+import { ImageRoots } from './image-roots.js';
 import { runCheckpoint } from './dump-flow.js';
 import { runRestore, type RestoreHooks } from './restore-flow.js';
 import { recover } from './recovery.js';
@@ -24,19 +25,21 @@ export const DEFAULT_IMAGES_DIR = '/var/lib/agentd/checkpoints';
 export interface CheckpointerOptions {
   readonly control: CgroupControl;
   readonly imagesDir?: string;
+  /** More directories a checkpoint request may name as its `imagesDir` (the agent's own always may). */
+  readonly allowedImagesDirs?: readonly string[];
   /** The criu binary; default: found on PATH and in the sbin directories. */
   readonly criuPath?: string;
 }
 
 export class Checkpointer {
   readonly control: CgroupControl;
-  readonly store: ImageStore;
+  private readonly roots: ImageRoots;
   private readonly criuPath?: string;
   private criuInfo: Promise<CriuInfo> | undefined;
 
   constructor(options: CheckpointerOptions) {
     this.control = options.control;
-    this.store = new ImageStore(options.imagesDir ?? DEFAULT_IMAGES_DIR);
+    this.roots = new ImageRoots(options.imagesDir ?? DEFAULT_IMAGES_DIR, options.allowedImagesDirs);
     this.criuPath = options.criuPath;
   }
 
@@ -50,41 +53,51 @@ export class Checkpointer {
     return this.criuInfo;
   }
 
+  /** Every directory a checkpoint may be written to: the agent's own first, then the allowed ones. */
+  get imageRoots(): readonly string[] {
+    return this.roots.paths;
+  }
+
+  /**
+   * Refuses (EACCES) an `imagesDir` that is not one of the image roots. checkpoint() checks it
+   * first too; this lets a caller refuse the request before it starts anything (a progress stream).
+   */
+  checkImagesDir(imagesDir: string | undefined): void {
+    if (imagesDir !== undefined) this.roots.named(imagesDir);
+  }
+
   async checkpoint(ref: CgroupRef, options: CheckpointOptions = {}, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
+    const store = options.imagesDir === undefined ? this.roots.own : this.roots.named(options.imagesDir);
     const criu = await this.criu();
-    const store = options.imagesDir ? new ImageStore(options.imagesDir) : this.store;
     return runCheckpoint({ control: this.control, store, criu }, ref, options, hooks);
   }
 
   async restore(id: string, options: RestoreOptions = {}, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
-    checkId(id);
-    this.store.ensureRoot();
+    const store = this.roots.holding(checkId(id));
     const criu = await this.criu();
-    return runRestore({ control: this.control, store: this.store, criu }, id, options, hooks);
+    return runRestore({ control: this.control, store, criu }, id, options, hooks);
   }
 
-  // Every use of the store checks its root first (ensureRoot): images are never listed, shown or
-  // restored (as root) from a directory others could have written to, where anyone could plant one.
+  // Every use of a root checks it first (ensureRoot): images are never listed, shown or restored
+  // (as root) from a directory others could have written to, where anyone could plant one.
 
   list(): CheckpointListing[] {
-    this.store.ensureRoot();
-    return this.store.list();
+    return this.roots
+      .present()
+      .flatMap((store) => store.list())
+      .sort(byCreation);
   }
 
   show(id: string): Manifest {
-    checkId(id);
-    this.store.ensureRoot();
-    return this.store.readManifest(id);
+    return this.roots.holding(checkId(id)).readManifest(id);
   }
 
   delete(id: string): void {
-    checkId(id);
-    this.store.ensureRoot();
-    this.store.delete(id);
+    this.roots.holding(checkId(id)).delete(id);
   }
 
-  /** For a freshly started agent: what a crashed one left, put right. */
+  /** For a freshly started agent: what a crashed one left, in every image root, put right. */
   recover(): Promise<RecoveryReport> {
-    return recover(this.control, this.store);
+    return recover(this.control, this.roots.stores);
   }
 }

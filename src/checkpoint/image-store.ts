@@ -42,6 +42,11 @@ export function checkId(id: unknown): string {
   return id;
 }
 
+/** Listing order: oldest first, failed ones (no date) before them, then by id. */
+export function byCreation(a: CheckpointListing, b: CheckpointListing): number {
+  return (a.createdAt ?? '').localeCompare(b.createdAt ?? '') || a.id.localeCompare(b.id);
+}
+
 export class ImageStore {
   constructor(readonly root: string) {}
 
@@ -55,6 +60,26 @@ export class ImageStore {
       if (errno === 'ENAMETOOLONG' || errno === 'ELOOP') throw new AgentError('EINVAL', `cannot create image directory ${this.root}: ${errno}`, { cause: err });
       throw fromSystemError(err, `cannot create image directory ${this.root}`);
     }
+  }
+
+  /**
+   * Whether anything may be at the root's path: a missing root (or one the filesystem cannot name)
+   * holds no checkpoints; it is made on first use. Anything else (a symlink loop...) is left to
+   * ensureRoot to name.
+   */
+  exists(): boolean {
+    try {
+      lstatSync(this.root);
+      return true;
+    } catch (err) {
+      return !['ENOENT', 'ENOTDIR', 'ENAMETOOLONG'].includes(systemErrno(err) ?? '');
+    }
+  }
+
+  /** Whether this root holds checkpoint `id`, good or failed. */
+  has(id: string): boolean {
+    const dir = this.finalDir(id);
+    return existsSync(dir) || existsSync(dir + FAILED_SUFFIX);
   }
 
   freeBytes(): number {
@@ -139,7 +164,7 @@ export class ImageStore {
         listings.push({ id: name, dir, status: 'failed' });
       }
     }
-    return listings.sort((a, b) => (a.createdAt ?? '').localeCompare(b.createdAt ?? '') || a.id.localeCompare(b.id));
+    return listings.sort(byCreation);
   }
 
   readManifest(id: string): Manifest {

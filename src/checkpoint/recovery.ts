@@ -1,6 +1,7 @@
 // What an agent that died mid-operation left behind, found when the next one starts: lock files
 // nobody holds whose record is not finished (the kernel dropped the flock with the dead holder),
-// and `.partial-*` image directories. Cgroups go back to the state the record says they had.
+// and `.partial-*` image directories (in every image root). Cgroups go back to the state the record
+// says they had.
 
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -51,7 +52,26 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<F
   }
 }
 
-export async function recover(control: CgroupControl, store: ImageStore): Promise<RecoveryReport> {
+/**
+ * The `.partial-*` directories of every image root that exists and passes its check (ensureRoot):
+ * a root others may write to is not cleaned as root (anyone could have planted what is there).
+ */
+function leftoverPartials(stores: readonly ImageStore[]): { partials: string[]; skipped: { dir: string; reason: string }[] } {
+  const partials: string[] = [];
+  const skipped: { dir: string; reason: string }[] = [];
+  for (const store of stores) {
+    try {
+      if (!store.exists()) continue;
+      store.ensureRoot();
+      partials.push(...store.partials());
+    } catch (err) {
+      skipped.push({ dir: store.root, reason: (err as Error).message });
+    }
+  }
+  return { partials, skipped };
+}
+
+export async function recover(control: CgroupControl, stores: readonly ImageStore[]): Promise<RecoveryReport> {
   const cgroups: Found[] = [];
   for (const record of control.staleLocks()) {
     try {
@@ -64,11 +84,12 @@ export async function recover(control: CgroupControl, store: ImageStore): Promis
   // agent on the same directories): not a leftover. (The record names it in the same synchronous
   // step that makes it, so only a recovery landing between those two statements could miss it.)
   const inUse = new Set(control.heldLocks().flatMap((r) => (r.imageDir ? [resolve(r.imageDir)] : [])));
-  const removedTemporaryImages = store.partials().filter((dir) => !inUse.has(resolve(dir)));
+  const { partials, skipped } = leftoverPartials(stores);
+  const removedTemporaryImages = partials.filter((dir) => !inUse.has(resolve(dir)));
   for (const dir of removedTemporaryImages) {
     // Also a partial no record names any more (its cgroup is gone, say) may still be CRIU's.
     await endOrphanedCriu(dir);
     rmSync(dir, { recursive: true, force: true });
   }
-  return { cgroups, removedTemporaryImages };
+  return { cgroups, removedTemporaryImages, skippedImageDirs: skipped };
 }

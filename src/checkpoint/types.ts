@@ -141,4 +141,6 @@ export interface RecoveryReport {
   readonly cgroups: readonly { cgroup: string; hierarchy: Hierarchy; found: string; action: string }[];
   /** Temporary image directories removed. */
   readonly removedTemporaryImages: readonly string[];
+  /** Image roots not cleaned because they failed their check (a symlink, writable by others...). */
+  readonly skippedImageDirs: readonly { dir: string; reason: string }[];
 }

@@ -25,6 +25,8 @@ export interface DaemonOptions {
   readonly socket?: string;
   readonly runDir?: string;
   readonly imagesDir?: string;
+  /** More directories a checkpoint request may name as its `imagesDir` (`--allow-images-dir`). */
+  readonly allowedImagesDirs?: readonly string[];
   readonly criu?: string;
   readonly logLevel?: LogLevel;
   readonly logFormat?: LogFormat;
@@ -56,6 +58,7 @@ async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Pro
     const report = await checkpointer.recover();
     for (const c of report.cgroups) logger.warn('recovered a cgroup an interrupted checkpoint left', c);
     for (const dir of report.removedTemporaryImages) logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
+    for (const s of report.skippedImageDirs) logger.warn('image directory not cleaned after a previous run: it fails its check', { dir: s.dir, reason: s.reason });
   } catch (err) {
     logger.error('recovery after a previous run failed', { error: (err as Error).message });
   }
@@ -64,19 +67,25 @@ async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Pro
 export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> {
   const socket = options.socket ?? DEFAULT_SOCKET;
   const runDir = options.runDir ?? DEFAULT_RUN_DIR;
-  const imagesDir = options.imagesDir ?? DEFAULT_IMAGES_DIR;
   const logger = options.logger ?? createLogger({ level: options.logLevel, format: options.logFormat });
   const startedAt = new Date();
   const version = agentVersion();
-  logger.info('agentd starting', { version, pid: process.pid, socket, runDir, imagesDir });
+  const control = new CgroupControl({ runDir });
+  const checkpointer = new Checkpointer({
+    control,
+    imagesDir: options.imagesDir ?? DEFAULT_IMAGES_DIR,
+    allowedImagesDirs: options.allowedImagesDirs,
+    ...(options.criu ? { criuPath: options.criu } : {}),
+  });
+  const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
+  logger.info('agentd starting', { version, pid: process.pid, socket, runDir, imagesDir, allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined });
 
   const criu = await probeCriu(options.criu, logger);
-  const control = new CgroupControl({ runDir });
-  const checkpointer = new Checkpointer({ control, imagesDir, ...(options.criu ? { criuPath: options.criu } : {}) });
   await recoverLeftovers(checkpointer, logger);
 
   const operations = new Operations();
-  const host = new HostFactsSource({ version, pid: process.pid, socket, runDir, imagesDir, startedAt: startedAt.toISOString() }, criu);
+  const agent = { version, pid: process.pid, socket, runDir, imagesDir, allowedImagesDirs: [...checkpointer.imageRoots], startedAt: startedAt.toISOString() };
+  const host = new HostFactsSource(agent, criu);
   host.warm();
   let stopping: Promise<void> | undefined;
   const services: Services = {

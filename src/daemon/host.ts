@@ -20,7 +20,16 @@ export interface HostFacts {
   imagesDir: { path: string; mount?: string; filesystem?: string; sizeBytes: number; freeBytes: number; source: 'systeminformation' | 'statfs' };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
   criu: CriuFacts;
-  agent: { version: string; pid: number; socket: string; runDir: string; imagesDir: string; startedAt: string };
+  agent: {
+    version: string;
+    pid: number;
+    socket: string;
+    runDir: string;
+    imagesDir: string;
+    /** Every directory a checkpoint request may name as its `imagesDir`: imagesDir first. */
+    allowedImagesDirs: string[];
+    startedAt: string;
+  };
 }
 
 type StaticFacts = Pick<HostFacts, 'kernel' | 'distro' | 'arch' | 'hostname' | 'cpu'>;

@@ -1,6 +1,7 @@
 // bin/agentd: the agent in the foreground. Parses its options, starts, and turns SIGTERM/SIGINT into
 // a clean stop that exits 0 (systemd's `systemctl stop`, or Ctrl-C in a terminal).
 
+import { isAbsolute } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, startDaemon } from './daemon.js';
@@ -14,11 +15,23 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     .option('socket', { type: 'string', default: DEFAULT_SOCKET, describe: 'Unix socket to listen on (ignored under socket activation)' })
     .option('run-dir', { type: 'string', default: DEFAULT_RUN_DIR, describe: 'where the CHECKPOINTING lock files live' })
     .option('images-dir', { type: 'string', default: DEFAULT_IMAGES_DIR, describe: 'where checkpoint images are stored' })
+    .option('allow-images-dir', {
+      type: 'string',
+      array: true,
+      requiresArg: true,
+      describe: 'one more directory a checkpoint request may name as its images directory (repeatable; absolute)',
+    })
     .option('criu', { type: 'string', describe: 'the criu binary (default: found on PATH and in the sbin directories)' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'least severe level logged' })
     .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
+    .check((a) => {
+      const relative = (a['allow-images-dir'] ?? []).filter((dir) => !isAbsolute(dir));
+      if (relative.length > 0) throw new Error(`--allow-images-dir takes an absolute path, got ${relative.map((d) => JSON.stringify(d)).join(', ')}`);
+      return true;
+    })
     .example('$0', 'listen on /run/agentd/agentd.sock')
     .example('$0 --socket /tmp/a.sock --run-dir /tmp/a-run --images-dir /tmp/a-images', 'a second agent beside the first')
+    .example('$0 --allow-images-dir /srv/checkpoints', 'checkpoint --images-dir /srv/checkpoints is allowed too')
     .example('$0 --log-level debug --log-format json', 'log every request as JSON')
     .version(agentVersion())
     .strict()
@@ -28,7 +41,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
   const logger = createLogger({ level: args['log-level'], format: args['log-format'] });
   let daemon;
   try {
-    daemon = await startDaemon({ socket: args.socket, runDir: args['run-dir'], imagesDir: args['images-dir'], criu: args.criu, logger });
+    daemon = await startDaemon({ socket: args.socket, runDir: args['run-dir'], imagesDir: args['images-dir'], allowedImagesDirs: args['allow-images-dir'], criu: args.criu, logger });
   } catch (err) {
     logger.error('agentd failed to start', { error: (err as Error).message });
     await new Promise((resolve) => setTimeout(resolve, 50)); // let the line reach the log

@@ -61,15 +61,16 @@ for (const hierarchy of HIERARCHIES) {
   describe(`failed checkpoints, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('a tiny full tmpfs: refused by the preflight (ENOSPC) before anything is touched', async () => {
       const w = await counterIn(hierarchy, 'tiny');
-      const checkpointer = checkpointerIn(lab);
-      await assert.rejects(checkpointer.checkpoint(refOf(w.cgroup), { imagesDir: tmpfs(1) }), rejectsWith('ENOSPC', /not enough space.*MiB free/));
+      const tiny = tmpfs(1);
+      const checkpointer = checkpointerIn(lab, undefined, [tiny]);
+      await assert.rejects(checkpointer.checkpoint(refOf(w.cgroup), { imagesDir: tiny }), rejectsWith('ENOSPC', /not enough space.*MiB free/));
       await assertUnharmed(checkpointer, w, 'THAWED');
     });
 
     test('the disk fills up while CRIU writes: ENOSPC, cgroup back to FROZEN when it was frozen', async () => {
       const w = await counterIn(hierarchy, 'fills');
       const images = tmpfs(64);
-      const checkpointer = checkpointerIn(lab);
+      const checkpointer = checkpointerIn(lab, undefined, [images]);
       const freezer = openFreezer(refOf(w.cgroup));
       await freezer.freeze();
       const fill = () => {

@@ -3,11 +3,23 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { Checkpointer } from '../../src/checkpoint/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { resolveCgroup, type CgroupRef } from '../../src/cgroup/index.js';
-import type { Lab, TestCgroup } from '../helpers/lab.js';
+import { join } from 'node:path';
+import { resolveCgroup, type CgroupRef, type Hierarchy } from '../../src/cgroup/index.js';
+import { workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 
-export function checkpointerIn(lab: Lab, criuPath?: string): Checkpointer {
-  return new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: lab.tempDir('images'), criuPath });
+/** allowedImagesDirs: the directories its checkpoints may name as `imagesDir` besides its own. */
+export function checkpointerIn(lab: Lab, criuPath?: string, allowedImagesDirs: string[] = []): Checkpointer {
+  return new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: lab.tempDir('images'), allowedImagesDirs, criuPath });
+}
+
+/** fixtures/workloads/counter-tree.pl in a new cgroup: a parent and one child, each counting in `dir`. */
+export async function countingTree(lab: Lab, hierarchy: Hierarchy, name: string): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
+  const cgroup = lab.cgroup(hierarchy, name);
+  const dir = lab.tempDir(name);
+  lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);
+  const pids = (await lab.waitForProcesses(cgroup, 2)).sort((a, b) => a - b);
+  await waitForCount(join(dir, 'child-1'), 2);
+  return { cgroup, dir, pids };
 }
 
 export function refOf(cgroup: TestCgroup): CgroupRef {

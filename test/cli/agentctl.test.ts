@@ -10,8 +10,8 @@ import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { HIERARCHIES, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
-import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
+import { HIERARCHIES, anyHierarchy, pidAlive, unavailable, type TestCgroup } from '../helpers/lab.js';
+import { counterValue, countingTree, waitForCount, waitUntil } from '../checkpoint/helpers.js';
 import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
@@ -35,14 +35,7 @@ async function sleepers(hierarchy: 'v1' | 'v2', name: string): Promise<TestCgrou
   return cgroup;
 }
 
-async function counting(hierarchy: 'v1' | 'v2', name: string): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
-  const cgroup = lab.cgroup(hierarchy, name);
-  const dir = lab.tempDir(name);
-  lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);
-  const pids = (await lab.waitForProcesses(cgroup, 2)).sort((a, b) => a - b);
-  await waitForCount(join(dir, 'child-1'), 2);
-  return { cgroup, dir, pids };
-}
+const counting = (hierarchy: 'v1' | 'v2', name: string) => countingTree(lab, hierarchy, name);
 
 for (const hierarchy of HIERARCHIES) {
   describe(`agentctl state, freeze, thaw on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
@@ -229,6 +222,7 @@ describe('host, help, version, completion', () => {
     for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore']) {
       assert.match((await agentctl([command, '--help'])).stdout, /--hierarchy/, `${command} takes --hierarchy`);
     }
+    assert.match((await agentctl(['checkpoint', '--help'])).stdout, /--images-dir\s+image root .*it must be one the\s+agent allows \(agentd --allow-images-dir/, 'checkpoint --images-dir says which directories it may name');
     const version = await agentctl(['--version']);
     assert.equal(version.code, 0);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);

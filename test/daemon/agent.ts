@@ -81,13 +81,14 @@ export async function startAgent(lab: Lab, options: AgentOptions = {}): Promise<
  * stopped in `after` (also when a test failed, and before the lab removes its cgroups, which the
  * agent may still hold). Tests are defined before any hook runs, so the agent is returned as a
  * stand-in that reaches the started agent at each use; using it outside the tests (at load time)
- * throws rather than reading from an agent that does not exist yet.
+ * throws rather than reading from an agent that does not exist yet. `options` may be a function of
+ * the lab, called in `before`, for options that name the lab's own directories.
  */
-export function withAgent(label: string, options: AgentOptions = {}): { lab: Lab; agent: Agent } {
+export function withAgent(label: string, options: AgentOptions | ((lab: Lab) => AgentOptions) = {}): { lab: Lab; agent: Agent } {
   const lab = new Lab(label);
   let started: Agent | undefined;
   before(async () => {
-    started = await startAgent(lab, options);
+    started = await startAgent(lab, typeof options === 'function' ? options(lab) : options);
   });
   after(async () => {
     await started?.stop();

@@ -11,9 +11,9 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { CGEXEC, FIXTURES, HIERARCHIES, anyHierarchy, pidAlive, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
+import { CGEXEC, FIXTURES, HIERARCHIES, anyHierarchy, pidAlive, unavailable, type TestCgroup } from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
-import { counterValue, waitForCount, waitUntil } from '../checkpoint/helpers.js';
+import { counterValue, countingTree, waitForCount, waitUntil } from '../checkpoint/helpers.js';
 import { api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
 
 const { lab, agent } = withAgent('daemon-ckpt');
@@ -22,14 +22,7 @@ function lockFileOf(a: Agent, cgroup: TestCgroup): string {
   return new CgroupControl({ runDir: a.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: cgroup.hierarchy }));
 }
 
-async function counting(hierarchy: 'v1' | 'v2', name: string): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
-  const cgroup = lab.cgroup(hierarchy, name);
-  const dir = lab.tempDir(name);
-  lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);
-  const pids = (await lab.waitForProcesses(cgroup, 2)).sort((a, b) => a - b);
-  await waitForCount(join(dir, 'child-1'), 2);
-  return { cgroup, dir, pids };
-}
+const counting = (hierarchy: 'v1' | 'v2', name: string) => countingTree(lab, hierarchy, name);
 
 /** Resident memory of a process, in KiB. */
 function rssKiB(pid: number): number {
@@ -136,13 +129,16 @@ describe('checkpoint errors', () => {
     const tiny = join(lab.tempDir('tiny'), 'mnt');
     mkdirSync(tiny);
     execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=1m,mode=0700', 'agentd-test', tiny]);
+    // A request may name only a directory the agent was started to allow.
+    const allowing = await startAgent(lab, { args: ['--allow-images-dir', tiny] });
     try {
-      const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: tiny } });
+      const res = await api(allowing.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: tiny } });
       assert.equal(res.status, 507, res.text);
       assert.equal(res.body.error.code, 'ENOSPC');
       assert.equal(kernelState(cgroup), 'THAWED');
       assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
     } finally {
+      await allowing.stop();
       execFileSync('umount', [tiny]);
     }
   });

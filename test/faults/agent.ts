@@ -29,6 +29,8 @@ export interface StartOptions {
   /** A stand-in criu (fixtures/faults/fake-criu.sh); default: the real one, found by agentd. */
   readonly criu?: string;
   readonly env?: NodeJS.ProcessEnv;
+  /** More agentd options, after the directories (e.g. --allow-images-dir DIR). */
+  readonly args?: readonly string[];
   /** How long to wait for the socket; agentd probes CRIU and recovers first. */
   readonly readyTimeoutMs?: number;
 }
@@ -99,6 +101,7 @@ export class Agent {
     mkdirSync(join(dirs.socket, '..'), { recursive: true });
     const args = [AGENTD, '--socket', dirs.socket, '--run-dir', dirs.runDir, '--images-dir', dirs.imagesDir];
     if (options.criu) args.push('--criu', options.criu);
+    args.push(...(options.args ?? []));
     const child = lab.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });
     return new Agent(dirs, child);
   }

@@ -8,7 +8,7 @@
 import { describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { isAbsolute, join } from 'node:path';
 import { Agent, rawRequest, type AgentDirs } from './agent.js';
 import { auditImages, counterValue, flockFree, kernelState, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, waitFor, type Workload } from './checks.js';
 import { FaultSuite } from './suite.js';
@@ -250,8 +250,9 @@ function snapshot(ctx: Context, dirs: AgentDirs): Snapshot {
     kernel: ctx.sentinels.map((w) => `${w.cgroup.hierarchy}:${w.cgroup.path}=${kernelState(w.cgroup)}`),
     procs: ctx.sentinels.map((w) => lab.pidsOf(w.cgroup).sort().join(',')),
     cgroupDirs: [...new Set(ctx.sentinels.map((w) => join(w.cgroup.dir, '..')))].flatMap((parent) => [parent, ...subdirs(parent).flatMap((d) => [d, ...subdirs(d)])]).sort(),
-    // Lock records are rewritten by every request that takes a lock (a refused imagesDir is found in
-    // the checkpoint's preflight, under the lock); what must not change is that none is held or unfinished.
+    // Lock records are rewritten by every request that takes a lock (an allowed but unusable imagesDir
+    // is found in the checkpoint's preflight, under the lock); what must not change is that none is
+    // held or unfinished.
     locks: existsSync(locksDir)
       ? readdirSync(locksDir)
           .filter((n) => !flockFree(join(locksDir, n)) || lockRecord(join(locksDir, n))?.phase !== 'finished')
@@ -303,11 +304,17 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
       `/${'d'.repeat(300)}/images`, // a name longer than NAME_MAX
       '/tmp/\u0000images',
       'x'.repeat(5000),
+      '/etc/agentd-images', // root-owned and not allowed
+      `${join(links, 'images-link')}/..${'/..'.repeat(8)}/root`, // .. out of an allowed name
     ];
     const ctx: Context = { sentinels, symlinks, badImageDirs };
 
     const dirs = suite.agentDirs('input');
-    const agent = await Agent.start(lab, dirs);
+    // The agent allows the bad directories that can be named on its command line, so that the checks
+    // on a root itself (symlink, file, pseudo-filesystem, a name too long) still get them; the last
+    // two are refused for not being allowed, before anything is looked at.
+    const allowed = badImageDirs.slice(0, -2).filter((dir) => isAbsolute(dir) && !dir.includes('\u0000'));
+    const agent = await Agent.start(lab, dirs, { args: allowed.flatMap((dir) => ['--allow-images-dir', dir]) });
     // One good checkpoint beforehand: bad ids and deletes must leave it alone.
     const running = sentinels.find((w) => kernelState(w.cgroup) === 'THAWED')!;
     const good = await agent.request('POST', '/v1/checkpoints', { cgroup: running.cgroup.path, hierarchy: running.cgroup.hierarchy });

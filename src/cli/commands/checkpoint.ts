@@ -59,9 +59,13 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       .option('shell-job', { type: 'boolean', describe: 'the processes use a terminal (CRIU --shell-job)' })
       .option('tcp-established', { type: 'boolean', describe: 'dump established TCP connections (CRIU --tcp-established)' })
       .option('file-locks', { type: 'boolean', describe: 'dump file locks (CRIU --file-locks)' })
-      .option('images-dir', { type: 'string', describe: "image root for this checkpoint (default: the agent's)" })
+      .option('images-dir', {
+        type: 'string',
+        describe: "image root for this checkpoint (default: the agent's); it must be one the agent allows (agentd --allow-images-dir, listed by agentctl host)",
+      })
       .example('$0 checkpoint jobs/build-42', 'dump it and put it back as it was; prints the id and directory')
       .example('$0 checkpoint jobs/build-42 --after killed --json', 'dump it, then kill it; the summary as JSON ({"id","dir",…})')
+      .example('$0 checkpoint jobs/build-42 --images-dir /srv/checkpoints', 'into a directory the agent was started to allow (agentd --allow-images-dir /srv/checkpoints)')
       .example('$0 checkpoint --hierarchy v1 jobs/db --timeout 120', 'give up after 2 minutes (the cgroup goes back as it was)'),
   handler: action(async (args: CheckpointArgs) => {
     const body = {

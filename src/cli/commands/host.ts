@@ -15,13 +15,18 @@ interface Host {
   imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
   criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string } } | { ok: false; error: { code: string; message: string } };
-  agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string };
+  agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string; allowedImagesDirs?: string[] };
 }
 
 function criuLine(criu: Host['criu']): string {
   if (!criu.ok) return `unusable: ${criu.error.code}: ${criu.error.message}`;
   const check = criu.check.ok ? 'criu check: Looks good' : `criu check FAILS: ${criu.check.output.split('\n')[0]}`;
   return `${criu.version} at ${criu.path} (${check})`;
+}
+
+/** Image roots a checkpoint may name beside the agent's own (agentd --allow-images-dir); an older agent says none. */
+function alsoAllowed(h: Host): string[] {
+  return (h.agent.allowedImagesDirs ?? []).filter((dir) => dir !== h.imagesDir.path);
 }
 
 export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
@@ -39,6 +44,7 @@ export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
         `memory    ${bytes(h.memory.availableBytes)} available of ${bytes(h.memory.totalBytes)}`,
         `images    ${h.imagesDir.path}: ${bytes(h.imagesDir.freeBytes)} free of ${bytes(h.imagesDir.sizeBytes)}` +
           (h.imagesDir.mount ? ` (${h.imagesDir.filesystem} on ${h.imagesDir.mount})` : ''),
+        ...alsoAllowed(h).map((dir) => `          also allowed: ${dir}`),
         `cgroups   ${h.cgroups.mode}: ${mounts || 'no freezer hierarchy mounted'}`,
         `criu      ${criuLine(h.criu)}`,
         `agentd    ${h.agent.version}, pid ${h.agent.pid}, on ${h.agent.socket} since ${h.agent.startedAt}`,

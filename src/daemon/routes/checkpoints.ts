@@ -53,6 +53,8 @@ export function checkpointRoutes(): Route[] {
         const target = describeCgroup(ref);
         ctx.audit.cgroup = target;
         const { checkpointer, metrics } = ctx.services;
+        // Refused before the operation (and any progress stream) starts: a plain 403, nothing touched.
+        checkpointer.checkImagesDir(options.imagesDir);
         return runLongOperation(ctx, 'checkpoint', target, 201, async (hooks) => {
           const summary = await checkpointer.checkpoint(ref, { ...defined(options), requestId: ctx.requestId }, hooks);
           ctx.audit.checkpoint = summary.id;
