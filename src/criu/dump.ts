@@ -46,8 +46,12 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
   return args;
 }
 
+// A cancelled dump runs on for up to this long before CRIU is killed (see abortGraceMs): a dump
+// that is not stuck ends well within it, and its tasks come out of it whole.
+export const DUMP_ABORT_GRACE_MS = 10_000;
+
 /** Dumps the tree rooted at opts.pid into opts.imagesDir. See runCriu for the errors. */
 export async function runCriuDump(opts: CriuDumpOptions): Promise<CriuRunResult> {
   const args = dumpArgs(opts);
-  return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), opts);
+  return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), { abortGraceMs: DUMP_ABORT_GRACE_MS, ...opts });
 }

@@ -10,8 +10,15 @@ export interface CriuRunOptions {
   readonly criuPath: string;
   /** Kill CRIU (SIGKILL) and fail with ETIMEDOUT after this long. Default: no limit. */
   readonly timeoutMs?: number;
-  /** Aborting kills CRIU (SIGKILL) and fails with EINTR. */
+  /** Aborting fails with EINTR, killing CRIU (SIGKILL) after abortGraceMs. */
   readonly signal?: AbortSignal;
+  /**
+   * On abort, how long CRIU may go on before it is killed; its result is discarded either way.
+   * Default 0 (at once). A dump wants time here: CRIU killed while its parasite code runs inside a
+   * task, or while it has a syscall injected there, leaves that task to resume with CRIU's registers
+   * and die (a 512 MiB process was lost so, once, when agentd was stopped mid-dump on a v1 guest).
+   */
+  readonly abortGraceMs?: number;
   /**
    * Let CRIU stop its parasite code with x86 hardware breakpoints (CRIU's default). Default false.
    *
@@ -66,25 +73,29 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   }
 
   const started = performance.now();
-  const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stop?: 'timeout' | 'abort'; reaped: boolean; spawnError?: Error; pid?: number }>((resolve) => {
+  const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stop?: 'timeout' | 'abort'; killed: boolean; reaped: boolean; spawnError?: Error; pid?: number }>((resolve) => {
     // Own process group, so that a kill also reaches whatever CRIU forked (a half-restored tree).
     const child = spawn(opts.criuPath, allArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: criuEnv(opts.useBreakpoints), detached: true });
     let stderr = '';
     let stop: 'timeout' | 'abort' | undefined;
+    let killed = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
+    let abortTimer: NodeJS.Timeout | undefined;
 
     const finish = (r: { code: number | null; signal: NodeJS.Signals | null; reaped: boolean; spawnError?: Error }): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       clearTimeout(graceTimer);
+      clearTimeout(abortTimer);
       opts.signal?.removeEventListener('abort', onAbort);
-      resolve({ ...r, stderr, stop, pid: child.pid });
+      resolve({ ...r, stderr, stop, killed, pid: child.pid });
     };
     const kill = (why: 'timeout' | 'abort'): void => {
-      if (stop || settled) return;
-      stop = why;
+      if (killed || settled) return;
+      killed = true;
+      stop ??= why;
       try {
         process.kill(-child.pid!, 'SIGKILL');
       } catch {
@@ -92,7 +103,12 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
       }
       graceTimer = setTimeout(() => finish({ code: null, signal: null, reaped: false }), KILL_GRACE_MS);
     };
-    const onAbort = (): void => kill('abort');
+    const onAbort = (): void => {
+      if (stop || settled) return;
+      stop = 'abort';
+      if (opts.abortGraceMs) abortTimer = setTimeout(() => kill('abort'), opts.abortGraceMs);
+      else kill('abort');
+    };
     const timer = opts.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), opts.timeoutMs) : undefined;
     opts.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -136,7 +152,11 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
     });
   }
   if (outcome.stop) {
-    const killed = outcome.reaped ? 'killed it' : `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`;
+    const killed = !outcome.killed
+      ? `let it end first (exit ${outcome.code ?? outcome.signal}) and discarded its result`
+      : outcome.reaped
+        ? 'killed it'
+        : `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`;
     const details = { ...base, criuPid: outcome.pid, criuExited: outcome.reaped, durationMs };
     if (outcome.stop === 'timeout') {
       throw new AgentError('ETIMEDOUT', `${what} did not finish within ${opts.timeoutMs} ms; ${killed} (log: ${logPath})`, { details });

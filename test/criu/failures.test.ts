@@ -108,11 +108,25 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     await counter.reach(before + 2);
   });
 
-  test('an abort kills CRIU: EINTR; an already aborted signal never starts it', async () => {
-    const controller = new AbortController();
-    setTimeout(() => controller.abort(), 5);
+  test('an aborted dump: CRIU ends first and its result is discarded (EINTR); with no grace it is killed; an aborted signal never starts it', async () => {
+    // The default: a cancelled dump is not killed mid-way (that can kill the task it has seized).
+    const graceful = new AbortController();
+    setTimeout(() => graceful.abort(), 5);
     await assert.rejects(
-      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort'), freezeCgroup: cg.dir, signal: controller.signal }),
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort-graceful'), freezeCgroup: cg.dir, signal: graceful.signal }),
+      agentError('EINTR', (err) => {
+        assert.match(err.message, /was cancelled; let it end first \(exit 0\) and discarded its result/);
+        assert.equal(err.details?.criuExited, true);
+      }),
+    );
+    assert.ok(isAlive(counter.pid));
+    const before = counter.read();
+    await counter.reach(before + 2);
+
+    const now = new AbortController();
+    setTimeout(() => now.abort(), 5);
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort'), freezeCgroup: cg.dir, signal: now.signal, abortGraceMs: 0 }),
       agentError('EINTR', (err) => assert.match(err.message, /was cancelled; killed it/)),
     );
     assert.ok(isAlive(counter.pid));
