@@ -45,6 +45,11 @@ export class ImageRoots {
     const wanted = resolve(dir);
     const store = this.stores.find((s) => s.root === wanted);
     if (!store) {
+      const real = realPath(dir);
+      const through = real === undefined ? undefined : this.stores.find((s) => realPath(s.root) === real);
+      if (through) {
+        throw new AgentError('EACCES', `images directory ${dir} leads to ${through.root} through a symlink; name ${through.root} itself`);
+      }
       throw new AgentError(
         'EACCES',
         `images directory ${dir} is not one agentd may write to (allowed: ${this.paths.join(', ')}); start agentd with --allow-images-dir ${wanted} to allow it`,

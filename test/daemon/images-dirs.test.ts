@@ -46,7 +46,7 @@ describe('image roots', () => {
     mkdirSync(allowed, { mode: 0o700 });
     symlinkSync(join(elsewhere, 'inner'), join(allowed, 'link'));
     const up = '/..'.repeat(allowed.split('/').length - 1);
-    const notAllowed = [elsewhere, join(elsewhere, 'new'), `${allowed}${up}${elsewhere}`, join(links, 'to-elsewhere'), join(links, 'to-allowed')];
+    const notAllowed = [elsewhere, join(elsewhere, 'new'), `${allowed}${up}${elsewhere}`, join(links, 'to-elsewhere')];
     try {
       for (const imagesDir of notAllowed) {
         const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir } });
@@ -55,6 +55,10 @@ describe('image roots', () => {
         assert.ok(res.body.error.message.startsWith(`images directory ${imagesDir} is not one agentd may write to (allowed: ${agent.imagesDir}, ${allowed})`), res.body.error.message);
         assert.match(res.body.error.message, /; start agentd with --allow-images-dir \/\S+ to allow it$/);
       }
+      // A symlink to an allowed root: allowing the link would not help (a root may not be a symlink).
+      const viaLink = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: join(links, 'to-allowed') } });
+      assert.equal(viaLink.status, 403, viaLink.text);
+      assert.equal(viaLink.body.error.message, `images directory ${join(links, 'to-allowed')} leads to ${allowed} through a symlink; name ${allowed} itself`);
       const sneaky = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: `${allowed}/link/..` } });
       assert.equal(sneaky.status, 403, sneaky.text);
       assert.equal(sneaky.body.error.code, 'EACCES');
