@@ -6,8 +6,8 @@ import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
-import { HIERARCHIES, Lab, anyHierarchy, unavailable, pidAlive, workload } from '../helpers/lab.js';
-import { checkpointerIn, counterValue, refOf, waitForCount, waitUntil } from './helpers.js';
+import { anyHierarchy, HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
+import { checkpointerIn, counterValue, refOf, waitForCount } from './helpers.js';
 
 const lab = new Lab('checkpoint');
 after(() => lab.cleanup());

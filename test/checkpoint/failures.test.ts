@@ -8,8 +8,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError, type ErrorCode } from '../../src/errors/index.js';
-import { CGEXEC, FIXTURES, HIERARCHIES, Lab, anyHierarchy, unavailable, pidAlive, workload } from '../helpers/lab.js';
-import { checkpointerIn, childNamed, counterValue, refOf, waitForCount, waitUntil } from './helpers.js';
+import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
+import { checkpointerIn, childNamed, counterValue, refOf, waitForCount } from './helpers.js';
 import type { Checkpointer } from '../../src/checkpoint/index.js';
 
 const lab = new Lab('ckpt-fail');

@@ -5,7 +5,7 @@ import { Checkpointer } from '../../src/checkpoint/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { join } from 'node:path';
 import { resolveCgroup, type CgroupRef, type Hierarchy } from '../../src/cgroup/index.js';
-import { workload, type Lab, type TestCgroup } from '../helpers/lab.js';
+import { waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 
 /** allowedImagesDirs: the directories its checkpoints may name as `imagesDir` besides its own. */
 export function checkpointerIn(lab: Lab, criuPath?: string, allowedImagesDirs: string[] = []): Checkpointer {
@@ -30,18 +30,6 @@ export function counterValue(file: string): number {
   return Number(readFileSync(file, 'utf8').trim() || 'NaN');
 }
 
-export async function waitUntil(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (check()) return;
-    } catch {
-      // not there yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** Waits until the counter in file moves past `from`. */
 export function waitForCount(file: string, from = 0): Promise<void> {

@@ -11,9 +11,9 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { CGEXEC, FIXTURES, HIERARCHIES, anyHierarchy, pidAlive, unavailable, type TestCgroup } from '../helpers/lab.js';
+import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, pidAlive, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
-import { counterValue, countingTree, waitForCount, waitUntil } from '../checkpoint/helpers.js';
+import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
 
 const { lab, agent } = withAgent('daemon-ckpt');

@@ -10,9 +10,9 @@ import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, unlinkSync,
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, pidAlive } from '../helpers/lab.js';
+import { anyHierarchy, pidAlive, waitUntil } from '../helpers/lab.js';
 import { kernelState } from '../lock/helpers.js';
-import { counterValue, countingTree, waitForCount, waitUntil } from '../checkpoint/helpers.js';
+import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { agentctl, api, startAgent, withAgent } from './agent.js';
 
 let allowed!: string;

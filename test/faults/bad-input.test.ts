@@ -10,7 +10,8 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { isAbsolute, join } from 'node:path';
 import { Agent, rawRequest, type AgentDirs } from './agent.js';
-import { auditImages, counterValue, flockFree, kernelState, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, waitFor, type Workload } from './checks.js';
+import { waitUntil } from '../helpers/lab.js';
+import { auditImages, counterValue, flockFree, kernelState, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, type Workload } from './checks.js';
 import { FaultSuite } from './suite.js';
 
 const suite = new FaultSuite('faults-input');
@@ -355,7 +356,7 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
     for (const w of sentinels) {
       if (kernelState(w.cgroup) !== 'THAWED') continue;
       const from = counterValue(w.counters[0]);
-      await waitFor(`${w.cgroup.path} to keep counting`, () => counterValue(w.counters[0]) > from).catch(() => failures.push(`${w.cgroup.path} stopped counting`));
+      await waitUntil(`${w.cgroup.path} to keep counting`, () => counterValue(w.counters[0]) > from).catch(() => failures.push(`${w.cgroup.path} stopped counting`));
     }
     assert.deepEqual(failures.slice(0, 30), [], `${failures.length} requests were not answered with a 4xx JSON error`);
     assert.equal(verifyImage(join(dirs.imagesDir, good.json.id), good.json.id), undefined, 'the good checkpoint is still complete and valid');

@@ -8,7 +8,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Hierarchy } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { pidAlive, processState, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
+import { pidAlive, processState, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 import { sleep } from './agent.js';
 
 export type KernelState = 'THAWED' | 'FREEZING' | 'FROZEN' | 'THAWING';
@@ -206,23 +206,11 @@ export async function startWorkload(lab: Lab, hierarchy: Hierarchy, name: string
   }
   await lab.waitForProcesses(cgroup, expected, 10_000);
   const counters = [join(dir, 'root'), ...Array.from({ length: children }, (_, i) => join(dir, `child-${i + 1}`))];
-  for (const file of counters) await waitFor(`${file} to count`, () => counterValue(file) > 0, 10_000);
-  if (memoryResult) await waitFor('memory-pattern.pl to fill its memory', () => readFileSync(memoryResult!, 'utf8').startsWith('ready'), 60_000);
+  for (const file of counters) await waitUntil(`${file} to count`, () => counterValue(file) > 0, 10_000);
+  if (memoryResult) await waitUntil('memory-pattern.pl to fill its memory', () => readFileSync(memoryResult!, 'utf8').startsWith('ready'), 60_000);
   return { cgroup, pids: lab.pidsOf(cgroup), counters, memoryResult };
 }
 
-export async function waitFor(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      if (check()) return;
-    } catch {
-      // not yet
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
-}
 
 /** Pids of the workload that are gone (or zombies). */
 export function lostProcesses(w: Workload): number[] {
@@ -241,7 +229,7 @@ export async function assertWorkloadIntact(w: Workload, running: boolean): Promi
     for (const file of w.counters) {
       const from = counterValue(file);
       try {
-        await waitFor(`${file} to count on`, () => counterValue(file) > from, 5000);
+        await waitUntil(`${file} to count on`, () => counterValue(file) > from, 5000);
       } catch {
         problems.push(`${file} stopped counting at ${from}`);
       }
@@ -264,7 +252,7 @@ export async function checkMemory(w: Workload): Promise<string> {
   writeFileSync(w.memoryResult, '');
   process.kill(pid, 'SIGUSR1');
   try {
-    await waitFor('the memory check', () => /^(ok|bad)/.test(readFileSync(w.memoryResult!, 'utf8')), 30_000);
+    await waitUntil('the memory check', () => /^(ok|bad)/.test(readFileSync(w.memoryResult!, 'utf8')), 30_000);
   } catch {
     return 'no answer to the memory check';
   }

@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { workload } from '../helpers/lab.js';
+import { waitUntil, workload } from '../helpers/lab.js';
 import { Agent, FAULT_FIXTURES, type StreamReply } from './agent.js';
 import {
   assertWorkloadIntact,
@@ -24,7 +24,6 @@ import {
   setKernel,
   settledState,
   startWorkload,
-  waitFor,
   whenCriuRuns,
   type Workload,
 } from './checks.js';
@@ -182,7 +181,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
       else if (!/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.final.error.message)) {
         problems.push(`${label}: the error does not say CRIU was killed: ${reply.final.error.message}`);
       }
-      await waitFor('CRIU processes to go', () => criuProcessesUnder(agent.dirs.imagesDir).length === 0, 3000).catch(() => undefined);
+      await waitUntil('CRIU processes to go', () => criuProcessesUnder(agent.dirs.imagesDir).length === 0, 3000).catch(() => undefined);
       problems.push(...(await unharmed(agent, w, prior, label, { memory: run % 2 === 1, pgids: [killed.main] })));
       await setKernel(w.cgroup, 'THAWED');
       t.diagnostic(`${label}: killed CRIU ${killed.main}${killed.helper ? ` while its helper ${killed.helper} ran` : ''}: ${reply.final?.error?.code}`);
@@ -198,7 +197,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
       const dir = lab.tempDir('not-a-leader');
       // sh exits at once: its background perl is re-parented, and is not the leader of its session.
       lab.spawnIn(cgroup, 'sh', ['-c', `perl ${workload('counter-tree.pl')} ${dir} 1 &`]);
-      await waitFor('the orphaned counter tree', () => lab.pidsOf(cgroup).length === 2 && readFileSync(join(dir, 'child-1'), 'utf8').length > 0);
+      await waitUntil('the orphaned counter tree', () => lab.pidsOf(cgroup).length === 2 && readFileSync(join(dir, 'child-1'), 'utf8').length > 0);
       const w: Workload = { cgroup, pids: lab.pidsOf(cgroup), counters: [join(dir, 'root'), join(dir, 'child-1')] };
       for (const prior of ['THAWED', 'FROZEN'] as const) {
         await setKernel(cgroup, prior);
@@ -329,7 +328,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     streaming = hung.stream('/v1/checkpoints', checkpointBody(w), (e) => {
       if (e.stage === 'dump' && pgid === undefined) void whenCriuRuns(dirs.imagesDir).then(([p]) => (pgid = p));
     });
-    await waitFor('the stand-in CRIU to start', () => pgid !== undefined);
+    await waitUntil('the stand-in CRIU to start', () => pgid !== undefined);
     figures.runs++;
     figures.faults++;
     assert.equal(await hung.stop(), 0, 'agentd stops cleanly with a hung CRIU');

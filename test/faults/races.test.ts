@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { processState, workload } from '../helpers/lab.js';
+import { processState, waitUntil, workload } from '../helpers/lab.js';
 import { Agent, AGENTCTL, type Reply } from './agent.js';
 import {
   assertWorkloadIntact,
@@ -23,7 +23,6 @@ import {
   setKernel,
   settledState,
   startWorkload,
-  waitFor,
 } from './checks.js';
 import { Gate } from './gate.js';
 import { FaultSuite } from './suite.js';
@@ -105,7 +104,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     // A second counting tree: CRIU dumps one tree at a time, and the other trees must not run either.
     const second = lab.tempDir('storm-second');
     lab.spawnIn(w0.cgroup, workload('counter-tree.pl'), [second, '0']);
-    await waitFor('the second tree to count', () => counterValue(join(second, 'root')) > 0);
+    await waitUntil('the second tree to count', () => counterValue(join(second, 'root')) > 0);
     const w = { ...w0, pids: lab.pidsOf(w0.cgroup), counters: [...w0.counters, join(second, 'root')] };
     const dirs = suite.agentDirs(`storm-${h}`);
     const agent = await Agent.start(lab, dirs);
@@ -205,7 +204,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
         assert.ok(lab.pidsOf(cgroup).includes(root), 'the forker itself is alive');
         if (prior === 'THAWED') {
           const before = lab.pidsOf(cgroup).join();
-          await waitFor('the forker to fork again', () => lab.pidsOf(cgroup).join() !== before, 5000);
+          await waitUntil('the forker to fork again', () => lab.pidsOf(cgroup).join() !== before, 5000);
         }
       }
       t.diagnostic(`${h}: ${outcomes.join('; ')}`);

@@ -34,6 +34,20 @@ export function processState(pid: number): string | undefined {
   }
 }
 
+/** Waits until `check` returns true (an exception counts as "not yet"); throws naming `what` after the limit. */
+export async function waitUntil(what: string, check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      if (check()) return;
+    } catch {
+      // not there yet
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 export const HIERARCHIES: readonly Hierarchy[] = ['v1', 'v2'];
 
 /**
