@@ -24,6 +24,8 @@
 # AGENTD_VM_CACHE (default /var/tmp/agentd-vm).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/vm/results.sh
+source scripts/vm/results.sh
 REPO=$(pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
 TIMEOUT=${AGENTD_VM_TIMEOUT:-900}
@@ -154,18 +156,4 @@ for mode in "${modes[@]}"; do
 done
 
 say "summary (image $image_time s, total $((SECONDS - started)) s, $accel):"
-total_pass=0 total_fail=0 ok=yes
-for mode in "${modes[@]}"; do
-  r=${results[$mode]}
-  echo "$mode: $r"
-  if [[ "$r" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    total_pass=$((total_pass + BASH_REMATCH[1]))
-    total_fail=$((total_fail + BASH_REMATCH[2]))
-    [ "${BASH_REMATCH[2]}" = 0 ] || ok=no
-  else
-    total_fail=$((total_fail + 1))
-    ok=no
-  fi
-done
-echo "vm: $total_pass passed, $total_fail failed"
-[ "$ok" = yes ]
+for mode in "${modes[@]}"; do echo "$mode: ${results[$mode]}"; done | sum_results vm

@@ -7,6 +7,8 @@
 # STATUS: a first version, NOT YET RUN END TO END; no npm script runs it (docs/vm.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
+# shellcheck source=scripts/vm/results.sh
+source scripts/vm/results.sh
 WORK=${AGENTD_VAGRANT_WORK:?}
 IMAGE=${AGENTD_VAGRANT_IMAGE:?}
 
@@ -86,18 +88,4 @@ for machine in "$@"; do
   say "$machine: ${results[$machine]} (${times[$machine]} s, vagrant up and tests)"
 done
 
-total_pass=0 total_fail=0 ok=yes
-for machine in "$@"; do
-  r=${results[$machine]}
-  echo "$machine: $r"
-  if [[ "$r" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
-    total_pass=$((total_pass + BASH_REMATCH[1]))
-    total_fail=$((total_fail + BASH_REMATCH[2]))
-    [ "${BASH_REMATCH[2]}" = 0 ] || ok=no
-  else
-    total_fail=$((total_fail + 1))
-    ok=no
-  fi
-done
-echo "vagrant: $total_pass passed, $total_fail failed"
-[ "$ok" = yes ]
+for machine in "$@"; do echo "$machine: ${results[$machine]}"; done | sum_results vagrant
