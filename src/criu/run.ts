@@ -2,6 +2,8 @@
 // AbortSignal, and errors that quote the log.
 
 import { spawn } from 'node:child_process';
+import { statfsSync } from 'node:fs';
+import { dirname } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { criuErrorLines, failureCode, readLogTail, stderrLines } from './log.js';
 
@@ -188,7 +190,16 @@ export async function criuFailure(
       : log === undefined
         ? `no log at ${logPath} and nothing on stderr`
         : `no error lines in ${logPath}`;
-  return new AgentError(failureCode(`${log ?? ''}\n${stderr}`), `${what} failed (${exit}): ${quoted}`, {
+  let code = failureCode(`${log ?? ''}\n${stderr}`);
+  let cause = quoted;
+  // CRIU logs into the images directory: when that file system fills up, the log may end before
+  // CRIU's error is written (seen with CRIU 3.17.1), so look at the file system itself.
+  const free = errors.length === 0 ? freeBytes(dirname(logPath)) : undefined;
+  if (code === 'ECRIU' && free !== undefined && free < FULL_BELOW_BYTES) {
+    code = 'ENOSPC';
+    cause = `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free), which cut CRIU's log short`;
+  }
+  return new AgentError(code, `${what} failed (${exit}): ${cause}`, {
     details: {
       logPath,
       args: run.args,
@@ -198,4 +209,16 @@ export async function criuFailure(
       durationMs: run.durationMs,
     },
   });
+}
+
+// Less free space than this where CRIU writes counts as a full file system.
+const FULL_BELOW_BYTES = 64 * 1024;
+
+function freeBytes(dir: string): number | undefined {
+  try {
+    const fs = statfsSync(dir);
+    return fs.bavail * fs.bsize;
+  } catch {
+    return undefined;
+  }
 }

@@ -2,11 +2,11 @@
 // workload alive.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isAgentError, type AgentError } from '../../src/errors/index.js';
-import { findCriu, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
+import { criuFailure, findCriu, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
 import { Cleanup, hierarchyRoot, isAlive, mountTmpfs, startCounter, TestCgroup, unusedPid, type Counter } from '../../fixtures/criu/harness.js';
 
 const h = hierarchyRoot('v1') ? 'v1' : 'v2';
@@ -92,6 +92,26 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     assert.ok(isAlive(counter.pid));
     const before = counter.read();
     await counter.reach(before + 2);
+  });
+
+  test('a CRIU that fails with its log cut short by a full file system: ENOSPC, not ECRIU', async (t) => {
+    // CRIU 3.17.1 (Debian 12) on a full tmpfs can exit 1 before its error reaches dump.log.
+    const full = images('full');
+    if (!(await mountTmpfs(full, 'size=64k'))) return t.skip('cannot mount a tmpfs here');
+    cleanup.mount(full);
+    writeFileSync(join(full, 'dump.log'), '(00.000001) Version: 3.17.1\n');
+    try {
+      writeFileSync(join(full, 'filler'), Buffer.alloc(128 * 1024));
+    } catch {
+      // ENOSPC: the point
+    }
+    const err = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
+    assert.equal(err.code, 'ENOSPC', err.message);
+    assert.match(err.message, /no error lines in .*; the file system of .* is full \(\d+ bytes free\)/);
+    // The same empty log on a file system with room stays ECRIU.
+    const roomy = images('roomy');
+    writeFileSync(join(roomy, 'dump.log'), '(00.000001) Version: 3.17.1\n');
+    assert.equal((await criuFailure('criu dump of pid 1', join(roomy, 'dump.log'), { exitCode: 1, args: [] })).code, 'ECRIU');
   });
 
   test('a timeout kills CRIU: ETIMEDOUT, CRIU gone, workload alive', async () => {
