@@ -14,6 +14,7 @@ import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.j
 import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
+import { describeLost, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, TreeRecord } from './types.js';
@@ -23,6 +24,8 @@ import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, St
 const SPACE_MARGIN_BYTES = 16 << 20;
 const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+/** In a failed attempt's directory: what failed and what was lost (recordFailure). */
+export const FAILURE_FILE = 'failure.json';
 
 export interface DumpContext {
   readonly control: CgroupControl;
@@ -98,6 +101,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   let hold: CheckpointHold | undefined;
   let partialDir: string | undefined;
   let keepFailed = false;
+  let trees: TreeRecord[] = [];
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
@@ -112,7 +116,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
 
     progress('lock');
     hold = lease.beginCheckpoint();
-    const trees = processTrees(lease.freezer.processes());
+    trees = processTrees(lease.freezer.processes());
 
     const stats: DumpStats[] = [];
     let bytes = 0;
@@ -199,17 +203,41 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
     await hold?.end().catch(() => undefined);
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
     if (prior !== undefined) await returnToPrior(lease.freezer, prior);
-    throw annotateFailure(err, name, failedDir);
+    const lost = lostProcesses(trees);
+    const survivors = trees.reduce((sum, t) => sum + t.processes.length, 0) - lost.length;
+    const failure = annotateFailure(err, name, failedDir, lost.length ? { text: describeLost(lost, survivors, prior ?? 'THAWED'), processes: lost } : undefined);
+    if (failedDir) recordFailure(failedDir, { id, cgroup: ref.path, hierarchy: ref.hierarchy, startedAt: new Date(startedAt).toISOString(), error: failure, lost });
+    throw failure;
   } finally {
     lease.release();
   }
 }
 
-function annotateFailure(err: unknown, name: string, failedDir: string | undefined): AgentError {
+/**
+ * Writes failure.json beside CRIU's logs in a failed attempt's directory: what was attempted, when,
+ * the error, and any process that did not survive. Best effort: the error itself is what matters.
+ */
+function recordFailure(
+  failedDir: string,
+  record: { id: string; cgroup: string; hierarchy: string; startedAt: string; error: AgentError; lost: readonly LostProcess[] },
+): void {
+  try {
+    const { error, ...rest } = record;
+    const body = { formatVersion: 1, ...rest, failedAt: new Date().toISOString(), error: { code: error.code, message: error.message } };
+    writeFileDurably(join(failedDir, FAILURE_FILE), JSON.stringify(body, null, 2) + '\n');
+  } catch {
+    // a full disk is a likely reason to be here; the reply still carries the error
+  }
+}
+
+function annotateFailure(err: unknown, name: string, failedDir: string | undefined, lost?: { text: string; processes: readonly LostProcess[] }): AgentError {
   const base = isAgentError(err) ? err : new AgentError('EIO', `checkpoint of ${name} failed: ${String(err)}`, { cause: err });
-  if (!failedDir) return base;
-  return new AgentError(base.code, `${base.message} (CRIU logs kept in ${failedDir})`, {
+  if (!failedDir && !lost) return base;
+  const signal = base.details?.signal;
+  const how = lost && signal ? `CRIU was killed by ${String(signal)} from outside agentd while it held them (docs/criu-faults.md); ` : '';
+  const message = [base.message, lost ? `${how}${lost.text}` : undefined, failedDir ? `CRIU logs kept in ${failedDir}` : undefined].filter(Boolean).join('; ');
+  return new AgentError(base.code, message, {
     cause: base.cause ?? base,
-    details: { ...base.details, failedDir },
+    details: { ...base.details, ...(failedDir ? { failedDir } : {}), ...(lost ? { lost: lost.processes } : {}) },
   });
 }

@@ -4,11 +4,12 @@
 // published (the agent that would have written the manifest is gone), but the cgroup must not be
 // touched while it works: a recovery that thaws the cgroup, or removes its image directory, while
 // CRIU still holds the tasks is undone when CRIU re-freezes the cgroup afterwards, and then nobody
-// is left to thaw it. Recovery first lets such a CRIU end, and kills it if it does not end soon (a
-// hung CRIU): killing CRIU mid-dump releases the tasks unharmed, which is also what runCriu's own
-// timeout does.
+// is left to thaw it. Recovery first ends such a CRIU by the rule every stop of a dump follows:
+// killed only while it holds no task (killing it while it holds the tasks can kill them,
+// docs/criu-faults.md), let run to its own end otherwise.
 
 import { readdirSync, readFileSync } from 'node:fs';
+import { CRIU_HUNG_AFTER_MS, stopCriuSafely } from '../criu/index.js';
 
 interface Found {
   readonly pid: number;
@@ -16,6 +17,7 @@ interface Found {
   readonly startTime: number;
   /** The process group CRIU leads (runCriu makes it a group leader), when it does. */
   readonly leadsGroup: boolean;
+  readonly pgid: number;
 }
 
 function statFields(pid: number): string[] | undefined {
@@ -51,14 +53,11 @@ export function criuWorkingIn(dir: string): Found[] {
     if (d < 0 || !args[d + 1]?.startsWith(prefix)) continue;
     const fields = statFields(pid);
     if (!fields || fields[0] === 'Z') continue;
-    found.push({ pid, startTime: Number(fields[19]), leadsGroup: Number(fields[3]) === pid });
+    found.push({ pid, startTime: Number(fields[19]), leadsGroup: Number(fields[2]) === pid, pgid: Number(fields[2]) });
   }
   return found;
 }
 
-// How long an orphaned CRIU gets to finish before it is killed. A dump here writes 0.3 to 1.7 GB/s
-// (criu.md), so a workload of a few GiB is done well within it; beyond it, CRIU is taken for hung.
-export const ORPHAN_GRACE_MS = 10_000;
 const POLL_MS = 20;
 
 async function waitGone(procs: readonly Found[], until: number): Promise<boolean> {
@@ -70,25 +69,38 @@ async function waitGone(procs: readonly Found[], until: number): Promise<boolean
 }
 
 /**
- * Lets every CRIU working under dir end, killing (with its process group, where CRIU's helpers
- * live) any that is still there after graceMs. Says what happened, for the recovery report, or
- * undefined when there was none.
+ * Ends every CRIU working under dir by the rule every stop of a dump follows (stopCriuSafely,
+ * docs/criu-faults.md): killed at once while it holds no task, let run to its own end while it
+ * does, killed anyway if it holds them past hungAfterMs. Says what happened, for the recovery
+ * report, or undefined when there was none.
  */
-export async function endOrphanedCriu(dir: string, graceMs = ORPHAN_GRACE_MS): Promise<string | undefined> {
-  const procs = criuWorkingIn(dir);
+export async function endOrphanedCriu(dir: string, hungAfterMs = CRIU_HUNG_AFTER_MS): Promise<string | undefined> {
+  const found = criuWorkingIn(dir);
+  // What a found group leader forked (CRIU's helpers, or CRIU itself under a wrapper) is ended with
+  // its leader, by the leader's rule, never on its own.
+  const procs = found.filter((p) => p.leadsGroup || !found.some((q) => q.leadsGroup && q.pid === p.pgid));
   if (procs.length === 0) return undefined;
   const pids = procs.map((p) => p.pid).join(', ');
-  const started = Date.now();
-  if (await waitGone(procs, started + graceMs)) {
-    return `its CRIU (pid ${pids}) was still running: waited ${Date.now() - started} ms for it to finish`;
-  }
-  for (const p of procs.filter(stillThere)) {
-    try {
-      process.kill(p.leadsGroup ? -p.pid : p.pid, 'SIGKILL');
-    } catch {
-      // gone meanwhile
-    }
-  }
+  const results = await Promise.all(
+    procs.map(async (p) => {
+      if (p.leadsGroup) return stopCriuSafely(p.pid, { hungAfterMs, ended: () => !stillThere(p) });
+      // Not started by runCriu (it makes CRIU a group leader): nothing of ours to judge it by.
+      try {
+        process.kill(p.pid, 'SIGKILL');
+      } catch {
+        // gone meanwhile
+      }
+      return { how: 'safe' as const, waitedMs: 0, held: [] };
+    }),
+  );
   const gone = await waitGone(procs, Date.now() + 5000);
-  return `its CRIU (pid ${pids}) was still running after ${graceMs} ms: killed it${gone ? '' : ', but it had not exited 5 s later'}`;
+  const waited = Math.max(...results.map((r) => r.waitedMs));
+  const what = results.some((r) => r.how === 'forced')
+    ? `held its tasks for over ${hungAfterMs} ms: killed it anyway (hung)`
+    : results.every((r) => r.how === 'ended')
+      ? `held its tasks: let it finish (${waited} ms)`
+      : results.some((r) => r.how === 'ended')
+        ? `let it finish where it held tasks, killed it where it held none (${waited} ms)`
+        : 'held no task yet: killed it';
+  return `its CRIU (pid ${pids}) was still running and ${what}${gone ? '' : ', but it had not exited 5 s later'}`;
 }

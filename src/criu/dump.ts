@@ -32,7 +32,7 @@ export function checkAbsolute(what: string, path: string): void {
 /**
  * The argument array for a dump. --leave-running is always given: with a cgroup frozen beforehand
  * CRIU then puts the freezer back to FROZEN when it is done; without it CRIU kills the tasks and
- * leaves the cgroup THAWED and empty (criu.md), which our checkpoint contract forbids.
+ * leaves the cgroup THAWED and empty (docs/criu.md), which our checkpoint contract forbids.
  */
 export function dumpArgs(opts: CriuDumpOptions): string[] {
   if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new AgentError('EINVAL', `not a pid: ${opts.pid}`);
@@ -46,12 +46,12 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
   return args;
 }
 
-// A cancelled dump runs on for up to this long before CRIU is killed (see abortGraceMs): a dump
-// that is not stuck ends well within it, and its tasks come out of it whole.
-export const DUMP_ABORT_GRACE_MS = 10_000;
-
-/** Dumps the tree rooted at opts.pid into opts.imagesDir. See runCriu for the errors. */
+/**
+ * Dumps the tree rooted at opts.pid into opts.imagesDir. See runCriu for the errors. A timeout or a
+ * cancel stops CRIU only while it holds no task (stop 'when-safe'): killing it while it holds the
+ * tree can kill the tree (docs/criu-faults.md).
+ */
 export async function runCriuDump(opts: CriuDumpOptions): Promise<CriuRunResult> {
   const args = dumpArgs(opts);
-  return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), { abortGraceMs: DUMP_ABORT_GRACE_MS, ...opts });
+  return runCriu(`criu dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'dump.log'), { stop: 'when-safe', ...opts });
 }

@@ -2,25 +2,29 @@
 // AbortSignal, and errors that quote the log.
 
 import { spawn } from 'node:child_process';
-import { statfsSync } from 'node:fs';
+import { statfsSync, writeFileSync } from 'node:fs';
 import { dirname } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { criuErrorLines, failureCode, readLogTail, stderrLines } from './log.js';
+import { stopCriuSafely, type SafeStopResult } from './stop.js';
 
 export interface CriuRunOptions {
   /** The criu binary, normally CriuInfo.path from findCriu. */
   readonly criuPath: string;
-  /** Kill CRIU (SIGKILL) and fail with ETIMEDOUT after this long. Default: no limit. */
+  /** Stop CRIU and fail with ETIMEDOUT after this long. Default: no limit. */
   readonly timeoutMs?: number;
-  /** Aborting fails with EINTR, killing CRIU (SIGKILL) after abortGraceMs. */
+  /** Aborting stops CRIU and fails with EINTR. */
   readonly signal?: AbortSignal;
   /**
-   * On abort, how long CRIU may go on before it is killed; its result is discarded either way.
-   * Default 0 (at once). A dump wants time here: CRIU killed while its parasite code runs inside a
-   * task, or while it has a syscall injected there, leaves that task to resume with CRIU's registers
-   * and die (a 512 MiB process was lost so, once, when agentd was stopped mid-dump on a v1 guest).
+   * How a timeout or an abort stops CRIU. 'now' (the default): SIGKILL to its process group at
+   * once, for runs whose tasks are discarded on failure anyway (a restore). 'when-safe': only at a
+   * moment when CRIU holds no task under ptrace (stopCriuSafely, docs/criu-faults.md), for a dump,
+   * whose tasks must come out of it alive; once CRIU holds them it is let run to its own end and
+   * its result is discarded.
    */
-  readonly abortGraceMs?: number;
+  readonly stop?: 'now' | 'when-safe';
+  /** With stop 'when-safe': kill anyway once CRIU has held its tasks this long after the stop was asked (hung). */
+  readonly hungAfterMs?: number;
   /**
    * Let CRIU stop its parasite code with x86 hardware breakpoints (CRIU's default). Default false.
    *
@@ -55,6 +59,18 @@ const STDERR_DRAIN_MS = 200;
 // stderr is normally empty (-o sends the log to a file); keep the first 64 KiB of whatever comes.
 const STDERR_LIMIT = 64 << 10;
 
+// The OOM killer picks the largest process; CRIU holding a big task's pages in its pipes can be
+// it, and a CRIU killed while it holds a task can take the task with it (docs/criu-faults.md).
+// agentd runs as root, so it may lower the score of its own child; inherited by what CRIU forks.
+function protectFromOomKiller(pid: number | undefined): void {
+  if (pid === undefined) return;
+  try {
+    writeFileSync(`/proc/${pid}/oom_score_adj`, '-1000');
+  } catch {
+    // gone already, or not root: CRIU runs unprotected
+  }
+}
+
 export function criuEnv(useBreakpoints: boolean | undefined): NodeJS.ProcessEnv {
   const env = { ...process.env };
   if (useBreakpoints) delete env.CRIU_FAULT;
@@ -75,42 +91,61 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   }
 
   const started = performance.now();
-  const outcome = await new Promise<{ code: number | null; signal: NodeJS.Signals | null; stderr: string; stop?: 'timeout' | 'abort'; killed: boolean; reaped: boolean; spawnError?: Error; pid?: number }>((resolve) => {
+  type Outcome = {
+    code: number | null;
+    signal: NodeJS.Signals | null;
+    stderr: string;
+    stop?: 'timeout' | 'abort';
+    killed: boolean;
+    safeStop?: SafeStopResult;
+    heldAtStop?: boolean;
+    reaped: boolean;
+    spawnError?: Error;
+    pid?: number;
+  };
+  const outcome = await new Promise<Outcome>((resolve) => {
     // Own process group, so that a kill also reaches whatever CRIU forked (a half-restored tree).
     const child = spawn(opts.criuPath, allArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: criuEnv(opts.useBreakpoints), detached: true });
+    protectFromOomKiller(child.pid);
     let stderr = '';
     let stop: 'timeout' | 'abort' | undefined;
     let killed = false;
+    let exited = false;
+    let safeStop: SafeStopResult | undefined;
+    let heldAtStop = false;
     let settled = false;
     let graceTimer: NodeJS.Timeout | undefined;
-    let abortTimer: NodeJS.Timeout | undefined;
 
     const finish = (r: { code: number | null; signal: NodeJS.Signals | null; reaped: boolean; spawnError?: Error }): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
       clearTimeout(graceTimer);
-      clearTimeout(abortTimer);
       opts.signal?.removeEventListener('abort', onAbort);
-      resolve({ ...r, stderr, stop, killed, pid: child.pid });
+      resolve({ ...r, stderr, stop, killed, safeStop, heldAtStop, pid: child.pid });
+    };
+    const afterKill = (): void => {
+      killed = true;
+      graceTimer = setTimeout(() => finish({ code: null, signal: null, reaped: false }), KILL_GRACE_MS);
     };
     const kill = (why: 'timeout' | 'abort'): void => {
-      if (killed || settled) return;
-      killed = true;
-      stop ??= why;
+      if (stop || settled || child.pid === undefined) return;
+      stop = why;
+      if (opts.stop === 'when-safe') {
+        void stopCriuSafely(child.pid, { hungAfterMs: opts.hungAfterMs, ended: () => exited, onHeld: () => (heldAtStop = true) }).then((result) => {
+          safeStop = result;
+          if (result.how !== 'ended') afterKill();
+        });
+        return;
+      }
       try {
-        process.kill(-child.pid!, 'SIGKILL');
+        process.kill(-child.pid, 'SIGKILL');
       } catch {
         child.kill('SIGKILL');
       }
-      graceTimer = setTimeout(() => finish({ code: null, signal: null, reaped: false }), KILL_GRACE_MS);
+      afterKill();
     };
-    const onAbort = (): void => {
-      if (stop || settled) return;
-      stop = 'abort';
-      if (opts.abortGraceMs) abortTimer = setTimeout(() => kill('abort'), opts.abortGraceMs);
-      else kill('abort');
-    };
+    const onAbort = (): void => kill('abort');
     const timer = opts.timeoutMs !== undefined ? setTimeout(() => kill('timeout'), opts.timeoutMs) : undefined;
     opts.signal?.addEventListener('abort', onAbort, { once: true });
 
@@ -124,6 +159,7 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
     let stderrEnded = false;
     child.stderr!.on('end', () => (stderrEnded = true));
     child.on('exit', (code, signal) => {
+      exited = true;
       // CRIU killed by a signal (the OOM killer, an operator) cannot reap what it forked: early on it
       // forks short-lived probes that stop themselves for its ptrace, and one caught then stays
       // stopped forever, re-parented to init (seen in test/faults/criu-faults.test.ts). They are in
@@ -154,12 +190,17 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
     });
   }
   if (outcome.stop) {
+    const how = outcome.safeStop;
     const killed = !outcome.killed
-      ? `let it end first (exit ${outcome.code ?? outcome.signal}) and discarded its result`
-      : outcome.reaped
-        ? 'killed it'
-        : `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`;
-    const details = { ...base, criuPid: outcome.pid, criuExited: outcome.reaped, durationMs };
+      ? `let it end first (exit ${outcome.code ?? outcome.signal}) and discarded its result${outcome.heldAtStop ? ': it held the tasks it dumps, and killing it then can kill them (docs/criu-faults.md)' : ''}`
+      : !outcome.reaped
+        ? `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`
+        : how?.how === 'forced'
+          ? `killed it after it had held ${how.held.length} task(s) for ${how.waitedMs} ms (hung); those tasks may not survive`
+          : how?.how === 'safe'
+            ? 'killed it while it held no task'
+            : 'killed it';
+    const details = { ...base, criuPid: outcome.pid, criuExited: outcome.reaped, durationMs, stopWaitedMs: how?.waitedMs };
     if (outcome.stop === 'timeout') {
       throw new AgentError('ETIMEDOUT', `${what} did not finish within ${opts.timeoutMs} ms; ${killed} (log: ${logPath})`, { details });
     }
@@ -193,11 +234,12 @@ export async function criuFailure(
   let code = failureCode(`${log ?? ''}\n${stderr}`);
   let cause = quoted;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
-  // CRIU's error is written (seen with CRIU 3.17.1), so look at the file system itself.
-  const free = errors.length === 0 ? freeBytes(dirname(logPath)) : undefined;
+  // CRIU's error is written, or in the middle of it (seen: no error line with CRIU 3.17.1, a line
+  // cut to "page-xfer: Unabl" with 4.1.1). So the file system itself decides, whatever the log says.
+  const free = freeBytes(dirname(logPath));
   if (code === 'ECRIU' && free !== undefined && free < FULL_BELOW_BYTES) {
     code = 'ENOSPC';
-    cause = `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free), which cut CRIU's log short`;
+    cause = `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free)${errors.length === 0 ? ", which cut CRIU's log short" : ''}`;
   }
   return new AgentError(code, `${what} failed (${exit}): ${cause}`, {
     details: {

@@ -100,6 +100,8 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     if (!(await mountTmpfs(full, 'size=64k'))) return t.skip('cannot mount a tmpfs here');
     cleanup.mount(full);
     writeFileSync(join(full, 'dump.log'), '(00.000001) Version: 3.17.1\n');
+    // CRIU 4.1.1 on a full tmpfs: an error line cut in the middle (seen: "page-xfer: Unabl").
+    writeFileSync(join(full, 'cut.log'), '(00.000001) Version: 4.1.1\n(00.081234) Error (criu/page-xfer.c:424): page-xfer: Unabl');
     try {
       writeFileSync(join(full, 'filler'), Buffer.alloc(128 * 1024));
     } catch {
@@ -108,6 +110,9 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     const err = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
     assert.equal(err.code, 'ENOSPC', err.message);
     assert.match(err.message, /no error lines in .*; the file system of .* is full \(\d+ bytes free\)/);
+    const cut = await criuFailure('criu dump of pid 1', join(full, 'cut.log'), { exitCode: 1, args: [] });
+    assert.equal(cut.code, 'ENOSPC', cut.message);
+    assert.match(cut.message, /page-xfer: Unabl; the file system of .* is full \(\d+ bytes free\)$/);
     // The same empty log on a file system with room stays ECRIU.
     const roomy = images('roomy');
     writeFileSync(join(roomy, 'dump.log'), '(00.000001) Version: 3.17.1\n');
@@ -118,7 +123,7 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     await assert.rejects(
       runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('timeout'), freezeCgroup: cg.dir, timeoutMs: 5 }),
       agentError('ETIMEDOUT', (err) => {
-        assert.match(err.message, /did not finish within 5 ms; killed it/);
+        assert.match(err.message, /did not finish within 5 ms; (killed it while it held no task|let it end first)/);
         assert.equal(err.details?.criuExited, true);
         assert.ok(!isAlive(err.details?.criuPid as number), 'CRIU still runs');
       }),
@@ -128,28 +133,21 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     await counter.reach(before + 2);
   });
 
-  test('an aborted dump: CRIU ends first and its result is discarded (EINTR); with no grace it is killed; an aborted signal never starts it', async () => {
-    // The default: a cancelled dump is not killed mid-way (that can kill the task it has seized).
-    const graceful = new AbortController();
-    setTimeout(() => graceful.abort(), 5);
+  test('an aborted dump: EINTR, CRIU stopped by the rule (killed while it holds no task, else let end), the task lives; an aborted signal never starts it', async () => {
+    // Which of the two depends on how far CRIU got in 5 ms; both are right (test/criu/stop-rule.test.ts
+    // places the abort at each moment on purpose).
+    const early = new AbortController();
+    setTimeout(() => early.abort(), 5);
     await assert.rejects(
-      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort-graceful'), freezeCgroup: cg.dir, signal: graceful.signal }),
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort'), freezeCgroup: cg.dir, signal: early.signal }),
       agentError('EINTR', (err) => {
-        assert.match(err.message, /was cancelled; let it end first \(exit 0\) and discarded its result/);
+        assert.match(err.message, /was cancelled; (killed it while it held no task|let it end first \(exit 0\) and discarded its result)/);
         assert.equal(err.details?.criuExited, true);
       }),
     );
     assert.ok(isAlive(counter.pid));
     const before = counter.read();
     await counter.reach(before + 2);
-
-    const now = new AbortController();
-    setTimeout(() => now.abort(), 5);
-    await assert.rejects(
-      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('abort'), freezeCgroup: cg.dir, signal: now.signal, abortGraceMs: 0 }),
-      agentError('EINTR', (err) => assert.match(err.message, /was cancelled; killed it/)),
-    );
-    assert.ok(isAlive(counter.pid));
     await assert.rejects(
       runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('aborted'), freezeCgroup: cg.dir, signal: AbortSignal.abort() }),
       agentError('EINTR', (err) => assert.match(err.message, /cancelled before it started/)),

@@ -1,0 +1,71 @@
+// Which processes of a checkpoint did not come out of a failed attempt, and what the kernel said of
+// them. A CRIU killed from outside (the OOM killer, an operator) while it holds a task can leave the
+// task to die of SIGTRAP (docs/criu-faults.md); the kernel then logs `traps: COMM[PID] trap int3`,
+// which is the only word on why, since the task was not our child.
+
+import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
+import type { ProcessRecord, TreeRecord } from './types.js';
+
+export interface LostProcess extends ProcessRecord {
+  /** The kernel's log lines naming it (`traps: perl[123] trap int3 ...`), newest last. */
+  readonly kernel: readonly string[];
+}
+
+function gone(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return /^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
+  } catch {
+    return true;
+  }
+}
+
+// The kernel's ring buffer, read through /dev/kmsg without blocking; only the most recent records
+// are of interest (a failed dump is seconds old), so a cap keeps the read small.
+const KMSG_MAX_RECORDS = 4096;
+
+function kernelLines(): string[] {
+  let fd: number;
+  try {
+    fd = openSync('/dev/kmsg', constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch {
+    return []; // not root, or no /dev/kmsg in this container
+  }
+  const lines: string[] = [];
+  const buf = Buffer.alloc(8192);
+  try {
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(fd, buf, 0, buf.length, null);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'EPIPE') continue; // a record was overwritten while we read
+        break; // EAGAIN: no more records
+      }
+      if (n <= 0) break;
+      const record = buf.toString('utf8', 0, n);
+      const text = record.slice(record.indexOf(';') + 1).split('\n')[0];
+      lines.push(text);
+      if (lines.length > KMSG_MAX_RECORDS) lines.shift();
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return lines;
+}
+
+/** The processes of `trees` that are gone now, each with what the kernel logged of it. */
+export function lostProcesses(trees: readonly TreeRecord[]): LostProcess[] {
+  const lost = trees.flatMap((t) => t.processes).filter((p) => gone(p.pid));
+  if (lost.length === 0) return [];
+  const log = kernelLines();
+  return lost.map((p) => ({ ...p, kernel: log.filter((line) => line.includes(`[${p.pid}]`)).slice(-3) }));
+}
+
+/** One sentence for an error message: who died, and the kernel's word on it. */
+export function describeLost(lost: readonly LostProcess[], survivors: number, state: string): string {
+  const who = lost
+    .map((p) => `process ${p.pid} (${p.command.slice(0, 60)})${p.kernel.length ? ` died: the kernel logged "${p.kernel[p.kernel.length - 1]}"` : ' is gone'}`)
+    .join('; ');
+  return `${who}; the other ${survivors} process${survivors === 1 ? ' is' : 'es are'} back to ${state}`;
+}
