@@ -57,7 +57,7 @@ export function criuWorkingIn(dir: string): Found[] {
 }
 
 // How long an orphaned CRIU gets to finish before it is killed. A dump here writes 0.3 to 1.7 GB/s
-// (criu.md), so a workload of a few GiB is done well within it; beyond it, CRIU is taken for hung.
+// (docs/criu.md), so a workload of a few GiB is done well within it; beyond it, CRIU is taken for hung.
 export const ORPHAN_GRACE_MS = 10_000;
 const POLL_MS = 20;
 

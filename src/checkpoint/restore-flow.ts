@@ -14,7 +14,7 @@ import { ImageStore, verifyFiles } from './image-store.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
-// The saved pids linger as zombies briefly after the originals are killed (criu.md): wait this long.
+// The saved pids linger as zombies briefly after the originals are killed (docs/criu.md): wait this long.
 const PIDS_FREE_WAIT_MS = 10_000;
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */

@@ -32,7 +32,7 @@ export function checkAbsolute(what: string, path: string): void {
 /**
  * The argument array for a dump. --leave-running is always given: with a cgroup frozen beforehand
  * CRIU then puts the freezer back to FROZEN when it is done; without it CRIU kills the tasks and
- * leaves the cgroup THAWED and empty (criu.md), which our checkpoint contract forbids.
+ * leaves the cgroup THAWED and empty (docs/criu.md), which our checkpoint contract forbids.
  */
 export function dumpArgs(opts: CriuDumpOptions): string[] {
   if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new AgentError('EINVAL', `not a pid: ${opts.pid}`);
