@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFile, realpath, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
+import { parseMountinfo } from '../proc/index.js';
 import { checkAbsolute } from './dump.js';
 import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
 
@@ -81,9 +82,6 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   return args;
 }
 
-// "a\040b" in mountinfo is "a b".
-const unescapeMountinfo = (field: string): string => field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
-
 /**
  * Unmounts and removes the cgroup yards a killed restore left in its work dir. CRIU mounts a tmpfs
  * `.criu.cgyard.XXXXXX` there with every cgroup hierarchy below it, in the host's mount namespace,
@@ -93,12 +91,9 @@ const unescapeMountinfo = (field: string): string => field.replace(/\\([0-7]{3})
 export async function removeCgroupYards(workDir: string): Promise<string[]> {
   // mountinfo shows resolved paths (/tmp may be a symlink elsewhere).
   const prefix = join(await realpath(workDir).catch(() => workDir), '.criu.cgyard.');
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
   const yards = new Set<string>();
-  for (const line of mountinfo.split('\n')) {
-    const mountPoint = line.split(' ')[4];
-    if (mountPoint === undefined) continue;
-    const path = unescapeMountinfo(mountPoint);
+  for (const { mountPoint: path } of mounts) {
     if (!path.startsWith(prefix)) continue;
     const end = path.indexOf('/', prefix.length);
     yards.add(end === -1 ? path : path.slice(0, end));
