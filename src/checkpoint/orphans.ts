@@ -9,6 +9,7 @@
 // timeout does.
 
 import { readdirSync, readFileSync } from 'node:fs';
+import { readProcStat } from '../proc/index.js';
 
 interface Found {
   readonly pid: number;
@@ -18,19 +19,9 @@ interface Found {
   readonly leadsGroup: boolean;
 }
 
-function statFields(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces: [0] is the state.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
 function stillThere(p: Found): boolean {
-  const fields = statFields(p.pid);
-  return fields !== undefined && fields[0] !== 'Z' && Number(fields[19]) === p.startTime;
+  const stat = readProcStat(p.pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.startTime === p.startTime;
 }
 
 /** Live processes whose arguments hold `-D <dir>/...`: CRIU runs (or a stand-in) writing under dir. */
@@ -49,9 +40,9 @@ export function criuWorkingIn(dir: string): Found[] {
     }
     const d = args.indexOf('-D');
     if (d < 0 || !args[d + 1]?.startsWith(prefix)) continue;
-    const fields = statFields(pid);
-    if (!fields || fields[0] === 'Z') continue;
-    found.push({ pid, startTime: Number(fields[19]), leadsGroup: Number(fields[3]) === pid });
+    const stat = readProcStat(pid);
+    if (!stat || stat.state === 'Z') continue;
+    found.push({ pid, startTime: stat.startTime, leadsGroup: stat.pgrp === pid });
   }
   return found;
 }
