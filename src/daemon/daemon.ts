@@ -15,7 +15,7 @@ import { Metrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { Operations } from './operations.js';
 import { ApiServer } from './server.js';
-import { agentVersion } from './version.js';
+import { packageVersion } from '../defaults/index.js';
 
 export const DEFAULT_SOCKET = '/run/agentd/agentd.sock';
 export const DEFAULT_RUN_DIR = '/run/agentd';
@@ -69,7 +69,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const runDir = options.runDir ?? DEFAULT_RUN_DIR;
   const logger = options.logger ?? createLogger({ level: options.logLevel, format: options.logFormat });
   const startedAt = new Date();
-  const version = agentVersion();
+  const version = packageVersion();
   const control = new CgroupControl({ runDir });
   const checkpointer = new Checkpointer({
     control,

@@ -6,5 +6,4 @@ export { main } from './main.js';
 export { HTTP_STATUS } from './http-status.js';
 export { MAX_BODY_BYTES } from './request.js';
 export { NDJSON_TYPE } from './streaming.js';
-export { agentVersion } from './version.js';
 export type { HostFacts } from './host.js';
