@@ -15,11 +15,7 @@ import { Metrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { Operations } from './operations.js';
 import { ApiServer } from './server.js';
-import { packageVersion } from '../defaults/index.js';
-
-export const DEFAULT_SOCKET = '/run/agentd/agentd.sock';
-export const DEFAULT_RUN_DIR = '/run/agentd';
-export const DEFAULT_IMAGES_DIR = '/var/lib/agentd/checkpoints';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export interface DaemonOptions {
   readonly socket?: string;

@@ -4,9 +4,9 @@
 import { isAbsolute } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, startDaemon } from './daemon.js';
+import { startDaemon } from './daemon.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS } from './logging.js';
-import { packageVersion } from '../defaults/index.js';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const args = await yargs(argv)
