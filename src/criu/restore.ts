@@ -55,6 +55,25 @@ export interface CriuRestoreResult extends CriuRunResult {
   readonly pid: number;
 }
 
+const DEFAULT_LOG_NAME = 'restore.log';
+
+/** Where a restore's own files go: the work dir (default: the images dir), the pidfile and the log. */
+export function restoreFiles(opts: CriuRestoreOptions): { workDir: string; pidFile: string; logPath: string } {
+  const workDir = opts.workDir ?? opts.imagesDir;
+  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  return { workDir, pidFile: opts.pidFile ?? join(workDir, 'restore.pid'), logPath: join(workDir, opts.logName ?? DEFAULT_LOG_NAME) };
+}
+
+/**
+ * The pid CRIU wrote to its pidfile, or undefined while there is none. CRIU writes it with one
+ * write() and no newline, so a read sees either nothing or the whole pid.
+ */
+export async function readPidFile(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const pid = Number.parseInt(text.trim(), 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
 /**
  * The argument array for a restore. Never restore into a cgroup that is frozen: CRIU moves its
  * own restorer into the cgroup, freezes with it and never returns (measured, v1 and v2).
@@ -67,7 +86,7 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
     args.push('-W', opts.workDir);
   }
   if (detach) args.push('-d');
-  args.push('-o', opts.logName ?? 'restore.log', '-v4', '--pidfile', pidFile);
+  args.push('-o', opts.logName ?? DEFAULT_LOG_NAME, '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
   if (opts.tcpEstablished) args.push('--tcp-established');
   if (opts.fileLocks) args.push('--file-locks');
@@ -124,15 +143,12 @@ export async function withYardCleanup<T>(workDir: string, run: () => Promise<T>)
 
 /** Restores one tree, detached (-d), and returns its root pid. See runCriu for the errors. */
 export async function runCriuRestore(opts: CriuRestoreOptions): Promise<CriuRestoreResult> {
-  const workDir = opts.workDir ?? opts.imagesDir;
-  const pidFile = opts.pidFile ?? join(workDir, 'restore.pid');
-  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  const { workDir, pidFile, logPath } = restoreFiles(opts);
   const args = restoreArgs(opts, pidFile);
   await rm(pidFile, { force: true }).catch(() => undefined); // a read-only dir fails later, in CRIU, with a clear log
-  const result = await withYardCleanup(workDir, () => runCriu(`criu restore from ${opts.imagesDir}`, args, join(workDir, opts.logName ?? 'restore.log'), opts));
-  const text = await readFile(pidFile, 'utf8').catch(() => '');
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0) {
+  const result = await withYardCleanup(workDir, () => runCriu(`criu restore from ${opts.imagesDir}`, args, logPath, opts));
+  const pid = await readPidFile(pidFile);
+  if (pid === undefined) {
     throw new AgentError('ECRIU', `criu restore from ${opts.imagesDir} succeeded but wrote no pid to ${pidFile}`, {
       details: { logPath: result.logPath, args: result.args },
     });
