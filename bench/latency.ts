@@ -7,7 +7,7 @@
 //   control  agentd's guarded call: CgroupControl.freeze / .thaw (lock, record, status)
 //   api      agentd over its socket: POST /v1/cgroups/freeze|thaw, a new connection each time
 // Each operation starts from a settled state after a pause (gapMs): the kernel delays a
-// cgroup.events notification that follows the previous one by less than ~16 ms (freezer.md), so a
+// cgroup.events notification that follows the previous one by less than ~16 ms (docs/freezer.md), so a
 // freeze right after a thaw would measure that rate limit rather than the freeze.
 
 import { performance } from 'node:perf_hooks';

@@ -1,6 +1,6 @@
-// The targets of issue 9, each checked against this run's figures. Every target compares agentd
-// with a baseline measured in the same run, except the absolute ones the issue sets (requests per
-// second, memory). A target whose figures were not measured in this run (a section left out) is
+// The benchmark's nine targets (docs/bench.md, Targets), each checked against this run's figures.
+// Every target compares agentd with a baseline measured in the same run, except the absolute ones
+// (requests per second, memory). A target whose figures were not measured in this run (a section left out) is
 // reported with measured null and met null rather than guessed.
 
 import type { CheckpointCase } from './checkpoint.js';

@@ -9,8 +9,8 @@
 # Why the build: kernels from about 6.13 map a `[vvar_vclock]` area that CRIU 3.x does not know,
 # so Debian 12's criu 3.17.1 fails `criu check` with "vdso: Unexpected rt vDSO area bounds";
 # trixie's criu 4.1.1 binary needs glibc 2.38 and Debian 12 has 2.36. Building 4.1.1 against
-# Debian 12's libraries works and uses nothing but Debian's archive. See
-# /work/shared/reference/criu.md for the measurements.
+# Debian 12's libraries works and uses nothing but Debian's archive. See docs/criu-selection.md
+# for the measurements and docs/criu.md for how agentd runs it.
 #
 # The system's apt sources are never changed: trixie's Sources index is read through a private apt
 # configuration under $WORK.

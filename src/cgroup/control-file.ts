@@ -1,5 +1,5 @@
 // Small cgroup control files kept open and used synchronously: a synchronous pread/pwrite on a
-// kept-open fd costs 3-40 µs here, against 0.3-0.5 ms for an awaited fs.promises call (freezer.md).
+// kept-open fd costs 3-40 µs here, against 0.3-0.5 ms for an awaited fs.promises call (docs/freezer.md).
 
 import { closeSync, openSync, readSync, writeSync, constants } from 'node:fs';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';

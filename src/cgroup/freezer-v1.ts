@@ -80,7 +80,7 @@ export class V1Freezer implements Freezer {
         `cgroup ${this.name} is frozen by its parent ${status.frozenBy ?? '(an ancestor)'}; thaw that cgroup instead`,
       );
     }
-    // A v1 thaw is complete when the write returns (freezer.md).
+    // A v1 thaw is complete when the write returns (docs/freezer.md).
     this.stateFile.write('THAWED');
   }
 

@@ -1,6 +1,6 @@
 // Waiting without hogging the CPU that the tasks need in order to freeze or exit: on a 2-core host a
 // tight reader slowed a 1-task v1 freeze from 0.04 ms to 2.9 ms, while a 10 ms sleep adds up to 10 ms
-// whenever the first read is not final (freezer.md). So: yield a few times, then back off to ~1 ms.
+// whenever the first read is not final (docs/freezer.md). So: yield a few times, then back off to ~1 ms.
 
 import { setImmediate as yieldToLoop, setTimeout as sleep } from 'node:timers/promises';
 import { existsSync } from 'node:fs';

@@ -2,7 +2,7 @@
 
 export type Hierarchy = 'v1' | 'v2';
 
-/** The kernel's freezer states (freezer.md). CHECKPOINTING is agentd's own and lives in src/lock. */
+/** The kernel's freezer states (docs/freezer.md). CHECKPOINTING is agentd's own and lives in src/lock. */
 export type FreezerState = 'THAWED' | 'FREEZING' | 'FROZEN';
 
 /** A resolved, existing, non-root cgroup directory in one hierarchy. */

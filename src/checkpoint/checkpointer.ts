@@ -2,6 +2,7 @@
 // the image store, recovery after a crash, and the CRIU it runs.
 
 import { requireWorkingCriu, type CriuInfo } from '../criu/index.js';
+import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import { byCreation, checkId } from './image-store.js';
@@ -19,8 +20,6 @@ import type {
   RestoreOptions,
   RestoreSummary,
 } from './types.js';
-
-export const DEFAULT_IMAGES_DIR = '/var/lib/agentd/checkpoints';
 
 export interface CheckpointerOptions {
   readonly control: CgroupControl;

@@ -1,7 +1,11 @@
-// One checkpoint, start to end (issue 4, steps 1-7). The order is the contract:
+// One checkpoint, start to end. The order is the contract:
 //   preflight -> freeze (remember the prior state) -> CHECKPOINTING -> one CRIU dump per process tree
 //   -> verify nothing is missing -> CHECKPOINTING ends (back to FROZEN) -> manifest, fsync, atomic
 //   rename -> the --after policy -> the lock is released.
+// Why (docs/freezer.md, rules 1-5): CHECKPOINTING begins only from FROZEN, so the freeze comes first,
+// under the same lock, and nobody can thaw in between; the consistency verdict comes before the
+// manifest, so an image of a cgroup that did not stay stopped is never published; the policy runs
+// once CHECKPOINTING has ended in FROZEN.
 // Any failure on the way puts the cgroup back in its prior state with every process alive, releases
 // the lock and leaves no image that looks good.
 
@@ -20,7 +24,7 @@ import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, TreeRecord } from './types.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
-// plus about 10 KB here, criu.md), and for the filesystem not to be filled to the last block.
+// plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
 const SPACE_MARGIN_BYTES = 16 << 20;
 const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;

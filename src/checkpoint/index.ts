@@ -1,7 +1,7 @@
 // Checkpoint orchestration: freeze, lock, dump every process tree with CRIU, verify, manifest,
 // release, apply the policy; restore in the saved order; the image store; crash recovery.
 
-export { Checkpointer, DEFAULT_IMAGES_DIR, type CheckpointerOptions } from './checkpointer.js';
+export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
 export { AFTER_POLICIES } from './types.js';
 export type {

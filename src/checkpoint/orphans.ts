@@ -10,6 +10,7 @@
 
 import { readdirSync, readFileSync } from 'node:fs';
 import { CRIU_HUNG_AFTER_MS, stopCriuSafely } from '../criu/index.js';
+import { readProcStat } from '../proc/index.js';
 
 interface Found {
   readonly pid: number;
@@ -20,19 +21,9 @@ interface Found {
   readonly pgid: number;
 }
 
-function statFields(pid: number): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name, which is in parentheses and may hold spaces: [0] is the state.
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
 function stillThere(p: Found): boolean {
-  const fields = statFields(p.pid);
-  return fields !== undefined && fields[0] !== 'Z' && Number(fields[19]) === p.startTime;
+  const stat = readProcStat(p.pid);
+  return stat !== undefined && stat.state !== 'Z' && stat.startTime === p.startTime;
 }
 
 /** Live processes whose arguments hold `-D <dir>/...`: CRIU runs (or a stand-in) writing under dir. */
@@ -51,9 +42,9 @@ export function criuWorkingIn(dir: string): Found[] {
     }
     const d = args.indexOf('-D');
     if (d < 0 || !args[d + 1]?.startsWith(prefix)) continue;
-    const fields = statFields(pid);
-    if (!fields || fields[0] === 'Z') continue;
-    found.push({ pid, startTime: Number(fields[19]), leadsGroup: Number(fields[2]) === pid, pgid: Number(fields[2]) });
+    const stat = readProcStat(pid);
+    if (!stat || stat.state === 'Z') continue;
+    found.push({ pid, startTime: stat.startTime, leadsGroup: stat.pgrp === pid, pgid: stat.pgrp });
   }
   return found;
 }

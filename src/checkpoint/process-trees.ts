@@ -3,6 +3,7 @@
 // A root is a process whose parent is outside the cgroup.
 
 import { readFileSync } from 'node:fs';
+import { readProcStat } from '../proc/index.js';
 import type { ProcessRecord, TreeRecord } from './types.js';
 
 interface ProcInfo extends ProcessRecord {
@@ -10,15 +11,13 @@ interface ProcInfo extends ProcessRecord {
 }
 
 function readProc(pid: number): ProcInfo | undefined {
+  const stat = readProcStat(pid);
+  if (!stat) return undefined; // exited between cgroup.procs and /proc
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // comm is in parentheses and may itself hold spaces or parentheses: parse after the last ')'.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).join(' ');
-    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-    return { pid, ppid: Number(fields[1]), command: cmdline || `[${comm}]`, startTime: Number(fields[19]) };
+    return { pid, ppid: stat.ppid, command: cmdline || `[${stat.comm}]`, startTime: stat.startTime };
   } catch {
-    return undefined; // exited between cgroup.procs and /proc
+    return undefined; // exited meanwhile
   }
 }
 

@@ -2,7 +2,7 @@
 // pids are free, then restore the process trees one by one in their saved order (src/restart), into
 // the original cgroup or another one. A failure part-way kills what was already restored.
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { backoff, discoverMounts, resolveCgroup, waitForPidsGone, type CgroupRef, type Freezer, type Hierarchy } from '../cgroup/index.js';
@@ -10,11 +10,12 @@ import type { CgroupControl } from '../lock/index.js';
 import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot, type CriuInfo } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
+import { readProcStat } from '../proc/index.js';
 import { ImageStore, verifyFiles } from './image-store.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
-// The saved pids linger as zombies briefly after the originals are killed (criu.md): wait this long.
+// The saved pids linger as zombies briefly after the originals are killed (docs/criu.md): wait this long.
 const PIDS_FREE_WAIT_MS = 10_000;
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */
@@ -84,12 +85,7 @@ function killTree(tree: TreeRecord): Promise<boolean> {
 }
 
 function isStopped(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) === 'T';
-  } catch {
-    return false;
-  }
+  return readProcStat(pid)?.state === 'T';
 }
 
 async function waitUntilStopped(tree: TreeRecord, timeoutMs: number): Promise<void> {

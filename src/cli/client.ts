@@ -5,7 +5,6 @@
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { AgentError, isErrorCode, systemErrno } from '../errors/index.js';
 
-export const DEFAULT_SOCKET = '/run/agentd/agentd.sock';
 const NDJSON_TYPE = 'application/x-ndjson';
 
 export interface ClientOptions {

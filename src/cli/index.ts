@@ -2,4 +2,4 @@
 
 export { main, parser } from './main.js';
 export { EXIT_CODES, exitCodeFor } from './exit-codes.js';
-export { call, DEFAULT_SOCKET, type ClientOptions } from './client.js';
+export { call, type ClientOptions } from './client.js';

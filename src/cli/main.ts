@@ -3,14 +3,13 @@
 
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { DEFAULT_SOCKET } from './client.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
 import { freezeCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
 import type { GlobalArgs } from './context.js';
 import { EXIT_USAGE } from './exit-codes.js';
-import { cliVersion } from './version.js';
+import { DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export function parser(argv: string[]) {
   return yargs(argv)
@@ -44,7 +43,7 @@ export function parser(argv: string[]) {
     .demandCommand(1, 'name a command')
     .recommendCommands()
     .strict()
-    .version(cliVersion())
+    .version(packageVersion())
     .help()
     .alias('help', 'h')
     .wrap(Math.min(110, process.stdout.columns || 100))

@@ -1,6 +1,6 @@
 // CRIU: finding and checking the binary, running dump and restore, reading its logs and stats.
 // Nothing here knows about cgroup freezing, the CHECKPOINTING lock or orchestration: callers pass
-// a cgroup directory and CRIU does the rest (see /work/shared/reference/criu.md for its behaviour).
+// a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves).
 
 export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck } from './find.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';

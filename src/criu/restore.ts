@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { readFile, realpath, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
+import { parseMountinfo } from '../proc/index.js';
 import { checkAbsolute } from './dump.js';
 import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
 
@@ -54,6 +55,25 @@ export interface CriuRestoreResult extends CriuRunResult {
   readonly pid: number;
 }
 
+const DEFAULT_LOG_NAME = 'restore.log';
+
+/** Where a restore's own files go: the work dir (default: the images dir), the pidfile and the log. */
+export function restoreFiles(opts: CriuRestoreOptions): { workDir: string; pidFile: string; logPath: string } {
+  const workDir = opts.workDir ?? opts.imagesDir;
+  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  return { workDir, pidFile: opts.pidFile ?? join(workDir, 'restore.pid'), logPath: join(workDir, opts.logName ?? DEFAULT_LOG_NAME) };
+}
+
+/**
+ * The pid CRIU wrote to its pidfile, or undefined while there is none. CRIU writes it with one
+ * write() and no newline, so a read sees either nothing or the whole pid.
+ */
+export async function readPidFile(path: string): Promise<number | undefined> {
+  const text = await readFile(path, 'utf8').catch(() => '');
+  const pid = Number.parseInt(text.trim(), 10);
+  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
+}
+
 /**
  * The argument array for a restore. Never restore into a cgroup that is frozen: CRIU moves its
  * own restorer into the cgroup, freezes with it and never returns (measured, v1 and v2).
@@ -66,7 +86,7 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
     args.push('-W', opts.workDir);
   }
   if (detach) args.push('-d');
-  args.push('-o', opts.logName ?? 'restore.log', '-v4', '--pidfile', pidFile);
+  args.push('-o', opts.logName ?? DEFAULT_LOG_NAME, '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
   if (opts.tcpEstablished) args.push('--tcp-established');
   if (opts.fileLocks) args.push('--file-locks');
@@ -81,9 +101,6 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   return args;
 }
 
-// "a\040b" in mountinfo is "a b".
-const unescapeMountinfo = (field: string): string => field.replace(/\\([0-7]{3})/g, (_, oct: string) => String.fromCharCode(Number.parseInt(oct, 8)));
-
 /**
  * Unmounts and removes the cgroup yards a killed restore left in its work dir. CRIU mounts a tmpfs
  * `.criu.cgyard.XXXXXX` there with every cgroup hierarchy below it, in the host's mount namespace,
@@ -93,12 +110,9 @@ const unescapeMountinfo = (field: string): string => field.replace(/\\([0-7]{3})
 export async function removeCgroupYards(workDir: string): Promise<string[]> {
   // mountinfo shows resolved paths (/tmp may be a symlink elsewhere).
   const prefix = join(await realpath(workDir).catch(() => workDir), '.criu.cgyard.');
-  const mountinfo = await readFile('/proc/self/mountinfo', 'utf8').catch(() => '');
+  const mounts = parseMountinfo(await readFile('/proc/self/mountinfo', 'utf8').catch(() => ''));
   const yards = new Set<string>();
-  for (const line of mountinfo.split('\n')) {
-    const mountPoint = line.split(' ')[4];
-    if (mountPoint === undefined) continue;
-    const path = unescapeMountinfo(mountPoint);
+  for (const { mountPoint: path } of mounts) {
     if (!path.startsWith(prefix)) continue;
     const end = path.indexOf('/', prefix.length);
     yards.add(end === -1 ? path : path.slice(0, end));
@@ -129,15 +143,12 @@ export async function withYardCleanup<T>(workDir: string, run: () => Promise<T>)
 
 /** Restores one tree, detached (-d), and returns its root pid. See runCriu for the errors. */
 export async function runCriuRestore(opts: CriuRestoreOptions): Promise<CriuRestoreResult> {
-  const workDir = opts.workDir ?? opts.imagesDir;
-  const pidFile = opts.pidFile ?? join(workDir, 'restore.pid');
-  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  const { workDir, pidFile, logPath } = restoreFiles(opts);
   const args = restoreArgs(opts, pidFile);
   await rm(pidFile, { force: true }).catch(() => undefined); // a read-only dir fails later, in CRIU, with a clear log
-  const result = await withYardCleanup(workDir, () => runCriu(`criu restore from ${opts.imagesDir}`, args, join(workDir, opts.logName ?? 'restore.log'), opts));
-  const text = await readFile(pidFile, 'utf8').catch(() => '');
-  const pid = Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 0) {
+  const result = await withYardCleanup(workDir, () => runCriu(`criu restore from ${opts.imagesDir}`, args, logPath, opts));
+  const pid = await readPidFile(pidFile);
+  if (pid === undefined) {
     throw new AgentError('ECRIU', `criu restore from ${opts.imagesDir} succeeded but wrote no pid to ${pidFile}`, {
       details: { logPath: result.logPath, args: result.args },
     });

@@ -7,12 +7,10 @@
 // tree is left writing to a deleted /dev/pts entry. The restored root gets fds 0-2 on the new pty
 // but no controlling terminal (tty_nr 0), in its own session as at dump time.
 
-import { readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { rm } from 'node:fs/promises';
 import type { IPty } from 'node-pty';
 import { AgentError } from '../errors/index.js';
-import { checkAbsolute } from './dump.js';
-import { restoreArgs, withYardCleanup, type CriuRestoreOptions } from './restore.js';
+import { readPidFile, restoreArgs, restoreFiles, withYardCleanup, type CriuRestoreOptions } from './restore.js';
 import { criuEnv, criuFailure } from './run.js';
 
 export interface CriuTerminalRestoreOptions extends Omit<CriuRestoreOptions, 'shellJob'> {
@@ -35,25 +33,15 @@ export interface CriuTerminalRestore {
 }
 
 // How often to look for the pidfile CRIU writes once the tree is restored (~0.15 s for a small tree).
-// CRIU writes it with one write() and no newline, so a read sees either nothing or the whole pid.
 const POLL_MS = 5;
-
-async function readPid(path: string): Promise<number | undefined> {
-  const text = await readFile(path, 'utf8').catch(() => '');
-  const pid = Number.parseInt(text.trim(), 10);
-  return Number.isInteger(pid) && pid > 0 ? pid : undefined;
-}
 
 /**
  * Restores a --shell-job tree inside a new pty and resolves once it runs (CRIU has written its
  * pidfile). Errors as runCriu: ECRIU/ENOSPC quoting the log, ETIMEDOUT, EINTR (CRIU killed).
  */
 export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOptions): Promise<CriuTerminalRestore> {
-  const workDir = opts.workDir ?? opts.imagesDir;
-  const pidFile = opts.pidFile ?? join(workDir, 'restore.pid');
-  if (opts.pidFile !== undefined) checkAbsolute('the pidfile', opts.pidFile);
+  const { workDir, pidFile, logPath } = restoreFiles(opts);
   const args = [...restoreArgs({ ...opts, shellJob: true }, pidFile, false), ...(opts.extraArgs ?? [])];
-  const logPath = join(workDir, opts.logName ?? 'restore.log');
   const what = `criu restore (on a terminal) from ${opts.imagesDir}`;
   if (opts.signal?.aborted) throw new AgentError('EINTR', `${what} was cancelled before it started`, { details: { logPath, args } });
   await rm(pidFile, { force: true }).catch(() => undefined);
@@ -112,7 +100,7 @@ export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOption
 
   async function waitForTree(): Promise<CriuTerminalRestore> {
     for (;;) {
-      const pid = await readPid(pidFile);
+      const pid = await readPidFile(pidFile);
       if (pid !== undefined && !stop) {
         return { pid, criuPid: terminal.pid, terminal, exited, logPath, args, durationMs: Math.round(performance.now() - started) };
       }

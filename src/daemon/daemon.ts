@@ -15,11 +15,7 @@ import { Metrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { Operations } from './operations.js';
 import { ApiServer } from './server.js';
-import { agentVersion } from './version.js';
-
-export const DEFAULT_SOCKET = '/run/agentd/agentd.sock';
-export const DEFAULT_RUN_DIR = '/run/agentd';
-export const DEFAULT_IMAGES_DIR = '/var/lib/agentd/checkpoints';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export interface DaemonOptions {
   readonly socket?: string;
@@ -69,7 +65,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const runDir = options.runDir ?? DEFAULT_RUN_DIR;
   const logger = options.logger ?? createLogger({ level: options.logLevel, format: options.logFormat });
   const startedAt = new Date();
-  const version = agentVersion();
+  const version = packageVersion();
   const control = new CgroupControl({ runDir });
   const checkpointer = new Checkpointer({
     control,

@@ -2,11 +2,12 @@
 // machine can checkpoint. Static facts (distribution, CPU) are read once; memory and free space of
 // the image directory are read on each request. CRIU is probed once, at start (findCriu).
 
-import { existsSync, readFileSync, realpathSync, statfsSync } from 'node:fs';
+import { existsSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, sep } from 'node:path';
 import si from 'systeminformation';
 import { discoverMounts } from '../cgroup/index.js';
 import type { CriuInfo } from '../criu/index.js';
+import { readMountinfo } from '../proc/index.js';
 
 export type CriuFacts = ({ ok: true } & CriuInfo) | { ok: false; error: { code: string; message: string } };
 
@@ -48,14 +49,8 @@ function within(path: string, mount: string): boolean {
 /** The deepest mount holding `path`, and its filesystem type, from /proc/self/mountinfo. */
 function mountHolding(path: string): { mount: string; type: string } | undefined {
   let best: { mount: string; type: string } | undefined;
-  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
-    const separator = line.indexOf(' - ');
-    const field = line.split(' ')[4];
-    if (separator < 0 || !field) continue;
-    const mount = field.replace(/\\([0-7]{3})/g, (_, octal: string) => String.fromCharCode(parseInt(octal, 8)));
-    if (within(path, mount) && (!best || mount.length >= best.mount.length)) {
-      best = { mount, type: line.slice(separator + 3).split(' ')[0] ?? '' };
-    }
+  for (const { mountPoint: mount, fsType: type } of readMountinfo()) {
+    if (mount && within(path, mount) && (!best || mount.length >= best.mount.length)) best = { mount, type };
   }
   return best;
 }

@@ -4,9 +4,9 @@
 import { isAbsolute } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
-import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, startDaemon } from './daemon.js';
+import { startDaemon } from './daemon.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS } from './logging.js';
-import { agentVersion } from './version.js';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const args = await yargs(argv)
@@ -33,7 +33,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     .example('$0 --socket /tmp/a.sock --run-dir /tmp/a-run --images-dir /tmp/a-images', 'a second agent beside the first')
     .example('$0 --allow-images-dir /srv/checkpoints', 'checkpoint --images-dir /srv/checkpoints is allowed too')
     .example('$0 --log-level debug --log-format json', 'log every request as JSON')
-    .version(agentVersion())
+    .version(packageVersion())
     .strict()
     .help()
     .parseAsync();

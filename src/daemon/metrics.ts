@@ -57,7 +57,7 @@ class Histogram {
   }
 }
 
-// A v2 freeze takes microseconds per task, a v1 one up to a third of a second under load (freezer.md);
+// A v2 freeze takes microseconds per task, a v1 one up to a third of a second under load (docs/freezer.md);
 // a checkpoint from a tenth of a second (a small tree) to seconds (GiBs of memory).
 const FREEZE_BUCKETS = [0.0005, 0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 const CHECKPOINT_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300];

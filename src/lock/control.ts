@@ -6,14 +6,13 @@ import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer, type CgroupRef, type FreezerStatus } from '../cgroup/index.js';
+import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type CheckpointHold, type LockHolder, type LockOperation } from './types.js';
-
-const DEFAULT_RUN_DIR = '/run/agentd';
 
 function newRequestId(): string {
   return randomBytes(4).toString('hex');

@@ -1,6 +1,7 @@
 // The CHECKPOINTING lock: agentd's fourth freezer state, held with a kernel flock on one file per
-// cgroup (freezer.md, CHECKPOINTING). CgroupControl is the guarded entry point for every caller
-// that changes a cgroup's freezer state: the daemon, agentctl in direct mode, checkpoint orchestration.
+// cgroup (docs/lock.md; its rules are in docs/freezer.md). CgroupControl is the guarded entry point
+// for every caller that changes a cgroup's freezer state: the daemon, agentctl in direct mode,
+// checkpoint orchestration.
 
 export { CgroupControl } from './control.js';
 export type {

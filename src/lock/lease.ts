@@ -183,7 +183,7 @@ export class Lease implements CgroupLease {
 }
 
 // After CRIU puts a v1 cgroup back to FROZEN, it reads FREEZING until a read finds every task
-// frozen (up to 0.33 s seen with 1000 busy tasks, freezer.md). Give it that long, and a margin,
+// frozen (up to 0.33 s seen with 1000 busy tasks, docs/freezer.md). Give it that long, and a margin,
 // before the watch judges the state again.
 const CRIU_SETTLE_MS = 1000;
 
@@ -220,7 +220,7 @@ class Hold implements CheckpointHold {
       let state = freezer.state();
       if (state !== 'FROZEN') {
         if (freezer.processes().length > 0) breaches.push({ at: new Date().toISOString(), observed: state });
-        // CHECKPOINTING always ends in FROZEN (freezer.md, rule 4): put back what was lost, and let
+        // CHECKPOINTING always ends in FROZEN (docs/freezer.md, rule 4): put back what was lost, and let
         // the inconsistency speak for the image.
         try {
           await freezer.freeze();

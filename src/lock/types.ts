@@ -1,4 +1,4 @@
-// The vocabulary of the CHECKPOINTING lock (freezer.md, CHECKPOINTING). The lock itself is a kernel
+// The vocabulary of the CHECKPOINTING lock (docs/lock.md). The lock itself is a kernel
 // flock on one file per cgroup; these records are what its file says, for diagnosis only.
 
 import type { CgroupRef, Freezer, FreezerState, Hierarchy } from '../cgroup/index.js';

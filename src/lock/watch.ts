@@ -1,4 +1,5 @@
-// Watching a CHECKPOINTING cgroup for any moment it is not FROZEN (freezer.md, CHECKPOINTING 5).
+// Watching a CHECKPOINTING cgroup for any moment it is not FROZEN (docs/freezer.md, rule 5;
+// docs/lock.md, the watch).
 //
 // v2: cgroup.events raises an inotify event on every change of `frozen`, so fs.watch wakes us at
 // once; a re-read every 20 ms backs it up because the kernel rate-limits those events (~16 ms) and

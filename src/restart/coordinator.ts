@@ -4,12 +4,12 @@
 // ETIMEDOUT; a participant's own error) releases every connected participant with an abort carrying
 // the same error, then rejects. See protocol.ts for the messages.
 
-import { readFileSync } from 'node:fs';
 import { chmod, mkdtemp, rm } from 'node:fs/promises';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
+import { readProcStat } from '../proc/index.js';
 import { asAgentError, unlessAborted, watchInterruptions, type Interruption } from './interruption.js';
 import { abortMessage, parseParticipantMessage, readLines, send, type CoordinatorMessage, type ParticipantMessage } from './protocol.js';
 import { validateFunction, validateParticipants, validateSocketPath, validateTimeout, type Participant } from './saved-order.js';
@@ -216,12 +216,8 @@ function isAlive(pid: number): boolean {
   } catch (err) {
     if (systemErrno(err) !== 'EPERM') return false;
   }
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.charAt(stat.lastIndexOf(')') + 2) !== 'Z';
-  } catch {
-    return false;
-  }
+  const state = readProcStat(pid)?.state;
+  return state !== undefined && state !== 'Z';
 }
 
 async function makePrivateDir(): Promise<string> {

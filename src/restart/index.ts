@@ -1,4 +1,4 @@
-// Restart ordering (the protocol of the 2009 in-kernel checkpoint/restart, in user space; issue 6):
+// Restart ordering (the protocol of the 2009 in-kernel checkpoint/restart, in user space; docs/restart.md):
 // the saved order of a checkpoint's participants is the order they restore in, whatever order they arrive in.
 //  - runCoordinator / joinRestart: the multi-process protocol over a Unix socket (protocol.ts).
 //  - restoreInOrder: the same ordering for steps in one process (process trees restored by CRIU).

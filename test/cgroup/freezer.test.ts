@@ -142,6 +142,15 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(childFreezer.state(), 'FROZEN', 'the refused thaw changed nothing');
         await parentFreezer.thaw();
         assert.deepEqual(childFreezer.status(), { state: 'THAWED', selfFreezing: false, parentFreezing: false });
+        assert.equal(childFreezer.state(), 'THAWED', 'state() walks the ancestors when its own files do not say frozen');
+        await childFreezer.freeze();
+        await parentFreezer.freeze();
+        assert.deepEqual(childFreezer.status(), { state: 'FROZEN', selfFreezing: true, parentFreezing: true, frozenBy: parent.path });
+        assert.equal(childFreezer.state(), 'FROZEN', 'frozen by itself and by its parent');
+        await parentFreezer.thaw();
+        assert.equal(childFreezer.state(), 'FROZEN', 'still frozen by itself once the parent thaws');
+        await childFreezer.thaw();
+        assert.equal(childFreezer.state(), 'THAWED');
       } finally {
         parentFreezer.close();
         childFreezer.close();

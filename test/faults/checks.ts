@@ -24,7 +24,7 @@ export function kernelState(cgroup: Pick<TestCgroup, 'hierarchy' | 'dir'>): Kern
 
 /**
  * The state once transients are over: a v1 freeze reads FREEZING until a read finds every task
- * frozen (up to 0.33 s measured here, freezer.md), a v2 one until `frozen 1`. A cgroup still in a
+ * frozen (up to 0.33 s measured here, docs/freezer.md), a v2 one until `frozen 1`. A cgroup still in a
  * transient state after `settleMs` is reported as it is: that is a cgroup left half-frozen.
  */
 export async function settledState(cgroup: Pick<TestCgroup, 'hierarchy' | 'dir'>, settleMs = 3000): Promise<KernelState> {

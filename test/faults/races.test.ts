@@ -147,7 +147,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
     assert.equal(state.json?.state, 'CHECKPOINTING', state.text);
 
     // Stopped the whole time: the counters never moved, and whenever the kernel said THAWED (CRIU
-    // thaws the freezer while it holds the tasks, freezer.md), every task was held by CRIU's ptrace
+    // thaws the freezer while it holds the tasks, docs/freezer.md, rule 7), every task was held by CRIU's ptrace
     // or stopped (a v1-frozen task sleeps in D, a ptrace-stopped one is t or T).
     assert.ok(samples.length > 20, `only ${samples.length} samples`);
     const first = samples[0].counters;

@@ -1,5 +1,5 @@
-// CHECKPOINTING in one process, on real v1 and v2 cgroups with real workloads (freezer.md rules
-// 1, 2, 4 and 5): entered only from FROZEN, refusing every change while held, ending in FROZEN, and
+// CHECKPOINTING in one process, on real v1 and v2 cgroups with real workloads (docs/freezer.md,
+// rules 1, 2, 4 and 5): entered only from FROZEN, refusing every change while held, ending in FROZEN, and
 // reporting any moment the cgroup was not frozen outside CRIU's own window.
 
 import { test, describe, after } from 'node:test';

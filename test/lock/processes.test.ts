@@ -1,5 +1,5 @@
-// The lock across processes, as the kernel sees it (freezer.md, CHECKPOINTING 3 and the crash
-// guarantee): many agent processes racing for one checkpoint, a holder killed with SIGKILL, and
+// The lock across processes, as the kernel sees it (docs/freezer.md, rule 3 and
+// rule 6, the lock dies with its holder): many agent processes racing for one checkpoint, a holder killed with SIGKILL, and
 // flock(1) honouring the lock from a shell.
 
 import { test, describe, after } from 'node:test';

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { chmodSync, cpSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET } from '../../src/daemon/index.js';
+import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET } from '../../src/defaults/index.js';
 import { Lab, REPO_ROOT } from '../helpers/lab.js';
 
 const lab = new Lab('systemd');

@@ -1,10 +1,12 @@
-// agentd's version, from package.json (two levels above both src/daemon and dist/src/daemon's parent).
+// The package's version, from package.json: two levels above src/defaults, three above
+// dist/src/defaults. Read once.
 
 import { readFileSync } from 'node:fs';
 
 let cached: string | undefined;
 
-export function agentVersion(): string {
+/** package.json's version ("unknown" if it cannot be read). */
+export function packageVersion(): string {
   if (cached) return cached;
   for (const rel of ['../../package.json', '../../../package.json']) {
     try {

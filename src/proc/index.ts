@@ -1,0 +1,5 @@
+// Reading the kernel's /proc files that several folders need. Plain parsing, no policy: the lowest
+// layer beside src/errors, so any folder may use it.
+
+export { parseProcStat, readProcStat, type ProcStat } from './stat.js';
+export { parseMountinfo, readMountinfo, unescapeMountField, type MountEntry } from './mountinfo.js';
