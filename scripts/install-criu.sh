@@ -139,25 +139,32 @@ recorded_pass() {
 # --- the self-test ------------------------------------------------------------------------------
 TEST_DIR=
 TEST_PID=
+HOLDER=
 PROGRAM=
 
-# The self-test process, if it (or its restored self) is still there: the pid alone could have been
-# reused, so the command line must be ours too.
+# The self-test process, if it (or its restored self) is still there and not a zombie: the pid
+# alone could have been reused, so the command line must be ours too.
 ours_alive() {
-  [ -n "$TEST_PID" ] && [ -d "/proc/$TEST_PID" ] && tr '\0' ' ' <"/proc/$TEST_PID/cmdline" 2>/dev/null | grep -q "criu-selftest"
+  [ -n "$TEST_PID" ] && [ -d "/proc/$TEST_PID" ] || return 1
+  [ "$(cut -d' ' -f3 "/proc/$TEST_PID/stat" 2>/dev/null)" != Z ] || return 1
+  tr '\0' ' ' <"/proc/$TEST_PID/cmdline" 2>/dev/null | grep -q "criu-selftest"
 }
 
 stop_test_process() {
   local i
   if ours_alive; then
     kill -KILL "$TEST_PID" 2>/dev/null || true
-    for i in $(seq 1 100); do
-      [ -d "/proc/$TEST_PID" ] || break
-      sleep 0.05
+    for i in $(seq 1 250); do
+      ours_alive || break
+      sleep 0.02
     done
   fi
-  wait "$TEST_PID" 2>/dev/null || true
   TEST_PID=
+  if [ -n "$HOLDER" ]; then
+    kill -KILL "$HOLDER" 2>/dev/null || true
+    wait "$HOLDER" 2>/dev/null || true
+    HOLDER=
+  fi
 }
 
 cleanup() {
@@ -229,11 +236,20 @@ self_test() {
   prepare_program
   TEST_DIR=$(mktemp -d /tmp/agentd-criu-selftest.XXXXXX)
   mkdir "$TEST_DIR/images"
-  # Detached: stdio from and to /dev/null, our lock descriptor closed; it makes itself a session leader.
-  "$PROGRAM" "$TEST_DIR/out" </dev/null >/dev/null 2>&1 9>&- &
-  TEST_PID=$!
-  if ! await_line '^ready '; then
-    WHY="the self-test program did not start: $WHY"
+  # Detached: stdio from and to /dev/null, our lock descriptor closed; it makes itself a session
+  # leader. A subshell of ours (HOLDER) is its parent and reaps it when the dump kills it, so that
+  # its pid is free for the restore and bash has no killed job of its own to report.
+  ( "$PROGRAM" "$TEST_DIR/out" </dev/null >/dev/null 2>&1 &
+    echo $! >"$TEST_DIR/pid"
+    wait $! ) </dev/null >/dev/null 2>&1 9>&- &
+  HOLDER=$!
+  for _ in $(seq 1 $((WAIT_S * 50))); do
+    [ -s "$TEST_DIR/pid" ] && break
+    sleep 0.02
+  done
+  TEST_PID=$(cat "$TEST_DIR/pid" 2>/dev/null || true)
+  if [ -z "$TEST_PID" ] || ! await_line '^ready '; then
+    WHY="the self-test program did not start: ${WHY:-no pid}"
     return 1
   fi
   if ! run_criu "$bin" dump -t "$TEST_PID" -D "$TEST_DIR/images" -o dump.log -v4 --tcp-established --network-lock nftables; then
@@ -241,8 +257,9 @@ self_test() {
     [ "$WHY" = "dump failed: " ] && WHY="dump failed: $(tail -n 2 "$TEST_DIR/criu.out" "$TEST_DIR/images/dump.log" 2>/dev/null | tr '\n' ' ')"
     return 1
   fi
-  # The dump killed it; reap it so that its pid is free for the restore.
-  wait "$TEST_PID" 2>/dev/null || true
+  # The dump killed it, and HOLDER reaped it: its pid is free for the restore.
+  wait "$HOLDER" 2>/dev/null || true
+  HOLDER=
   if [ -d "/proc/$TEST_PID" ]; then
     WHY="the dumped process $TEST_PID is still running after criu dump"
     return 1
