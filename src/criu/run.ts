@@ -3,9 +3,10 @@
 
 import { spawn } from 'node:child_process';
 import { statfsSync } from 'node:fs';
+import { release } from 'node:os';
 import { dirname } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { criuErrorLines, failureCode, readLogTail, stderrLines } from './log.js';
+import { criuErrorLines, failureCode, knownMismatch, readLogTail, stderrLines } from './log.js';
 
 export interface CriuRunOptions {
   /** The criu binary, normally CriuInfo.path from findCriu. */
@@ -192,6 +193,9 @@ export async function criuFailure(
         : `no error lines in ${logPath}`;
   let code = failureCode(`${log ?? ''}\n${stderr}`);
   let cause = quoted;
+  // A CRIU too old for this kernel: say what to install, then what CRIU said.
+  const mismatch = code === 'ECRIU' ? knownMismatch(`${log ?? ''}\n${stderr}`, { kernel: release() }) : undefined;
+  if (mismatch) cause = `${mismatch} (CRIU: ${quoted})`;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
   // CRIU's error is written (seen with CRIU 3.17.1), so look at the file system itself.
   const free = errors.length === 0 ? freeBytes(dirname(logPath)) : undefined;
@@ -207,6 +211,7 @@ export async function criuFailure(
       signal: run.signal ?? null,
       errors: errors.slice(0, 50),
       durationMs: run.durationMs,
+      ...(mismatch ? { mismatch } : {}),
     },
   });
 }
