@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # install-criu.sh [--offline] [--selftest-program PATH]
+# install-criu.sh --compile-selftest OUT
 #
 # Makes sure this host has a CRIU that works here, and records why it believes so. A CRIU is
 # accepted only after a functional self-test (below): `criu check` alone is not enough, since CRIU
@@ -30,6 +31,8 @@
 #                             reason, when none passes.
 #   --selftest-program PATH   a self-test program compiled elsewhere (a machine with no compiler);
 #                             default: compile fixtures/criu/selftest.c with cc.
+#   --compile-selftest OUT    only compile the self-test program, statically linked, to OUT, and
+#                             exit (scripts/vm/run.sh does it on the host for the compiler-less guests).
 #
 # Every criu this script runs gets CRIU_FAULT=130 in its environment: on hypervisors where x86
 # hardware breakpoints never fire, CRIU otherwise waits forever at the end of a dump (see
@@ -59,11 +62,13 @@ export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:
 
 OFFLINE=no
 SELFTEST_PROGRAM=
+COMPILE_ONLY=
 while [ "$#" -gt 0 ]; do
   case $1 in
     --offline) OFFLINE=yes ;;
     --selftest-program) SELFTEST_PROGRAM=${2:?--selftest-program needs a path}; shift ;;
     --selftest-program=*) SELFTEST_PROGRAM=${1#*=} ;;
+    --compile-selftest) COMPILE_ONLY=${2:?--compile-selftest needs an output path}; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "install-criu: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -293,7 +298,7 @@ self_test() {
   TEST_DIR=
 }
 
-# accept_or_refuse BIN [NAME]: runs the self-test and prints the verdict. Refusals are kept in
+# try_candidate BIN: runs the self-test on BIN and prints the verdict. Refusals are kept in
 # REFUSED (one a line) for the final message, and the result of the CRIU in use is recorded.
 REFUSED=
 REFUSED_VERSIONS=
@@ -557,7 +562,22 @@ try_debian_source() {
   return 1
 }
 
+# --compile-selftest: static, so that it runs on a guest whatever its libc.
+compile_only() {
+  local out
+  command -v cc >/dev/null || die "no C compiler (cc) to build the CRIU self-test: apt-get install build-essential"
+  mkdir -p "$(dirname "$COMPILE_ONLY")"
+  out=$(cc -static -O2 -Wall -Wextra -Werror -o "$COMPILE_ONLY.tmp" "$SELFTEST_SOURCE" 2>&1) ||
+    die "compiling $SELFTEST_SOURCE failed: $out"
+  mv -f "$COMPILE_ONLY.tmp" "$COMPILE_ONLY"
+  say "compiled the CRIU self-test program to $COMPILE_ONLY"
+}
+
 main() {
+  if [ -n "$COMPILE_ONLY" ]; then
+    compile_only
+    exit 0
+  fi
   [ "$(id -u)" = 0 ] || die "must run as root (it installs packages and /usr/local/sbin/criu, and runs CRIU)"
   recorded_pass && exit 0
 
