@@ -197,11 +197,16 @@ export async function criuFailure(
   const mismatch = code === 'ECRIU' ? knownMismatch(`${log ?? ''}\n${stderr}`, { kernel: release() }) : undefined;
   if (mismatch) cause = `${mismatch} (CRIU: ${quoted})`;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
-  // CRIU's error is written (seen with CRIU 3.17.1), so look at the file system itself.
-  const free = errors.length === 0 ? freeBytes(dirname(logPath)) : undefined;
-  if (code === 'ECRIU' && free !== undefined && free < FULL_BELOW_BYTES) {
+  // CRIU's error is written (seen with CRIU 3.17.1), or in the middle of it ("page-xfer: Unable to
+  // spice data: No space", 1 dump in 20 into a 256 KiB tmpfs with CRIU 4.2.1), so look at the file
+  // system itself.
+  const free = code === 'ECRIU' ? freeBytes(dirname(logPath)) : undefined;
+  if (free !== undefined && free < FULL_BELOW_BYTES) {
     code = 'ENOSPC';
-    cause = `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free), which cut CRIU's log short`;
+    cause =
+      errors.length === 0
+        ? `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free), which cut CRIU's log short`
+        : `${quoted}; No space left on device: the file system of ${dirname(logPath)} is full (${free} bytes free), which may have cut CRIU's log short`;
   }
   return new AgentError(code, `${what} failed (${exit}): ${cause}`, {
     details: {
