@@ -223,7 +223,7 @@ await_line() {
   return 1
 }
 
-# run_criu LOG ARGS...: one criu run, bounded in time, with CRIU_FAULT=130.
+# run_criu BIN ARGS...: one criu run, bounded in time, with CRIU_FAULT=130 (output in criu.out).
 run_criu() {
   local bin=$1
   shift
