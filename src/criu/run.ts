@@ -197,16 +197,15 @@ export async function criuFailure(
   const mismatch = code === 'ECRIU' ? knownMismatch(`${log ?? ''}\n${stderr}`, { kernel: release() }) : undefined;
   if (mismatch) cause = `${mismatch} (CRIU: ${quoted})`;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
-  // CRIU's error is written (seen with CRIU 3.17.1), or in the middle of it ("page-xfer: Unable to
-  // spice data: No space", 1 dump in 20 into a 256 KiB tmpfs with CRIU 4.2.1), so look at the file
-  // system itself.
+  // CRIU's error is written (seen with CRIU 3.17.1, and with 4.2.1 in both of two runs of
+  // test/faults/criu-faults.test.ts's dump into a tmpfs filled mid-dump), or in the middle of it
+  // ("page-xfer: Unable to spice data: No space", 1 dump in 20 into a 256 KiB tmpfs with CRIU
+  // 4.2.1), so look at the file system itself.
   const free = code === 'ECRIU' ? freeBytes(dirname(logPath)) : undefined;
   if (free !== undefined && free < FULL_BELOW_BYTES) {
     code = 'ENOSPC';
-    cause =
-      errors.length === 0
-        ? `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free), which cut CRIU's log short`
-        : `${quoted}; No space left on device: the file system of ${dirname(logPath)} is full (${free} bytes free), which may have cut CRIU's log short`;
+    const cut = errors.length === 0 ? 'cut' : 'may have cut';
+    cause = `${quoted}; No space left on device: the file system of ${dirname(logPath)} is full (${free} bytes free), which ${cut} CRIU's log short`;
   }
   return new AgentError(code, `${what} failed (${exit}): ${cause}`, {
     details: {
