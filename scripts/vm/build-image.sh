@@ -25,9 +25,7 @@ SUITE=bookworm
 IMAGE_SIZE=4G
 # What the guest needs: the kernel and an init that powers off; what the suite calls (perl for the
 # workloads, flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU
-# 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel (the guest also runs
-# scripts/install-criu.sh's functional self-test on it before any test, with a program the host
-# compiled: the image has no compiler); sudo and openssh-server so the
+# 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel; sudo and openssh-server so the
 # same image can be packaged as a Vagrant box.
 PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 psmisc
   e2fsprogs sudo openssh-server ca-certificates)
