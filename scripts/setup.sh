@@ -4,7 +4,8 @@
 # (a second run rebuilds and restarts the agent, and changes nothing else).
 #
 #  1. system packages agentd and its tests use (only when one is missing: no apt-get otherwise);
-#  2. a CRIU that passes `criu check` (scripts/install-criu.sh);
+#  2. a CRIU that passes a functional self-test: a dump and restore of a small program holding
+#     sockets, a pipe, epoll and memory (scripts/install-criu.sh, docs/criu-selection.md);
 #  3. npm ci and npm run build;
 #  4. the group `agentd` (members may use the socket), and the install layout:
 #     /usr/local/lib/agentd -> this checkout, /usr/local/sbin/agentd and /usr/local/bin/agentctl;

@@ -3,8 +3,8 @@
 # guest, from the synced repository (/vagrant).
 #
 #   setup  installs what agentd needs and builds it: Debian's build tools, perl and util-linux;
-#          Node 20 (see below); a CRIU that passes `criu check` (scripts/install-criu.sh: the
-#          distribution's when it works on this kernel, Debian 12's does on its own 6.1); then
+#          Node 20 (see below); a CRIU that passes the functional self-test (scripts/install-criu.sh:
+#          the distribution's when it works on this kernel, Debian 12's on its own 6.1); then
 #          npm ci and npm run build. With AGENTD_CGROUP=v1 it also puts the legacy-v1 options on
 #          the kernel command line (grub), which take effect at the next boot: `vagrant reload v1`.
 #          Idempotent: a second run only checks.

@@ -74,6 +74,8 @@ trap 'exit 130' INT TERM
 
 install_tools
 npm run --silent build
+# The box has no compiler: its CRIU self-test (scripts/vm/in-vm-test.sh) runs this build of it.
+bash scripts/install-criu.sh --compile-selftest dist/criu-selftest
 IMAGE=$(bash scripts/vm/build-image.sh)
 HASH=${IMAGE##*/image-}
 export VAGRANT_HOME=$CACHE/vagrant-home

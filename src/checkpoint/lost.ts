@@ -3,7 +3,8 @@
 // task to die of SIGTRAP (docs/criu-faults.md); the kernel then logs `traps: COMM[PID] trap int3`,
 // which is the only word on why, since the task was not our child.
 
-import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { readProcStat } from '../proc/index.js';
 import type { ProcessRecord, TreeRecord } from './types.js';
 
 export interface LostProcess extends ProcessRecord {
@@ -12,12 +13,8 @@ export interface LostProcess extends ProcessRecord {
 }
 
 function gone(pid: number): boolean {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return /^[ZX]/.test(stat.slice(stat.lastIndexOf(')') + 2));
-  } catch {
-    return true;
-  }
+  const state = readProcStat(pid)?.state;
+  return state === undefined || state === 'Z' || state === 'X';
 }
 
 // The kernel's ring buffer, read through /dev/kmsg without blocking; only the most recent records

@@ -4,6 +4,7 @@ import { execFile } from 'node:child_process';
 import { accessSync, constants, statSync } from 'node:fs';
 import { delimiter, isAbsolute, join } from 'node:path';
 import { AgentError } from '../errors/index.js';
+import { readSelfTest, type CriuSelfTest } from './self-test.js';
 
 export interface CriuCheck {
   /** `criu check` exited 0 (it prints "Looks good."). */
@@ -17,9 +18,16 @@ export interface CriuInfo {
   /** As `criu --version` prints it, e.g. "4.1.1". */
   readonly version: string;
   readonly check: CriuCheck;
+  /** What scripts/install-criu.sh's functional self-test found for this binary on this kernel. */
+  readonly selfTest: CriuSelfTest;
 }
 
-const INSTALL_HINT = 'run `npm run setup` (installs CRIU 4.1.1) or apt-get install criu';
+export interface FindCriuOptions {
+  /** The self-test record to read; default SELF_TEST_RECORD (/var/lib/agentd/criu-selftest.json). */
+  readonly selfTestRecord?: string;
+}
+
+const INSTALL_HINT = 'run `npm run setup` (installs a CRIU that passes its self-test, docs/criu-selection.md) or apt-get install criu';
 
 // root's PATH may lack the sbin directories (a service started with a minimal environment), and
 // scripts/install-criu.sh puts our build in /usr/local/sbin: always look there too.
@@ -85,10 +93,11 @@ function probe(path: string, args: string[]): Promise<Probe> {
 
 /**
  * Resolves the criu binary (the configured path, else PATH and the sbin directories), reads its
- * version and runs `criu check`. A failing check is reported in `check`, not thrown: the caller
- * decides (see requireWorkingCriu). Throws ECRIU when there is no runnable criu.
+ * version, runs `criu check` and reads the self-test's record. A failing check is reported in
+ * `check`, not thrown: the caller decides (see requireWorkingCriu). Throws ECRIU when there is no
+ * runnable criu.
  */
-export async function findCriu(configuredPath?: string): Promise<CriuInfo> {
+export async function findCriu(configuredPath?: string, options: FindCriuOptions = {}): Promise<CriuInfo> {
   const path = locate(configuredPath);
 
   const v = await probe(path, ['--version']);
@@ -101,7 +110,7 @@ export async function findCriu(configuredPath?: string): Promise<CriuInfo> {
   }
 
   const c = await probe(path, ['check']);
-  return { path, version, check: { ok: c.code === 0, output: c.output } };
+  return { path, version, check: { ok: c.code === 0, output: c.output }, selfTest: readSelfTest(path, options.selfTestRecord) };
 }
 
 /** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */
@@ -116,7 +125,7 @@ export async function requireWorkingCriu(configuredPath?: string): Promise<CriuI
     throw new AgentError(
       'ECRIU',
       `CRIU ${info.version} at ${info.path} fails \`criu check\` on this kernel (${errors || info.check.output}): ` +
-        'run `npm run setup`, which installs CRIU 4.1.1 in /usr/local/sbin',
+        'run `npm run setup`, which installs a CRIU that passes its self-test in /usr/local/sbin',
       { details: { ...info } },
     );
   }

@@ -1,8 +1,10 @@
 // CRIU: finding and checking the binary, running dump and restore, reading its logs and stats.
 // Nothing here knows about cgroup freezing, the CHECKPOINTING lock or orchestration: callers pass
-// a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves).
+// a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves,
+// docs/criu-selection.md which CRIU is used and why).
 
-export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck } from './find.js';
+export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck, type FindCriuOptions } from './find.js';
+export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
 export {
@@ -15,7 +17,7 @@ export {
   type ManageCgroupsMode,
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
-export { criuErrorLines, failureCode } from './log.js';
+export { criuErrorLines, failureCode, knownMismatch, logFacts } from './log.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */
 export { stopCriuSafely, tasksTracedBy, CRIU_HUNG_AFTER_MS, type SafeStopResult, type HeldTask } from './stop.js';
 export {

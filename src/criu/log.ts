@@ -62,3 +62,52 @@ export function stderrLines(text: string): string[] {
 export function failureCode(text: string): ErrorCode {
   return /No space left on device|Disk quota exceeded/.test(text) ? 'ENOSPC' : 'ECRIU';
 }
+
+/** What a CRIU log says of its own run: CRIU's version and the kernel release it ran on. */
+export function logFacts(text: string): { version?: string; kernel?: string } {
+  // "(00.000133) Version: 4.1.1 (gitid 0)" and "(00.000145) Running on vm Linux 6.18.44-fc-v1045 #1 SMP ...".
+  const version = /^\(\d+\.\d+\)\s*Version:\s*(\S+)/m.exec(text)?.[1];
+  const kernel = /^\(\d+\.\d+\)\s*Running on \S+ Linux (\S+)/m.exec(text)?.[1];
+  return { ...(version ? { version } : {}), ...(kernel ? { kernel } : {}) };
+}
+
+/** The leading numbers of a version or kernel release: "6.18.44-fc-v1045" -> [6, 18, 44]. */
+export function versionNumbers(version: string): number[] {
+  return (/^\d+(\.\d+)*/.exec(version)?.[0] ?? '').split('.').filter((p) => p !== '').map(Number);
+}
+
+/** Whether version a is older than b, comparing their numbers ("4.1.1" < "4.2"). */
+export function olderThan(a: string, b: string): boolean {
+  const x = versionNumbers(a);
+  const y = versionNumbers(b);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d < 0;
+  }
+  return false;
+}
+
+// Linux 6.16 (kernel commit 7d8d93fdde50b) made SO_PASSCRED (option 16) and SO_PASSSEC (34) fail
+// with EOPNOTSUPP on sockets other than AF_UNIX and AF_NETLINK. CRIU before 4.2 reads both from
+// every socket it dumps, so it cannot dump a process holding an inet socket on such a kernel; CRIU
+// 4.2 reads them only where they exist (public CRIU issues 2705 and 2718; docs/criu-selection.md).
+const PASSCRED_ERROR = /Can't get 1:(16|34) opt/;
+
+/**
+ * A failure that is a known mismatch between this CRIU and this kernel, said in words a user can
+ * act on; undefined for any other failure. The versions come from the log itself ("Version:",
+ * "Running on"), else from `known` (the log's head may be past the part read).
+ */
+export function knownMismatch(text: string, known: { criuVersion?: string; kernel?: string } = {}): string | undefined {
+  if (!PASSCRED_ERROR.test(text)) return undefined;
+  const facts = logFacts(text);
+  const version = facts.version ?? known.criuVersion;
+  const kernel = facts.kernel ?? known.kernel;
+  if (kernel === undefined || olderThan(kernel, '6.16')) return undefined;
+  if (version !== undefined && !olderThan(version, '4.2')) return undefined;
+  return (
+    `CRIU ${version ?? '(version unknown)'} cannot dump sockets on Linux >= 6.16 (this is ${kernel}; kernel commit ` +
+    '7d8d93fdde50b made SO_PASSCRED/SO_PASSSEC unix- and netlink-only, and CRIU before 4.2 asks every socket for them): ' +
+    'install CRIU >= 4.2 (npm run setup builds it)'
+  );
+}

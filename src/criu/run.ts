@@ -3,9 +3,10 @@
 
 import { spawn } from 'node:child_process';
 import { statfsSync, writeFileSync } from 'node:fs';
+import { release } from 'node:os';
 import { dirname } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { criuErrorLines, failureCode, readLogTail, stderrLines } from './log.js';
+import { criuErrorLines, failureCode, knownMismatch, readLogTail, stderrLines } from './log.js';
 import { stopCriuSafely, type SafeStopResult } from './stop.js';
 
 export interface CriuRunOptions {
@@ -233,13 +234,19 @@ export async function criuFailure(
         : `no error lines in ${logPath}`;
   let code = failureCode(`${log ?? ''}\n${stderr}`);
   let cause = quoted;
+  // A CRIU too old for this kernel: say what to install, then what CRIU said.
+  const mismatch = code === 'ECRIU' ? knownMismatch(`${log ?? ''}\n${stderr}`, { kernel: release() }) : undefined;
+  if (mismatch) cause = `${mismatch} (CRIU: ${quoted})`;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
-  // CRIU's error is written, or in the middle of it (seen: no error line with CRIU 3.17.1, a line
-  // cut to "page-xfer: Unabl" with 4.1.1). So the file system itself decides, whatever the log says.
-  const free = freeBytes(dirname(logPath));
-  if (code === 'ECRIU' && free !== undefined && free < FULL_BELOW_BYTES) {
+  // CRIU's error is written (seen with CRIU 3.17.1, and with 4.2.1 in both of two runs of
+  // test/faults/criu-faults.test.ts's dump into a tmpfs filled mid-dump), or in the middle of it
+  // ("page-xfer: Unable to spice data: No space", 1 dump in 20 into a 256 KiB tmpfs with CRIU
+  // 4.2.1), so look at the file system itself.
+  const free = code === 'ECRIU' ? freeBytes(dirname(logPath)) : undefined;
+  if (free !== undefined && free < FULL_BELOW_BYTES) {
     code = 'ENOSPC';
-    cause = `${quoted}; the file system of ${dirname(logPath)} is full (${free} bytes free)${errors.length === 0 ? ", which cut CRIU's log short" : ''}`;
+    const cut = errors.length === 0 ? 'cut' : 'may have cut';
+    cause = `${quoted}; No space left on device: the file system of ${dirname(logPath)} is full (${free} bytes free), which ${cut} CRIU's log short`;
   }
   return new AgentError(code, `${what} failed (${exit}): ${cause}`, {
     details: {
@@ -249,6 +256,7 @@ export async function criuFailure(
       signal: run.signal ?? null,
       errors: errors.slice(0, 50),
       durationMs: run.durationMs,
+      ...(mismatch ? { mismatch } : {}),
     },
   });
 }

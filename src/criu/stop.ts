@@ -13,6 +13,7 @@
 // it is seen stopped.
 
 import { readdirSync, readFileSync } from 'node:fs';
+import { readProcStat } from '../proc/index.js';
 
 /** A thread traced by CRIU, for messages. */
 export interface HeldTask {
@@ -43,22 +44,13 @@ export const CRIU_HUNG_AFTER_MS = 60_000;
 const POLL_MS = 20;
 const STOP_WAIT_MS = 200;
 
-function statFields(pid: number | string): string[] | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  } catch {
-    return undefined;
-  }
-}
-
 /** Live members of a process group (CRIU and whatever it forked). */
 export function groupMembers(pgid: number): number[] {
   const members: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const fields = statFields(entry);
-    if (fields && Number(fields[2]) === pgid && fields[0] !== 'Z' && fields[0] !== 'X') members.push(Number(entry));
+    const stat = readProcStat(Number(entry));
+    if (stat && stat.pgrp === pgid && stat.state !== 'Z' && stat.state !== 'X') members.push(stat.pid);
   }
   return members;
 }
@@ -106,7 +98,7 @@ async function waitStopped(pgid: number): Promise<boolean> {
   for (;;) {
     const members = groupMembers(pgid);
     if (members.length === 0) return false;
-    if (members.every((pid) => /^[Tt]/.test(statFields(pid)?.[0] ?? 'T'))) return true;
+    if (members.every((pid) => /^[Tt]/.test(readProcStat(pid)?.state ?? 'T'))) return true;
     if (Date.now() >= until) return true; // a member in D state for long: judge on what is traced now
     await sleep(1);
   }

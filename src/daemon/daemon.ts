@@ -39,8 +39,11 @@ export interface Daemon {
 async function probeCriu(path: string | undefined, logger: Logger): Promise<CriuFacts> {
   try {
     const info = await findCriu(path);
-    if (info.check.ok) logger.info('CRIU found', { path: info.path, version: info.version });
+    if (info.check.ok) logger.info('CRIU found', { path: info.path, version: info.version, selfTest: info.selfTest.status });
     else logger.warn('CRIU fails `criu check`: checkpoints will be refused', { path: info.path, version: info.version, output: info.check.output });
+    if (info.selfTest.status === 'failed') {
+      logger.warn('CRIU failed its self-test on this kernel (npm run setup installs one that passes)', { path: info.path, reason: info.selfTest.record.reason });
+    }
     return { ok: true, ...info };
   } catch (err) {
     const error = isAgentError(err) ? { code: err.code, message: err.message } : { code: 'EIO', message: String(err) };

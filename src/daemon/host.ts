@@ -1,6 +1,7 @@
 // Host facts for `GET /v1/host` and `agentctl host`: what an operator needs to judge whether this
 // machine can checkpoint. Static facts (distribution, CPU) are read once; memory and free space of
-// the image directory are read on each request. CRIU is probed once, at start (findCriu).
+// the image directory are read on each request. CRIU is probed once, at start (findCriu), with the
+// verdict of scripts/install-criu.sh's self-test as recorded then.
 
 import { existsSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, sep } from 'node:path';

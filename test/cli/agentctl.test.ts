@@ -201,6 +201,7 @@ describe('host, help, version, completion', () => {
     assert.equal(host.code, 0, host.stderr);
     for (const key of ['host', 'cpu', 'memory', 'images', 'cgroups', 'criu', 'agentd']) assert.match(host.stdout, new RegExp(`^${key}\\s`, 'm'));
     assert.match(host.stdout, /^criu\s+\d+\.\d+\S* at \S+ \(criu check: Looks good\)$/m);
+    assert.match(host.stdout, /^\s+self-test: (passed on kernel \S+ at \S+ \(dump and restore, \d+ ms\)|FAILED on kernel .+|not run .+: run npm run setup)$/m);
     const json = JSON.parse((await ctl('host', '--json')).stdout);
     assert.equal(json.agent.pid, agent.pid);
     assert.ok(json.cgroups.mode);

@@ -109,10 +109,12 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     }
     const err = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
     assert.equal(err.code, 'ENOSPC', err.message);
-    assert.match(err.message, /no error lines in .*; the file system of .* is full \(\d+ bytes free\)/);
-    const cut = await criuFailure('criu dump of pid 1', join(full, 'cut.log'), { exitCode: 1, args: [] });
+    assert.match(err.message, /no error lines in .*; No space left on device: the file system of .* is full \(\d+ bytes free\), which cut CRIU's log short/);
+    // An error line cut in the middle (CRIU 4.2.1, once in 20 dumps into a 256 KiB tmpfs).
+    writeFileSync(join(full, 'dump.log'), '(00.052) Error (criu/page-xfer.c:263): page-xfer: Unable to spice data: No space');
+    const cut = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
     assert.equal(cut.code, 'ENOSPC', cut.message);
-    assert.match(cut.message, /page-xfer: Unabl; the file system of .* is full \(\d+ bytes free\)$/);
+    assert.match(cut.message, /Unable to spice data: No space; No space left on device: the file system of .* is full \(\d+ bytes free\), which may have cut CRIU's log short/);
     // The same empty log on a file system with room stays ECRIU.
     const roomy = images('roomy');
     writeFileSync(join(roomy, 'dump.log'), '(00.000001) Version: 3.17.1\n');

@@ -56,6 +56,10 @@ describe('discovery, health, host facts, metrics', () => {
     assert.equal(body.criu.ok, true);
     assert.match(body.criu.version, /^\d+\.\d+/);
     assert.equal(body.criu.check.ok, true);
+    // install-criu.sh's verdict, as recorded on this machine (npm run setup, or the guest's own run).
+    assert.equal(body.criu.selfTest.recordPath, '/var/lib/agentd/criu-selftest.json');
+    assert.ok(['passed', 'failed', 'stale', 'not run'].includes(body.criu.selfTest.status), body.criu.selfTest.status);
+    if (body.criu.selfTest.status === 'passed') assert.equal(body.criu.selfTest.record.version, body.criu.version);
     assert.equal(body.agent.socket, agent.socket);
   });
 

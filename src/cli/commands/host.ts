@@ -5,6 +5,13 @@ import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, print, printJson } from '../format.js';
 
+interface SelfTest {
+  status: 'passed' | 'failed' | 'stale' | 'not run';
+  recordPath: string;
+  why?: string;
+  record?: { version: string; path: string; kernel: string; reason: string; testedAt: string; durationMs: number };
+}
+
 interface Host {
   kernel: string;
   distro: { name: string; release: string; codename: string };
@@ -14,7 +21,7 @@ interface Host {
   memory: { totalBytes: number; availableBytes: number };
   imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
-  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string } } | { ok: false; error: { code: string; message: string } };
+  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest } | { ok: false; error: { code: string; message: string } };
   agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string; allowedImagesDirs?: string[] };
 }
 
@@ -22,6 +29,24 @@ function criuLine(criu: Host['criu']): string {
   if (!criu.ok) return `unusable: ${criu.error.code}: ${criu.error.message}`;
   const check = criu.check.ok ? 'criu check: Looks good' : `criu check FAILS: ${criu.check.output.split('\n')[0]}`;
   return `${criu.version} at ${criu.path} (${check})`;
+}
+
+/** The self-test's verdict on the CRIU in use (an older agent reports none). */
+function selfTestLine(criu: Host['criu']): string | undefined {
+  if (!criu.ok) return undefined;
+  const t = criu.selfTest;
+  if (!t) return 'not reported by this agentd';
+  const r = t.record;
+  switch (t.status) {
+    case 'passed':
+      return `passed on kernel ${r?.kernel} at ${r?.testedAt} (dump and restore, ${r?.durationMs} ms)`;
+    case 'failed':
+      return `FAILED on kernel ${r?.kernel} at ${r?.testedAt}: ${r?.reason}`;
+    case 'stale':
+      return `not run for this binary and kernel (${t.why}): run npm run setup`;
+    default:
+      return `not run (${t.why ?? `no ${t.recordPath}`}): run npm run setup`;
+  }
 }
 
 /** Image roots a checkpoint may name beside the agent's own (agentd --allow-images-dir); an older agent says none. */
@@ -47,6 +72,7 @@ export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
         ...alsoAllowed(h).map((dir) => `          also allowed: ${dir}`),
         `cgroups   ${h.cgroups.mode}: ${mounts || 'no freezer hierarchy mounted'}`,
         `criu      ${criuLine(h.criu)}`,
+        ...(selfTestLine(h.criu) ? [`          self-test: ${selfTestLine(h.criu)}`] : []),
         `agentd    ${h.agent.version}, pid ${h.agent.pid}, on ${h.agent.socket} since ${h.agent.startedAt}`,
       ].join('\n'),
     );
