@@ -59,10 +59,19 @@ export function lostProcesses(trees: readonly TreeRecord[]): LostProcess[] {
   return lost.map((p) => ({ ...p, kernel: log.filter((line) => line.includes(`[${p.pid}]`)).slice(-3) }));
 }
 
+/** "perl memory-pattern.pl" for "/usr/bin/perl /long/path/memory-pattern.pl 24 /tmp/x": the program and its first argument, without directories. */
+function shortCommand(command: string): string {
+  return command
+    .split(' ')
+    .slice(0, 2)
+    .map((word) => word.slice(word.lastIndexOf('/') + 1))
+    .join(' ');
+}
+
 /** One sentence for an error message: who died, and the kernel's word on it. */
 export function describeLost(lost: readonly LostProcess[], survivors: number, state: string): string {
   const who = lost
-    .map((p) => `process ${p.pid} (${p.command.slice(0, 60)})${p.kernel.length ? ` died: the kernel logged "${p.kernel[p.kernel.length - 1]}"` : ' is gone'}`)
+    .map((p) => `process ${p.pid} (${shortCommand(p.command)})${p.kernel.length ? ` died: the kernel logged "${p.kernel[p.kernel.length - 1]}"` : ' is gone'}`)
     .join('; ');
   return `${who}; the other ${survivors} process${survivors === 1 ? ' is' : 'es are'} back to ${state}`;
 }

@@ -283,11 +283,13 @@ export class Figures {
   faults = 0;
   requests = 0;
   processesLost = 0;
+  /** Processes a test killed on purpose (CRIU killed inside a fatal moment), asserted separately. */
+  lostOnPurpose = 0;
   cgroupsLeftWrong = 0;
   readonly notes: string[] = [];
 
   line(group: string): string {
-    const parts = [`runs=${this.runs}`, `faults injected=${this.faults}`, `requests tried=${this.requests}`, `processes lost=${this.processesLost}`, `cgroups left wrong=${this.cgroupsLeftWrong}`];
+    const parts = [`runs=${this.runs}`, `faults injected=${this.faults}`, `requests tried=${this.requests}`, `processes lost=${this.processesLost}`, ...(this.lostOnPurpose ? [`lost on purpose=${this.lostOnPurpose}`] : []), `cgroups left wrong=${this.cgroupsLeftWrong}`];
     return `${group}: ${parts.join(', ')}${this.notes.length ? ` (${this.notes.join('; ')})` : ''}`;
   }
 }

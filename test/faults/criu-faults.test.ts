@@ -10,6 +10,8 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitUntil, workload } from '../helpers/lab.js';
+import { CriuPlan, dumpMoments, readPtraceLog, STRACED_CRIU } from '../helpers/criu-injection.js';
+import { findCriu } from '../../src/criu/index.js';
 import { Agent, FAULT_FIXTURES, type StreamReply } from './agent.js';
 import {
   assertWorkloadIntact,
@@ -19,8 +21,6 @@ import {
   flockFree,
   lockFileOf,
   lostProcesses,
-  prng,
-  seedFromEnv,
   setKernel,
   settledState,
   startWorkload,
@@ -62,25 +62,6 @@ function describeProcess(pid: number): string {
   } catch {
     return `${pid} (gone)`;
   }
-}
-
-/** A child of CRIU that is stopped (state T or t): CRIU forks such probes early on (kerndat, vDSO), for a few ms. */
-function stoppedChildOf(pid: number): number | undefined {
-  let children: number[];
-  try {
-    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
-  } catch {
-    return undefined;
-  }
-  for (const child of children) {
-    try {
-      const stat = readFileSync(`/proc/${child}/stat`, 'utf8');
-      if (/^[Tt]/.test(stat.slice(stat.lastIndexOf(')') + 2))) return child;
-    } catch {
-      // gone
-    }
-  }
-  return undefined;
 }
 
 /** The checks every fault ends with; returns what is wrong. */
@@ -127,68 +108,117 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     agent = await Agent.start(lab, dirs);
   });
 
-  test('CRIU killed mid-dump (its main process only, as the OOM killer would): ECRIU, and none of its helpers is left behind', async (t) => {
-    const seed = seedFromEnv();
-    t.diagnostic(`seed ${seed}`);
-    const random = prng(seed);
+  test('CRIU killed from outside (as the OOM killer would) at exact moments of its dump: harmless before it seizes and after it lets go; inside an injected syscall the task dies, and the error says which and why', async (t) => {
+    // strace parks nothing here: it kills CRIU's main process at its Nth ptrace call
+    // (test/helpers/criu-injection.ts), read off a reference dump of the same tree. The workload's
+    // second tree is memory-pattern.pl; the fault goes into its dump, the first tree's is left alone.
+    const plan = new CriuPlan(join(lab.tempDir('plan'), 'plan'));
+    const dirs = suite.agentDirs('straced');
+    const straced = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env: plan.env((await findCriu()).path) });
     const problems: string[] = [];
-    let injected = 0;
-    let withHelper = 0;
-    for (let run = 0; run < 16 && (injected < 6 || withHelper < 2); run++) {
-      const w = workloads.get(hierarchies[Math.floor(run / 2) % hierarchies.length])!;
-      const prior: 'THAWED' | 'FROZEN' = run % 4 >= 2 ? 'FROZEN' : 'THAWED';
-      await setKernel(w.cgroup, prior);
-      // Half the runs wait until CRIU has a stopped helper child (it forks such probes early on, each
-      // for a few ms, so the wait does not always catch one), then kill only the main process:
-      // measured here, that helper is then left stopped forever unless CRIU's whole process group is killed.
-      const waitForHelper = run % 2 === 0;
-      const delay = Math.floor(random() * 60);
-      let killed: { main: number; helper?: number } | undefined;
-      let killing: Promise<void> | undefined;
-      const reply = await agent.stream('/v1/checkpoints', checkpointBody(w), (e) => {
-        if (e.stage !== 'dump' || e.tree !== 2 || killing) return;
-        killing = (async () => {
-          const [first] = await whenCriuRuns(agent.dirs.imagesDir);
-          if (first === undefined) return;
-          const deadline = Date.now() + (waitForHelper ? 3000 : delay);
-          let helper: number | undefined;
-          while (Date.now() < deadline) {
-            helper = stoppedChildOf(first);
-            if (waitForHelper && helper) break;
-            await new Promise((resolve) => setImmediate(resolve));
-          }
-          try {
-            process.kill(first, 'SIGKILL');
-            killed = { main: first, helper };
-          } catch {
-            // CRIU was done already
-          }
-        })();
-      });
-      await killing;
-      figures.runs++;
-      const label = `run ${run} (${w.cgroup.hierarchy}, prior ${prior}, ${waitForHelper ? 'once CRIU had a stopped helper' : `after ${delay} ms`})`;
-      if (!killed || reply.final?.type === 'result') {
-        t.diagnostic(`${label}: CRIU had finished before the kill; not counted`);
-        if (reply.final?.type === 'result') await agent.request('DELETE', `/v1/checkpoints/${reply.final.result.id}`);
+    for (const h of hierarchies) {
+      let w = await startWorkload(lab, h, `killed-${h}`, { children: 1, memoryMiB: 24 });
+      const reference = join(lab.tempDir('reference'), 'ptrace.log');
+      plan.set('-', `log:${reference}`);
+      const ok = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
+      assert.equal(ok.status, 201, ok.text);
+      await straced.request('DELETE', `/v1/checkpoints/${ok.json.id}`);
+      const moments = dumpMoments(readPtraceLog(reference));
+      t.diagnostic(`${h}: moments of tree 2's dump (ptrace call numbers): ${JSON.stringify(moments)}`);
+      const cases = [
+        ['before it seizes', moments.beforeSeize, 'THAWED'],
+        ['before it seizes', moments.beforeSeize, 'FROZEN'],
+        ['as it lets go', moments.atDetach, 'THAWED'],
+        ['as it lets go', moments.atDetach, 'FROZEN'],
+        ['inside an injected syscall', moments.inInjectedSyscall, 'FROZEN'],
+        ['inside an injected syscall', moments.inInjectedSyscall, 'THAWED'],
+      ] as const;
+      for (const [moment, when, prior] of cases) {
+        const label = `${h}, prior ${prior}, killed ${moment} (ptrace call ${when})`;
+        const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
+        const fatal = moment === 'inside an injected syscall';
+        await setKernel(w.cgroup, prior);
+        plan.set('-', `inject:signal=SIGKILL:when=${when}`);
+        const reply = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
+        figures.runs++;
+        figures.faults++;
+        if (reply.json?.error?.code !== 'ECRIU' || !/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.json.error.message)) {
+          problems.push(`${label}: expected ECRIU saying CRIU was killed, got ${reply.text}`);
+          continue;
+        }
+        const message: string = reply.json.error.message;
+        if (!fatal) {
+          problems.push(...(await unharmed(straced, w, prior, label, { memory: prior === 'THAWED' })));
+          t.diagnostic(`${label}: every process survived`);
+          continue;
+        }
+        // The task CRIU was inside dies of the trap CRIU planted; nothing else does.
+        const survivors = { ...w, pids: w.pids.filter((pid) => pid !== victim) };
+        const expected = new RegExp(
+          `CRIU was killed by SIGKILL from outside agentd while it held them \\(docs/criu-faults.md\\); process ${victim} \\([^)]*memory-pattern.pl[^)]*\\) died: the kernel logged "traps: [^"]*\\[${victim}\\] trap int3[^"]*"; the other ${w.pids.length - 1} processes are back to ${prior}`,
+        );
+        if (!expected.test(message)) problems.push(`${label}: the error does not say who died and why: ${message}`);
+        const failedDir = reply.json.error.details?.failedDir as string;
+        const record = JSON.parse(readFileSync(join(failedDir, 'failure.json'), 'utf8'));
+        if (record.lost?.map((p: { pid: number }) => p.pid).join() !== String(victim)) problems.push(`${label}: failure.json does not record the loss: ${JSON.stringify(record)}`);
+        if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path) problems.push(`${label}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
+        if (lostProcesses(w).join() !== String(victim)) problems.push(`${label}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
+        figures.lostOnPurpose++;
+        const state = await settledState(w.cgroup);
+        if (state !== prior) problems.push(`${label}: the cgroup is ${state}, not its prior ${prior}`);
+        problems.push(...(await assertWorkloadIntact(survivors, prior === 'THAWED')).map((p) => `${label}: ${p}`));
+        for (const name of auditImages(straced.dirs.imagesDir).failed) rmSync(join(straced.dirs.imagesDir, name), { recursive: true, force: true });
+        t.diagnostic(`${label}: ${message.slice(message.indexOf('CRIU was killed'), message.indexOf('; CRIU logs'))}`);
+        // A fresh workload for the next case.
         await setKernel(w.cgroup, 'THAWED');
-        continue;
+        w = await startWorkload(lab, h, `killed-${h}-${prior}`, { children: 1, memoryMiB: 24 });
       }
-      injected++;
-      figures.faults++;
-      if (killed.helper) withHelper++;
-      if (reply.final?.error?.code !== 'ECRIU') problems.push(`${label}: expected ECRIU, got ${JSON.stringify(reply.final)}`);
-      else if (!/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.final.error.message)) {
-        problems.push(`${label}: the error does not say CRIU was killed: ${reply.final.error.message}`);
-      }
-      await waitUntil('CRIU processes to go', () => criuProcessesUnder(agent.dirs.imagesDir).length === 0, 3000).catch(() => undefined);
-      problems.push(...(await unharmed(agent, w, prior, label, { memory: run % 2 === 1, pgids: [killed.main] })));
+      plan.set();
       await setKernel(w.cgroup, 'THAWED');
-      t.diagnostic(`${label}: killed CRIU ${killed.main}${killed.helper ? ` while its helper ${killed.helper} ran` : ''}: ${reply.final?.error?.code}`);
     }
+    assert.equal(await straced.stop(), 0);
     assert.deepEqual(problems, []);
-    assert.ok(injected >= 4, `CRIU was killed mid-dump only ${injected} times`);
-    assert.ok(withHelper >= 1, 'at least one kill landed while CRIU had a helper process');
+  });
+
+  test('agentd stopped (SIGTERM) or killed (SIGKILL, then recovery by a new agentd) while CRIU is inside a task: CRIU is let end, never killed there, and every process lives', async (t) => {
+    const plan = new CriuPlan(join(lab.tempDir('plan-stop'), 'plan'));
+    const env = plan.env((await findCriu()).path);
+    for (const h of hierarchies) {
+      const w = await startWorkload(lab, h, `stopped-${h}`, { children: 1, memoryMiB: 24 });
+      const dirs = suite.agentDirs(`stopped-${h}`);
+      let running = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env });
+      const reference = join(lab.tempDir('reference'), 'ptrace.log');
+      plan.set('-', `log:${reference}`);
+      const ok = await running.request('POST', '/v1/checkpoints', checkpointBody(w));
+      assert.equal(ok.status, 201, ok.text);
+      await running.request('DELETE', `/v1/checkpoints/${ok.json.id}`);
+      const { inInjectedSyscall } = dumpMoments(readPtraceLog(reference));
+      const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
+      for (const how of ['SIGTERM', 'SIGKILL'] as const) {
+        const label = `${h}, agentd got ${how} while CRIU was parked inside pid ${victim} (ptrace call ${inInjectedSyscall})`;
+        // Parked there for 3 s: the stop comes while CRIU is surely inside the task.
+        plan.set('-', `inject:delay_enter=3000000:when=${inInjectedSyscall}`);
+        const streaming = running.stream('/v1/checkpoints', checkpointBody(w));
+        await waitUntil('CRIU to hold memory-pattern.pl', () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${victim}/status`, 'utf8')), 20_000);
+        figures.runs++;
+        figures.faults++;
+        if (how === 'SIGTERM') {
+          assert.equal(await running.stop(), 0, 'agentd stops cleanly');
+          const reply = await streaming;
+          assert.equal(reply.final?.error?.code, 'EINTR', JSON.stringify(reply.final));
+          assert.match(reply.final.error.message, /was cancelled; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/);
+        } else {
+          await running.kill();
+          await streaming.catch(() => undefined);
+        }
+        running = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env });
+        if (how === 'SIGKILL') await waitUntil('recovery to end the orphaned CRIU', () => criuProcessesUnder(dirs.imagesDir).length === 0, 30_000);
+        assert.deepEqual(await unharmed(running, w, 'THAWED', label, { memory: true }), []);
+        t.diagnostic(`${label}: every process lived`);
+      }
+      plan.set();
+      assert.equal(await running.stop(), 0);
+    }
   });
 
   test('CRIU exits non-zero (a tree whose root is not a session leader): ECRIU quoting CRIU, cgroup back to prior', async (t) => {
@@ -266,22 +296,29 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     }
     assert.equal(await small.stop(), 0);
 
-    // Room for the preflight's estimate; filled with ballast the moment the cgroup is locked.
+    // Room for the preflight's estimate; filled with ballast while CRIU is parked at its first
+    // ptrace call (strace, test/helpers/criu-injection.ts), long before it writes a page, so the
+    // disk is always full by the time CRIU writes.
     const images = tmpfs(512);
     const dirs2 = suite.agentDirs('fills', { imagesDir: images });
-    const filling = await Agent.start(lab, dirs2);
+    const plan = new CriuPlan(join(lab.tempDir('fills-plan'), 'plan'));
+    const filling = await Agent.start(lab, dirs2, { criu: STRACED_CRIU, env: plan.env((await findCriu()).path) });
     const ballast = join(images, 'ballast');
     for (const prior of ['THAWED', 'FROZEN'] as const) {
       await setKernel(w.cgroup, prior);
+      plan.set('inject:delay_enter=1500000:when=1');
+      let filled: Promise<void> | undefined;
       const reply: StreamReply = await filling.stream('/v1/checkpoints', checkpointBody(w), (e) => {
-        if (e.stage === 'lock') {
+        if (e.stage !== 'dump' || filled) return;
+        filled = whenCriuRuns(dirs2.imagesDir).then(() => {
           try {
             execFileSync('fallocate', ['-l', `${512 - 2}m`, ballast]);
           } catch {
             // full is what we want
           }
-        }
+        });
       });
+      await filled;
       figures.runs++;
       figures.faults++;
       assert.equal(reply.final?.error?.code, 'ENOSPC', JSON.stringify(reply.final));
@@ -354,6 +391,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
 
   test('figures', (t) => {
     t.diagnostic(figures.line('CRIU faults'));
+    assert.ok(figures.lostOnPurpose > 0, 'the fatal moment was tried');
     assert.equal(figures.processesLost, 0);
     assert.equal(figures.cgroupsLeftWrong, 0);
   });

@@ -13,21 +13,42 @@ import { FIXTURES } from './lab.js';
 /** The stand-in criu binary: the real one under strace. */
 export const STRACED_CRIU = join(FIXTURES, 'faults', 'strace-criu.sh');
 
-/** The environment strace-criu.sh reads: the real CRIU and the fault, e.g. "delay_enter=1500000:when=27". */
+/** The environment strace-criu.sh reads: the real CRIU and the fault for every run, e.g. "delay_enter=1500000:when=27". */
 export function injectionEnv(realCriu: string, inject: string): Record<string, string> {
   return { AGENTD_TEST_CRIU: realCriu, AGENTD_TEST_CRIU_INJECT: inject };
 }
 
-/** The ptrace requests (PTRACE_SEIZE, ...) of one `criu ARGS` run, in order, as strace saw them. */
+/**
+ * A plan for strace-criu.sh (its environment variable AGENTD_TEST_CRIU_PLAN names the file): one
+ * step per CRIU run, in order: "-" (no fault), "inject:SPEC" or "log:PATH".
+ */
+export class CriuPlan {
+  constructor(readonly file: string) {
+    writeFileSync(file, '');
+  }
+  env(realCriu: string): Record<string, string> {
+    return { AGENTD_TEST_CRIU: realCriu, AGENTD_TEST_CRIU_PLAN: this.file };
+  }
+  set(...steps: string[]): void {
+    writeFileSync(this.file, steps.map((s) => s + '\n').join(''));
+  }
+}
+
+/** The ptrace requests (PTRACE_SEIZE, ...) in a log strace wrote with `-e trace=ptrace`, in order. */
+export function readPtraceLog(log: string): string[] {
+  return readFileSync(log, 'utf8')
+    .split('\n')
+    .map((line) => /^ptrace\((PTRACE_[A-Z_]+)/.exec(line)?.[1])
+    .filter((r): r is string => r !== undefined);
+}
+
+/** The ptrace requests of one `criu ARGS` run, in order, as strace saw them. */
 export function ptraceRequests(realCriu: string, args: readonly string[]): string[] {
   const dir = mkdtempSync(join(tmpdir(), 'agentd-strace-'));
   const log = join(dir, 'strace.log');
   try {
     execFileSync('strace', ['-o', log, '-qq', '-e', 'trace=ptrace', realCriu, ...args], { env: { ...process.env, CRIU_FAULT: '130' }, stdio: 'ignore' });
-    return readFileSync(log, 'utf8')
-      .split('\n')
-      .map((line) => /^ptrace\((PTRACE_[A-Z_]+)/.exec(line)?.[1])
-      .filter((r): r is string => r !== undefined);
+    return readPtraceLog(log);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
