@@ -137,10 +137,20 @@ export function resolveCgroup(arg: unknown, options: ResolveOptions = {}): Cgrou
 
 /**
  * A relative name found in neither hierarchy: the error names every place that was tried (v2 is
- * tried first, so a message naming only the v1 directory sent operators looking in the wrong place).
+ * tried first, so a message naming only the v1 directory sent operators looking in the wrong place),
+ * and an argument that is plainly a path elsewhere on the file system (`/etc/passwd`, a cgroup of
+ * another v1 controller such as `/sys/fs/cgroup/memory/x`) is called what it is.
  */
 function refineMissing(err: unknown, input: string, segments: string[], mounts: CgroupMounts, hierarchies: readonly Hierarchy[] = ['v2', 'v1']): unknown {
   if (!isAgentError(err, 'ENOENT')) return err;
+  if (input.startsWith('/') && existsSync(`/${segments[0]}`)) {
+    return new AgentError(
+      'EINVAL',
+      `invalid cgroup path "${input}": it is outside the freezer hierarchies; cgroups live under ${freezerMounts(mounts)} ` +
+        '(name one by its directory there, or relative to it)',
+      { cause: err },
+    );
+  }
   let anyExists = false;
   const tried = hierarchies.flatMap((hierarchy) => {
     const root = mountOf(mounts, hierarchy);
@@ -152,6 +162,12 @@ function refineMissing(err: unknown, input: string, segments: string[], mounts: 
   });
   const what = anyExists ? `is not a freezer cgroup` : 'does not exist';
   return new AgentError('ENOENT', `cgroup "${input}" ${what} (${tried.join('; ')})`, { cause: err });
+}
+
+/** `/sys/fs/cgroup/unified (v2) and /sys/fs/cgroup/freezer (v1 freezer)`, for messages. */
+function freezerMounts(mounts: CgroupMounts): string {
+  const list = [mounts.v2 && `${mounts.v2} (v2)`, mounts.v1Freezer && `${mounts.v1Freezer} (v1 freezer)`].filter(Boolean);
+  return list.join(' and ');
 }
 
 /** A short human name for messages and lock names: `v2:jobs/build-42`. */

@@ -132,6 +132,21 @@ describe('resolving cgroup arguments on whichever hierarchy this host has', () =
       assert.equal(ref.dir, cgroup.dir);
     }
   });
+  test('an absolute path outside the freezer hierarchies is EINVAL and says where cgroups live', () => {
+    const mounts = discoverMounts();
+    const listed = [mounts.v2, mounts.v1Freezer].filter((m): m is string => m !== undefined);
+    // On a pure v2 host /sys/fs/cgroup/memory/foo lies under the v2 mount: a missing v2 cgroup there.
+    const outside = ['/etc/passwd', '/sys/fs/cgroup/memory/foo', '/proc/1', '/tmp/no-such-thing'].filter((arg) => !listed.some((m) => arg.startsWith(`${m}/`)));
+    for (const arg of outside) {
+      for (const options of [{}, { hierarchy }]) {
+        rejects(() => resolveCgroup(arg, options), 'EINVAL', /outside the freezer hierarchies; cgroups live under /);
+        for (const mount of listed) rejects(() => resolveCgroup(arg, options), 'EINVAL', new RegExp(escape(mount)));
+      }
+    }
+    // A leading slash on a name relative to a hierarchy root is still that name, found or not.
+    assert.equal(resolveCgroup(`/${cgroup.path}`).dir, cgroup.dir);
+    rejects(() => resolveCgroup(`/${lab.prefix}/missing`), 'ENOENT', /does not exist/);
+  });
   test('"..", the root and missing paths are refused', () => {
     rejects(() => resolveCgroup(`${cgroup.path}/..`), 'EINVAL', /"\.\." segments/);
     rejects(() => resolveCgroup(lab.mount(hierarchy)), 'EINVAL', /root cgroup/);
