@@ -12,6 +12,18 @@ import type { GlobalArgs } from './context.js';
 import { EXIT_USAGE } from './exit-codes.js';
 import { cliVersion } from './version.js';
 
+// The agent takes timeoutMs as whole milliseconds from 1 to one day (docs/daemon-and-cli.md); checked
+// here so that a value it would refuse is reported as the option the operator typed, not as the API
+// field. Rounded as the commands round it when they send it.
+const MAX_TIMEOUT_SECONDS = 86_400;
+
+function checkTimeout(timeout: number | undefined): void {
+  if (timeout === undefined) return;
+  if (!Number.isFinite(timeout) || Math.round(timeout * 1000) < 1 || timeout > MAX_TIMEOUT_SECONDS) {
+    throw new Error(`--timeout must be a duration in seconds from 0.001 (1 ms) to ${MAX_TIMEOUT_SECONDS} (one day), got ${String(timeout)}`);
+  }
+}
+
 export function parser(argv: string[]) {
   return yargs(argv)
     .scriptName('agentctl')
@@ -24,7 +36,7 @@ export function parser(argv: string[]) {
       global: true,
     })
     .check((args) => {
-      if (args.timeout !== undefined && !(Number.isFinite(args.timeout) && args.timeout > 0)) throw new Error('--timeout must be a positive number of seconds');
+      checkTimeout(args.timeout);
       return true;
     })
     .command(stateCommand)

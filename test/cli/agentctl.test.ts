@@ -135,6 +135,12 @@ describe('exit codes', () => {
     failed(await ctl('checkpoint', 'x', '--after', 'never'), 'EINVAL', 2);
     failed(await ctl('state', 'x', '--no-such-option'), 'EINVAL', 2, /Unknown argument/);
     failed(await ctl('--timeout', '0', 'host'), 'EINVAL', 2, /--timeout/);
+    // Below a millisecond (the agent's unit) or above its one-day limit: the option is named, not the API field.
+    for (const [value, command] of [['0.0001', 'freeze'], ['0.0004', 'checkpoint'], ['86401', 'restore'], ['abc', 'freeze'], ['-1', 'state']]) {
+      const result = await ctl(command, 'x', '--timeout', value);
+      failed(result, 'EINVAL', 2, /--timeout must be a duration in seconds from 0\.001 \(1 ms\) to 86400/);
+      assert.doesNotMatch(result.stderr, /timeoutMs/);
+    }
     failed(await ctl('state', '../../etc'), 'EINVAL', 2, /\.\./);
     failed(await ctl('freeze', '/'), 'EINVAL', 2, /root cgroup/);
     failed(await ctl('show', 'a/b'), 'EINVAL', 2, /checkpoint id/);
