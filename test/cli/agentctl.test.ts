@@ -176,7 +176,12 @@ describe('exit codes', () => {
 
   test('6: no agent, a stale socket, or a socket the user may not open; each says how to get through', async () => {
     const none = await agentctl(['--socket', join(lab.tempDir('none'), 'agentd.sock'), 'host']);
-    failed(none, 'EUNREACHABLE', 6, /agentd is not running: no socket at .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
+    failed(none, 'EUNREACHABLE', 6, /no agent listening at \S+agentd\.sock: there is nothing there; is agentd running\? .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
+    failed(await agentctl(['--socket', join(lab.tempDir('file'), 'missing-dir', 'x.sock'), 'host']), 'EUNREACHABLE', 6, /no agent listening at .*is agentd running\?/);
+    // A path that is no socket at all: connect(2) refuses it like a stale socket, but it is a mistyped --socket.
+    failed(await agentctl(['--socket', '/etc/passwd', 'host']), 'EUNREACHABLE', 6, /^agentctl: EUNREACHABLE: \/etc\/passwd is not a socket \(it is a regular file\): pass the agent's socket with --socket/);
+    assert.doesNotMatch((await agentctl(['--socket', '/etc/passwd', 'host'])).stderr, /stale/);
+    failed(await agentctl(['--socket', lab.tempDir('dir'), 'host']), 'EUNREACHABLE', 6, /is not a socket \(it is a directory\)/);
     const stalePath = join(lab.tempDir('stale'), 'agentd.sock');
     closeFd(listeningSocket(stalePath)); // a socket file nobody listens on, as a killed agent leaves it
     failed(await agentctl(['--socket', stalePath, 'state', 'x']), 'EUNREACHABLE', 6, /nothing listens on .*stale socket.*npm run setup/);
