@@ -1,7 +1,7 @@
 // agentctl: the operator's CLI for agentd. Global --socket, --json and --timeout; one command per
 // verb; usage errors exit 2 with the same `agentctl: EINVAL: ...` line as every other failure.
 
-import yargs from 'yargs';
+import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { DEFAULT_SOCKET } from './client.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
@@ -24,6 +24,40 @@ function checkTimeout(timeout: number | undefined): void {
   }
 }
 
+const COMMANDS = [
+  stateCommand,
+  freezeCommand,
+  thawCommand,
+  checkpointCommand,
+  restoreCommand,
+  checkpointsCommand,
+  showCommand,
+  deleteCommand,
+  hostCommand,
+] as const;
+
+/** The command a command line names: the first word that is one (an option's value rarely is). */
+function commandOf(argv: readonly string[]): { name: string; usage: string } | undefined {
+  for (const word of argv) {
+    const found = COMMANDS.find((c) => String(c.command).split(' ')[0] === word);
+    if (found) return { name: word, usage: String(found.command) };
+  }
+  return undefined;
+}
+
+/**
+ * yargs' own words for a missing argument ("Not enough non-option arguments: got 0, need at least
+ * 1") do not say which argument: name the command's usage line instead, and where its help is.
+ */
+function usageError(message: string, argv: readonly string[]): string {
+  const command = commandOf(argv);
+  if (command && /^Not enough non-option arguments/.test(message)) {
+    return `missing argument: usage: agentctl ${command.usage} (agentctl ${command.name} --help shows its options and examples)`;
+  }
+  const help = command ? `agentctl ${command.name} --help` : 'agentctl --help, or agentctl <command> --help';
+  return `${message}\n(run ${help})`;
+}
+
 export function parser(argv: string[]) {
   return yargs(argv)
     .scriptName('agentctl')
@@ -39,15 +73,7 @@ export function parser(argv: string[]) {
       checkTimeout(args.timeout);
       return true;
     })
-    .command(stateCommand)
-    .command(freezeCommand)
-    .command(thawCommand)
-    .command(checkpointCommand)
-    .command(restoreCommand)
-    .command(checkpointsCommand)
-    .command(showCommand)
-    .command(deleteCommand)
-    .command(hostCommand)
+    .command(COMMANDS as unknown as CommandModule[])
     .completion('completion', 'print a shell completion script (bash/zsh): agentctl completion >> ~/.bashrc')
     .example('$0 state jobs/build-42', 'THAWED, FREEZING, FROZEN or CHECKPOINTING')
     .example('$0 checkpoint jobs/build-42 --json', 'dump a cgroup; prints {"id", "dir", …}')
@@ -62,7 +88,7 @@ export function parser(argv: string[]) {
     .wrap(Math.min(110, process.stdout.columns || 100))
     .fail((message, err) => {
       // Command failures are reported by their own handler (context.ts); what reaches here is usage.
-      process.stderr.write(`agentctl: EINVAL: ${message ?? err?.message}\n(run agentctl --help, or agentctl <command> --help)\n`);
+      process.stderr.write(`agentctl: EINVAL: ${usageError(message ?? err?.message ?? 'invalid usage', argv)}\n`);
       process.exit(EXIT_USAGE);
     });
 }

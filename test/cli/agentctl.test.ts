@@ -130,7 +130,13 @@ describe('exit codes', () => {
   test('2: usage errors and invalid input', async () => {
     failed(await agentctl(['--socket', agent.socket]), 'EINVAL', 2, /name a command/);
     failed(await ctl('frobnicate'), 'EINVAL', 2);
-    failed(await ctl('state'), 'EINVAL', 2, /Not enough non-option arguments/);
+    // A missing argument: the command's usage line and where its help is, not yargs' generic words.
+    for (const [command, usage] of [['state', 'state <cgroup>'], ['freeze', 'freeze <cgroup>'], ['restore', 'restore <id>'], ['show', 'show <id>']]) {
+      const missing = await ctl(command);
+      failed(missing, 'EINVAL', 2, new RegExp(`^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`));
+      assert.doesNotMatch(missing.stderr, /Not enough non-option arguments/);
+    }
+    failed(await ctl('state', 'x', '--bogus'), 'EINVAL', 2, /\(run agentctl state --help\)/);
     failed(await ctl('freeze', 'x', '--hierarchy', 'v9'), 'EINVAL', 2, /Invalid values/);
     failed(await ctl('checkpoint', 'x', '--after', 'never'), 'EINVAL', 2);
     failed(await ctl('state', 'x', '--no-such-option'), 'EINVAL', 2, /Unknown argument/);
