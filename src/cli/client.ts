@@ -27,6 +27,8 @@ export interface CallOptions {
   readonly body?: unknown;
   /** Ask for NDJSON and report each progress line. */
   readonly onProgress?: (event: ProgressLine) => void;
+  /** The request's id (X-Request-Id), chosen by the caller so that it can cancel the operation. */
+  readonly requestId?: string;
 }
 
 const START_HINT =
@@ -140,6 +142,7 @@ function readStream(res: IncomingMessage, onProgress: (event: ProgressLine) => v
 export function call(options: ClientOptions, method: string, path: string, call: CallOptions = {}): Promise<unknown> {
   const payload = call.body === undefined ? undefined : JSON.stringify(call.body);
   const headers: Record<string, string | number> = { Accept: call.onProgress ? NDJSON_TYPE : 'application/json' };
+  if (call.requestId !== undefined) headers['X-Request-Id'] = call.requestId;
   if (payload !== undefined) {
     headers['Content-Type'] = 'application/json';
     headers['Content-Length'] = Buffer.byteLength(payload);

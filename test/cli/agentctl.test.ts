@@ -4,13 +4,13 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, HIERARCHIES, pidAlive, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
+import { anyHierarchy, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
@@ -282,3 +282,117 @@ describe('progress', () => {
     assert.equal((await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state, 'THAWED');
   });
 });
+
+/** agentctl on a pseudo-terminal, as an operator runs it: progress is drawn, Ctrl-C is a real SIGINT. */
+async function onTerminal(args: string[]) {
+  const { spawn } = await import('node-pty');
+  const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, ...args], { cols: 200, rows: 20, env: { PATH: process.env.PATH ?? '', TERM: 'xterm' } });
+  let output = '';
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  term.onData((d) => {
+    output += d;
+    for (const w of waiters.filter((w) => w.pattern.test(output))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+  return {
+    output: () => output,
+    exited,
+    /** Ctrl-C typed on the terminal: the line discipline sends SIGINT to agentctl. */
+    ctrlC: () => term.write('\x03'),
+    /** Resolves once the output matches; fails if agentctl exits first. */
+    waitFor(pattern: RegExp, what: string): Promise<void> {
+      if (pattern.test(output)) return Promise.resolve();
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ pattern, resolve })),
+        exited.then((code) => {
+          throw new Error(`agentctl exited (${code}) before ${what}:\n${output}`);
+        }),
+      ]);
+    },
+  };
+}
+
+/** A process holding `mib` MiB of memory, so that its dump takes a moment. */
+async function withMemory(hierarchy: 'v1' | 'v2', name: string, mib: number): Promise<{ cgroup: TestCgroup; pid: number }> {
+  const cgroup = lab.cgroup(hierarchy, name);
+  const result = join(lab.tempDir(name), 'result');
+  lab.spawnIn(cgroup, workload('memory-pattern.pl'), [String(mib), result]);
+  await waitUntil('memory-pattern.pl to fill its memory', () => readFileSync(result, 'utf8').startsWith('ready'), 60_000);
+  const [pid] = lab.pidsOf(cgroup);
+  return { cgroup, pid };
+}
+
+async function agentState(cgroup: TestCgroup): Promise<{ state: string; locked: boolean }> {
+  return (await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body;
+}
+
+describe('Ctrl-C during a checkpoint', () => {
+  for (const hierarchy of HIERARCHIES) {
+    test(`on cgroup ${hierarchy}: says where the cgroup goes, waits for the agent, then exits 130 with the cgroup THAWED`, { skip: unavailable(hierarchy) }, async () => {
+      const { cgroup, pid } = await withMemory(hierarchy, 'ctrl-c', 128);
+      const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', hierarchy]);
+      // The dump stage is drawn when CRIU starts on the tree: the cgroup is CHECKPOINTING from here.
+      await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+      run.ctrlC();
+      const code = await run.exited;
+      const output = run.output();
+      assert.equal(code, 130, output);
+      const name = `${hierarchy}:${cgroup.path}`;
+      const cancelling = output.indexOf(`agentctl: cancelling: putting ${name} back to THAWED… (Ctrl-C again to leave at once)`);
+      const answer = output.search(/agentctl: EINTR: .*cancelled/);
+      const final = output.indexOf(`agentctl: cancelled: ${name} is THAWED`);
+      assert.ok(cancelling >= 0 && answer > cancelling && final > answer, output);
+      // Once agentctl is back, the agent is done: nothing left CHECKPOINTING, the process runs on.
+      assert.deepEqual(await agentState(cgroup).then(({ state, locked }) => ({ state, locked })), { state: 'THAWED', locked: false });
+      assert.equal(kernelState(cgroup), 'THAWED');
+      assert.ok(pidAlive(pid) && processState(pid) !== 'T', `pid ${pid} runs on`);
+      const listed = (await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints as { cgroup?: string; status: string }[];
+      assert.ok(!listed.some((c) => c.cgroup === cgroup.path && c.status === 'good'), 'no good image of a cancelled checkpoint');
+    });
+  }
+
+  test('a second Ctrl-C leaves at once; the agent still puts the cgroup back', async () => {
+    const { cgroup, pid } = await withMemory(anyHierarchy(), 'ctrl-c-twice', 64);
+    const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy]);
+    await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+    // The agent is stopped so that it cannot finish the cancel between the two Ctrl-Cs: agentctl is
+    // then certainly still waiting for it when the second one comes.
+    process.kill(agent.pid, 'SIGSTOP');
+    try {
+      run.ctrlC();
+      await run.waitFor(/agentctl: cancelling: putting \S+ back to THAWED…/, 'the cancelling line');
+      run.ctrlC();
+      assert.equal(await run.exited, 130, run.output());
+      assert.match(run.output(), /agentctl: leaving now; the agent finishes the cancel on its own/);
+      assert.doesNotMatch(run.output(), /EINTR/);
+    } finally {
+      process.kill(agent.pid, 'SIGCONT');
+    }
+    await waitUntilAsync('the agent to put the cgroup back', async () => {
+      const { state, locked } = await agentState(cgroup);
+      return state === 'THAWED' && !locked;
+    });
+    assert.ok(pidAlive(pid) && processState(pid) !== 'T');
+  });
+});
+
+test('POST /v1/operations/{id}/cancel: 404 for an operation that is not running, 400 for an id that cannot be one', async () => {
+  const missing = await api(agent.socket, 'POST', '/v1/operations/agentctl-0123456789ab/cancel');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, 'ENOENT');
+  assert.match(missing.body.error.message, /no operation agentctl-0123456789ab is running/);
+  const bad = await api(agent.socket, 'POST', `/v1/operations/${encodeURIComponent('a b')}/cancel`);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.code, 'EINVAL');
+});
+
+async function waitUntilAsync(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
