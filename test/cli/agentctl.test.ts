@@ -18,6 +18,9 @@ import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
 const { lab, agent } = withAgent('cli');
 
+/** The form of the agent's checkpoint ids: `20261201T063940Z-4bf4d8` (UTC time, 6 hex digits). */
+const CHECKPOINT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+
 const ctl = (...args: string[]) => agentctl(['--socket', agent.socket, ...args]);
 
 /** Asserts a failure: exit status, and the one stderr line `agentctl: CODE: message`. */
@@ -73,6 +76,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(made.stderr, '', 'no progress without a terminal');
       const summary = JSON.parse(made.stdout);
       assert.ok(summary.id && existsSync(join(summary.dir, 'manifest.json')));
+      assert.match(summary.id, CHECKPOINT_ID, 'the id has the form the help examples show');
+      assert.equal(summary.finalState, 'EMPTY', '--after killed ends EMPTY (README, States)');
       assert.equal(summary.processes, 2);
       for (const pid of pids) await waitUntil(`pid ${pid} to be gone`, () => !pidAlive(pid));
       const frozenAt = counterValue(join(dir, 'child-1'));
@@ -81,8 +86,11 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(list.code, 0, list.stderr);
       assert.match(list.stdout, /^ID\s+STATUS\s+CGROUP\s+CREATED\s+SIZE\s+PROCESSES$/m);
       assert.match(list.stdout, new RegExp(`^${summary.id}\\s+good\\s+${hierarchy}:${cgroup.path}\\s`, 'm'));
+      // --json prints the API's own answer, {checkpoints: [...]}, not a bare array.
       const listJson = JSON.parse((await ctl('checkpoints', '--json')).stdout);
-      assert.ok(listJson.some((c: { id: string; status: string }) => c.id === summary.id && c.status === 'good'));
+      assert.deepEqual(Object.keys(listJson), ['checkpoints']);
+      assert.deepEqual(listJson, (await api(agent.socket, 'GET', '/v1/checkpoints')).body);
+      assert.ok(listJson.checkpoints.some((c: { id: string; status: string }) => c.id === summary.id && c.status === 'good'));
 
       const show = await ctl('show', summary.id);
       assert.equal(show.code, 0, show.stderr);
@@ -238,6 +246,13 @@ describe('host, help, version, completion', () => {
     }
     for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore']) {
       assert.match((await agentctl([command, '--help'])).stdout, /--hierarchy/, `${command} takes --hierarchy`);
+    }
+    // Example ids look like the ids the agent makes (the round trip above checks a real one).
+    for (const command of ['restore', 'show', 'delete']) {
+      const help = (await agentctl([command, '--help'])).stdout;
+      const ids = [...help.slice(help.indexOf('Examples:')).matchAll(new RegExp(`agentctl ${command} (\\S+)`, 'g'))].map((m) => m[1]);
+      assert.ok(ids.length > 0, `${command} --help has an example with an id`);
+      for (const id of ids) assert.match(id, CHECKPOINT_ID, `${command} --help example id ${id}`);
     }
     assert.match((await agentctl(['checkpoint', '--help'])).stdout, /--images-dir\s+image root .*it must be one the\s+agent allows \(agentd --allow-images-dir/, 'checkpoint --images-dir says which directories it may name');
     const version = await agentctl(['--version']);

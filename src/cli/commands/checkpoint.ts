@@ -150,8 +150,8 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
         .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id (see agentctl checkpoints)' })
         .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' }),
     )
-      .example('$0 restore 20250101-120000-1a2b3c', 'back into the cgroup it came from')
-      .example('$0 restore 20250101-120000-1a2b3c --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
+      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
   handler: action(async (args: RestoreArgs) => {
     const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
     const progress = progressFor(args.json);
