@@ -5,7 +5,7 @@ import yargs, { type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { DEFAULT_SOCKET } from './client.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
-import { freezeCommand, stateCommand, thawCommand } from './commands/cgroup.js';
+import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
 import type { GlobalArgs } from './context.js';
@@ -28,6 +28,7 @@ const COMMANDS = [
   stateCommand,
   freezeCommand,
   thawCommand,
+  killCommand,
   checkpointCommand,
   restoreCommand,
   checkpointsCommand,
@@ -61,7 +62,7 @@ function usageError(message: string, argv: readonly string[]): string {
 export function parser(argv: string[]) {
   return yargs(argv)
     .scriptName('agentctl')
-    .usage('$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw and checkpoint cgroups, restore checkpoints.')
+    .usage('$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.')
     .option('socket', { type: 'string', default: process.env.AGENTD_SOCKET || DEFAULT_SOCKET, describe: "the agent's socket (env AGENTD_SOCKET)", global: true })
     .option('json', { type: 'boolean', default: false, describe: 'print results as JSON; no progress', global: true })
     .option('timeout', {

@@ -38,6 +38,10 @@ async function sleepers(hierarchy: 'v1' | 'v2', name: string): Promise<TestCgrou
   return cgroup;
 }
 
+function pick(value: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((k) => [k, value[k]]));
+}
+
 const counting = (hierarchy: 'v1' | 'v2', name: string) => countingTree(lab, hierarchy, name);
 
 for (const hierarchy of HIERARCHIES) {
@@ -65,6 +69,44 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(thaw.code, 0, thaw.stderr);
       assert.equal(JSON.parse(thaw.stdout).state, 'THAWED');
       assert.equal(kernelState(cgroup), 'THAWED');
+    });
+  });
+
+  describe(`agentctl kill on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('a frozen cgroup with a nested child: every process of the subtree dies; prints the resulting state', async () => {
+      const top = await sleepers(hierarchy, 'kill');
+      const child = lab.cgroup(hierarchy, 'kill/child');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      const pids = [...lab.pidsOf(top), ...(await lab.waitForProcesses(child, 1))];
+      assert.equal((await ctl('freeze', top.path, '--hierarchy', hierarchy)).code, 0);
+      const killed = await ctl('kill', top.path, '--hierarchy', hierarchy);
+      assert.equal(killed.code, 0, killed.stderr);
+      assert.equal(killed.stdout, `killed ${hierarchy}:${top.path}: no process left, THAWED\n`);
+      for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} is gone when agentctl returns`);
+      assert.deepEqual([...lab.pidsOf(top), ...lab.pidsOf(child)], []);
+      assert.equal(kernelState(top), 'THAWED');
+      // An empty cgroup: a kill is a no-op that still answers the status, as JSON here.
+      const again = await ctl('kill', top.dir, '--json');
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(pick(JSON.parse(again.stdout), ['cgroup', 'hierarchy', 'state', 'locked']), { cgroup: top.path, hierarchy, state: 'THAWED', locked: false });
+    });
+
+    test('EBUSY while the cgroup is CHECKPOINTING: nothing is killed', async () => {
+      const cgroup = await sleepers(hierarchy, 'kill-busy');
+      const [pid] = lab.pidsOf(cgroup);
+      const control = new CgroupControl({ runDir: agent.runDir });
+      const ref = resolveCgroup(cgroup.path, { hierarchy });
+      await control.freeze(ref);
+      const hold = control.beginCheckpoint(ref, { requestId: 'cli-test-hold' });
+      try {
+        assert.equal((await ctl('state', cgroup.path, '--hierarchy', hierarchy)).stdout, 'CHECKPOINTING\n');
+        failed(await ctl('kill', cgroup.path, '--hierarchy', hierarchy), 'EBUSY', 4, new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`));
+        assert.ok(pidAlive(pid), 'the process lives');
+      } finally {
+        await hold.end();
+        hold.lease.release();
+      }
+      await control.thaw(ref);
     });
   });
 
@@ -234,17 +276,17 @@ describe('host, help, version, completion', () => {
   test('--help shows examples for every command; --version the package version', async () => {
     const top = await agentctl(['--help']);
     assert.equal(top.code, 0);
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
       assert.match(top.stdout, new RegExp(`agentctl ${command}\\b`), command);
     }
     assert.match(top.stdout, /Exit status: 0 ok, 1 other failure, 2 invalid usage/);
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host']) {
       const help = await agentctl([command, '--help']);
       assert.equal(help.code, 0, command);
       assert.match(help.stdout, /Examples:\n\s+agentctl /, `${command} --help has examples`);
       assert.match(help.stdout, /--socket/, `${command} --help shows the global options`);
     }
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore']) {
       assert.match((await agentctl([command, '--help'])).stdout, /--hierarchy/, `${command} takes --hierarchy`);
     }
     // Example ids look like the ids the agent makes (the round trip above checks a real one).
