@@ -29,8 +29,9 @@ UNIT_DIR=/etc/systemd/system
 TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # util-linux: flock, setpriv, runuser (the lock's cooperating tools, the socket-permission tests);
 # iproute2: CRIU restores network state with `ip`; ca-certificates: npm over https; procps: pgrep/ps;
-# vagrant: the test suite runs `vagrant validate` on the Vagrantfile (no VM is started).
-PACKAGES=(util-linux iproute2 ca-certificates procps vagrant)
+# vagrant: the test suite runs `vagrant validate` on the Vagrantfile (no VM is started); fish, zsh:
+# the tests drive agentctl's completion scripts in the shells they are for.
+PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh)
 
 export DEBIAN_FRONTEND=noninteractive
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"

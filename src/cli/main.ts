@@ -1,10 +1,11 @@
 // agentctl: the operator's CLI for agentd. Global --socket, --json and --timeout; one command per
 // verb; usage errors exit 2 with the same `agentctl: EINVAL: ...` line as every other failure.
 
-import yargs, { type CommandModule } from 'yargs';
+import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { DEFAULT_SOCKET } from './client.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
+import { completionCommand } from './commands/completion.js';
 import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
@@ -59,7 +60,7 @@ function usageError(message: string, argv: readonly string[]): string {
   return `${message}\n(run ${help})`;
 }
 
-export function parser(argv: string[]) {
+export function parser(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('agentctl')
     .usage('$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.')
@@ -75,7 +76,7 @@ export function parser(argv: string[]) {
       return true;
     })
     .command(COMMANDS as unknown as CommandModule[])
-    .completion('completion', 'print a shell completion script (bash/zsh): agentctl completion >> ~/.bashrc')
+    .command(completionCommand(() => parser([])) as unknown as CommandModule)
     .example('$0 state jobs/build-42', 'THAWED, FREEZING, FROZEN or CHECKPOINTING')
     .example('$0 checkpoint jobs/build-42 --json', 'dump a cgroup; prints {"id", "dir", …}')
     .example('$0 --socket /tmp/agentd.sock host', 'talk to an agent on another socket')

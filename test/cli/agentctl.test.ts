@@ -4,7 +4,8 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
@@ -302,15 +303,76 @@ describe('host, help, version, completion', () => {
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
   });
 
-  test('agentctl completion prints a shell completion script that completes commands', async () => {
-    const script = await agentctl(['completion']);
-    assert.equal(script.code, 0);
-    assert.match(script.stdout, /agentctl --get-yargs-completions/);
-    const words = await agentctl(['--get-yargs-completions', 'agentctl', 'che']);
-    assert.match(words.stdout, /^checkpoint$/m);
-    assert.match(words.stdout, /^checkpoints$/m);
+  test('agentctl completion [bash|zsh|fish]: a script for each shell, --help prints help, the default follows $SHELL', async () => {
+    const help = await agentctl(['completion', '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^agentctl completion \[shell\]/);
+    assert.match(help.stdout, /Examples:\n\s+agentctl completion bash/);
+    assert.doesNotMatch(help.stdout, /get-yargs-completions/, '--help is help, not the script');
+
+    const bash = await agentctl(['completion', 'bash']);
+    assert.equal(bash.code, 0, bash.stderr);
+    assert.match(bash.stdout, /^complete -o bashdefault -o default -F _agentctl_yargs_completions agentctl$/m);
+    assert.match(bash.stdout, /agentctl --get-yargs-completions/);
+    const zsh = await agentctl(['completion', 'zsh']);
+    assert.equal(zsh.code, 0, zsh.stderr);
+    assert.match(zsh.stdout, /^#compdef agentctl$/m);
+    assert.match(zsh.stdout, /compdef _agentctl_yargs_completions agentctl/);
+    const fish = await agentctl(['completion', 'fish']);
+    assert.equal(fish.code, 0, fish.stderr);
+    assert.match(fish.stdout, /^complete -c agentctl -f -a '\(__agentctl_complete\)'$/m);
+
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/usr/bin/fish' } })).stdout, fish.stdout);
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/bin/zsh' } })).stdout, zsh.stdout);
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/bin/tcsh' } })).stdout, bash.stdout, 'another shell gets bash');
+    failed(await agentctl(['completion', 'tcsh']), 'EINVAL', 2, /Invalid values/);
+  });
+
+  /** A directory holding an `agentctl` that runs this checkout's, for the shells to find on PATH. */
+  function agentctlOnPath(): string {
+    const dir = lab.tempDir('path');
+    writeFileSync(join(dir, 'agentctl'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(AGENTCTL)} "$@"\n`, { mode: 0o755 });
+    return `${dir}:${process.env.PATH}`;
+  }
+
+  function script(shell: string): string {
+    const file = join(lab.tempDir(`completion-${shell}`), `agentctl.${shell}`);
+    writeFileSync(file, execFileSync(process.execPath, [AGENTCTL, 'completion', shell], { encoding: 'utf8' }));
+    return file;
+  }
+
+  test('bash, driven for real: completes commands, options and option values', () => {
+    const complete = (words: string[]) =>
+      execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), ...words], {
+        encoding: 'utf8',
+        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+      }).split('\n').filter(Boolean);
+    assert.deepEqual(complete(['agentctl', 'che']).sort(), ['checkpoint', 'checkpoints']);
+    assert.deepEqual(complete(['agentctl', 'checkpoint', 'x', '--after', '']).sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok(complete(['agentctl', 'completion', '']).includes('fish'));
+  });
+
+  test('fish, driven for real: completes commands with their descriptions, and option values', { skip: !hasProgram('fish') && 'fish is not installed here' }, () => {
+    const complete = (line: string) =>
+      execFileSync('fish', ['--no-config', '-c', `source ${script('fish')}; complete -C ${JSON.stringify(line)}`], {
+        encoding: 'utf8',
+        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+      }).split('\n').filter(Boolean);
+    const commands = complete('agentctl che');
+    assert.deepEqual(commands.map((c) => c.split('\t')[0]).sort(), ['checkpoint', 'checkpoints']);
+    assert.match(commands.find((c) => c.startsWith('checkpoint\t')) ?? '', /\tdump every process of a cgroup/);
+    assert.deepEqual(complete('agentctl checkpoint x --after ').sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok(complete('agentctl completion ').includes('zsh'));
+  });
+
+  test('zsh: the script parses (zsh -n)', { skip: !hasProgram('zsh') && 'zsh is not installed here' }, () => {
+    execFileSync('zsh', ['-n', script('zsh')]);
   });
 });
+
+function hasProgram(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, name)));
+}
 
 describe('progress', () => {
   test('on a terminal a checkpoint shows its stages live on stderr; --json shows none', async () => {
