@@ -6,6 +6,7 @@ import { hideBin } from 'yargs/helpers';
 import { DEFAULT_SOCKET } from './client.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
 import { completionCommand } from './commands/completion.js';
+import { dynamicCompletion } from './dynamic-completion.js';
 import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
@@ -80,7 +81,7 @@ export function parser(argv: string[]): Argv {
     .example('$0 state jobs/build-42', 'THAWED, FREEZING, FROZEN or CHECKPOINTING')
     .example('$0 checkpoint jobs/build-42 --json', 'dump a cgroup; prints {"id", "dir", …}')
     .example('$0 --socket /tmp/agentd.sock host', 'talk to an agent on another socket')
-    .epilogue('Exit status: 0 ok, 1 other failure, 2 invalid usage or input, 3 not found, 4 busy, 5 timed out, 6 agent unreachable, 7 CRIU failed.')
+    .epilogue('Exit status: 0 ok, 1 other failure, 2 invalid usage or input, 3 not found, 4 busy, 5 timed out, 6 agent unreachable, 7 CRIU failed, 130 interrupted (Ctrl-C).')
     .demandCommand(1, 'name a command')
     .recommendCommands()
     .strict()
@@ -95,7 +96,17 @@ export function parser(argv: string[]): Argv {
     });
 }
 
+const COMPLETION_KEY = '--get-yargs-completions';
+
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
+  // The completion scripts ask for the words here. Checkpoint ids and cgroup names are ours to
+  // complete (yargs' completion functions cannot wait for the agent: its strict parse goes on and
+  // fails meanwhile); commands, options and choices are yargs'.
+  const at = argv.indexOf(COMPLETION_KEY);
+  if (at >= 0) {
+    const words = await dynamicCompletion(argv.slice(at + 1), process.env.AGENTD_SOCKET || DEFAULT_SOCKET);
+    if (words) return void process.stdout.write(words.map((w) => `${w}\n`).join(''));
+  }
   await parser(argv).parseAsync();
 }
 

@@ -365,6 +365,45 @@ describe('host, help, version, completion', () => {
     assert.ok(complete('agentctl completion ').includes('zsh'));
   });
 
+  test('dynamic: checkpoint ids from the agent after restore, show and delete; cgroup names under the mounts', async () => {
+    const complete = async (...words: string[]) => {
+      const result = await agentctl(['--get-yargs-completions', 'agentctl', '--socket', agent.socket, ...words]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, '', 'a completion never prints an error');
+      return result.stdout.split('\n').filter(Boolean);
+    };
+    const h = anyHierarchy();
+    const cgroup = await sleepers(h, 'complete');
+    lab.cgroup(h, 'complete/child-a');
+    lab.cgroup(h, 'complete/child-b');
+    const made = await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--json');
+    assert.equal(made.code, 0, made.stderr);
+    const { id } = JSON.parse(made.stdout);
+    for (const command of ['restore', 'show', 'delete']) {
+      assert.ok((await complete(command, '')).includes(id), `${command} offers ${id}`);
+      assert.deepEqual(await complete(command, id.slice(0, -2)), [id]);
+    }
+    assert.deepEqual(await complete('freeze', `${lab.prefix}/comp`), [`${lab.prefix}/complete`]);
+    assert.deepEqual(await complete('kill', '--hierarchy', h, `${cgroup.path}/`), [`${cgroup.path}/child-a`, `${cgroup.path}/child-b`]);
+    assert.deepEqual(await complete('state', `${cgroup.dir}/child-`), [`${cgroup.dir}/child-a`, `${cgroup.dir}/child-b`]);
+    assert.deepEqual(await complete('restore', id, '--cgroup', `${cgroup.path}/child-b`), [`${cgroup.path}/child-b`]);
+    assert.ok((await complete('state', lab.mount(h).slice(0, 5))).includes(`${lab.mount(h)}/`), 'an absolute beginning offers the mounts');
+    // Not a positional being completed: yargs completes options and choices as before.
+    assert.deepEqual((await complete('checkpoint', cgroup.path, '--after', '')).sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok((await complete('thaw', cgroup.path, '')).includes('--hierarchy'));
+    // No agent: nothing to offer, and no error.
+    const none = await agentctl(['--get-yargs-completions', 'agentctl', '--socket', join(lab.tempDir('nocomp'), 'x.sock'), 'show', '']);
+    assert.equal(none.code, 0);
+    assert.equal(none.stderr, '');
+    // Through the bash script, as a shell asks.
+    const words = execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), 'agentctl', 'show', id.slice(0, 10)], {
+      encoding: 'utf8',
+      env: { PATH: agentctlOnPath(), HOME: process.env.HOME, AGENTD_SOCKET: agent.socket },
+    });
+    assert.ok(words.split('\n').includes(id), words);
+    assert.equal((await ctl('delete', id)).code, 0);
+  });
+
   test('zsh: the script parses (zsh -n)', { skip: !hasProgram('zsh') && 'zsh is not installed here' }, () => {
     execFileSync('zsh', ['-n', script('zsh')]);
   });
