@@ -69,7 +69,7 @@ export function parser(argv: string[]): Argv {
     .option('json', { type: 'boolean', default: false, describe: 'print results as JSON; no progress', global: true })
     .option('timeout', {
       type: 'number',
-      describe: 'seconds: the operation limit for freeze, checkpoint and restore (passed to the agent), else how long to wait for an answer',
+      describe: 'seconds: the operation limit for freeze, kill, checkpoint and restore (passed to the agent), else how long to wait for an answer; 0.001 to 86400',
       global: true,
     })
     .check((args) => {
