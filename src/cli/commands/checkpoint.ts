@@ -4,7 +4,7 @@ import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
-import { action, clientOptions, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
+import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { bytes, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
 
@@ -106,7 +106,8 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
     const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
     // Asked first so that a Ctrl-C can say at once where the cancel puts the cgroup (the agent puts it
     // back as the checkpoint found it; one caught FREEZING was running); one request, about 1 ms.
-    const before = (await call(clientOptions(args), 'GET', withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }))) as StateReply;
+    // --timeout is the checkpoint's own limit, not this question's: it waits as long as short requests do.
+    const before = (await call({ socket: args.socket, timeoutMs: DEFAULT_WAIT_MS }, 'GET', withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }))) as StateReply;
     const prior = before.kernelState === 'FROZEN' ? 'FROZEN' : 'THAWED';
     const cancel = cancellable(options, () => `putting ${before.hierarchy}:${before.cgroup} back to ${prior}`, () => progress.done());
     let summary: CheckpointSummary;
