@@ -30,9 +30,10 @@ UNIT_DIR=/etc/systemd/system
 TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # util-linux: flock, setpriv, runuser (the lock's cooperating tools, the socket-permission tests);
 # iproute2: CRIU restores network state with `ip`; ca-certificates: npm over https; procps: pgrep/ps;
-# vagrant: the test suite runs `vagrant validate` on the Vagrantfile (no VM is started);
-# strace: the fault tests park or kill CRIU at exact moments of a dump (docs/criu-faults.md).
-PACKAGES=(util-linux iproute2 ca-certificates procps vagrant strace)
+# vagrant: the test suite runs `vagrant validate` on the Vagrantfile (no VM is started); fish, zsh:
+# the tests drive agentctl's completion scripts in the shells they are for; strace: the fault tests
+# park or kill CRIU at exact moments of a dump (docs/criu-faults.md).
+PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh strace)
 
 export DEBIAN_FRONTEND=noninteractive
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"

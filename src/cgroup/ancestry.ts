@@ -1,9 +1,10 @@
-// What both drivers need to know about a cgroup's ancestors and about emptying a cgroup.
+// What both drivers need to know about a cgroup's ancestors and descendants, and about emptying a
+// cgroup and its subtree.
 
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { readControlFile } from './control-file.js';
+import { readControlFile, readPids } from './control-file.js';
 import { backoff, waitForPidsGone } from './timing.js';
 import type { CgroupRef } from './types.js';
 
@@ -17,6 +18,34 @@ export function nearestFreezingAncestor(cgroup: CgroupRef, file: string, name: s
     if (existsSync(path) && readControlFile(path, name).trim() === '1') return dir.slice(cgroup.root.length + 1);
   }
   return undefined;
+}
+
+/** The cgroup's directory and every descendant cgroup's, parents before their children. */
+export function subtreeDirs(dir: string): string[] {
+  const dirs = [dir];
+  for (let i = 0; i < dirs.length; i++) {
+    let entries;
+    try {
+      entries = readdirSync(dirs[i], { withFileTypes: true });
+    } catch {
+      continue; // removed meanwhile: nothing left to kill there
+    }
+    for (const entry of entries) if (entry.isDirectory()) dirs.push(join(dirs[i], entry.name));
+  }
+  return dirs;
+}
+
+/** Pids of every process in the cgroup and its descendants. */
+export function subtreePids(dir: string, name: string): number[] {
+  const pids = readPids(join(dir, 'cgroup.procs'), name);
+  for (const sub of subtreeDirs(dir).slice(1)) {
+    try {
+      pids.push(...readPids(join(sub, 'cgroup.procs'), name));
+    } catch {
+      // a child cgroup removed while we read: its processes are gone with it
+    }
+  }
+  return pids;
 }
 
 /**

@@ -7,7 +7,7 @@ import { ControlFile, readControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { backoff } from './timing.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill } from './ancestry.js';
+import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreeDirs, subtreePids } from './ancestry.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -28,6 +28,20 @@ function parseState(text: string, cgroupName: string): FreezerState {
   const word = text.trim();
   if (word === 'THAWED' || word === 'FREEZING' || word === 'FROZEN') return word;
   throw new AgentError('EIO', `cgroup ${cgroupName}: unexpected freezer.state "${word}"`);
+}
+
+/** Thaws a descendant cgroup; one removed meanwhile needs nothing. */
+function thawQuietly(dir: string): void {
+  try {
+    const file = new ControlFile(join(dir, 'freezer.state'), dir, true);
+    try {
+      file.write('THAWED');
+    } finally {
+      file.close();
+    }
+  } catch {
+    // gone, or not a freezer cgroup
+  }
 }
 
 export class V1Freezer implements Freezer {
@@ -89,14 +103,24 @@ export class V1Freezer implements Freezer {
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {
-    assertNotOwnCgroup(this.cgroup);
+    assertNotOwnCgroup(this.cgroup, 'killing it would kill the agent');
+    const status = this.status();
+    if (status.parentFreezing) {
+      // Its tasks could only die once thawed, and this cgroup cannot be thawed on its own.
+      throw new AgentError(
+        'EBUSY',
+        `cgroup ${this.name} is frozen by its parent ${status.frozenBy ?? '(an ancestor)'}: its processes cannot die until that cgroup is thawed`,
+      );
+    }
     // A task frozen by v1 sits in D state and ignores SIGKILL until thawed: kill first, so nothing
-    // runs again, then thaw so the kills are delivered.
+    // runs again, then thaw so the kills are delivered. v1 has no cgroup.kill, and a child cgroup
+    // frozen on its own stays FROZEN when its parent thaws: the whole subtree is thawed, parents first.
     const killThenThaw = (pids: number[]) => {
       sigkill(pids);
-      if (!this.status().parentFreezing) this.stateFile.write('THAWED');
+      this.stateFile.write('THAWED');
+      for (const dir of subtreeDirs(this.cgroup.dir).slice(1)) thawQuietly(dir);
     };
-    await killUntilEmpty(() => this.processes(), killThenThaw, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killThenThaw, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
   }
 
   close(): void {

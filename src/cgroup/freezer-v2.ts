@@ -7,7 +7,7 @@ import { AgentError } from '../errors/index.js';
 import { ControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill } from './ancestry.js';
+import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreePids } from './ancestry.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -80,10 +80,11 @@ export class V2Freezer implements Freezer {
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {
-    assertNotOwnCgroup(this.cgroup);
+    assertNotOwnCgroup(this.cgroup, 'killing it would kill the agent');
     const killFile = join(this.cgroup.dir, 'cgroup.kill');
-    // Tasks frozen by v2 die at once on SIGKILL; cgroup.kill (Linux 5.14+) also catches tasks forked
-    // while we kill.
+    // Tasks frozen by v2 die at once on SIGKILL; cgroup.kill (Linux 5.14+) kills the whole subtree
+    // and also catches tasks forked while we kill. Without it every pid of the subtree gets SIGKILL,
+    // round after round until none is left.
     const killOnce = (pids: number[]) => {
       if (!existsSync(killFile)) return sigkill(pids);
       const file = new ControlFile(killFile, this.name, true);
@@ -93,7 +94,7 @@ export class V2Freezer implements Freezer {
         file.close();
       }
     };
-    await killUntilEmpty(() => this.processes(), killOnce, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killOnce, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
     if (this.freezingAncestor() === undefined) this.freezeFile.write('0');
   }
 

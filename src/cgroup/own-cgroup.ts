@@ -17,14 +17,15 @@ function readOwnPaths(): Record<Hierarchy, string | undefined> {
   return paths;
 }
 
-export function assertNotOwnCgroup(ref: CgroupRef): void {
+/** EINVAL when the cgroup is agentd's own or an ancestor of it; `consequence` says why that matters. */
+export function assertNotOwnCgroup(ref: CgroupRef, consequence = 'freezing it would freeze the agent'): void {
   ownPaths ??= readOwnPaths();
   const own = ownPaths[ref.hierarchy];
   if (own === undefined) return;
   if (own === ref.path || own.startsWith(ref.path + '/')) {
     throw new AgentError(
       'EINVAL',
-      `cgroup ${ref.hierarchy}:${ref.path} contains agentd itself (pid ${process.pid}, in ${own || '/'}); freezing it would freeze the agent`,
+      `cgroup ${ref.hierarchy}:${ref.path} contains agentd itself (pid ${process.pid}, in ${own || '/'}); ${consequence}`,
     );
   }
 }

@@ -2,7 +2,7 @@
 
 import { realpathSync, statSync, existsSync } from 'node:fs';
 import { join, sep } from 'node:path';
-import { AgentError, systemErrno } from '../errors/index.js';
+import { AgentError, isAgentError, systemErrno } from '../errors/index.js';
 import { discoverMounts, type CgroupMounts } from './mounts.js';
 import type { CgroupRef, Hierarchy } from './types.js';
 
@@ -115,15 +115,59 @@ export function resolveCgroup(arg: unknown, options: ResolveOptions = {}): Cgrou
   if (options.hierarchy) {
     const root = mountOf(mounts, options.hierarchy);
     if (!root) throw new AgentError('ENOENT', `no cgroup ${options.hierarchy} freezer hierarchy is mounted on this host`);
-    return existingCgroup(options.hierarchy, root, segments, input);
+    try {
+      return existingCgroup(options.hierarchy, root, segments, input);
+    } catch (err) {
+      throw refineMissing(err, input, segments, mounts, [options.hierarchy]);
+    }
   }
   const v2Root = mounts.v2;
   if (v2Root && existsSync(join(v2Root, ...segments, FREEZER_FILE.v2))) {
     return existingCgroup('v2', v2Root, segments, input);
   }
-  if (mounts.v1Freezer) return existingCgroup('v1', mounts.v1Freezer, segments, input);
-  if (v2Root) return existingCgroup('v2', v2Root, segments, input);
-  throw new AgentError('ENOENT', 'no cgroup freezer hierarchy is mounted on this host (neither v1 freezer nor cgroup2)');
+  if (!mounts.v1Freezer && !v2Root) {
+    throw new AgentError('ENOENT', 'no cgroup freezer hierarchy is mounted on this host (neither v1 freezer nor cgroup2)');
+  }
+  try {
+    return mounts.v1Freezer ? existingCgroup('v1', mounts.v1Freezer, segments, input) : existingCgroup('v2', v2Root!, segments, input);
+  } catch (err) {
+    throw refineMissing(err, input, segments, mounts);
+  }
+}
+
+/**
+ * A relative name found in neither hierarchy: the error names every place that was tried (v2 is
+ * tried first, so a message naming only the v1 directory sent operators looking in the wrong place),
+ * and an argument that is plainly a path elsewhere on the file system (`/etc/passwd`, a cgroup of
+ * another v1 controller such as `/sys/fs/cgroup/memory/x`) is called what it is.
+ */
+function refineMissing(err: unknown, input: string, segments: string[], mounts: CgroupMounts, hierarchies: readonly Hierarchy[] = ['v2', 'v1']): unknown {
+  if (!isAgentError(err, 'ENOENT')) return err;
+  if (input.startsWith('/') && existsSync(`/${segments[0]}`)) {
+    return new AgentError(
+      'EINVAL',
+      `invalid cgroup path "${input}": it is outside the freezer hierarchies; cgroups live under ${freezerMounts(mounts)} ` +
+        '(name one by its directory there, or relative to it)',
+      { cause: err },
+    );
+  }
+  let anyExists = false;
+  const tried = hierarchies.flatMap((hierarchy) => {
+    const root = mountOf(mounts, hierarchy);
+    if (!root) return [];
+    const dir = join(root, ...segments);
+    if (!existsSync(dir)) return [`no ${dir}`];
+    anyExists = true;
+    return [statSync(dir).isDirectory() ? `${dir} has no ${FREEZER_FILE[hierarchy]}` : `${dir} is not a directory`];
+  });
+  const what = anyExists ? `is not a freezer cgroup` : 'does not exist';
+  return new AgentError('ENOENT', `cgroup "${input}" ${what} (${tried.join('; ')})`, { cause: err });
+}
+
+/** `/sys/fs/cgroup/unified (v2) and /sys/fs/cgroup/freezer (v1 freezer)`, for messages. */
+function freezerMounts(mounts: CgroupMounts): string {
+  const list = [mounts.v2 && `${mounts.v2} (v2)`, mounts.v1Freezer && `${mounts.v1Freezer} (v1 freezer)`].filter(Boolean);
+  return list.join(' and ');
 }
 
 /** A short human name for messages and lock names: `v2:jobs/build-42`. */

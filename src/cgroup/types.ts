@@ -41,7 +41,10 @@ export interface Freezer {
   thaw(): Promise<void>;
   /** Pids of the cgroup's processes, from cgroup.procs. */
   processes(): number[];
-  /** Kills every process of the cgroup and waits until their pids are gone; leaves it THAWED. */
+  /**
+   * Kills every process of the cgroup and of its descendant cgroups, and waits until their pids are
+   * gone; leaves it THAWED. EBUSY on a v1 cgroup frozen by its parent (its tasks cannot die).
+   */
   killAll(options?: { timeoutMs?: number }): Promise<void>;
   /** Releases the control files this driver keeps open. */
   close(): void;

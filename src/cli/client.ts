@@ -2,6 +2,7 @@
 // progress for long operations. Every failure becomes an AgentError with the agent's own code, or
 // EUNREACHABLE (no agent there) or ETIMEDOUT (no answer in time) from this side.
 
+import { statSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { AgentError, isErrorCode, systemErrno } from '../errors/index.js';
 
@@ -25,16 +26,42 @@ export interface CallOptions {
   readonly body?: unknown;
   /** Ask for NDJSON and report each progress line. */
   readonly onProgress?: (event: ProgressLine) => void;
+  /** The request's id (X-Request-Id), chosen by the caller so that it can cancel the operation. */
+  readonly requestId?: string;
 }
 
 const START_HINT =
   'start it with `npm run setup` (from the agentd checkout), `systemctl start agentd` where systemd runs it, ' +
   'or `bin/agentd &` in the foreground';
 
+/** What is at the socket path, for a connection that was refused: a socket, or what instead. */
+function kindOf(path: string): 'socket' | 'missing' | string {
+  try {
+    const stat = statSync(path); // connect(2) follows symbolic links, so this does too
+    if (stat.isSocket()) return 'socket';
+    if (stat.isDirectory()) return 'a directory';
+    return stat.isFile() ? 'a regular file' : 'not a socket';
+  } catch {
+    return 'missing';
+  }
+}
+
 function unreachable(socket: string, err: unknown): AgentError {
   const errno = systemErrno(err);
-  if (errno === 'ENOENT') return new AgentError('EUNREACHABLE', `agentd is not running: no socket at ${socket}; ${START_HINT}`, { cause: err });
+  const missing = `no agent listening at ${socket}: there is nothing there; is agentd running? ${START_HINT}`;
+  if (errno === 'ENOENT' || errno === 'ENOTDIR') return new AgentError('EUNREACHABLE', missing, { cause: err });
   if (errno === 'ECONNREFUSED') {
+    // connect(2) answers ECONNREFUSED both for a socket nobody listens on and for a path that is no
+    // socket at all (a regular file); only the second is a mistyped --socket.
+    const kind = kindOf(socket);
+    if (kind === 'missing') return new AgentError('EUNREACHABLE', missing, { cause: err });
+    if (kind !== 'socket') {
+      return new AgentError(
+        'EUNREACHABLE',
+        `${socket} is not a socket (it is ${kind}): pass the agent's socket with --socket or AGENTD_SOCKET (default ${DEFAULT_SOCKET})`,
+        { cause: err },
+      );
+    }
     return new AgentError('EUNREACHABLE', `agentd is not running: nothing listens on ${socket} (a stale socket); ${START_HINT}`, { cause: err });
   }
   if (errno === 'EACCES' || errno === 'EPERM') {
@@ -114,6 +141,7 @@ function readStream(res: IncomingMessage, onProgress: (event: ProgressLine) => v
 export function call(options: ClientOptions, method: string, path: string, call: CallOptions = {}): Promise<unknown> {
   const payload = call.body === undefined ? undefined : JSON.stringify(call.body);
   const headers: Record<string, string | number> = { Accept: call.onProgress ? NDJSON_TYPE : 'application/json' };
+  if (call.requestId !== undefined) headers['X-Request-Id'] = call.requestId;
   if (payload !== undefined) {
     headers['Content-Type'] = 'application/json';
     headers['Content-Length'] = Buffer.byteLength(payload);

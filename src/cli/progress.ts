@@ -12,8 +12,10 @@ export interface Progress {
 export function progressFor(json: boolean, stream: NodeJS.WriteStream = process.stderr): Progress {
   if (json || !stream.isTTY) return { done() {} };
   let shown = false;
+  let finished = false;
   return {
     onProgress(event) {
+      if (finished) return;
       const parts = [event.stage];
       if (event.tree !== undefined && event.trees !== undefined) parts.push(`tree ${event.tree}/${event.trees}`);
       if (event.bytes !== undefined) parts.push(bytes(event.bytes));
@@ -22,9 +24,12 @@ export function progressFor(json: boolean, stream: NodeJS.WriteStream = process.
       stream.write(`\r\x1b[2K${parts.join('  ').slice(0, width)}`);
       shown = true;
     },
+    // Erases the line for good: after a Ctrl-C the stages still arriving must not redraw over what
+    // agentctl says about the cancel.
     done() {
       if (shown) stream.write('\r\x1b[2K');
       shown = false;
+      finished = true;
     },
   };
 }

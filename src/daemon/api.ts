@@ -8,17 +8,17 @@ import { AgentError } from '../errors/index.js';
 import type { Audit, Reply, RequestContext, Services } from './context.js';
 import { ProtocolError } from './http-status.js';
 import { peerOf } from './peer.js';
+import { REQUEST_ID } from './request.js';
 import { sendError, sendJson, sendText } from './respond.js';
 import { matchRoute, type Route } from './router.js';
 import { cgroupRoutes } from './routes/cgroups.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
+import { operationRoutes } from './routes/operations.js';
 import { systemRoutes } from './routes/system.js';
-
-const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
 
 export function allRoutes(): Route[] {
   const routes: Route[] = [];
-  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes());
+  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes());
   return routes;
 }
 

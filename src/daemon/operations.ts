@@ -31,6 +31,10 @@ export class Operations {
     return this.running.size;
   }
 
+  get(requestId: string): RunningOperation | undefined {
+    return this.running.get(requestId);
+  }
+
   list(): RunningOperation[] {
     return [...this.running.values()];
   }

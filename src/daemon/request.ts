@@ -15,6 +15,9 @@ const MAX_STRING = 4096;
 /** One day: longer than any checkpoint, shorter than forever. */
 export const MAX_TIMEOUT_MS = 86_400_000;
 
+/** A request id a client may choose (X-Request-Id), and name again to cancel its operation. */
+export const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
+
 function invalid(message: string): ProtocolError {
   return new ProtocolError(400, 'EINVAL', message);
 }

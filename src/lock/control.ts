@@ -67,6 +67,18 @@ export class CgroupControl {
     }
   }
 
+  /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
+  async kill(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
+    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'kill' });
+    try {
+      lease.update({ phase: 'killing', priorState: lease.freezer.state() });
+      await lease.freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
+      return releasedStatus(ref, lease);
+    } finally {
+      lease.release();
+    }
+  }
+
   /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);

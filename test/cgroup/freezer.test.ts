@@ -190,6 +190,55 @@ for (const hierarchy of HIERARCHIES) {
       }
     });
 
+    test('killAll kills the whole subtree: a nested child, and a grandchild frozen on its own', async () => {
+      const top = lab.cgroup(hierarchy, 'kill-tree');
+      const child = lab.cgroup(hierarchy, 'kill-tree/child');
+      const grandchild = lab.cgroup(hierarchy, 'kill-tree/child/grandchild');
+      for (const cgroup of [top, child, grandchild]) lab.spawnIn(cgroup, 'sleep', ['100000']);
+      const pids = (await Promise.all([top, child, grandchild].map((c) => lab.waitForProcesses(c, 1)))).flat();
+      const grandchildFreezer = freezerOf(grandchild);
+      const freezer = freezerOf(top);
+      try {
+        // Frozen by itself while its parents run: thawing the top alone would not let it die on v1.
+        await grandchildFreezer.freeze();
+        await freezer.killAll();
+        for (const cgroup of [top, child, grandchild]) assert.deepEqual(lab.pidsOf(cgroup), [], `${cgroup.path} is empty`);
+        for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} is gone`);
+        assert.equal(freezer.state(), 'THAWED');
+      } finally {
+        grandchildFreezer.close();
+        freezer.close();
+      }
+    });
+
+    test(hierarchy === 'v1' ? 'killAll of a cgroup frozen by its parent is EBUSY naming the parent (v1 tasks die only once thawed)' : 'killAll of a cgroup frozen by its parent kills it anyway (v2 frozen tasks die on SIGKILL)', async () => {
+      const parent = lab.cgroup(hierarchy, 'kill-parent');
+      const child = lab.cgroup(hierarchy, 'kill-parent/child');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      const [pid] = await lab.waitForProcesses(child, 1);
+      const parentFreezer = freezerOf(parent);
+      const childFreezer = freezerOf(child);
+      try {
+        await parentFreezer.freeze();
+        if (hierarchy === 'v1') {
+          await assert.rejects(childFreezer.killAll(), (err: unknown) => {
+            assert.ok(isAgentError(err, 'EBUSY'), String(err));
+            assert.match(err.message, new RegExp(`frozen by its parent ${parent.path}`));
+            return true;
+          });
+          assert.ok(pidAlive(pid), 'nothing was killed');
+        } else {
+          await childFreezer.killAll();
+          assert.equal(pidAlive(pid), false);
+          assert.equal(childFreezer.state(), 'FROZEN', 'still frozen by its parent, and empty');
+        }
+      } finally {
+        await parentFreezer.thaw();
+        parentFreezer.close();
+        childFreezer.close();
+      }
+    });
+
     test('stress: a cgroup that forks continually ends FROZEN or fails cleanly thawed, never stuck', async () => {
       const cgroup = lab.cgroup(hierarchy, 'forker');
       for (let i = 0; i < 4; i++) lab.spawnIn(cgroup, workload('forker.sh'));

@@ -9,6 +9,10 @@ import { Lab, anyHierarchy, unavailable, type TestCgroup } from '../helpers/lab.
 const lab = new Lab('resolve');
 after(() => lab.cleanup());
 
+function escape(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
+
 function rejects(fn: () => unknown, code: string, pattern: RegExp): void {
   assert.throws(fn, (err: unknown) => {
     assert.ok(isAgentError(err), `expected an AgentError, got ${String(err)}`);
@@ -102,7 +106,17 @@ describe('resolving cgroup arguments on the real hierarchies (a hybrid host)', {
     rejects(() => resolveCgroup('a/'.repeat(3000)), 'EINVAL', /longer than/);
   });
   test('a regular file inside a cgroup is not a cgroup', () => {
-    rejects(() => resolveCgroup(`${both.v2.path}/cgroup.procs`), 'ENOENT', /not a v[12] freezer cgroup/);
+    rejects(() => resolveCgroup(`${both.v2.path}/cgroup.procs`), 'ENOENT', /cgroup\.procs is not a directory/);
+  });
+  test('a name found in neither hierarchy: the error names both places tried, v2 first', () => {
+    const name = `${lab.prefix}/no-such-cgroup`;
+    const v2 = escape(join(lab.mount('v2'), name));
+    const v1 = escape(join(lab.mount('v1'), name));
+    rejects(() => resolveCgroup(name), 'ENOENT', new RegExp(`does not exist \\(no ${v2}; no ${v1}\\)`));
+    rejects(() => resolveCgroup(`/${name}`), 'ENOENT', new RegExp(`no ${v2}; no ${v1}`));
+    rejects(() => resolveCgroup(name, { hierarchy: 'v1' }), 'ENOENT', new RegExp(`does not exist \\(no ${v1}\\)$`));
+    // Only in v1 there, as a directory without the v2 freezer file: not a freezer cgroup of v2.
+    rejects(() => resolveCgroup(`${onlyV1.path}/missing`), 'ENOENT', new RegExp(`no ${escape(join(lab.mount('v2'), onlyV1.path, 'missing'))}; no `));
   });
 
 });
@@ -117,6 +131,21 @@ describe('resolving cgroup arguments on whichever hierarchy this host has', () =
       assert.equal(ref.hierarchy, hierarchy, arg);
       assert.equal(ref.dir, cgroup.dir);
     }
+  });
+  test('an absolute path outside the freezer hierarchies is EINVAL and says where cgroups live', () => {
+    const mounts = discoverMounts();
+    const listed = [mounts.v2, mounts.v1Freezer].filter((m): m is string => m !== undefined);
+    // On a pure v2 host /sys/fs/cgroup/memory/foo lies under the v2 mount: a missing v2 cgroup there.
+    const outside = ['/etc/passwd', '/sys/fs/cgroup/memory/foo', '/proc/1', '/tmp/no-such-thing'].filter((arg) => !listed.some((m) => arg.startsWith(`${m}/`)));
+    for (const arg of outside) {
+      for (const options of [{}, { hierarchy }]) {
+        rejects(() => resolveCgroup(arg, options), 'EINVAL', /outside the freezer hierarchies; cgroups live under /);
+        for (const mount of listed) rejects(() => resolveCgroup(arg, options), 'EINVAL', new RegExp(escape(mount)));
+      }
+    }
+    // A leading slash on a name relative to a hierarchy root is still that name, found or not.
+    assert.equal(resolveCgroup(`/${cgroup.path}`).dir, cgroup.dir);
+    rejects(() => resolveCgroup(`/${lab.prefix}/missing`), 'ENOENT', /does not exist/);
   });
   test('"..", the root and missing paths are refused', () => {
     rejects(() => resolveCgroup(`${cgroup.path}/..`), 'EINVAL', /"\.\." segments/);

@@ -4,19 +4,23 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, HIERARCHIES, pidAlive, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
+import { anyHierarchy, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
 const { lab, agent } = withAgent('cli');
+
+/** The form of the agent's checkpoint ids: `20261201T063940Z-4bf4d8` (UTC time, 6 hex digits). */
+const CHECKPOINT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
 
 const ctl = (...args: string[]) => agentctl(['--socket', agent.socket, ...args]);
 
@@ -33,6 +37,10 @@ async function sleepers(hierarchy: 'v1' | 'v2', name: string): Promise<TestCgrou
   lab.spawnIn(cgroup, 'sleep', ['100000']);
   await lab.waitForProcesses(cgroup, 1);
   return cgroup;
+}
+
+function pick(value: Record<string, unknown>, keys: string[]): Record<string, unknown> {
+  return Object.fromEntries(keys.map((k) => [k, value[k]]));
 }
 
 const counting = (hierarchy: 'v1' | 'v2', name: string) => countingTree(lab, hierarchy, name);
@@ -65,6 +73,44 @@ for (const hierarchy of HIERARCHIES) {
     });
   });
 
+  describe(`agentctl kill on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('a frozen cgroup with a nested child: every process of the subtree dies; prints the resulting state', async () => {
+      const top = await sleepers(hierarchy, 'kill');
+      const child = lab.cgroup(hierarchy, 'kill/child');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      const pids = [...lab.pidsOf(top), ...(await lab.waitForProcesses(child, 1))];
+      assert.equal((await ctl('freeze', top.path, '--hierarchy', hierarchy)).code, 0);
+      const killed = await ctl('kill', top.path, '--hierarchy', hierarchy);
+      assert.equal(killed.code, 0, killed.stderr);
+      assert.equal(killed.stdout, `killed ${hierarchy}:${top.path}: no process left, THAWED\n`);
+      for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} is gone when agentctl returns`);
+      assert.deepEqual([...lab.pidsOf(top), ...lab.pidsOf(child)], []);
+      assert.equal(kernelState(top), 'THAWED');
+      // An empty cgroup: a kill is a no-op that still answers the status, as JSON here.
+      const again = await ctl('kill', top.dir, '--json');
+      assert.equal(again.code, 0, again.stderr);
+      assert.deepEqual(pick(JSON.parse(again.stdout), ['cgroup', 'hierarchy', 'state', 'locked']), { cgroup: top.path, hierarchy, state: 'THAWED', locked: false });
+    });
+
+    test('EBUSY while the cgroup is CHECKPOINTING: nothing is killed', async () => {
+      const cgroup = await sleepers(hierarchy, 'kill-busy');
+      const [pid] = lab.pidsOf(cgroup);
+      const control = new CgroupControl({ runDir: agent.runDir });
+      const ref = resolveCgroup(cgroup.path, { hierarchy });
+      await control.freeze(ref);
+      const hold = control.beginCheckpoint(ref, { requestId: 'cli-test-hold' });
+      try {
+        assert.equal((await ctl('state', cgroup.path, '--hierarchy', hierarchy)).stdout, 'CHECKPOINTING\n');
+        failed(await ctl('kill', cgroup.path, '--hierarchy', hierarchy), 'EBUSY', 4, new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`));
+        assert.ok(pidAlive(pid), 'the process lives');
+      } finally {
+        await hold.end();
+        hold.lease.release();
+      }
+      await control.thaw(ref);
+    });
+  });
+
   describe(`agentctl checkpoint, checkpoints, show, restore, delete on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('a full round trip; --json gives the summary with id and dir', async () => {
       const { cgroup, dir, pids } = await counting(hierarchy, 'roundtrip');
@@ -73,6 +119,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(made.stderr, '', 'no progress without a terminal');
       const summary = JSON.parse(made.stdout);
       assert.ok(summary.id && existsSync(join(summary.dir, 'manifest.json')));
+      assert.match(summary.id, CHECKPOINT_ID, 'the id has the form the help examples show');
+      assert.equal(summary.finalState, 'EMPTY', '--after killed ends EMPTY (README, States)');
       assert.equal(summary.processes, 2);
       for (const pid of pids) await waitUntil(`pid ${pid} to be gone`, () => !pidAlive(pid));
       const frozenAt = counterValue(join(dir, 'child-1'));
@@ -81,8 +129,11 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(list.code, 0, list.stderr);
       assert.match(list.stdout, /^ID\s+STATUS\s+CGROUP\s+CREATED\s+SIZE\s+PROCESSES$/m);
       assert.match(list.stdout, new RegExp(`^${summary.id}\\s+good\\s+${hierarchy}:${cgroup.path}\\s`, 'm'));
+      // --json prints the API's own answer, {checkpoints: [...]}, not a bare array.
       const listJson = JSON.parse((await ctl('checkpoints', '--json')).stdout);
-      assert.ok(listJson.some((c: { id: string; status: string }) => c.id === summary.id && c.status === 'good'));
+      assert.deepEqual(Object.keys(listJson), ['checkpoints']);
+      assert.deepEqual(listJson, (await api(agent.socket, 'GET', '/v1/checkpoints')).body);
+      assert.ok(listJson.checkpoints.some((c: { id: string; status: string }) => c.id === summary.id && c.status === 'good'));
 
       const show = await ctl('show', summary.id);
       assert.equal(show.code, 0, show.stderr);
@@ -130,11 +181,23 @@ describe('exit codes', () => {
   test('2: usage errors and invalid input', async () => {
     failed(await agentctl(['--socket', agent.socket]), 'EINVAL', 2, /name a command/);
     failed(await ctl('frobnicate'), 'EINVAL', 2);
-    failed(await ctl('state'), 'EINVAL', 2, /Not enough non-option arguments/);
+    // A missing argument: the command's usage line and where its help is, not yargs' generic words.
+    for (const [command, usage] of [['state', 'state <cgroup>'], ['freeze', 'freeze <cgroup>'], ['restore', 'restore <id>'], ['show', 'show <id>']]) {
+      const missing = await ctl(command);
+      failed(missing, 'EINVAL', 2, new RegExp(`^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`));
+      assert.doesNotMatch(missing.stderr, /Not enough non-option arguments/);
+    }
+    failed(await ctl('state', 'x', '--bogus'), 'EINVAL', 2, /\(run agentctl state --help\)/);
     failed(await ctl('freeze', 'x', '--hierarchy', 'v9'), 'EINVAL', 2, /Invalid values/);
     failed(await ctl('checkpoint', 'x', '--after', 'never'), 'EINVAL', 2);
     failed(await ctl('state', 'x', '--no-such-option'), 'EINVAL', 2, /Unknown argument/);
     failed(await ctl('--timeout', '0', 'host'), 'EINVAL', 2, /--timeout/);
+    // Below a millisecond (the agent's unit) or above its one-day limit: the option is named, not the API field.
+    for (const [value, command] of [['0.0001', 'freeze'], ['0.0004', 'checkpoint'], ['86401', 'restore'], ['abc', 'freeze'], ['-1', 'state']]) {
+      const result = await ctl(command, 'x', '--timeout', value);
+      failed(result, 'EINVAL', 2, /--timeout must be a duration in seconds from 0\.001 \(1 ms\) to 86400/);
+      assert.doesNotMatch(result.stderr, /timeoutMs/);
+    }
     failed(await ctl('state', '../../etc'), 'EINVAL', 2, /\.\./);
     failed(await ctl('freeze', '/'), 'EINVAL', 2, /root cgroup/);
     failed(await ctl('show', 'a/b'), 'EINVAL', 2, /checkpoint id/);
@@ -164,13 +227,20 @@ describe('exit codes', () => {
   test('5: timed out, waiting for the agent (client side) or in the agent (operation limit)', async () => {
     failed(await ctl('--timeout', '0.001', 'host'), 'ETIMEDOUT', 5, /did not answer GET \/v1\/host within 0\.001 s/);
     const { cgroup } = await counting(h, 'timeout');
-    failed(await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--timeout', '0.001'), 'ETIMEDOUT', 5);
+    const checkpoint = await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--timeout', '0.001');
+    failed(checkpoint, 'ETIMEDOUT', 5);
+    assert.doesNotMatch(checkpoint.stderr, /did not answer/, 'the limit is the checkpoint\'s, in the agent, not a wait of agentctl');
     assert.equal(kernelState(cgroup), 'THAWED');
   });
 
   test('6: no agent, a stale socket, or a socket the user may not open; each says how to get through', async () => {
     const none = await agentctl(['--socket', join(lab.tempDir('none'), 'agentd.sock'), 'host']);
-    failed(none, 'EUNREACHABLE', 6, /agentd is not running: no socket at .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
+    failed(none, 'EUNREACHABLE', 6, /no agent listening at \S+agentd\.sock: there is nothing there; is agentd running\? .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
+    failed(await agentctl(['--socket', join(lab.tempDir('file'), 'missing-dir', 'x.sock'), 'host']), 'EUNREACHABLE', 6, /no agent listening at .*is agentd running\?/);
+    // A path that is no socket at all: connect(2) refuses it like a stale socket, but it is a mistyped --socket.
+    failed(await agentctl(['--socket', '/etc/passwd', 'host']), 'EUNREACHABLE', 6, /^agentctl: EUNREACHABLE: \/etc\/passwd is not a socket \(it is a regular file\): pass the agent's socket with --socket/);
+    assert.doesNotMatch((await agentctl(['--socket', '/etc/passwd', 'host'])).stderr, /stale/);
+    failed(await agentctl(['--socket', lab.tempDir('dir'), 'host']), 'EUNREACHABLE', 6, /is not a socket \(it is a directory\)/);
     const stalePath = join(lab.tempDir('stale'), 'agentd.sock');
     closeFd(listeningSocket(stalePath)); // a socket file nobody listens on, as a killed agent leaves it
     failed(await agentctl(['--socket', stalePath, 'state', 'x']), 'EUNREACHABLE', 6, /nothing listens on .*stale socket.*npm run setup/);
@@ -210,18 +280,25 @@ describe('host, help, version, completion', () => {
   test('--help shows examples for every command; --version the package version', async () => {
     const top = await agentctl(['--help']);
     assert.equal(top.code, 0);
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
       assert.match(top.stdout, new RegExp(`agentctl ${command}\\b`), command);
     }
     assert.match(top.stdout, /Exit status: 0 ok, 1 other failure, 2 invalid usage/);
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host']) {
       const help = await agentctl([command, '--help']);
       assert.equal(help.code, 0, command);
       assert.match(help.stdout, /Examples:\n\s+agentctl /, `${command} --help has examples`);
       assert.match(help.stdout, /--socket/, `${command} --help shows the global options`);
     }
-    for (const command of ['state', 'freeze', 'thaw', 'checkpoint', 'restore']) {
+    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore']) {
       assert.match((await agentctl([command, '--help'])).stdout, /--hierarchy/, `${command} takes --hierarchy`);
+    }
+    // Example ids look like the ids the agent makes (the round trip above checks a real one).
+    for (const command of ['restore', 'show', 'delete']) {
+      const help = (await agentctl([command, '--help'])).stdout;
+      const ids = [...help.slice(help.indexOf('Examples:')).matchAll(new RegExp(`agentctl ${command} (\\S+)`, 'g'))].map((m) => m[1]);
+      assert.ok(ids.length > 0, `${command} --help has an example with an id`);
+      for (const id of ids) assert.match(id, CHECKPOINT_ID, `${command} --help example id ${id}`);
     }
     assert.match((await agentctl(['checkpoint', '--help'])).stdout, /--images-dir\s+image root .*it must be one the\s+agent allows \(agentd --allow-images-dir/, 'checkpoint --images-dir says which directories it may name');
     const version = await agentctl(['--version']);
@@ -229,15 +306,115 @@ describe('host, help, version, completion', () => {
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
   });
 
-  test('agentctl completion prints a shell completion script that completes commands', async () => {
-    const script = await agentctl(['completion']);
-    assert.equal(script.code, 0);
-    assert.match(script.stdout, /agentctl --get-yargs-completions/);
-    const words = await agentctl(['--get-yargs-completions', 'agentctl', 'che']);
-    assert.match(words.stdout, /^checkpoint$/m);
-    assert.match(words.stdout, /^checkpoints$/m);
+  test('agentctl completion [bash|zsh|fish]: a script for each shell, --help prints help, the default follows $SHELL', async () => {
+    const help = await agentctl(['completion', '--help']);
+    assert.equal(help.code, 0, help.stderr);
+    assert.match(help.stdout, /^agentctl completion \[shell\]/);
+    assert.match(help.stdout, /Examples:\n\s+agentctl completion bash/);
+    assert.doesNotMatch(help.stdout, /get-yargs-completions/, '--help is help, not the script');
+
+    const bash = await agentctl(['completion', 'bash']);
+    assert.equal(bash.code, 0, bash.stderr);
+    assert.match(bash.stdout, /^complete -o bashdefault -o default -F _agentctl_yargs_completions agentctl$/m);
+    assert.match(bash.stdout, /agentctl --get-yargs-completions/);
+    const zsh = await agentctl(['completion', 'zsh']);
+    assert.equal(zsh.code, 0, zsh.stderr);
+    assert.match(zsh.stdout, /^#compdef agentctl$/m);
+    assert.match(zsh.stdout, /compdef _agentctl_yargs_completions agentctl/);
+    const fish = await agentctl(['completion', 'fish']);
+    assert.equal(fish.code, 0, fish.stderr);
+    assert.match(fish.stdout, /^complete -c agentctl -f -a '\(__agentctl_complete\)'$/m);
+
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/usr/bin/fish' } })).stdout, fish.stdout);
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/bin/zsh' } })).stdout, zsh.stdout);
+    assert.equal((await agentctl(['completion'], { env: { SHELL: '/bin/tcsh' } })).stdout, bash.stdout, 'another shell gets bash');
+    failed(await agentctl(['completion', 'tcsh']), 'EINVAL', 2, /Invalid values/);
+  });
+
+  /** A directory holding an `agentctl` that runs this checkout's, for the shells to find on PATH. */
+  function agentctlOnPath(): string {
+    const dir = lab.tempDir('path');
+    writeFileSync(join(dir, 'agentctl'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(AGENTCTL)} "$@"\n`, { mode: 0o755 });
+    return `${dir}:${process.env.PATH}`;
+  }
+
+  function script(shell: string): string {
+    const file = join(lab.tempDir(`completion-${shell}`), `agentctl.${shell}`);
+    writeFileSync(file, execFileSync(process.execPath, [AGENTCTL, 'completion', shell], { encoding: 'utf8' }));
+    return file;
+  }
+
+  test('bash, driven for real: completes commands, options and option values', () => {
+    const complete = (words: string[]) =>
+      execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), ...words], {
+        encoding: 'utf8',
+        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+      }).split('\n').filter(Boolean);
+    assert.deepEqual(complete(['agentctl', 'che']).sort(), ['checkpoint', 'checkpoints']);
+    assert.deepEqual(complete(['agentctl', 'checkpoint', 'x', '--after', '']).sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok(complete(['agentctl', 'completion', '']).includes('fish'));
+  });
+
+  test('fish, driven for real: completes commands with their descriptions, and option values', { skip: !hasProgram('fish') && 'fish is not installed here' }, () => {
+    const complete = (line: string) =>
+      execFileSync('fish', ['--no-config', '-c', `source ${script('fish')}; complete -C ${JSON.stringify(line)}`], {
+        encoding: 'utf8',
+        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+      }).split('\n').filter(Boolean);
+    const commands = complete('agentctl che');
+    assert.deepEqual(commands.map((c) => c.split('\t')[0]).sort(), ['checkpoint', 'checkpoints']);
+    assert.match(commands.find((c) => c.startsWith('checkpoint\t')) ?? '', /\tdump every process of a cgroup/);
+    assert.deepEqual(complete('agentctl checkpoint x --after ').sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok(complete('agentctl completion ').includes('zsh'));
+  });
+
+  test('dynamic: checkpoint ids from the agent after restore, show and delete; cgroup names under the mounts', async () => {
+    const complete = async (...words: string[]) => {
+      const result = await agentctl(['--get-yargs-completions', 'agentctl', '--socket', agent.socket, ...words]);
+      assert.equal(result.code, 0, result.stderr);
+      assert.equal(result.stderr, '', 'a completion never prints an error');
+      return result.stdout.split('\n').filter(Boolean);
+    };
+    const h = anyHierarchy();
+    const cgroup = await sleepers(h, 'complete');
+    lab.cgroup(h, 'complete/child-a');
+    lab.cgroup(h, 'complete/child-b');
+    const made = await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--json');
+    assert.equal(made.code, 0, made.stderr);
+    const { id } = JSON.parse(made.stdout);
+    for (const command of ['restore', 'show', 'delete']) {
+      assert.ok((await complete(command, '')).includes(id), `${command} offers ${id}`);
+      assert.deepEqual(await complete(command, id.slice(0, -2)), [id]);
+    }
+    assert.deepEqual(await complete('freeze', `${lab.prefix}/comp`), [`${lab.prefix}/complete`]);
+    assert.deepEqual(await complete('kill', '--hierarchy', h, `${cgroup.path}/`), [`${cgroup.path}/child-a`, `${cgroup.path}/child-b`]);
+    assert.deepEqual(await complete('state', `${cgroup.dir}/child-`), [`${cgroup.dir}/child-a`, `${cgroup.dir}/child-b`]);
+    assert.deepEqual(await complete('restore', id, '--cgroup', `${cgroup.path}/child-b`), [`${cgroup.path}/child-b`]);
+    assert.ok((await complete('state', lab.mount(h).slice(0, 5))).includes(`${lab.mount(h)}/`), 'an absolute beginning offers the mounts');
+    // Not a positional being completed: yargs completes options and choices as before.
+    assert.deepEqual((await complete('checkpoint', cgroup.path, '--after', '')).sort(), ['frozen', 'killed', 'prior', 'thawed']);
+    assert.ok((await complete('thaw', cgroup.path, '')).includes('--hierarchy'));
+    // No agent: nothing to offer, and no error.
+    const none = await agentctl(['--get-yargs-completions', 'agentctl', '--socket', join(lab.tempDir('nocomp'), 'x.sock'), 'show', '']);
+    assert.equal(none.code, 0);
+    assert.equal(none.stderr, '');
+    // Through the bash script, as a shell asks.
+    const words = execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), 'agentctl', 'show', id.slice(0, 10)], {
+      encoding: 'utf8',
+      env: { PATH: agentctlOnPath(), HOME: process.env.HOME, AGENTD_SOCKET: agent.socket },
+    });
+    assert.ok(words.split('\n').includes(id), words);
+    assert.equal((await ctl('delete', id)).code, 0);
+  });
+
+  test('zsh: the script parses (zsh -n)', { skip: !hasProgram('zsh') && 'zsh is not installed here' }, () => {
+    execFileSync('zsh', ['-n', script('zsh')]);
   });
 });
+
+function hasProgram(name: string): boolean {
+  return (process.env.PATH ?? '').split(':').some((dir) => dir && existsSync(join(dir, name)));
+}
 
 describe('progress', () => {
   test('on a terminal a checkpoint shows its stages live on stderr; --json shows none', async () => {
@@ -266,3 +443,117 @@ describe('progress', () => {
     assert.equal((await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state, 'THAWED');
   });
 });
+
+/** agentctl on a pseudo-terminal, as an operator runs it: progress is drawn, Ctrl-C is a real SIGINT. */
+async function onTerminal(args: string[]) {
+  const { spawn } = await import('node-pty');
+  const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, ...args], { cols: 200, rows: 20, env: { PATH: process.env.PATH ?? '', TERM: 'xterm' } });
+  let output = '';
+  const waiters: { pattern: RegExp; resolve: () => void }[] = [];
+  term.onData((d) => {
+    output += d;
+    for (const w of waiters.filter((w) => w.pattern.test(output))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  });
+  const exited = new Promise<number>((resolve) => term.onExit(({ exitCode }) => resolve(exitCode)));
+  return {
+    output: () => output,
+    exited,
+    /** Ctrl-C typed on the terminal: the line discipline sends SIGINT to agentctl. */
+    ctrlC: () => term.write('\x03'),
+    /** Resolves once the output matches; fails if agentctl exits first. */
+    waitFor(pattern: RegExp, what: string): Promise<void> {
+      if (pattern.test(output)) return Promise.resolve();
+      return Promise.race([
+        new Promise<void>((resolve) => waiters.push({ pattern, resolve })),
+        exited.then((code) => {
+          throw new Error(`agentctl exited (${code}) before ${what}:\n${output}`);
+        }),
+      ]);
+    },
+  };
+}
+
+/** A process holding `mib` MiB of memory, so that its dump takes a moment. */
+async function withMemory(hierarchy: 'v1' | 'v2', name: string, mib: number): Promise<{ cgroup: TestCgroup; pid: number }> {
+  const cgroup = lab.cgroup(hierarchy, name);
+  const result = join(lab.tempDir(name), 'result');
+  lab.spawnIn(cgroup, workload('memory-pattern.pl'), [String(mib), result]);
+  await waitUntil('memory-pattern.pl to fill its memory', () => readFileSync(result, 'utf8').startsWith('ready'), 60_000);
+  const [pid] = lab.pidsOf(cgroup);
+  return { cgroup, pid };
+}
+
+async function agentState(cgroup: TestCgroup): Promise<{ state: string; locked: boolean }> {
+  return (await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body;
+}
+
+describe('Ctrl-C during a checkpoint', () => {
+  for (const hierarchy of HIERARCHIES) {
+    test(`on cgroup ${hierarchy}: says where the cgroup goes, waits for the agent, then exits 130 with the cgroup THAWED`, { skip: unavailable(hierarchy) }, async () => {
+      const { cgroup, pid } = await withMemory(hierarchy, 'ctrl-c', 128);
+      const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', hierarchy]);
+      // The dump stage is drawn when CRIU starts on the tree: the cgroup is CHECKPOINTING from here.
+      await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+      run.ctrlC();
+      const code = await run.exited;
+      const output = run.output();
+      assert.equal(code, 130, output);
+      const name = `${hierarchy}:${cgroup.path}`;
+      const cancelling = output.indexOf(`agentctl: cancelling: putting ${name} back to THAWED… (Ctrl-C again to leave at once)`);
+      const answer = output.search(/agentctl: EINTR: .*cancelled/);
+      const final = output.indexOf(`agentctl: cancelled: ${name} is THAWED`);
+      assert.ok(cancelling >= 0 && answer > cancelling && final > answer, output);
+      // Once agentctl is back, the agent is done: nothing left CHECKPOINTING, the process runs on.
+      assert.deepEqual(await agentState(cgroup).then(({ state, locked }) => ({ state, locked })), { state: 'THAWED', locked: false });
+      assert.equal(kernelState(cgroup), 'THAWED');
+      assert.ok(pidAlive(pid) && processState(pid) !== 'T', `pid ${pid} runs on`);
+      const listed = (await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints as { cgroup?: string; status: string }[];
+      assert.ok(!listed.some((c) => c.cgroup === cgroup.path && c.status === 'good'), 'no good image of a cancelled checkpoint');
+    });
+  }
+
+  test('a second Ctrl-C leaves at once; the agent still puts the cgroup back', async () => {
+    const { cgroup, pid } = await withMemory(anyHierarchy(), 'ctrl-c-twice', 64);
+    const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy]);
+    await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+    // The agent is stopped so that it cannot finish the cancel between the two Ctrl-Cs: agentctl is
+    // then certainly still waiting for it when the second one comes.
+    process.kill(agent.pid, 'SIGSTOP');
+    try {
+      run.ctrlC();
+      await run.waitFor(/agentctl: cancelling: putting \S+ back to THAWED…/, 'the cancelling line');
+      run.ctrlC();
+      assert.equal(await run.exited, 130, run.output());
+      assert.match(run.output(), /agentctl: leaving now; the agent finishes the cancel on its own/);
+      assert.doesNotMatch(run.output(), /EINTR/);
+    } finally {
+      process.kill(agent.pid, 'SIGCONT');
+    }
+    await waitUntilAsync('the agent to put the cgroup back', async () => {
+      const { state, locked } = await agentState(cgroup);
+      return state === 'THAWED' && !locked;
+    });
+    assert.ok(pidAlive(pid) && processState(pid) !== 'T');
+  });
+});
+
+test('POST /v1/operations/{id}/cancel: 404 for an operation that is not running, 400 for an id that cannot be one', async () => {
+  const missing = await api(agent.socket, 'POST', '/v1/operations/agentctl-0123456789ab/cancel');
+  assert.equal(missing.status, 404);
+  assert.equal(missing.body.error.code, 'ENOENT');
+  assert.match(missing.body.error.message, /no operation agentctl-0123456789ab is running/);
+  const bad = await api(agent.socket, 'POST', `/v1/operations/${encodeURIComponent('a b')}/cancel`);
+  assert.equal(bad.status, 400);
+  assert.equal(bad.body.error.code, 'EINVAL');
+});
+
+async function waitUntilAsync(what: string, check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}

@@ -106,6 +106,16 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(kernelState(cgroup), 'THAWED');
       const metrics = (await api(agent.socket, 'GET', '/v1/metrics')).text;
       assert.match(metrics, /^agentd_freeze_duration_seconds_count [1-9]\d*$/m);
+
+      // kill: answers once every process is gone, with the cgroup's status (in place, THAWED).
+      const pids = lab.pidsOf(cgroup);
+      assert.equal((await api(agent.socket, 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, hierarchy } })).status, 200);
+      const killed = await api(agent.socket, 'POST', '/v1/cgroups/kill', { body: { cgroup: cgroup.path, hierarchy, timeoutMs: 5000 } });
+      assert.equal(killed.status, 200, killed.text);
+      assert.equal(killed.body.state, 'THAWED');
+      assert.equal(killed.body.locked, false);
+      assert.deepEqual(lab.pidsOf(cgroup), []);
+      for (const pid of pids) assert.equal(existsSync(`/proc/${pid}`), false, `pid ${pid} is gone`);
     });
   });
 }
@@ -201,7 +211,7 @@ describe('bad requests get 4xx and change nothing', () => {
   }
 
   test('unknown routes 404, wrong methods 405 with Allow', async () => {
-    await refused('unknown route', 'POST', '/v1/cgroups/kill', { body: { cgroup: cgroup.path } }, 404, /no such route/);
+    await refused('unknown route', 'POST', '/v1/cgroups/explode', { body: { cgroup: cgroup.path } }, 404, /no such route/);
     await refused('unversioned', 'GET', '/health', {}, 404);
     await refused('trailing slash', 'GET', '/v1/health/', {}, 404);
     const res = await api(agent.socket, 'GET', '/v1/cgroups/freeze');
@@ -225,6 +235,10 @@ describe('bad requests get 4xx and change nothing', () => {
     await refused('number cgroup', 'POST', '/v1/cgroups/freeze', { body: { cgroup: 42 } }, 400, /"cgroup" must be a non-empty string/);
     await refused('timeout as string', 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, timeoutMs: '10' } }, 400, /timeoutMs/);
     await refused('negative timeout', 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, timeoutMs: -1 } }, 400, /timeoutMs/);
+    await refused('kill with a signal', 'POST', '/v1/cgroups/kill', { body: { cgroup: cgroup.path, signal: 'TERM' } }, 400, /unknown field "signal" \(allowed: cgroup, hierarchy, timeoutMs\)/);
+    await refused('kill by query', 'POST', `/v1/cgroups/kill?cgroup=${cgroup.path}`, { body: { cgroup: cgroup.path } }, 400, /unknown query parameter "cgroup"/);
+    await refused('kill without a cgroup', 'POST', '/v1/cgroups/kill', { body: {} }, 400, /missing field "cgroup"/);
+    await refused('cancel with a body', 'POST', '/v1/operations/x/cancel', { body: { now: true } }, 400, /take no body/);
     await refused('thaw with timeout', 'POST', '/v1/cgroups/thaw', { body: { cgroup: cgroup.path, timeoutMs: 5 } }, 400, /unknown field "timeoutMs"/);
     await refused('after policy', 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, after: 'later' } }, 400, /"after" must be one of prior, thawed, frozen, killed/);
     await refused('relative images dir', 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, imagesDir: 'here' } }, 400, /absolute path/);

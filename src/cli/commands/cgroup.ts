@@ -1,4 +1,4 @@
-// agentctl state | freeze | thaw <cgroup>: the freezer state of one cgroup, through the agent's lock.
+// agentctl state | freeze | thaw | kill <cgroup>: the freezer state of one cgroup, through the agent's lock.
 
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
@@ -12,6 +12,11 @@ interface CgroupArgs extends GlobalArgs {
 
 interface StatusReply {
   state: string;
+}
+
+interface KillReply extends StatusReply {
+  cgroup: string;
+  hierarchy: string;
 }
 
 function show(args: GlobalArgs, status: unknown): void {
@@ -54,5 +59,20 @@ export const thawCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 thaw --hierarchy v2 jobs/build-42 --json', 'the full state as JSON'),
   handler: action(async (args: CgroupArgs) => {
     show(args, await call(clientOptions(args), 'POST', '/v1/cgroups/thaw', { body: { cgroup: args.cgroup, hierarchy: args.hierarchy } }));
+  }),
+};
+
+export const killCommand: CommandModule<GlobalArgs, CgroupArgs> = {
+  command: 'kill <cgroup>',
+  describe: 'kill every process of a cgroup and of the cgroups below it, frozen or not; wait until they are gone (refused while it is CHECKPOINTING)',
+  builder: (y) =>
+    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to empty' }))
+      .example('$0 kill jobs/build-42', 'prints "killed v2:jobs/build-42: no process left, THAWED"')
+      .example('$0 kill jobs/build-42 --timeout 5 --json', 'give up after 5 s; the resulting state as JSON'),
+  handler: action(async (args: CgroupArgs) => {
+    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000) };
+    const status = (await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/kill', { body })) as KillReply;
+    if (args.json) printJson(status);
+    else print(`killed ${status.hierarchy}:${status.cgroup}: no process left, ${status.state}`);
   }),
 };

@@ -3,7 +3,8 @@
 import { resolve } from 'node:path';
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
-import { action, clientOptions, withHierarchy, type GlobalArgs } from '../context.js';
+import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
+import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { bytes, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
 
@@ -34,6 +35,12 @@ interface CheckpointSummary {
   timings: { frozenWindowMs: number; dumpMs: number; totalMs: number };
 }
 
+interface StateReply {
+  cgroup: string;
+  hierarchy: 'v1' | 'v2';
+  kernelState: string;
+}
+
 interface RestoreSummary {
   id: string;
   cgroup: string;
@@ -41,6 +48,22 @@ interface RestoreSummary {
   pids: number[];
   trees: number;
   durationMs: number;
+}
+
+/**
+ * The agent's answer to a cancelled operation (EINTR, or whatever failed first), then, for a
+ * checkpoint, the state its cgroup is in now; exit 130 as for any command ended by Ctrl-C.
+ */
+async function afterCancel(args: GlobalArgs, err: unknown, cgroup?: { cgroup: string; hierarchy?: 'v1' | 'v2' }): Promise<void> {
+  reportError(err);
+  process.exitCode = EXIT_INTERRUPTED;
+  if (!cgroup) return;
+  try {
+    const status = (await call(clientOptions(args), 'GET', withQuery('/v1/cgroups/state', cgroup))) as { cgroup: string; hierarchy: string; state: string };
+    process.stderr.write(`agentctl: cancelled: ${status.hierarchy}:${status.cgroup} is ${status.state}\n`);
+  } catch {
+    // The answer above already says what happened; the state is a courtesy.
+  }
 }
 
 function timeoutMs(args: GlobalArgs): number | undefined {
@@ -80,13 +103,24 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       timeoutMs: timeoutMs(args),
     };
     const progress = progressFor(args.json);
+    const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
+    // Asked first so that a Ctrl-C can say at once where the cancel puts the cgroup (the agent puts it
+    // back as the checkpoint found it; one caught FREEZING was running); one request, about 1 ms.
+    // --timeout is the checkpoint's own limit, not this question's: it waits as long as short requests do.
+    const before = (await call({ socket: args.socket, timeoutMs: DEFAULT_WAIT_MS }, 'GET', withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }))) as StateReply;
+    const prior = before.kernelState === 'FROZEN' ? 'FROZEN' : 'THAWED';
+    const cancel = cancellable(options, () => `putting ${before.hierarchy}:${before.cgroup} back to ${prior}`, () => progress.done());
     let summary: CheckpointSummary;
     try {
-      const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
-      summary = (await call(options, 'POST', '/v1/checkpoints', { body, onProgress: progress.onProgress })) as CheckpointSummary;
+      const request = call(options, 'POST', '/v1/checkpoints', { body, onProgress: progress.onProgress, requestId: cancel.requestId });
+      summary = (await cancel.run(request)) as CheckpointSummary;
+    } catch (err) {
+      if (!cancel.cancelled()) throw err;
+      return afterCancel(args, err, { cgroup: before.cgroup, hierarchy: before.hierarchy });
     } finally {
       progress.done();
     }
+    if (cancel.cancelled()) process.stderr.write('agentctl: the checkpoint had finished before the cancel reached the agent\n');
     if (args.json) return printJson(summary);
     print(
       [
@@ -117,19 +151,24 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
         .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id (see agentctl checkpoints)' })
         .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' }),
     )
-      .example('$0 restore 20250101-120000-1a2b3c', 'back into the cgroup it came from')
-      .example('$0 restore 20250101-120000-1a2b3c --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
+      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
   handler: action(async (args: RestoreArgs) => {
     const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
     const progress = progressFor(args.json);
+    const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
+    const cancel = cancellable(options, () => `stopping the restore of ${args.id} (what it restored so far is killed)`, () => progress.done());
     let summary: RestoreSummary;
     try {
-      const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
       const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/restore`;
-      summary = (await call(options, 'POST', path, { body, onProgress: progress.onProgress })) as RestoreSummary;
+      summary = (await cancel.run(call(options, 'POST', path, { body, onProgress: progress.onProgress, requestId: cancel.requestId }))) as RestoreSummary;
+    } catch (err) {
+      if (!cancel.cancelled()) throw err;
+      return afterCancel(args, err);
     } finally {
       progress.done();
     }
+    if (cancel.cancelled()) process.stderr.write('agentctl: the restore had finished before the cancel reached the agent\n');
     if (args.json) return printJson(summary);
     print(
       `restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pids ${summary.pids.join(' ')} ` +

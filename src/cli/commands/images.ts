@@ -36,10 +36,12 @@ interface Manifest {
 export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'checkpoints',
   describe: "list the agent's checkpoints (good ones, and failed ones kept for diagnosis)",
-  builder: (y) => y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the same as a JSON array'),
+  builder: (y) => y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
   handler: action(async (args: GlobalArgs) => {
-    const { checkpoints } = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: Listing[] };
-    if (args.json) return printJson(checkpoints);
+    const reply = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: Listing[] };
+    // --json prints what the API answers, as every other command does, so one parser serves both.
+    if (args.json) return printJson(reply);
+    const { checkpoints } = reply;
     if (checkpoints.length === 0) return print('no checkpoints');
     print(
       table(
@@ -63,8 +65,8 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
   builder: (y) =>
     y
       .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id' })
-      .example('$0 show 20250101-120000-1a2b3c', 'a summary')
-      .example('$0 show 20250101-120000-1a2b3c --json', 'the whole manifest.json'),
+      .example('$0 show 20261201T063940Z-4bf4d8', 'a summary')
+      .example('$0 show 20261201T063940Z-4bf4d8 --json', 'the whole manifest.json'),
   handler: action(async (args: IdArgs) => {
     const m = (await call(clientOptions(args), 'GET', `/v1/checkpoints/${encodeURIComponent(args.id)}`)) as Manifest;
     if (args.json) return printJson(m);
@@ -91,7 +93,7 @@ export const deleteCommand: CommandModule<GlobalArgs, IdArgs> = {
   builder: (y) =>
     y
       .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id' })
-      .example('$0 delete 20250101-120000-1a2b3c', 'prints "deleted <id>"'),
+      .example('$0 delete 20261201T063940Z-4bf4d8', 'prints "deleted <id>"'),
   handler: action(async (args: IdArgs) => {
     const reply = await call(clientOptions(args), 'DELETE', `/v1/checkpoints/${encodeURIComponent(args.id)}`);
     if (args.json) printJson(reply);

@@ -1,4 +1,4 @@
-// A cgroup's freezer state, freeze and thaw, all through CgroupControl (which takes the cgroup's
+// A cgroup's freezer state, freeze, thaw and kill, all through CgroupControl (which takes the cgroup's
 // lock, so a CHECKPOINTING cgroup answers EBUSY). The cgroup is named as agentctl takes it: a path
 // relative to a hierarchy root, or an absolute directory under a cgroup mount, plus an optional
 // hierarchy (v1 or v2).
@@ -41,6 +41,17 @@ export function cgroupRoutes(): Route[] {
         const status = await ctx.services.control.freeze(ref, { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) });
         ctx.services.metrics.freezes.observe((performance.now() - started) / 1000);
         return json(200, status);
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/cgroups/kill',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'kill';
+        validate(queryObject(ctx.url), {}, 'query parameter');
+        const body = validate(await readJsonObject(ctx.req), { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) });
+        const ref = resolve(ctx, body);
+        return json(200, await ctx.services.control.kill(ref, { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) }));
       },
     },
     {
