@@ -5,6 +5,7 @@
 import { statSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
 import { AgentError, isErrorCode, systemErrno } from '../errors/index.js';
+import { DEFAULT_SOCKET } from '../defaults/index.js';
 
 const NDJSON_TYPE = 'application/x-ndjson';
 
