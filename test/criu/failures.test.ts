@@ -5,20 +5,10 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isAgentError, type AgentError } from '../../src/errors/index.js';
 import { criuFailure, findCriu, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
-import { Cleanup, hierarchyRoot, isAlive, mountTmpfs, startCounter, TestCgroup, unusedPid, type Counter } from '../../fixtures/criu/harness.js';
+import { agentError, Cleanup, hierarchyRoot, isAlive, mountTmpfs, startCounter, TestCgroup, unusedPid, type Counter } from '../../fixtures/criu/harness.js';
 
 const h = hierarchyRoot('v1') ? 'v1' : 'v2';
-
-function agentError(code: string, check?: (err: AgentError) => void): (err: unknown) => boolean {
-  return (err: unknown) => {
-    assert.ok(isAgentError(err), `not an AgentError: ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err);
-    return true;
-  };
-}
 
 describe(`CRIU failures (cgroup ${h})`, () => {
   const cleanup = new Cleanup();

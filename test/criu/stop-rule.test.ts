@@ -10,10 +10,9 @@ import { spawn } from 'node:child_process';
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { isAgentError, type AgentError } from '../../src/errors/index.js';
 import { dumpArgs, findCriu, runCriuDump, type CriuInfo } from '../../src/criu/index.js';
 import { endOrphanedCriu } from '../../src/checkpoint/orphans.js';
-import { Cleanup, hierarchyRoot, isAlive, startCounter, waitGone, TestCgroup, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
+import { agentError, Cleanup, hierarchyRoot, isAlive, startCounter, waitGone, TestCgroup, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
 import { waitUntil } from '../helpers/lab.js';
 import { childNamed, dumpMoments, groupAndOomScore, injectionEnv, oomProtectionRefused, ptraceRequests, STRACED_CRIU, type DumpMoments } from '../helpers/criu-injection.js';
 
@@ -21,15 +20,6 @@ const HIERARCHIES = (['v1', 'v2'] as const).filter((h) => hierarchyRoot(h));
 // Long enough that CRIU is surely parked when the stop comes (it gets there within 0.1 s here).
 const PARK_US = 4_000_000;
 const OOM_REFUSED = oomProtectionRefused();
-
-function agentError(code: string, check?: (err: AgentError) => void): (err: unknown) => boolean {
-  return (err: unknown) => {
-    assert.ok(isAgentError(err), `not an AgentError: ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    check?.(err);
-    return true;
-  };
-}
 
 function tracerOf(pid: number): number {
   return Number(/^TracerPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? 0);
