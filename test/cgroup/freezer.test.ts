@@ -18,8 +18,12 @@ function readCounter(file: string): string {
 
 // The counter truncates its file before writing the next number, so a freeze can catch it between
 // the two: compare the raw content (empty included), not the parsed number.
+// Waits of up to 30 s: a counter starved by a loaded 2-core machine (load 15 seen) still counts,
+// only later. These bound the wait; they do not judge speed.
+const COUNTER_WAIT_MS = 30_000;
+
 async function waitForCounterChange(file: string, from: string): Promise<void> {
-  const deadline = Date.now() + 5000;
+  const deadline = Date.now() + COUNTER_WAIT_MS;
   for (;;) {
     const now = readCounter(file);
     if (now !== from && now.trim() !== '') return;
@@ -29,7 +33,7 @@ async function waitForCounterChange(file: string, from: string): Promise<void> {
 }
 
 async function waitForCounter(file: string): Promise<void> {
-  const deadline = Date.now() + 5000;
+  const deadline = Date.now() + COUNTER_WAIT_MS;
   for (;;) {
     try {
       if (Number(readCounter(file).trim()) >= 1) return;
