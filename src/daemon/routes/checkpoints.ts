@@ -119,6 +119,8 @@ export function checkpointRoutes(): Route[] {
             `checkpoint ${id} was taken with --shell-job: restoring it needs a terminal to put the job on, which the agent's API cannot provide`,
           );
         }
+        // A plain 409 before any progress stream starts; restore() itself claims the checkpoint.
+        checkpointer.refuseIfInUse(id);
         return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
           const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
           ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
