@@ -1,8 +1,9 @@
-// Restoring a checkpoint: verify every image file against the manifest first, wait until the saved
-// pids are free, then restore the process trees one by one in their saved order (src/restart), into
-// the original cgroup or another one. A failure part-way kills what was already restored.
+// Restoring a checkpoint: verify every image file against the manifest first, make sure the saved
+// pids are free (src/checkpoint/pid-holders.ts), then restore the process trees one by one in their
+// saved order (src/restart), into the original cgroup or another one. A failure part-way kills
+// what was already restored.
 
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
@@ -21,10 +22,11 @@ import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot, type C
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { ImageStore, verifyFiles } from './image-store.js';
+import { waitForSavedPids } from './pid-holders.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
-// The saved pids linger as zombies briefly after the originals are killed (criu.md): wait this long.
+// How long the processes of a tree killed after a failed restore get to be gone.
 const PIDS_FREE_WAIT_MS = 10_000;
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */
@@ -77,16 +79,6 @@ function planTarget(manifest: Manifest, options: RestoreOptions): CgroupPlan {
     }
   }
   return plan;
-}
-
-async function waitForSavedPids(trees: readonly TreeRecord[], deadlineMs: number): Promise<void> {
-  const pids = trees.flatMap((t) => t.processes.map((p) => p.pid));
-  if (await waitForPidsGone(pids, Date.now() + deadlineMs)) return;
-  const busy = pids.filter((pid) => existsSync(`/proc/${pid}`));
-  throw new AgentError(
-    'EBUSY',
-    `pids ${busy.join(', ')} of the checkpoint are in use by running processes; CRIU restores the same pids, so stop those processes first (or checkpoint with --after killed)`,
-  );
 }
 
 function killTree(tree: TreeRecord): Promise<boolean> {
@@ -144,7 +136,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
   progress({ stage: 'verify', message: `checking ${manifest.files.length} image files` });
   await verifyFiles(dir, manifest.files);
   const plan = planTarget(manifest, options);
-  await waitForSavedPids(manifest.trees, PIDS_FREE_WAIT_MS);
+  await waitForSavedPids(manifest, progress, { signal: hooks.signal });
 
   const { ref: target, created } = createPlanned(plan);
   const name = describeCgroup(target);

@@ -29,6 +29,8 @@ export type Stage =
   | 'manifest'
   | 'release'
   | 'policy'
+  /** A restore waiting for zombies holding the saved pids to be reaped. */
+  | 'pids'
   | 'restore'
   | 'done';
 

@@ -1,14 +1,16 @@
 // Restores that are refused: every check (checksums, saved pids free, target cgroup usable) comes
 // before anything changes, so a refused restore leaves the host as it found it, and no cgroup it
-// would have restored into is created.
+// would have restored into is created. Saved pids held by live processes are refused at once,
+// naming each holder; only a zombie (about to be reaped) is waited for, and the wait is announced.
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, rmdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
-import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
+import type { ProgressEvent } from '../../src/checkpoint/index.js';
+import { CGEXEC, HIERARCHIES, Lab, processState, unavailable, waitUntil } from '../helpers/lab.js';
 import { checkpointerIn, countingTree, refOf } from './helpers.js';
 
 const lab = new Lab('restore-refused');
@@ -29,6 +31,30 @@ function unmade(hierarchy: (typeof HIERARCHIES)[number], name: string): { path: 
   strays.push(...dirs);
   return { path, dir: join(root, path), dirs };
 }
+
+/** The restore's error, or a failure when it succeeded; and the progress events it sent. */
+async function refusal(run: (onProgress: (e: ProgressEvent) => void) => Promise<unknown>): Promise<{ err: Error & { code: string }; events: ProgressEvent[] }> {
+  const events: ProgressEvent[] = [];
+  try {
+    await run((e) => events.push(e));
+  } catch (err) {
+    assert.ok(isAgentError(err), `expected an AgentError, got ${String(err)}`);
+    return { err, events };
+  }
+  throw new Error('the restore succeeded; it should have been refused');
+}
+
+const comm = (pid: number): string => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+
+// A parent that never reaps its child until SIGUSR1: the child (the workload, in the cgroup, a
+// session leader as CRIU wants a tree root) stays a zombie after it is killed.
+const ZOMBIE_PARENT = `
+my ($cgexec, $procs) = @ARGV;
+my $child = fork() // die "fork: $!";
+if ($child == 0) { require POSIX; POSIX::setsid(); exec($cgexec, $procs, 'sleep', '100000') or die "exec: $!"; }
+$SIG{USR1} = sub { waitpid($child, 0); exit 0 };
+sleep 1000 while 1;
+`;
 
 function rejectsWith(code: string, pattern: RegExp) {
   return (err: unknown) => {
@@ -77,6 +103,56 @@ for (const hierarchy of HIERARCHIES) {
       assert.deepEqual([...restored.pids].sort((a, b) => a - b), pids);
       assert.deepEqual(lab.pidsOf({ hierarchy, path: target.path, dir: target.dir }).sort((a, b) => a - b), pids);
       await lab.killIn({ hierarchy, path: target.path, dir: target.dir });
+    });
+
+    test('saved pids held by live processes: EBUSY at once, naming each pid, its command and its cgroup; the hint fits --after thawed', async () => {
+      const { cgroup, pids } = await countingTree(lab, hierarchy, 'held');
+      const checkpointer = checkpointerIn(lab);
+      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'thawed' });
+      const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
+      assert.equal(err.code, 'EBUSY', err.message);
+      for (const pid of pids) assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+      assert.match(err.message, /taken with --after thawed.*--after killed/);
+      assert.deepEqual(events.map((e) => e.stage), ['verify'], 'nothing was waited for');
+    });
+
+    test('saved pids held by an earlier restore of an --after killed checkpoint: EBUSY at once, without suggesting --after killed', async () => {
+      const { cgroup, pids } = await countingTree(lab, hierarchy, 'restored-twice');
+      const checkpointer = checkpointerIn(lab);
+      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
+      await checkpointer.restore(summary.id);
+      const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
+      assert.equal(err.code, 'EBUSY', err.message);
+      for (const pid of pids) assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+      assert.match(err.message, /taken with --after killed/);
+      assert.doesNotMatch(err.message, /checkpoint with --after killed/);
+      assert.deepEqual(events.map((e) => e.stage), ['verify'], 'nothing was waited for');
+    });
+
+    test('a saved pid held by a zombie that is reaped a moment later: the restore says it waits, then restores', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'zombie');
+      const parent = lab.spawn('perl', ['-e', ZOMBIE_PARENT, CGEXEC, join(cgroup.dir, 'cgroup.procs')]);
+      const [pid] = await lab.waitForProcesses(cgroup, 1);
+      await waitUntil('the child to run sleep', () => comm(pid) === 'sleep');
+      const checkpointer = checkpointerIn(lab);
+      // Killed by hand after the checkpoint, as an operator would (--after killed waits until the
+      // pids are gone, so it never leaves a zombie behind).
+      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'thawed' });
+      process.kill(pid, 'SIGKILL');
+      await waitUntil('the killed child to be a zombie', () => processState(pid) === 'Z');
+      const waits: string[] = [];
+      const restored = await checkpointer.restore(summary.id, {}, {
+        onProgress: (e) => {
+          if (e.stage !== 'pids') return;
+          waits.push(e.message ?? '');
+          if (waits.length === 1) process.kill(parent.pid!, 'SIGUSR1'); // now the parent reaps it
+        },
+      });
+      assert.deepEqual(restored.pids, [pid]);
+      assert.equal(waits.length >= 1, true, 'the wait was announced');
+      assert.match(waits[0], new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(perl\\)`));
+      assert.deepEqual(lab.pidsOf(cgroup), [pid]);
+      await lab.killIn(cgroup);
     });
   });
 }
