@@ -1,7 +1,7 @@
 // What an agent that died mid-operation left behind, found when the next one starts: lock files
-// nobody holds whose record is not finished (the kernel dropped the flock with the dead holder),
-// and `.partial-*` image directories (in every image root). Cgroups go back to the state the record
-// says they had.
+// nobody holds whose record is not finished (the kernel dropped the flock with the dead holder; a
+// holder that lives removes its file when it releases it), and `.partial-*` image directories (in
+// every image root). Cgroups go back to the state the record says they had.
 
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -22,7 +22,10 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<F
   try {
     ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });
   } catch {
-    return { ...base, found, action: 'the cgroup no longer exists; nothing to do' };
+    // Nothing to put right: the record has served its purpose, and its file would be found again
+    // at every start.
+    control.forgetStale(record);
+    return { ...base, found, action: 'the cgroup no longer exists; nothing to do (its lock file is removed)' };
   }
   const lease = control.lease(ref, { requestId: `recover-${randomBytes(3).toString('hex')}`, operation: record.operation });
   try {
@@ -91,5 +94,7 @@ export async function recover(control: CgroupControl, stores: readonly ImageStor
     await endOrphanedCriu(dir);
     rmSync(dir, { recursive: true, force: true });
   }
-  return { cgroups, removedTemporaryImages, skippedImageDirs: skipped };
+  // Lock files nobody holds and no record needs (an older agentd left one per cgroup it named).
+  const removedLockFiles = control.sweep();
+  return { cgroups, removedTemporaryImages, removedLockFiles, skippedImageDirs: skipped };
 }

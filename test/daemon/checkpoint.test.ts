@@ -6,7 +6,7 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
@@ -111,6 +111,34 @@ for (const hierarchy of HIERARCHIES) {
     });
   });
 }
+
+test('no lock file piles up: freeze, thaw, checkpoint, restore and refused requests leave the run dir\'s locks/ empty', async () => {
+  const h = anyHierarchy();
+  const { cgroup } = await counting(h, 'tidy-locks');
+  const parent = lab.cgroup(h, 'tidy-parent');
+  const child = lab.cgroup(h, 'tidy-parent/child');
+  const locks = () => readdirSync(join(agent.runDir, 'locks'));
+  const post = async (path: string, body: Record<string, unknown>, status: number) => {
+    const res = await api(agent.socket, 'POST', path, { body });
+    assert.equal(res.status, status, `${path} ${JSON.stringify(body)}: ${res.text}`);
+    return res;
+  };
+  const target = { cgroup: cgroup.path, hierarchy: h };
+  await post('/v1/cgroups/freeze', target, 200);
+  await post('/v1/cgroups/thaw', target, 200);
+  const made = await post('/v1/checkpoints', { ...target, after: 'killed' }, 201);
+  assert.deepEqual(locks(), [], 'after freeze, thaw and checkpoint');
+  await post(`/v1/checkpoints/${made.body.id}/restore`, {}, 200);
+  await post(`/v1/checkpoints/${made.body.id}/restore`, {}, 409); // its pids are taken now
+  await post('/v1/cgroups/freeze', { cgroup: parent.path, hierarchy: h }, 200);
+  await post('/v1/cgroups/thaw', { cgroup: child.path, hierarchy: h }, 409); // frozen by its parent
+  await post('/v1/checkpoints', { cgroup: child.path, hierarchy: h }, 409); // the same
+  await post('/v1/checkpoints', { ...target, timeoutMs: 1 }, 504); // too short to freeze
+  await post('/v1/cgroups/thaw', { cgroup: parent.path, hierarchy: h }, 200);
+  await post('/v1/cgroups/freeze', { cgroup: `${lab.prefix}/no-such-cgroup`, hierarchy: h }, 404);
+  assert.deepEqual(locks(), [], 'after restores and refused requests');
+  await lab.killIn(cgroup);
+});
 
 describe('checkpoint errors', () => {
   const h = anyHierarchy();
