@@ -109,11 +109,14 @@ export class Checkpointer {
     return this.roots.holding(checkId(id)).readManifest(id);
   }
 
-  /** Deletes a checkpoint (good or failed); EBUSY while an operation uses it. */
-  delete(id: string): void {
+  /**
+   * Deletes a checkpoint (good or failed); EBUSY while an operation uses it. It leaves the listing
+   * at once; the promise settles when its files are gone (removed off the event loop).
+   */
+  async delete(id: string): Promise<void> {
     const store = this.roots.holding(checkId(id));
     refuseIfInUse(store.finalDir(id));
-    store.delete(id);
+    await store.delete(id);
   }
 
   /** For a freshly started agent: what a crashed one left, in every image root, put right. */

@@ -143,6 +143,8 @@ export interface RecoveryReport {
   readonly cgroups: readonly { cgroup: string; hierarchy: Hierarchy; found: string; action: string }[];
   /** Temporary image directories removed. */
   readonly removedTemporaryImages: readonly string[];
+  /** `.deleting-*` directories of deletes cut short, whose files are now removed. */
+  readonly finishedDeletes: readonly string[];
   /** Lock files nobody held and no record needed (finished records, or none), removed. */
   readonly removedLockFiles: readonly string[];
   /** Image roots not cleaned because they failed their check (a symlink, writable by others...). */

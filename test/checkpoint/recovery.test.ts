@@ -1,10 +1,11 @@
 // Recovery at start (Checkpointer.recover) of what a previous run left: lock files of holders that
 // died mid-operation are found and acted on, and then removed like any released lock file, also
-// when their cgroup is gone; lock files nothing needs are swept.
+// when their cgroup is gone; lock files nothing needs are swept; the files of a delete cut short
+// are removed.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import { anyHierarchy, Lab, type TestCgroup } from '../helpers/lab.js';
@@ -63,4 +64,21 @@ test('a dead holder\'s lock file is recovered, then removed, also when its cgrou
   const again = await checkpointer.recover();
   assert.deepEqual([again.cgroups, again.removedLockFiles], [[], []], 'nothing is found twice');
   await control.thaw(refOf(kept));
+});
+
+test('the files of a delete cut short (a .deleting-* directory) are removed at the next start; checkpoints beside it are kept', async () => {
+  const checkpointer = checkpointerIn(lab);
+  const [root] = checkpointer.imageRoots;
+  mkdirSync(root, { recursive: true, mode: 0o700 });
+  // What an agent stopped mid-delete leaves: the image renamed away, some of its files still there.
+  // (Made directly: stopping an agent between two unlinks is not something a test can aim at.)
+  const cut = join(root, '.deleting-20261201T000000Z-cut001-a1b2c3');
+  mkdirSync(join(cut, 'tree-0'), { recursive: true });
+  writeFileSync(join(cut, 'tree-0', 'pages-1.img'), Buffer.alloc(4096));
+  symlinkSync('/etc/passwd', join(cut, 'tree-0', 'planted'));
+  mkdirSync(join(root, '20261201T000000Z-kept01'));
+  const report = await checkpointer.recover();
+  assert.deepEqual(report.finishedDeletes, [cut]);
+  assert.deepEqual(readdirSync(root), ['20261201T000000Z-kept01']);
+  assert.ok(existsSync('/etc/passwd'), 'a symlink inside is removed, not followed');
 });

@@ -92,7 +92,7 @@ export function checkpointRoutes(): Route[] {
         const id = checkpointId(ctx.params.id);
         ctx.audit.checkpoint = id;
         await expectNoBody(ctx.req);
-        ctx.services.checkpointer.delete(id);
+        await ctx.services.checkpointer.delete(id);
         return json(200, { deleted: id });
       },
     },
