@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import type { ProgressEvent } from '../../src/checkpoint/index.js';
-import { CGEXEC, HIERARCHIES, Lab, processState, unavailable, waitUntil } from '../helpers/lab.js';
+import { CGEXEC, HIERARCHIES, Lab, processState, unavailable, waitUntil, workload } from '../helpers/lab.js';
 import { checkpointerIn, countingTree, refOf } from './helpers.js';
 
 const lab = new Lab('restore-refused');
@@ -45,16 +45,6 @@ async function refusal(run: (onProgress: (e: ProgressEvent) => void) => Promise<
 }
 
 const comm = (pid: number): string => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-
-// A parent that never reaps its child until SIGUSR1: the child (the workload, in the cgroup, a
-// session leader as CRIU wants a tree root) stays a zombie after it is killed.
-const ZOMBIE_PARENT = `
-my ($cgexec, $procs) = @ARGV;
-my $child = fork() // die "fork: $!";
-if ($child == 0) { require POSIX; POSIX::setsid(); exec($cgexec, $procs, 'sleep', '100000') or die "exec: $!"; }
-$SIG{USR1} = sub { waitpid($child, 0); exit 0 };
-sleep 1000 while 1;
-`;
 
 function rejectsWith(code: string, pattern: RegExp) {
   return (err: unknown) => {
@@ -131,7 +121,8 @@ for (const hierarchy of HIERARCHIES) {
 
     test('a saved pid held by a zombie that is reaped a moment later: the restore says it waits, then restores', async () => {
       const cgroup = lab.cgroup(hierarchy, 'zombie');
-      const parent = lab.spawn('perl', ['-e', ZOMBIE_PARENT, CGEXEC, join(cgroup.dir, 'cgroup.procs')]);
+      // Its parent does not reap it until told to: once killed, it stays a zombie holding its pid.
+      const parent = lab.spawn(workload('zombie-parent.pl'), [CGEXEC, join(cgroup.dir, 'cgroup.procs'), 'sleep', '100000']);
       const [pid] = await lab.waitForProcesses(cgroup, 1);
       await waitUntil('the child to run sleep', () => comm(pid) === 'sleep');
       const checkpointer = checkpointerIn(lab);
@@ -140,6 +131,7 @@ for (const hierarchy of HIERARCHIES) {
       const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'thawed' });
       process.kill(pid, 'SIGKILL');
       await waitUntil('the killed child to be a zombie', () => processState(pid) === 'Z');
+      const parentComm = comm(parent.pid!);
       const waits: string[] = [];
       const restored = await checkpointer.restore(summary.id, {}, {
         onProgress: (e) => {
@@ -150,7 +142,7 @@ for (const hierarchy of HIERARCHIES) {
       });
       assert.deepEqual(restored.pids, [pid]);
       assert.equal(waits.length >= 1, true, 'the wait was announced');
-      assert.match(waits[0], new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(perl\\)`));
+      assert.match(waits[0], new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(${parentComm}\\)`));
       assert.deepEqual(lab.pidsOf(cgroup), [pid]);
       await lab.killIn(cgroup);
     });
