@@ -10,6 +10,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { api, withAgent } from './agent.js';
 
@@ -19,12 +20,15 @@ const TREES = 6;
 const FILES_PER_TREE = 1000;
 const FILE_BYTES = 50 * 1024;
 
-function fakeImage(imagesDir: string, id: string): string {
+// Written with awaited writes: seconds of synchronous writing would keep this process from seeing
+// the agent close the idle keep-alive connection of the health check before (5 s), and the next
+// request, sent on that dead connection, would fail with EPIPE.
+async function fakeImage(imagesDir: string, id: string): Promise<string> {
   const dir = join(imagesDir, id);
   const content = Buffer.alloc(FILE_BYTES, 0x5a);
   for (let t = 0; t < TREES; t++) {
     mkdirSync(join(dir, `tree-${t}`), { recursive: true, mode: 0o700 });
-    for (let f = 0; f < FILES_PER_TREE; f++) writeFileSync(join(dir, `tree-${t}`, `pages-${f}.img`), content);
+    for (let f = 0; f < FILES_PER_TREE; f++) await writeFile(join(dir, `tree-${t}`, `pages-${f}.img`), content);
   }
   const manifest = { formatVersion: 1, id, cgroup: 'fake/image', hierarchy: 'v2', createdAt: new Date().toISOString(), options: {}, trees: [], files: [] };
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
@@ -45,7 +49,7 @@ function begun(dir: string): boolean {
 test('while a large image is deleted, /v1/health sent after the delete began is answered before the removal finishes', async (t) => {
   mkdirSync(agent.imagesDir, { recursive: true, mode: 0o700 });
   const id = '20261201T000000Z-fake01';
-  const dir = fakeImage(agent.imagesDir, id);
+  const dir = await fakeImage(agent.imagesDir, id);
   assert.deepEqual((await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints.map((c: { id: string }) => c.id), [id]);
 
   const sent = Date.now();
