@@ -10,6 +10,8 @@ export { DEFAULT_FREEZE_TIMEOUT_MS } from './types.js';
 export { discoverMounts, parseMountinfo, type CgroupMounts, type CgroupMode } from './mounts.js';
 export { resolveCgroup, describeCgroup, type ResolveOptions } from './resolve.js';
 export { backoff, waitForPidsGone } from './timing.js';
+export { cgroupOfProcess } from './own-cgroup.js';
+export { createPlanned, planCgroup, removeCreated, type CgroupPlan } from './create.js';
 
 export function openFreezer(cgroup: CgroupRef): Freezer {
   return cgroup.hierarchy === 'v1' ? new V1Freezer(cgroup) : new V2Freezer(cgroup);

@@ -5,7 +5,9 @@ import { requireWorkingCriu, type CriuInfo } from '../criu/index.js';
 import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
+import { randomBytes } from 'node:crypto';
 import { byCreation, checkId } from './image-store.js';
+import { claimCheckpoint, refuseIfInUse } from './in-use.js';
 import { ImageRoots } from './image-roots.js';
 import { runCheckpoint } from './dump-flow.js';
 import { runRestore, type RestoreHooks } from './restore-flow.js';
@@ -71,10 +73,25 @@ export class Checkpointer {
     return runCheckpoint({ control: this.control, store, criu }, ref, options, hooks);
   }
 
+  /**
+   * Restores a checkpoint. While it runs the checkpoint is in use: a delete or a second restore of
+   * it gets EBUSY naming this one (src/checkpoint/in-use.ts).
+   */
   async restore(id: string, options: RestoreOptions = {}, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
     const store = this.roots.holding(checkId(id));
-    const criu = await this.criu();
-    return runRestore({ control: this.control, store, criu }, id, options, hooks);
+    const requestId = options.requestId ?? randomBytes(4).toString('hex');
+    const release = claimCheckpoint(store.finalDir(id), id, 'restore', requestId);
+    try {
+      const criu = await this.criu();
+      return await runRestore({ control: this.control, store, criu }, id, { ...options, requestId }, hooks);
+    } finally {
+      release();
+    }
+  }
+
+  /** EBUSY naming the operation when checkpoint `id` is in use (a restore of it runs); ENOENT when there is none. */
+  refuseIfInUse(id: string): void {
+    refuseIfInUse(this.roots.holding(checkId(id)).finalDir(id));
   }
 
   // Every use of a root checks it first (ensureRoot): images are never listed, shown or restored
@@ -91,8 +108,14 @@ export class Checkpointer {
     return this.roots.holding(checkId(id)).readManifest(id);
   }
 
-  delete(id: string): void {
-    this.roots.holding(checkId(id)).delete(id);
+  /**
+   * Deletes a checkpoint (good or failed); EBUSY while an operation uses it. It leaves the listing
+   * at once; the promise settles when its files are gone (removed off the event loop).
+   */
+  async delete(id: string): Promise<void> {
+    const store = this.roots.holding(checkId(id));
+    refuseIfInUse(store.finalDir(id));
+    await store.delete(id);
   }
 
   /** For a freshly started agent: what a crashed one left, in every image root, put right. */

@@ -1,7 +1,8 @@
 // Where checkpoint images live, and the rule that no half-written image is ever presented as good:
 // a checkpoint is written under `.partial-<id>`, gets its manifest (fsynced) last, and only then is
 // renamed to `<id>` (an atomic rename within one directory). A failed one is renamed to
-// `<id>.failed` and kept only for diagnosis; listings show it as failed, restore refuses it.
+// `<id>.failed` and kept only for diagnosis; listings show it as failed, restore refuses it. A
+// deleted one is renamed to `.deleting-<id>-<random>` at once, and its files removed after that.
 
 import { createHash, randomBytes } from 'node:crypto';
 import {
@@ -19,13 +20,14 @@ import {
   writeSync,
   constants,
 } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
-import { open } from 'node:fs/promises';
+import { basename, dirname, join, relative } from 'node:path';
+import { open, readdir, rmdir, unlink } from 'node:fs/promises';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
 import { makeImageRoot } from './image-root.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';
+const DELETING_PREFIX = '.deleting-';
 const FAILED_SUFFIX = '.failed';
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 export const MANIFEST_FILE = 'manifest.json';
@@ -192,10 +194,40 @@ export class ImageStore {
     }
   }
 
-  delete(id: string): void {
+  /**
+   * Deletes checkpoint `id`, good and failed. Its directories are renamed to hidden `.deleting-*`
+   * names first, at once and atomically, so it is gone from listings, show and restore before its
+   * files are; those are then removed off the event loop (removeTree). A delete cut short (the
+   * agent stopped) leaves a `.deleting-*` directory, which recovery removes at the next start.
+   */
+  async delete(id: string): Promise<void> {
     const dirs = [this.finalDir(id), this.finalDir(id) + FAILED_SUFFIX].filter((d) => existsSync(d));
     if (dirs.length === 0) throw new AgentError('ENOENT', `no checkpoint ${id} in ${this.root}`);
-    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+    const doomed: string[] = [];
+    for (const dir of dirs) {
+      const hidden = join(this.root, `${DELETING_PREFIX}${basename(dir)}-${randomBytes(3).toString('hex')}`);
+      try {
+        renameSync(dir, hidden);
+      } catch (err) {
+        throw fromSystemError(err, `cannot delete checkpoint ${id}: renaming ${dir} failed`);
+      }
+      doomed.push(hidden);
+    }
+    fsyncDirectory(this.root);
+    for (const dir of doomed) {
+      try {
+        await removeTree(dir);
+      } catch (err) {
+        throw fromSystemError(err, `checkpoint ${id} is deleted, but removing its files from ${dir} failed (the next start retries)`);
+      }
+    }
+  }
+
+  /** Directories of deletes that were cut short (the agent stopped while it removed the files). */
+  deletions(): string[] {
+    return this.entries()
+      .filter((name) => name.startsWith(DELETING_PREFIX))
+      .map((name) => join(this.root, name));
   }
 
   private entries(): string[] {
@@ -206,6 +238,33 @@ export class ImageStore {
       throw fromSystemError(err, `cannot list ${this.root}`);
     }
   }
+}
+
+/**
+ * Removes a directory tree one entry at a time, each an awaited fs call: the event loop stays free
+ * for other requests and the watchdog ping (a recursive rmSync of a multi-GB image held the
+ * agent's only thread until the last file was gone), and only one libuv threadpool thread is busy
+ * with it at a time (fs.promises.rm starts every entry of a directory at once, which queues the
+ * file reads of a running checkpoint behind thousands of unlinks). A symlink is removed, never
+ * followed. Entries that vanish meanwhile (another agent finishing the same delete) are fine.
+ */
+export async function removeTree(path: string): Promise<void> {
+  const gone = (err: unknown) => {
+    if (systemErrno(err) !== 'ENOENT') throw err;
+  };
+  let entries;
+  try {
+    entries = await readdir(path, { withFileTypes: true });
+  } catch (err) {
+    if (systemErrno(err) === 'ENOTDIR') return unlink(path).catch(gone);
+    return gone(err);
+  }
+  for (const entry of entries) {
+    const child = join(path, entry.name);
+    if (entry.isDirectory()) await removeTree(child);
+    else await unlink(child).catch(gone);
+  }
+  await rmdir(path).catch(gone);
 }
 
 /** Writes a file and fsyncs it, refusing to follow a symlink planted at its name. */

@@ -1,7 +1,8 @@
 // What an agent that died mid-operation left behind, found when the next one starts: lock files
-// nobody holds whose record is not finished (the kernel dropped the flock with the dead holder),
-// and `.partial-*` image directories (in every image root). Cgroups go back to the state the record
-// says they had.
+// nobody holds whose record is not finished (the kernel dropped the flock with the dead holder; a
+// holder that lives removes its file when it releases it), `.partial-*` image directories and the
+// `.deleting-*` ones of deletes cut short (in every image root). Cgroups go back to the state the
+// record says they had.
 
 import { rmSync } from 'node:fs';
 import { resolve } from 'node:path';
@@ -10,7 +11,7 @@ import { resolveCgroup, type CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl, LockHolder } from '../lock/index.js';
 import { endOrphanedCriu } from './orphans.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
-import type { ImageStore } from './image-store.js';
+import { removeTree, type ImageStore } from './image-store.js';
 import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.js';
 
 type Found = RecoveryReport['cgroups'][number];
@@ -22,7 +23,10 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<F
   try {
     ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });
   } catch {
-    return { ...base, found, action: 'the cgroup no longer exists; nothing to do' };
+    // Nothing to put right: the record has served its purpose, and its file would be found again
+    // at every start.
+    control.forgetStale(record);
+    return { ...base, found, action: 'the cgroup no longer exists; nothing to do (its lock file is removed)' };
   }
   const lease = control.lease(ref, { requestId: `recover-${randomBytes(3).toString('hex')}`, operation: record.operation });
   try {
@@ -56,19 +60,21 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<F
  * The `.partial-*` directories of every image root that exists and passes its check (ensureRoot):
  * a root others may write to is not cleaned as root (anyone could have planted what is there).
  */
-function leftoverPartials(stores: readonly ImageStore[]): { partials: string[]; skipped: { dir: string; reason: string }[] } {
+function leftoverPartials(stores: readonly ImageStore[]): { partials: string[]; deletions: string[]; skipped: { dir: string; reason: string }[] } {
   const partials: string[] = [];
+  const deletions: string[] = [];
   const skipped: { dir: string; reason: string }[] = [];
   for (const store of stores) {
     try {
       if (!store.exists()) continue;
       store.ensureRoot();
       partials.push(...store.partials());
+      deletions.push(...store.deletions());
     } catch (err) {
       skipped.push({ dir: store.root, reason: (err as Error).message });
     }
   }
-  return { partials, skipped };
+  return { partials, deletions, skipped };
 }
 
 export async function recover(control: CgroupControl, stores: readonly ImageStore[]): Promise<RecoveryReport> {
@@ -84,12 +90,16 @@ export async function recover(control: CgroupControl, stores: readonly ImageStor
   // agent on the same directories): not a leftover. (The record names it in the same synchronous
   // step that makes it, so only a recovery landing between those two statements could miss it.)
   const inUse = new Set(control.heldLocks().flatMap((r) => (r.imageDir ? [resolve(r.imageDir)] : [])));
-  const { partials, skipped } = leftoverPartials(stores);
+  const { partials, deletions, skipped } = leftoverPartials(stores);
   const removedTemporaryImages = partials.filter((dir) => !inUse.has(resolve(dir)));
   for (const dir of removedTemporaryImages) {
     // Also a partial no record names any more (its cgroup is gone, say) may still be CRIU's.
     await endOrphanedCriu(dir);
     rmSync(dir, { recursive: true, force: true });
   }
-  return { cgroups, removedTemporaryImages, skippedImageDirs: skipped };
+  // Deletes cut short: the checkpoint is gone already (renamed away first); only its files are left.
+  for (const dir of deletions) await removeTree(dir);
+  // Lock files nobody holds and no record needs (an older agentd left one per cgroup it named).
+  const removedLockFiles = control.sweep();
+  return { cgroups, removedTemporaryImages, finishedDeletes: deletions, removedLockFiles, skippedImageDirs: skipped };
 }

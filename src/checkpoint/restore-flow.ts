@@ -1,21 +1,33 @@
-// Restoring a checkpoint: verify every image file against the manifest first, wait until the saved
-// pids are free, then restore the process trees one by one in their saved order (src/restart), into
-// the original cgroup or another one. A failure part-way kills what was already restored.
+// Restoring a checkpoint: verify every image file against the manifest first, make sure the saved
+// pids are free (src/checkpoint/pid-holders.ts), then restore the process trees one by one in their
+// saved order (src/restart), into the original cgroup or another one. A failure part-way kills
+// what was already restored.
 
-import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { backoff, discoverMounts, resolveCgroup, waitForPidsGone, type CgroupRef, type Freezer, type Hierarchy } from '../cgroup/index.js';
-import type { CgroupControl } from '../lock/index.js';
+import {
+  backoff,
+  createPlanned,
+  describeCgroup,
+  openFreezer,
+  planCgroup,
+  removeCreated,
+  waitForPidsGone,
+  type CgroupPlan,
+  type Freezer,
+} from '../cgroup/index.js';
+import type { CgroupControl, CgroupLease } from '../lock/index.js';
 import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot, type CriuInfo } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
 import { ImageStore, verifyFiles } from './image-store.js';
+import { waitForSavedPids } from './pid-holders.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
-// The saved pids linger as zombies briefly after the originals are killed (docs/criu.md): wait this long.
+// How long the processes of a tree killed after a failed restore get to be gone.
 const PIDS_FREE_WAIT_MS = 10_000;
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */
@@ -37,40 +49,37 @@ export interface RestoreContext {
   readonly criu: CriuInfo;
 }
 
-function mountOf(hierarchy: Hierarchy): string {
-  const mounts = discoverMounts();
-  const root = hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;
-  if (!root) throw new AgentError('ENOENT', `this host has no cgroup ${hierarchy} freezer hierarchy, which the checkpoint needs`);
-  return root;
-}
-
-/** The target cgroup, created when missing (CRIU then uses it as it is, running). */
-function targetCgroup(manifest: Manifest, options: RestoreOptions): CgroupRef {
+/**
+ * Where the restore goes, checked but not made: the target cgroup, or what creating it would take.
+ * CRIU cannot restore into a frozen cgroup (src/criu/restore.ts), and a cgroup made under a frozen
+ * parent starts frozen: both are refused here, before anything is created.
+ */
+function planTarget(manifest: Manifest, options: RestoreOptions): CgroupPlan {
   const hierarchy = options.hierarchy ?? manifest.hierarchy;
   if (hierarchy !== manifest.hierarchy) {
     throw new AgentError('EINVAL', `checkpoint ${manifest.id} was taken in the ${manifest.hierarchy} hierarchy; it cannot be restored into ${hierarchy}`);
   }
-  const wanted = options.cgroup ?? manifest.cgroup;
-  try {
-    return resolveCgroup(wanted, { hierarchy });
-  } catch (err) {
-    if (!(err instanceof AgentError) || err.code !== 'ENOENT') throw err;
+  const plan = planCgroup(options.cgroup ?? manifest.cgroup, hierarchy);
+  const decides = plan.existing ?? plan.ancestor;
+  if (decides) {
+    const freezer = openFreezer(decides);
+    let state: string;
+    try {
+      state = freezer.state();
+    } finally {
+      freezer.close();
+    }
+    if (state !== 'THAWED') {
+      const name = describeCgroup(decides);
+      throw new AgentError(
+        'EBUSY',
+        plan.existing
+          ? `cgroup ${name} is ${state}: CRIU cannot restore into a frozen cgroup; thaw it first`
+          : `cgroup ${name} is ${state}: the cgroup ${hierarchy}:${plan.path} the restore would make under it would be frozen too, and CRIU cannot restore into a frozen cgroup; thaw ${name} first`,
+      );
+    }
   }
-  // resolveCgroup has already refused '..', NUL and the root; a relative path is created under the mount.
-  const root = mountOf(hierarchy);
-  const relative = wanted.startsWith(root + '/') ? wanted.slice(root.length + 1) : wanted.replace(/^\/+/, '');
-  mkdirSync(join(root, relative), { recursive: true });
-  return resolveCgroup(relative, { hierarchy });
-}
-
-async function waitForSavedPids(trees: readonly TreeRecord[], deadlineMs: number): Promise<void> {
-  const pids = trees.flatMap((t) => t.processes.map((p) => p.pid));
-  if (await waitForPidsGone(pids, Date.now() + deadlineMs)) return;
-  const busy = pids.filter((pid) => existsSync(`/proc/${pid}`));
-  throw new AgentError(
-    'EBUSY',
-    `pids ${busy.join(', ')} of the checkpoint are in use by running processes; CRIU restores the same pids, so stop those processes first (or checkpoint with --after killed)`,
-  );
+  return plan;
 }
 
 function killTree(tree: TreeRecord): Promise<boolean> {
@@ -118,21 +127,34 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
   const progress = hooks.onProgress ?? (() => undefined);
   const manifest = ctx.store.readManifest(id);
   const dir = ctx.store.finalDir(id);
+  // Every check (checksums, target usable, saved pids free) comes before anything changes: a
+  // refused restore creates no cgroup and takes no lock.
   progress({ stage: 'verify', message: `checking ${manifest.files.length} image files` });
   await verifyFiles(dir, manifest.files);
+  const plan = planTarget(manifest, options);
+  await waitForSavedPids(manifest, progress, { signal: hooks.signal });
 
-  const target = targetCgroup(manifest, options);
-  const name = `${target.hierarchy}:${target.path}`;
-  const lease = ctx.control.lease(target, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'restore' });
-  const workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
+  const { ref: target, created } = createPlanned(plan);
+  const name = describeCgroup(target);
+  let lease: CgroupLease;
+  try {
+    lease = ctx.control.lease(target, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'restore' });
+  } catch (err) {
+    removeCreated(created);
+    throw err;
+  }
+  let workDir: string | undefined;
+  let succeeded = false;
   // A --shell-job restore keeps CRIU in the foreground on the new pty, with its cgroup yard mounted
   // in the work dir, until the restored root exits: the work dir goes when the last such CRIU does.
   const foregroundCriu: Promise<unknown>[] = [];
   try {
+    // Checked again under the lock: someone may have frozen it since the plan.
     if (lease.freezer.state() !== 'THAWED') {
       throw new AgentError('EBUSY', `cgroup ${name} is ${lease.freezer.state()}: CRIU cannot restore into a frozen cgroup; thaw it first`);
     }
-    await waitForSavedPids(manifest.trees, PIDS_FREE_WAIT_MS);
+    workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
+    const work = workDir;
     const cgroupRoots: CriuCgroupRoot[] =
       target.path === manifest.cgroup ? [] : [{ controller: target.hierarchy === 'v1' ? 'freezer' : '', path: `/${target.path}` }];
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
@@ -142,7 +164,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
         id: `tree-${tree.index}`,
         restore: async (signal: AbortSignal) => {
           progress({ stage: 'restore', tree: tree.index + 1, trees: manifest.trees.length });
-          const treeWork = join(workDir, `tree-${tree.index}`);
+          const treeWork = join(work, `tree-${tree.index}`);
           mkdirSync(treeWork);
           const common = {
             criuPath: ctx.criu.path,
@@ -182,11 +204,16 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
       throw new AgentError('ECRIU', `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`);
     }
     await startTogether(lease.freezer, pids);
+    succeeded = true;
     progress({ stage: 'done' });
     return { id, cgroup: target.path, hierarchy: target.hierarchy, pids, trees: manifest.trees.length, durationMs: Date.now() - started };
   } finally {
     lease.release();
-    const removeWorkDir = () => rmSync(workDir, { recursive: true, force: true });
-    void Promise.all(foregroundCriu).then(removeWorkDir).catch(() => undefined);
+    // What was restored is killed already (restoreInOrder's undo): a cgroup made for it goes too.
+    if (!succeeded) removeCreated(created);
+    if (workDir !== undefined) {
+      const removeWorkDir = () => rmSync(workDir!, { recursive: true, force: true });
+      void Promise.all(foregroundCriu).then(removeWorkDir).catch(() => undefined);
+    }
   }
 }

@@ -29,6 +29,8 @@ export type Stage =
   | 'manifest'
   | 'release'
   | 'policy'
+  /** A restore waiting for zombies holding the saved pids to be reaped. */
+  | 'pids'
   | 'restore'
   | 'done';
 
@@ -141,6 +143,10 @@ export interface RecoveryReport {
   readonly cgroups: readonly { cgroup: string; hierarchy: Hierarchy; found: string; action: string }[];
   /** Temporary image directories removed. */
   readonly removedTemporaryImages: readonly string[];
+  /** `.deleting-*` directories of deletes cut short, whose files are now removed. */
+  readonly finishedDeletes: readonly string[];
+  /** Lock files nobody held and no record needed (finished records, or none), removed. */
+  readonly removedLockFiles: readonly string[];
   /** Image roots not cleaned because they failed their check (a symlink, writable by others...). */
   readonly skippedImageDirs: readonly { dir: string; reason: string }[];
 }

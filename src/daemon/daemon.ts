@@ -57,6 +57,8 @@ async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Pro
     const report = await checkpointer.recover();
     for (const c of report.cgroups) logger.warn('recovered a cgroup an interrupted checkpoint left', c);
     for (const dir of report.removedTemporaryImages) logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
+    for (const dir of report.finishedDeletes) logger.warn('finished removing the files of a delete cut short', { dir });
+    if (report.removedLockFiles.length > 0) logger.info('removed lock files nothing held', { count: report.removedLockFiles.length });
     for (const s of report.skippedImageDirs) logger.warn('image directory not cleaned after a previous run: it fails its check', { dir: s.dir, reason: s.reason });
   } catch (err) {
     logger.error('recovery after a previous run failed', { error: (err as Error).message });

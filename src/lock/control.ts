@@ -102,8 +102,8 @@ export class CgroupControl {
    */
   staleLocks(): LockHolder[] {
     return this.probeAll()
-      .filter((lock) => !lock.locked && isLive(lock.record))
-      .map((lock) => lock.record!);
+      .filter(({ lock }) => !lock.locked && isLive(lock.record))
+      .map(({ lock }) => lock.record!);
   }
 
   /**
@@ -112,11 +112,35 @@ export class CgroupControl {
    */
   heldLocks(): LockHolder[] {
     return this.probeAll()
-      .map((lock) => (lock.locked ? holderOfLocked(lock.record) : undefined))
+      .map(({ lock }) => (lock.locked ? holderOfLocked(lock.record) : undefined))
       .filter((record): record is LockHolder => record !== undefined);
   }
 
-  private probeAll(): ReturnType<typeof probe>[] {
+  /**
+   * Removes the lock file of a stale record (staleLocks) once its cgroup is gone and there is
+   * nothing left to recover: unless someone holds it, or wrote another record, meanwhile.
+   */
+  forgetStale(record: LockHolder): void {
+    const same = (r: LockHolder | undefined) => r?.pid === record.pid && r.requestId === record.requestId;
+    removeIfUnlocked(this.lockPath({ hierarchy: record.hierarchy, path: record.cgroup }), (r) => !same(r));
+  }
+
+  /**
+   * Removes every lock file nobody holds whose record is not live (finished, or none): what an
+   * agentd that did not remove its lock files on release left, one per cgroup it ever named, and
+   * files flock(1) made. Stale records (a dead holder's) are recovery's and are kept. Returns the
+   * files removed.
+   */
+  sweep(): string[] {
+    const removed: string[] = [];
+    for (const { path, lock } of this.probeAll()) {
+      if (lock.locked || isLive(lock.record)) continue;
+      if (removeIfUnlocked(path, (record) => isLive(record)).outcome === 'removed') removed.push(path);
+    }
+    return removed;
+  }
+
+  private probeAll(): { path: string; lock: ReturnType<typeof probe> }[] {
     let names: string[];
     try {
       names = readdirSync(this.locksDir);
@@ -124,10 +148,12 @@ export class CgroupControl {
       if (systemErrno(err) === 'ENOENT') return [];
       throw fromSystemError(err, `failed to list lock directory ${this.locksDir}`);
     }
-    const probes: ReturnType<typeof probe>[] = [];
+    const probes: { path: string; lock: ReturnType<typeof probe> }[] = [];
     for (const name of names.filter((n) => n.endsWith(LOCK_SUFFIX)).sort()) {
+      const path = join(this.locksDir, name);
       try {
-        probes.push(probe(join(this.locksDir, name)));
+        const lock = probe(path);
+        if (lock.exists) probes.push({ path, lock });
       } catch {
         continue; // not a plain lock file of ours (a planted symlink, say): nothing a holder left
       }

@@ -5,7 +5,7 @@ import { describeCgroup, openFreezer, type CgroupRef, type Freezer, type Freezer
 import { AgentError } from '../errors/index.js';
 import { tryLockExclusive, unlock } from './flock.js';
 import { busyError, holderOfLocked } from './holder.js';
-import { closeLockFd, openForLocking, readRecord, stillAtPath, writeRecord } from './lock-file.js';
+import { closeLockFd, openForLocking, readRecord, removeHeld, stillAtPath, writeRecord } from './lock-file.js';
 import {
   PHASE_CHECKPOINT_ENDED,
   PHASE_CHECKPOINTING,
@@ -159,9 +159,13 @@ export class Lease implements CgroupLease {
     try {
       this.hold?.abandon();
       try {
-        // Marked finished before unlocking, so a record read after the unlock never looks live.
+        // Marked finished before unlocking, so a record read after the unlock (through a file
+        // opened before it was removed) never looks live.
         writeRecord(fd, this.lockFile, { ...this.current, phase: PHASE_FINISHED });
         this.current = { ...this.current, phase: PHASE_FINISHED };
+        // Nothing holds it once we unlock: removed now, or a file would pile up for every cgroup
+        // ever named. A holder that dies instead leaves its file, and recovery finds its record.
+        removeHeld(fd, this.lockFile);
       } finally {
         try {
           unlock(fd, this.lockFile);

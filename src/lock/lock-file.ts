@@ -173,17 +173,34 @@ export function probe(path: string): Probe {
   }
 }
 
-export type RemoveOutcome = { outcome: 'absent' } | { outcome: 'removed' } | { outcome: 'held'; record?: LockHolder };
+/**
+ * Removes the lock file whose lock fd holds, before the holder unlocks: anyone who opened it and
+ * locks it after us finds it no longer at the path (stillAtPath) and starts again with a fresh one,
+ * so two holders never lock different files for the same cgroup. Only the file fd is: a path that
+ * names another file by now (it cannot while we hold the lock, unless someone broke the rules) is
+ * left alone.
+ */
+export function removeHeld(fd: number, path: string): void {
+  try {
+    if (stillAtPath(fd, path)) unlinkSync(path);
+  } catch (err) {
+    if (systemErrno(err) !== 'ENOENT') throw fromSystemError(err, `failed to remove lock file ${path}`);
+  }
+}
 
-/** Removes a lock file only if nobody holds it. */
-export function removeIfUnlocked(path: string): RemoveOutcome {
+export type RemoveOutcome = { outcome: 'absent' } | { outcome: 'removed' } | { outcome: 'kept' } | { outcome: 'held'; record?: LockHolder };
+
+/**
+ * Removes a lock file only if nobody holds it, and, when `unless` is given, only if its record (read
+ * under the lock, so no holder can change it meanwhile) does not make `unless` true.
+ */
+export function removeIfUnlocked(path: string, unless?: (record: LockHolder | undefined) => boolean): RemoveOutcome {
   const fd = openExisting(path, true);
   if (fd === undefined) return { outcome: 'absent' };
   try {
     if (!tryLockExclusive(fd, path)) return { outcome: 'held', record: readRecord(fd, path) };
-    // Unlink while holding the lock: anyone who opened the old file and locks it after us sees
-    // that it is no longer at the path (stillAtPath) and starts again with a fresh file.
-    if (stillAtPath(fd, path)) unlinkSync(path);
+    if (unless?.(readRecord(fd, path))) return { outcome: 'kept' };
+    removeHeld(fd, path);
     return { outcome: 'removed' };
   } finally {
     closeSync(fd);

@@ -200,14 +200,16 @@ test('the listing, show and delete', async () => {
   assert.deepEqual(checkpointer.list(), []);
   assert.throws(() => checkpointer.show('no-such-id'), (err: unknown) => isAgentError(err, 'ENOENT'));
   assert.throws(() => checkpointer.show('../etc'), (err: unknown) => isAgentError(err, 'EINVAL'));
-  assert.throws(() => checkpointer.delete('no-such-id'), (err: unknown) => isAgentError(err, 'ENOENT'));
+  await assert.rejects(checkpointer.delete('no-such-id'), (err: unknown) => isAgentError(err, 'ENOENT'));
   const cgroup = lab.cgroup(anyHierarchy(), 'listing');
   const dir = lab.tempDir('listing');
   lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '0']);
   await lab.waitForProcesses(cgroup, 1);
   const summary = await checkpointer.checkpoint(refOf(cgroup));
   assert.equal(checkpointer.list().length, 1);
-  checkpointer.delete(summary.id);
+  const deleting = checkpointer.delete(summary.id);
+  assert.deepEqual(checkpointer.list(), [], 'gone from the listing at once');
+  await deleting;
   assert.equal(existsSync(summary.dir), false);
   assert.deepEqual(checkpointer.list(), []);
 });

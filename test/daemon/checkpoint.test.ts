@@ -6,15 +6,15 @@
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, pidAlive, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
+import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
-import { api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
+import { agentctl, api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
 
 const { lab, agent } = withAgent('daemon-ckpt');
 
@@ -111,6 +111,74 @@ for (const hierarchy of HIERARCHIES) {
     });
   });
 }
+
+test('no lock file piles up: freeze, thaw, checkpoint, restore and refused requests leave the run dir\'s locks/ empty', async () => {
+  const h = anyHierarchy();
+  const { cgroup } = await counting(h, 'tidy-locks');
+  const parent = lab.cgroup(h, 'tidy-parent');
+  const child = lab.cgroup(h, 'tidy-parent/child');
+  const locks = () => readdirSync(join(agent.runDir, 'locks'));
+  const post = async (path: string, body: Record<string, unknown>, status: number) => {
+    const res = await api(agent.socket, 'POST', path, { body });
+    assert.equal(res.status, status, `${path} ${JSON.stringify(body)}: ${res.text}`);
+    return res;
+  };
+  const target = { cgroup: cgroup.path, hierarchy: h };
+  await post('/v1/cgroups/freeze', target, 200);
+  await post('/v1/cgroups/thaw', target, 200);
+  const made = await post('/v1/checkpoints', { ...target, after: 'killed' }, 201);
+  assert.deepEqual(locks(), [], 'after freeze, thaw and checkpoint');
+  await post(`/v1/checkpoints/${made.body.id}/restore`, {}, 200);
+  await post(`/v1/checkpoints/${made.body.id}/restore`, {}, 409); // its pids are taken now
+  await post('/v1/cgroups/freeze', { cgroup: parent.path, hierarchy: h }, 200);
+  await post('/v1/cgroups/thaw', { cgroup: child.path, hierarchy: h }, 409); // frozen by its parent
+  await post('/v1/checkpoints', { cgroup: child.path, hierarchy: h }, 409); // the same
+  await post('/v1/checkpoints', { ...target, timeoutMs: 1 }, 504); // too short to freeze
+  await post('/v1/cgroups/thaw', { cgroup: parent.path, hierarchy: h }, 200);
+  await post('/v1/cgroups/freeze', { cgroup: `${lab.prefix}/no-such-cgroup`, hierarchy: h }, 404);
+  assert.deepEqual(locks(), [], 'after restores and refused requests');
+  await lab.killIn(cgroup);
+});
+
+test('while a restore runs (waiting for a zombie to free its pid), `agentctl delete` and a second restore of it get EBUSY naming the restore', async () => {
+  const h = anyHierarchy();
+  const cgroup = lab.cgroup(h, 'in-use');
+  // Its parent does not reap it until told to: once killed, it holds its pid as a zombie, and a
+  // restore waits for it, for as long as the test likes.
+  const parent = lab.spawn(join(FIXTURES, 'workloads', 'zombie-parent.pl'), [CGEXEC, join(cgroup.dir, 'cgroup.procs'), 'sleep', '100000']);
+  const [pid] = await lab.waitForProcesses(cgroup, 1);
+  await waitUntil('the child to run sleep', () => readFileSync(`/proc/${pid}/comm`, 'utf8').trim() === 'sleep');
+  const made = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, after: 'thawed' } });
+  assert.equal(made.status, 201, made.text);
+  const id = made.body.id;
+  process.kill(pid, 'SIGKILL');
+  await waitUntil('the killed child to be a zombie', () => processState(pid) === 'Z');
+
+  let onWait!: () => void;
+  const waiting = new Promise<void>((resolve) => (onWait = resolve));
+  const restoring = api(agent.socket, 'POST', `/v1/checkpoints/${id}/restore`, {
+    body: {},
+    headers: { Accept: 'application/x-ndjson', 'X-Request-Id': 'restore-in-use-1' },
+    onLine: (line) => line.stage === 'pids' && onWait(),
+  });
+  await waiting;
+  const refusal = new RegExp(`checkpoint ${id} is being restored \\(request restore-in-use-1\\); try again when it is done`);
+  const deleting = await agentctl(['delete', id, '--socket', agent.socket]);
+  assert.equal(deleting.code, 4, deleting.stderr);
+  assert.match(deleting.stderr, new RegExp(`^agentctl: EBUSY: ${refusal.source}`));
+  const again = await api(agent.socket, 'POST', `/v1/checkpoints/${id}/restore`, { body: {}, headers: { Accept: 'application/x-ndjson' } });
+  assert.equal(again.status, 409, 'refused before any progress stream starts');
+  assert.equal(again.body.error.code, 'EBUSY');
+  assert.match(again.body.error.message, refusal);
+
+  process.kill(parent.pid!, 'SIGUSR1'); // the parent reaps it: the pid is free
+  const last = ndjson((await restoring).text).at(-1);
+  assert.equal(last.type, 'result', JSON.stringify(last));
+  assert.deepEqual(last.result.pids, [pid]);
+  const deleted = await agentctl(['delete', id, '--socket', agent.socket]);
+  assert.equal(deleted.code, 0, deleted.stderr);
+  await lab.killIn(cgroup);
+});
 
 describe('checkpoint errors', () => {
   const h = anyHierarchy();

@@ -3,7 +3,7 @@
 
 import assert from 'node:assert/strict';
 import { spawnSync, type ChildProcess } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { resolveCgroup, type CgroupRef, type FreezerState } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
@@ -47,8 +47,12 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Whether `flock -n LOCKFILE true` gets the lock (exit 0) or finds it held (exit 1). */
+/**
+ * Whether `flock -n LOCKFILE true` gets the lock (exit 0) or finds it held (exit 1). No file, no
+ * holder: agentd removes a lock file when it releases it, and flock(1) would create one.
+ */
 export function flockFree(lockFile: string): boolean {
+  if (!existsSync(lockFile)) return true;
   const result = spawnSync('flock', ['-n', lockFile, 'true'], { encoding: 'utf8' });
   if (result.status !== 0 && result.status !== 1) throw new Error(`flock failed: ${result.stderr}`);
   return result.status === 0;
@@ -84,7 +88,8 @@ export async function waitForCounter(file: string): Promise<string> {
  * `flock FILE sleep` would fork `sleep` with the locked fd, and the orphan would keep the lock.)
  */
 export async function holdWithShellTool(lab: Lab, lockFile: string): Promise<ChildProcess> {
-  const tool = lab.spawn('sh', ['-c', 'exec 9<"$1" && flock -w 5 9 && exec sleep 100000', 'sh', lockFile]);
+  // `9>>` creates the file when there is none (agentd removes a lock file when it releases it).
+  const tool = lab.spawn('sh', ['-c', 'exec 9>>"$1" && flock -w 5 9 && exec sleep 100000', 'sh', lockFile]);
   const deadline = Date.now() + 5000;
   while (flockFree(lockFile)) {
     if (tool.exitCode !== null || Date.now() > deadline) throw new Error(`the shell tool did not take ${lockFile}`);

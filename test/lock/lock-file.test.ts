@@ -4,7 +4,7 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, existsSync, linkSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, linkSync, openSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { CgroupRef, Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
@@ -84,6 +84,7 @@ for (const hierarchy of HIERARCHIES) {
 
       const lease = control.lease(ref, { requestId: 'n1', operation: 'freeze' });
       const lockFile = control.lockPath(ref);
+      let reader: number | undefined;
       try {
         assert.equal(statSync(control.runDir).mode & 0o7777, 0o700);
         assert.equal(statSync(control.locksDir).mode & 0o7777, 0o700);
@@ -118,11 +119,16 @@ for (const hierarchy of HIERARCHIES) {
         assert.ok(fd, 'the lease keeps the lock file open');
         const flags = parseInt(/^flags:\s+(\d+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))![1], 8);
         assert.ok(flags & 0o2000000, `O_CLOEXEC in ${flags.toString(8)}`);
+        reader = openSync(lockFile, 'r');
       } finally {
         lease.release();
       }
-      const finished = JSON.parse(readFileSync(lockFile, 'utf8'));
+      // A reader that opened the file before the release reads a finished record, never a live one.
+      const finished = JSON.parse(readFileSync(reader!, 'utf8'));
+      closeSync(reader!);
       assert.equal(finished.phase, 'finished', 'release marks the record finished');
+      assert.equal(existsSync(lockFile), false, 'and removes the file, which nothing holds any more');
+      assert.deepEqual(readdirSync(control.locksDir), []);
       assert.throws(() => lease.update({ phase: 'late' }), refused('EINVAL', /already released/));
       assert.deepEqual(control.staleLocks(), []);
     });
@@ -190,7 +196,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(frozen.state, 'FROZEN');
       assert.equal(frozen.locked, false);
       const lockFile = control.lockPath(ref);
-      assert.equal(JSON.parse(readFileSync(lockFile, 'utf8')).priorState, 'THAWED');
+      assert.equal(existsSync(lockFile), false, 'the freeze released (and removed) its lock file');
 
       const lease = control.lease(ref, { requestId: '9b1c', operation: 'freeze' });
       try {
@@ -205,6 +211,7 @@ for (const hierarchy of HIERARCHIES) {
       const thawed = await control.thaw(ref, { requestId: 'g2' });
       assert.equal(thawed.state, 'THAWED');
       assert.equal(flockFree(lockFile), true);
+      writeFileSync(lockFile, ''); // as flock(1) leaves one
       control.forget(ref);
       assert.equal(existsSync(lockFile), false, 'forget removes an unlocked lock file');
       control.forget(ref); // and is quiet when there is none
@@ -230,6 +237,38 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal((await hold.end()).consistent, true);
       hold.lease.release();
       await control.thaw(refOf(parent));
+      assert.equal(kernelState(child), 'THAWED');
+    });
+
+    test('no lock file is left once nothing holds it: after freeze, thaw, a checkpoint hold, and refused requests', async () => {
+      const parent = lab.cgroup(hierarchy, 'tidy');
+      const child = lab.cgroup(hierarchy, 'tidy/child');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      await lab.waitForProcesses(child, 1);
+      const control = makeControl(lab);
+      const ref = refOf(child);
+      const left = () => readdirSync(control.locksDir);
+
+      await control.freeze(ref);
+      assert.deepEqual(left(), [], 'after a freeze');
+      const hold = control.beginCheckpoint(ref, { requestId: 't1' });
+      assert.deepEqual(left(), [basename(control.lockPath(ref))], 'one file while the checkpoint holds it');
+      assert.equal((await hold.end()).consistent, true);
+      hold.lease.release();
+      assert.deepEqual(left(), [], 'after a checkpoint hold');
+      await control.thaw(ref);
+      assert.deepEqual(left(), [], 'after a thaw');
+
+      assert.throws(() => control.beginCheckpoint(ref, { requestId: 't2' }), busy(/not FROZEN/));
+      assert.deepEqual(left(), [], 'after a checkpoint refused for a THAWED cgroup');
+      const lease = control.lease(ref, { requestId: 't3', operation: 'freeze' });
+      await assert.rejects(control.freeze(ref), busy(/request t3/));
+      lease.release();
+      assert.deepEqual(left(), [], 'after a freeze refused while another request held the lock');
+      await control.freeze(refOf(parent));
+      await assert.rejects(control.thaw(ref), busy(/frozen by its parent/));
+      await control.thaw(refOf(parent));
+      assert.deepEqual(left(), [], 'after a thaw refused for a cgroup frozen by its parent');
       assert.equal(kernelState(child), 'THAWED');
     });
   });

@@ -4,6 +4,8 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
@@ -13,6 +15,17 @@ const lab = new Lab('lock-procs');
 after(() => lab.cleanup());
 
 const CONTENDERS = 16;
+// Rounds of take-and-release per hammering process: enough for thousands of collisions, bounded.
+const HAMMER_ROUNDS = 3000;
+
+interface HammerCounts {
+  pid: number;
+  won: number;
+  refused: number;
+  overlaps: number;
+  foreignRecords: number;
+  errors: string[];
+}
 
 interface Outcome {
   pid: number;
@@ -169,6 +182,33 @@ for (const hierarchy of HIERARCHIES) {
       control.forget(ref);
       assert.equal(flockFree(lockFile), true);
       assert.deepEqual(control.staleLocks(), []);
+    });
+
+    test('two agent processes hammering take and release of one cgroup never hold it both, and leave no lock file', async (t) => {
+      const cgroup = lab.cgroup(hierarchy, 'hammer');
+      const control = makeControl(lab);
+      mkdirSync(control.locksDir, { recursive: true, mode: 0o700 });
+      const shared = join(lab.tempDir('hammer'), 'inside');
+      writeFileSync(shared, '');
+      const children = ['a', 'b'].map((name) =>
+        lab.spawn(process.execPath, [CONTENDER, control.runDir, hierarchy, cgroup.path, `hammer-${name}`, 'hammer', String(HAMMER_ROUNDS), shared], {
+          stdio: ['pipe', 'pipe', 'inherit'],
+        }),
+      );
+      const readers = children.map(jsonLines);
+      for (const next of readers) assert.deepEqual(await withTimeout(next(), 30_000, 'hammer starting'), { ready: true });
+      for (const child of children) child.stdin!.write('go\n');
+      const results = (await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'hammering')) as unknown as HammerCounts[];
+      await Promise.all(children.map(exited));
+      for (const r of results) {
+        assert.deepEqual(r.errors, [], `pid ${r.pid}: no error other than EBUSY (${r.errors.length}: ${r.errors.slice(0, 2).join('; ')})`);
+        assert.equal(r.won + r.refused, HAMMER_ROUNDS, `pid ${r.pid}: every round took the lock or was refused`);
+        assert.ok(r.won > 0, `pid ${r.pid} won at least once`);
+        assert.equal(r.overlaps, 0, `pid ${r.pid} was never inside together with the other`);
+        assert.equal(r.foreignRecords, 0, `pid ${r.pid}: the file at the lock's path always was the one it held`);
+      }
+      t.diagnostic(`rounds ${HAMMER_ROUNDS} each; won ${results.map((r) => r.won).join(' + ')}, refused ${results.map((r) => r.refused).join(' + ')}`);
+      assert.deepEqual(readdirSync(control.locksDir), [], 'no lock file left');
     });
 
     test('7. `flock -n LOCKFILE true` fails while the lock is held and succeeds after release', async () => {

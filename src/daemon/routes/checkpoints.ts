@@ -92,7 +92,7 @@ export function checkpointRoutes(): Route[] {
         const id = checkpointId(ctx.params.id);
         ctx.audit.checkpoint = id;
         await expectNoBody(ctx.req);
-        ctx.services.checkpointer.delete(id);
+        await ctx.services.checkpointer.delete(id);
         return json(200, { deleted: id });
       },
     },
@@ -119,6 +119,8 @@ export function checkpointRoutes(): Route[] {
             `checkpoint ${id} was taken with --shell-job: restoring it needs a terminal to put the job on, which the agent's API cannot provide`,
           );
         }
+        // A plain 409 before any progress stream starts; restore() itself claims the checkpoint.
+        checkpointer.refuseIfInUse(id);
         return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
           const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
           ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
