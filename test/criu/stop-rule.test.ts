@@ -41,8 +41,8 @@ for (const h of HIERARCHIES) {
       mkdirSync(dir);
       return dir;
     };
-    const park = (when: number): void => {
-      Object.assign(process.env, injectionEnv(criu.path, `delay_enter=${PARK_US}:when=${when}`), OOM_REFUSED ? {} : { AGENTD_TEST_OOM_WAIT: '1' });
+    const park = (when: number, us = PARK_US): void => {
+      Object.assign(process.env, injectionEnv(criu.path, `delay_enter=${us}:when=${when}`), OOM_REFUSED ? {} : { AGENTD_TEST_OOM_WAIT: '1' });
     };
     const counting = async (): Promise<void> => {
       if (cg.state() !== 'THAWED') await cg.thaw();
@@ -67,14 +67,18 @@ for (const h of HIERARCHIES) {
       cleanup.run();
     });
 
-    test('a timeout that comes while CRIU is inside the task: CRIU is let end, its result discarded, the task lives', async (t) => {
+    test('a timeout: CRIU stopped by the rule (let end while it holds the task, else killed at once), the task lives', async (t) => {
       t.diagnostic(`ptrace moments: ${JSON.stringify(moments)}`);
-      park(moments.inInjectedSyscall);
+      // Parked inside the task for 10 s; the timeout comes 5 s after CRIU starts, by when it is
+      // parked there unless the machine is very slow, and then CRIU is stopped at once (it holds
+      // nothing yet). Both are right; the cancel test below places the stop in the window for sure.
+      park(moments.inInjectedSyscall, 10_000_000);
       await cg.freeze();
       await assert.rejects(
-        runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('timeout'), freezeCgroup: cg.dir, timeoutMs: 1000 }),
+        runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('timeout'), freezeCgroup: cg.dir, timeoutMs: 5000 }),
         agentError('ETIMEDOUT', (err) => {
-          assert.match(err.message, /did not finish within 1000 ms; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/);
+          assert.match(err.message, /did not finish within 5000 ms; (let it end first \(exit 0\) and discarded its result: it held the tasks it dumps|killed it while it held no task)/);
+          t.diagnostic(err.message.slice(0, err.message.indexOf(' (log:')));
         }),
       );
       await counting();
