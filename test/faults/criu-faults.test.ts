@@ -196,8 +196,8 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
       const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
       for (const how of ['SIGTERM', 'SIGKILL'] as const) {
         const label = `${h}, agentd got ${how} while CRIU was parked inside pid ${victim} (ptrace call ${inInjectedSyscall})`;
-        // Parked there for 3 s: the stop comes while CRIU is surely inside the task.
-        plan.set('-', `inject:delay_enter=3000000:when=${inInjectedSyscall}`);
+        // Parked there for 6 s: the stop comes while CRIU is surely inside the task.
+        plan.set('-', `inject:delay_enter=6000000:when=${inInjectedSyscall}`);
         const streaming = running.stream('/v1/checkpoints', checkpointBody(w));
         await waitUntil('CRIU to hold memory-pattern.pl', () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${victim}/status`, 'utf8')), 20_000);
         figures.runs++;
@@ -306,7 +306,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     const ballast = join(images, 'ballast');
     for (const prior of ['THAWED', 'FROZEN'] as const) {
       await setKernel(w.cgroup, prior);
-      plan.set('inject:delay_enter=1500000:when=1');
+      plan.set('inject:delay_enter=5000000:when=1');
       let filled: Promise<void> | undefined;
       const reply: StreamReply = await filling.stream('/v1/checkpoints', checkpointBody(w), (e) => {
         if (e.stage !== 'dump' || filled) return;
