@@ -62,8 +62,9 @@ function taken(manifest: Manifest, holders: readonly PidHolder[], why: string): 
 }
 
 // Pids of just-killed processes are free within milliseconds once their parent reaps them; a parent
-// that has not done so after this long is not going to soon.
-export const ZOMBIE_WAIT_MS = 10_000;
+// that has not done so after this long is not going to soon. (30 s, not less: under software
+// emulation an agentctl takes seconds to start, and an operator's look at the progress line as long.)
+export const ZOMBIE_WAIT_MS = 30_000;
 const ZOMBIE_POLL_MS = 10;
 
 /**

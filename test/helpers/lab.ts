@@ -164,7 +164,8 @@ export class Lab {
   }
 
   /** Waits until the cgroup holds at least `count` processes. */
-  async waitForProcesses(cgroup: TestCgroup, count: number, timeoutMs = 5000): Promise<number[]> {
+  // Up to 30 s by default: a perl workload takes seconds to start and fork under software emulation.
+  async waitForProcesses(cgroup: TestCgroup, count: number, timeoutMs = 30_000): Promise<number[]> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const pids = this.pidsOf(cgroup);
