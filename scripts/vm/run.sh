@@ -19,7 +19,7 @@
 #   - Logs of the last run stay in /var/tmp/agentd-vm/last-run/<mode>/ (console.log, suite.log,
 #     dmesg.log, result).
 #
-# Environment: AGENTD_VM_TIMEOUT (seconds per boot, default 900: about 3 times a measured run), AGENTD_VM_MEMORY (MiB, default
+# Environment: AGENTD_VM_TIMEOUT (seconds per boot, default 1500: about twice the longest measured run), AGENTD_VM_MEMORY (MiB, default
 # 4096), AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: detected),
 # AGENTD_VM_CACHE (default /var/tmp/agentd-vm).
 set -euo pipefail
@@ -28,7 +28,7 @@ cd "$(dirname "$0")/../.."
 source scripts/vm/results.sh
 REPO=$(pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
-TIMEOUT=${AGENTD_VM_TIMEOUT:-900}
+TIMEOUT=${AGENTD_VM_TIMEOUT:-1500}
 MEMORY=${AGENTD_VM_MEMORY:-4096}
 CPUS=${AGENTD_VM_CPUS:-2}
 export AGENTD_VM_CACHE=$CACHE

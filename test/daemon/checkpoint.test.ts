@@ -275,7 +275,9 @@ describe('cancellation', () => {
 
   test('SIGTERM during a checkpoint: EINTR on the stream, cgroup back to its prior state, lock free, no good image, exit 0', async () => {
     const own = await startAgent(lab);
-    const { cgroup, pid } = await bigMemory(h, 'sigterm', 512);
+    // 64 MiB: a cancelled dump is let run to its end once CRIU holds the task (docs/criu-faults.md),
+    // and 512 MiB took over 2 minutes to dump under software emulation in the VM guests.
+    const { cgroup, pid } = await bigMemory(h, 'sigterm', 64);
     const run = streamedCheckpoint(own, cgroup);
     await run.dumping;
     assert.equal((await api(own.socket, 'GET', '/v1/metrics')).text.match(/^agentd_checkpointing_cgroups (\d+)$/m)?.[1], '1');

@@ -90,11 +90,12 @@ for (const hierarchy of HIERARCHIES) {
       );
       const readers = children.map(jsonLines);
       try {
-        // Every contender has loaded the lock module and waits; then all are let go at once.
-        const ready = await withTimeout(Promise.all(readers.map((next) => next())), 30_000, 'contenders starting');
+        // Every contender has loaded the lock module and waits; then all are let go at once. (Up to
+        // 2 minutes: 16 node processes took over 30 s to start on 2 emulated CPUs.)
+        const ready = await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'contenders starting');
         assert.ok(ready.every((r) => r.ready === true), JSON.stringify(ready));
         for (const child of children) child.stdin!.write('go\n');
-        const outcomes = (await withTimeout(Promise.all(readers.map((next) => next())), 30_000, 'contenders trying')) as unknown as Outcome[];
+        const outcomes = (await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'contenders trying')) as unknown as Outcome[];
 
         const winners = outcomes.filter((o) => o.outcome === 'won');
         const refused = outcomes.filter((o) => o.outcome === 'refused');
