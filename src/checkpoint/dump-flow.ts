@@ -26,6 +26,7 @@ import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.j
 import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
+import { warmHashThreads } from './hash-pool.js';
 import { describeLost, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
@@ -129,6 +130,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
 
     progress('lock');
     hold = lease.beginCheckpoint();
+    warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
     trees = processTrees(lease.freezer.processes());
 
     const stats: DumpStats[] = [];

@@ -5,8 +5,11 @@
 // than sha1's nearest rival blake2b512 at half that, docs/bench.md), and it is the checksum every
 // manifest has always recorded, so restore verifies old and new images alike.
 //
-// The threads are started on first use and kept (an idle one never keeps the process alive); a
-// thread that dies is replaced and the file it held fails with EIO.
+// The threads are started by warmHashThreads as a dump begins, so that their start (tens of ms,
+// 300 ms for two on a loaded VM) overlaps CRIU's work instead of adding to the checksums' time,
+// and ended after IDLE_MS without work, so
+// that an idle agent does not carry their memory (each is a V8 isolate, several MB); an idle one
+// never keeps the process alive. A thread that dies is replaced and the file it held fails with EIO.
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -14,6 +17,7 @@ import { AgentError } from '../errors/index.js';
 import type { HashReply, HashRequest } from './hash-worker.js';
 
 const HASH_THREADS = 2;
+const IDLE_MS = 30_000;
 
 interface Job {
   readonly path: string;
@@ -25,6 +29,7 @@ class HashThread {
   private readonly worker: Worker;
   private job: { id: number; job: Job } | undefined;
   private nextId = 0;
+  private idleTimer: NodeJS.Timeout | undefined;
   dead = false;
 
   constructor(private readonly onIdle: (thread: HashThread) => void) {
@@ -33,7 +38,7 @@ class HashThread {
       const current = this.job;
       if (!current || current.id !== reply.id) return;
       this.job = undefined;
-      this.worker.unref();
+      this.idle();
       if ('sha256' in reply) current.job.resolve(reply.sha256);
       else current.job.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }));
       this.onIdle(this);
@@ -48,7 +53,17 @@ class HashThread {
     };
     this.worker.on('error', die);
     this.worker.on('exit', (code) => die(new Error(`exit code ${code}`)));
+    this.idle();
+  }
+
+  private idle(): void {
     this.worker.unref();
+    clearTimeout(this.idleTimer);
+    this.idleTimer = setTimeout(() => {
+      this.dead = true; // before the exit event: no job is given to a thread on its way out
+      void this.worker.terminate();
+    }, IDLE_MS);
+    this.idleTimer.unref();
   }
 
   get busy(): boolean {
@@ -58,6 +73,7 @@ class HashThread {
   run(job: Job): void {
     const id = ++this.nextId;
     this.job = { id, job };
+    clearTimeout(this.idleTimer);
     this.worker.ref(); // a file in hand keeps the process alive; an idle thread never does
     this.worker.postMessage({ id, path: job.path } satisfies HashRequest);
   }
@@ -68,6 +84,11 @@ class HashPool {
   private readonly queue: Job[] = [];
 
   constructor(private readonly size: number) {}
+
+  warm(): void {
+    this.threads = this.threads.filter((t) => !t.dead);
+    while (this.threads.length < this.size) this.threads.push(new HashThread(() => this.dispatch()));
+  }
 
   sha256(path: string): Promise<string> {
     return new Promise((resolve, reject) => {
@@ -98,6 +119,19 @@ let pool: HashPool | undefined;
  * first: they start first and the small ones fill in beside them.
  */
 export function sha256Files(paths: readonly string[]): Promise<string>[] {
+  return paths.map((path) => thePool().sha256(path));
+}
+
+/** Starts the hashing threads now (if they are not running) so that they are ready when needed. */
+export function warmHashThreads(): void {
+  try {
+    thePool().warm();
+  } catch {
+    // a thread that cannot start now fails its first file later, with its own error
+  }
+}
+
+function thePool(): HashPool {
   pool ??= new HashPool(Math.max(1, Math.min(HASH_THREADS, availableParallelism())));
-  return paths.map((path) => pool!.sha256(path));
+  return pool;
 }
