@@ -195,7 +195,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       trees,
       files,
       criuStats: stats,
-      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt, dumpMs, hashMs, publishMs: 0, totalMs: 0 },
+      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt, dumpMs, hashMs, publishMs: 0, totalMs: Date.now() - startedAt },
     };
     const publishStart = Date.now();
     writeFileDurably(join(partialDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
