@@ -47,8 +47,18 @@ export interface CheckpointCase {
     readonly criuFrozenMs: Summary;
     /** timings.dumpMs: from frozen to the last CRIU dump's end. */
     readonly dumpMs: Summary;
-    /** frozenWindowMs - dumpMs: what the workload waits for after CRIU (verify, checksums, manifest, publish, thaw). */
+    /**
+     * frozenWindowMs - dumpMs: what the workload waits for after CRIU. With the bench's default
+     * policy (prior, from THAWED) that is the verdict and the thaw; checksums and publishing come
+     * after the thaw (src/checkpoint/dump-flow.ts).
+     */
     readonly afterDumpMs: Summary;
+    /** timings.hashMs: checksums of every image file, after the thaw. */
+    readonly hashMs: Summary;
+    /** timings.publishMs: manifest written, fsynced, renamed. */
+    readonly publishMs: Summary;
+    /** Image bytes / median hashMs, in MB/s (10^6 bytes). */
+    readonly hashMBps: number;
   };
   readonly criu: { readonly totalMs: Summary; readonly frozenMs: Summary; readonly freezingMs: Summary };
   /** agentd total / CRIU total, medians. */
@@ -111,7 +121,7 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
   const cgroup = lab.cgroup(options.hierarchy, `checkpoint-${fixture}`);
   try {
     const { pid, processes } = await startFixture(lab, fixture, cgroup);
-    const agentd = { total: [] as number[], window: [] as number[], criuFrozen: [] as number[], dump: [] as number[], afterDump: [] as number[] };
+    const agentd = { total: [] as number[], window: [] as number[], criuFrozen: [] as number[], dump: [] as number[], afterDump: [] as number[], hash: [] as number[], publish: [] as number[] };
     const bare = { total: [] as number[], frozen: [] as number[], freezing: [] as number[] };
     let imageBytes = 0;
     for (let run = 0; run < options.runs; run++) {
@@ -126,6 +136,8 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
           agentd.window.push(summary.timings.frozenWindowMs);
           agentd.dump.push(summary.timings.dumpMs);
           agentd.afterDump.push(summary.timings.frozenWindowMs - summary.timings.dumpMs);
+          agentd.hash.push(summary.timings.hashMs);
+          agentd.publish.push(summary.timings.publishMs);
           agentd.criuFrozen.push(manifest.criuStats.reduce((sum: number, s: { frozenTime: number }) => sum + s.frozenTime, 0) / 1000);
           imageBytes = summary.bytes;
           await callOk(options.socket, 'DELETE', `/v1/checkpoints/${summary.id}`);
@@ -152,15 +164,20 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
         criuFrozenMs: summarize(agentd.criuFrozen),
         dumpMs: summarize(agentd.dump),
         afterDumpMs: summarize(agentd.afterDump),
+        hashMs: summarize(agentd.hash),
+        publishMs: summarize(agentd.publish),
+        hashMBps: 0,
       },
       criu: { totalMs: summarize(bare.total), frozenMs: summarize(bare.frozen), freezingMs: summarize(bare.freezing) },
     };
+    const hashMedian = result.agentd.hashMs.median;
     return {
       fixture,
       hierarchy: options.hierarchy,
       processes,
       imageBytes,
       ...result,
+      agentd: { ...result.agentd, hashMBps: hashMedian > 0 ? Math.round(imageBytes / hashMedian / 1000) : 0 },
       ratio: ratio(result.agentd.totalMs.median, result.criu.totalMs.median),
       frozenExcessMs: Math.round((result.agentd.frozenWindowMs.median - result.criu.frozenMs.median) * 10) / 10,
     };

@@ -71,6 +71,9 @@ export function formatReport(r: BenchResults): string {
       x(c.ratio),
       fmt(c.agentd.frozenWindowMs.median),
       fmt(c.agentd.afterDumpMs.median),
+      fmt(c.agentd.hashMs.median),
+      String(c.agentd.hashMBps),
+      fmt(c.agentd.publishMs.median),
       fmt(c.agentd.criuFrozenMs.median),
       fmt(c.criu.frozenMs.median),
       `${c.frozenExcessMs >= 0 ? '+' : ''}${c.frozenExcessMs}`,
@@ -79,7 +82,7 @@ export function formatReport(r: BenchResults): string {
       '',
       `CHECKPOINT, ms (median/p95 of ${r.options.checkpointRuns} runs each, images on ${r.checkpoint.tmpfs})`,
       table(
-        ['fixture', 'hier', 'procs', 'image', 'agentd', 'bare criu', 'ratio', 'agentd frozen', '(after dump)', "(its CRIU's)", 'criu frozen_time', 'excess'],
+        ['fixture', 'hier', 'procs', 'image', 'agentd', 'bare criu', 'ratio', 'agentd frozen', '(after dump)', 'then hash', 'MB/s', 'publish', "(its CRIU's)", 'criu frozen_time', 'excess'],
         rows,
       ),
     );

@@ -2,7 +2,7 @@
 //
 //   node dist/bench/run.js [--quick] [--runs N] [--counts 1,10,100,1000] [--hierarchies v1,v2]
 //                          [--workloads sleep,busy] [--checkpoint-runs N] [--no-checkpoint]
-//                          [--no-throughput] [--out FILE]
+//                          [--no-throughput] [--checkpoint-only] [--checkpoint-fixtures a,b] [--out FILE]
 //
 // Must run as root (it creates cgroups, mounts a tmpfs and runs CRIU). Ctrl-C cleans up.
 
@@ -11,7 +11,7 @@ import { loadavg } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import type { Hierarchy } from '../src/cgroup/index.js';
-import type { CheckpointFixture } from './checkpoint.js';
+import { CHECKPOINT_FIXTURES, type CheckpointFixture } from './checkpoint.js';
 import { DEFAULT_OPTIONS, runBench, type BenchOptions } from './index.js';
 import { REPO_ROOT, type WorkKind } from './native.js';
 import { formatReport } from './report.js';
@@ -44,6 +44,8 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
       'checkpoint-runs': { type: 'string' },
       'no-checkpoint': { type: 'boolean' },
       'no-throughput': { type: 'boolean' },
+      'checkpoint-only': { type: 'boolean' },
+      'checkpoint-fixtures': { type: 'string' },
       out: { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
@@ -51,7 +53,8 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
   if (values.help) {
     process.stdout.write(
       'usage: npm run bench -- [--quick] [--runs N] [--counts 1,10,100,1000] [--hierarchies v1,v2] [--workloads sleep,busy]\n' +
-        '                        [--checkpoint-runs N] [--no-checkpoint] [--no-throughput] [--out FILE]\n' +
+        '                        [--checkpoint-runs N] [--no-checkpoint] [--no-throughput] [--checkpoint-only]\n' +
+        '                        [--checkpoint-fixtures memory-64MiB,memory-256MiB,tree-20] [--out FILE]\n' +
         'See docs/bench.md.\n',
     );
     process.exit(0);
@@ -80,6 +83,9 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
   set('workloads', list<WorkKind>(values.workloads, ['sleep', 'busy'], 'workloads'));
   if (values['no-checkpoint']) options.checkpoint = false;
   if (values['no-throughput']) options.throughput = false;
+  set('checkpointFixtures', list<CheckpointFixture>(values['checkpoint-fixtures'], CHECKPOINT_FIXTURES, 'checkpoint-fixtures'));
+  // Only the checkpoint cases: no latency matrix, no throughput (the cores may be shared).
+  if (values['checkpoint-only']) Object.assign(options, { counts: [], throughput: false, checkpoint: true });
   return { options: options as Partial<BenchOptions>, out: values.out ?? join(REPO_ROOT, 'bench', 'results.json') };
 }
 

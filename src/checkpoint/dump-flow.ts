@@ -1,13 +1,21 @@
 // One checkpoint, start to end. The order is the contract:
 //   preflight -> freeze (remember the prior state) -> CHECKPOINTING -> one CRIU dump per process tree
-//   -> verify nothing is missing -> CHECKPOINTING ends (back to FROZEN) -> manifest, fsync, atomic
-//   rename -> the --after policy -> the lock is released.
-// Why (docs/freezer.md, rules 1-5): CHECKPOINTING begins only from FROZEN, so the freeze comes first,
-// under the same lock, and nobody can thaw in between; the consistency verdict comes before the
-// manifest, so an image of a cgroup that did not stay stopped is never published; the policy runs
-// once CHECKPOINTING has ended in FROZEN.
-// Any failure on the way puts the cgroup back in its prior state with every process alive, releases
-// the lock and leaves no image that looks good.
+//   -> verify nothing is missing -> CHECKPOINTING ends (back to FROZEN) -> then, by policy:
+//   - the workload runs again (`thawed`, or `prior` when it was running): the thaw, then checksums,
+//     manifest, fsync, atomic rename;
+//   - it stays stopped or dies (`frozen`, `killed`, `prior` when it was frozen): checksums,
+//     manifest, fsync, atomic rename, then the policy, so a killed workload's image is durable
+//     before the kill;
+//   -> the lock is released.
+// Why (docs/freezer.md, rules 1-5 and "The image after the thaw"): CHECKPOINTING begins only from
+// FROZEN, so the freeze comes first, under the same lock, and nobody can thaw in between; the
+// consistency verdict comes before any thaw and before the manifest, so an image of a cgroup that
+// did not stay stopped is never published; the policy runs once CHECKPOINTING has ended in FROZEN.
+// Once CRIU has exited and the verdict is in, the image files are complete and nothing the workload
+// does can change them, so hashing and publishing need not keep it stopped.
+// Any failure before the thaw puts the cgroup back in its prior state with every process alive; a
+// failure after it leaves the workload running. Either way the lock is released and no image looks
+// good: it stays `.partial-<id>` until the rename and becomes `<id>.failed`.
 
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
@@ -18,10 +26,11 @@ import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.j
 import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
+import { warmHashThreads } from './hash-pool.js';
 import { describeLost, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
-import type { CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, TreeRecord } from './types.js';
+import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
@@ -105,6 +114,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   let hold: CheckpointHold | undefined;
   let partialDir: string | undefined;
   let keepFailed = false;
+  let thawed = false;
   let trees: TreeRecord[] = [];
   try {
     const checked = preflight(ctx, lease, name);
@@ -120,6 +130,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
 
     progress('lock');
     hold = lease.beginCheckpoint();
+    warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
     trees = processTrees(lease.freezer.processes());
 
     const stats: DumpStats[] = [];
@@ -157,8 +168,19 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       throw new AgentError('EINCONSISTENT', `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}); its image is not kept as good`);
     }
 
+    // Early: the policies that let the workload run again (see the head of this file).
+    const thawFirst = after === 'thawed' || (after === 'prior' && prior === 'THAWED');
+    let finalState: FreezerState | 'EMPTY' | undefined;
+    let thawedAt: number | undefined;
+    if (thawFirst) {
+      ({ finalState, thawedAt } = await policyStep(lease, after, prior, partialDir, progress));
+      thawed = true;
+    }
+
     progress('manifest');
+    const hashStart = Date.now();
     const files = await describeFiles(partialDir);
+    const hashMs = Date.now() - hashStart;
     const manifest: Manifest = {
       formatVersion: 1,
       id,
@@ -173,20 +195,23 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       trees,
       files,
       criuStats: stats,
-      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: Date.now() - frozenAt, dumpMs, totalMs: Date.now() - startedAt },
+      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt, dumpMs, hashMs, publishMs: 0, totalMs: Date.now() - startedAt },
     };
+    const publishStart = Date.now();
     writeFileDurably(join(partialDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
     fsyncDirectory(partialDir);
     const dir = ctx.store.publish(partialDir, id);
     partialDir = undefined;
+    const publishedAt = Date.now();
+    let timings: Timings = { ...manifest.timings, publishMs: publishedAt - publishStart, totalMs: publishedAt - startedAt };
 
-    progress('policy', { message: `after: ${after}` });
-    lease.update({ phase: `after-${after}`, imageDir: dir });
-    const finalState = await applyAfterPolicy(lease.freezer, after, prior);
-    const thawedAt = Date.now();
-    // The manifest was written while frozen; its timings now get the window's true end, replaced
-    // atomically so the published image never lacks a manifest.
-    const timings = { ...manifest.timings, frozenWindowMs: thawedAt - frozenAt, totalMs: thawedAt - startedAt };
+    if (!thawFirst) {
+      ({ finalState, thawedAt } = await policyStep(lease, after, prior, dir, progress));
+      timings = { ...timings, frozenWindowMs: thawedAt - frozenAt, totalMs: thawedAt - startedAt };
+    }
+    // The manifest was written before its own fsync and rename were timed (and, for these policies,
+    // before the policy): its timings get their true values, replaced atomically so the published
+    // image never lacks a manifest.
     replaceFileDurably(join(dir, MANIFEST_FILE), JSON.stringify({ ...manifest, timings }, null, 2) + '\n');
     progress('release');
     progress('done');
@@ -200,14 +225,16 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       processes: trees.reduce((sum, t) => sum + t.processes.length, 0),
       bytes: files.reduce((sum, f) => sum + f.size, 0),
       after,
-      finalState,
+      finalState: finalState!,
       timings,
     };
   } catch (err) {
     await hold?.end().catch(() => undefined);
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
-    if (prior !== undefined) await returnToPrior(lease.freezer, prior);
-    const lost = lostProcesses(trees);
+    // After the thaw the workload runs on: freezing it again for a failed image would only stop it.
+    if (prior !== undefined && !thawed) await returnToPrior(lease.freezer, prior);
+    // Once thawed, a process may end on its own: that is the workload's business, not a loss.
+    const lost = thawed ? [] : lostProcesses(trees);
     const survivors = trees.reduce((sum, t) => sum + t.processes.length, 0) - lost.length;
     const failure = annotateFailure(err, name, failedDir, lost.length ? { text: describeLost(lost, survivors, prior ?? 'THAWED'), processes: lost } : undefined);
     if (failedDir) recordFailure(failedDir, { id, cgroup: ref.path, hierarchy: ref.hierarchy, startedAt: new Date(startedAt).toISOString(), error: failure, lost });
@@ -215,6 +242,20 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   } finally {
     lease.release();
   }
+}
+
+/** The --after policy, announced and recorded in the lock (recovery completes it if the agent dies). */
+async function policyStep(
+  lease: CgroupLease,
+  after: AfterPolicy,
+  prior: 'THAWED' | 'FROZEN',
+  imageDir: string,
+  progress: (stage: Stage, extra?: Record<string, unknown>) => void,
+): Promise<{ finalState: FreezerState | 'EMPTY'; thawedAt: number }> {
+  progress('policy', { message: `after: ${after}` });
+  lease.update({ phase: `after-${after}`, imageDir });
+  const finalState = await applyAfterPolicy(lease.freezer, after, prior);
+  return { finalState, thawedAt: Date.now() };
 }
 
 /**

@@ -4,7 +4,7 @@
 // `<id>.failed` and kept only for diagnosis; listings show it as failed, restore refuses it. A
 // deleted one is renamed to `.deleting-<id>-<random>` at once, and its files removed after that.
 
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import {
   closeSync,
   existsSync,
@@ -21,8 +21,9 @@ import {
   constants,
 } from 'node:fs';
 import { basename, dirname, join, relative } from 'node:path';
-import { open, readdir, rmdir, unlink } from 'node:fs/promises';
+import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
+import { sha256Files } from './hash-pool.js';
 import { makeImageRoot } from './image-root.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
 
@@ -296,55 +297,53 @@ export function fsyncDirectory(dir: string): void {
   }
 }
 
-/** Every regular file under dir with its size and sha256, paths relative to dir, sorted. */
+/**
+ * Every regular file under dir with its size and sha256, paths relative to dir, sorted. The files
+ * are hashed on the hashing threads (./hash-pool.ts), largest first.
+ */
 export async function describeFiles(dir: string, skip: readonly string[] = [MANIFEST_FILE]): Promise<ImageFile[]> {
-  const files: ImageFile[] = [];
-  const walk = async (sub: string) => {
+  const found: { path: string; size: number }[] = [];
+  const walk = (sub: string) => {
     for (const entry of readdirSync(sub, { withFileTypes: true })) {
       const path = join(sub, entry.name);
-      if (entry.isDirectory()) await walk(path);
-      else if (entry.isFile() && !skip.includes(relative(dir, path))) {
-        files.push({ path: relative(dir, path), size: lstatSync(path).size, sha256: await sha256File(path) });
-      }
+      if (entry.isDirectory()) walk(path);
+      else if (entry.isFile() && !skip.includes(relative(dir, path))) found.push({ path: relative(dir, path), size: lstatSync(path).size });
     }
   };
-  await walk(dir);
+  walk(dir);
+  const bySize = [...found].sort((a, b) => b.size - a.size);
+  const digests = await settleAll(sha256Files(bySize.map((f) => join(dir, f.path))));
+  const files = bySize.map((f, i) => ({ path: f.path, size: f.size, sha256: digests[i] }));
   return files.sort((a, b) => a.path.localeCompare(b.path));
 }
 
-// Hashing runs while the workload is frozen: 1 MiB reads keep it at sha256's own speed (a default
-// 64 KiB read stream ran at a third to a fifth of it), and each awaited read lets the agent answer
-// other requests in between.
-const HASH_READ_BYTES = 1024 * 1024;
-
-export async function sha256File(path: string): Promise<string> {
-  const file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-  try {
-    const hash = createHash('sha256');
-    const buffer = Buffer.allocUnsafe(HASH_READ_BYTES);
-    for (;;) {
-      const { bytesRead } = await file.read(buffer, 0, buffer.length, null);
-      if (bytesRead === 0) return hash.digest('hex');
-      hash.update(buffer.subarray(0, bytesRead));
-    }
-  } finally {
-    await file.close();
-  }
+/** Like Promise.all, but waits for every promise before it throws the first error (no thread left reading a file behind). */
+async function settleAll(promises: readonly Promise<string>[]): Promise<string[]> {
+  const results = await Promise.allSettled(promises);
+  const failed = results.find((r) => r.status === 'rejected');
+  if (failed) throw (failed as PromiseRejectedResult).reason;
+  return results.map((r) => (r as PromiseFulfilledResult<string>).value);
 }
 
-/** Checks every file of a manifest against its recorded size and sha256. */
+/** Checks every file of a manifest against its recorded size and sha256 (hashed on the hashing threads). */
 export async function verifyFiles(dir: string, files: readonly ImageFile[]): Promise<void> {
   for (const file of files) {
-    const path = join(dir, file.path);
     let size: number;
     try {
-      size = lstatSync(path).size;
+      size = lstatSync(join(dir, file.path)).size;
     } catch {
       throw new AgentError('EIO', `image file ${file.path} is missing from ${dir}: the checkpoint is corrupt`);
     }
-    const sha256 = size === file.size ? await sha256File(path) : '';
-    if (size !== file.size || sha256 !== file.sha256) {
-      throw new AgentError('EIO', `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`);
-    }
+    if (size !== file.size) throw mismatch(dir, file);
   }
+  const bySize = [...files].sort((a, b) => b.size - a.size);
+  const digests = await Promise.allSettled(sha256Files(bySize.map((f) => join(dir, f.path))));
+  bySize.forEach((file, i) => {
+    const d = digests[i];
+    if (d.status === 'rejected' || d.value !== file.sha256) throw mismatch(dir, file);
+  });
+}
+
+function mismatch(dir: string, file: ImageFile): AgentError {
+  return new AgentError('EIO', `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`);
 }

@@ -1,6 +1,7 @@
 // The contract of checkpoint orchestration as the daemon and CLI see it. The implementation
 // (Checkpointer in ./checkpointer.ts) freezes, takes CHECKPOINTING, dumps every process tree with
-// CRIU, verifies, writes the manifest, releases and applies the --after policy.
+// CRIU, verifies, writes the manifest and applies the --after policy (in that order, or the policy
+// first when it lets the workload run again: ./dump-flow.ts), then releases.
 
 import type { Hierarchy, FreezerState } from '../cgroup/index.js';
 
@@ -72,9 +73,16 @@ export interface ImageFile {
 
 export interface Timings {
   readonly freezeMs: number;
-  /** How long the workload was stopped by this request: from frozen to the policy applied. */
+  /**
+   * How long the workload was stopped by this request: from frozen to the thaw (`thawed`, `prior`
+   * from THAWED: before the checksums and the manifest) or to the policy applied (the others).
+   */
   readonly frozenWindowMs: number;
   readonly dumpMs: number;
+  /** Checksums of the image files (absent in manifests written before it was recorded). */
+  readonly hashMs?: number;
+  /** Manifest written, fsynced, the directory renamed to its final name (absent likewise). */
+  readonly publishMs?: number;
   readonly totalMs: number;
 }
 

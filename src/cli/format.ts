@@ -17,6 +17,24 @@ export function duration(ms: number | undefined): string {
   return ms < 1000 ? `${Math.round(ms)} ms` : `${(ms / 1000).toFixed(ms < 10_000 ? 2 : 1)} s`;
 }
 
+/**
+ * A checkpoint's stopped window and the phases around it: "stopped 0.81 s (dump 0.80 s), then
+ * checksums 95 ms (2.8 GB/s), publish 2 ms, total 1.02 s". Manifests older than hashMs and
+ * publishMs show without them.
+ */
+export function checkpointTimings(t: { frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number }, imageBytes: number): string {
+  const phases = [`stopped ${duration(t.frozenWindowMs)} (dump ${duration(t.dumpMs)})`];
+  if (t.hashMs !== undefined) phases.push(`checksums ${duration(t.hashMs)}${t.hashMs > 0 ? ` (${rate(imageBytes, t.hashMs)})` : ''}`);
+  if (t.publishMs !== undefined) phases.push(`publish ${duration(t.publishMs)}`);
+  return `${phases.join(', ')}, total ${duration(t.totalMs)}`;
+}
+
+/** Bytes per second in decimal units, as disks and networks are rated. */
+export function rate(n: number, ms: number): string {
+  const perSecond = (n / ms) * 1000;
+  return perSecond >= 1e9 ? `${(perSecond / 1e9).toFixed(1)} GB/s` : `${Math.round(perSecond / 1e6)} MB/s`;
+}
+
 /** Left-aligned columns separated by two spaces. */
 export function table(header: string[], rows: string[][]): string {
   const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));

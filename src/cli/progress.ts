@@ -9,6 +9,22 @@ export interface Progress {
   done(): void;
 }
 
+/**
+ * The progress line for a terminal `columns` wide, cut one short of the width so that the cursor
+ * never wraps. A terminal that reports a width of 0 (under script(1) and some CI runners) gets the
+ * whole line: cutting at 0 - 1 took off its last character ("prefligh"). One that reports none is
+ * taken to be 80 wide.
+ */
+export function progressText(event: ProgressLine, columns: number | undefined): string {
+  const parts = [event.stage];
+  if (event.tree !== undefined && event.trees !== undefined) parts.push(`tree ${event.tree}/${event.trees}`);
+  if (event.bytes !== undefined) parts.push(bytes(event.bytes));
+  if (event.message) parts.push(event.message);
+  const line = parts.join('  ');
+  const width = columns ?? 80;
+  return width > 1 ? line.slice(0, width - 1) : line;
+}
+
 export function progressFor(json: boolean, stream: NodeJS.WriteStream = process.stderr): Progress {
   if (json || !stream.isTTY) return { done() {} };
   let shown = false;
@@ -16,12 +32,7 @@ export function progressFor(json: boolean, stream: NodeJS.WriteStream = process.
   return {
     onProgress(event) {
       if (finished) return;
-      const parts = [event.stage];
-      if (event.tree !== undefined && event.trees !== undefined) parts.push(`tree ${event.tree}/${event.trees}`);
-      if (event.bytes !== undefined) parts.push(bytes(event.bytes));
-      if (event.message) parts.push(event.message);
-      const width = (stream.columns ?? 80) - 1;
-      stream.write(`\r\x1b[2K${parts.join('  ').slice(0, width)}`);
+      stream.write(`\r\x1b[2K${progressText(event, stream.columns)}`);
       shown = true;
     },
     // Erases the line for good: after a Ctrl-C the stages still arriving must not redraw over what

@@ -42,6 +42,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(summary.processes, 3);
       assert.equal(summary.finalState, 'EMPTY');
       for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} was killed by --after killed`);
+      // killed keeps the image durable before the kill: manifest before policy (the policies that
+      // thaw put the policy first, test/checkpoint/after-thaw.test.ts).
       assert.deepEqual([...new Set(stages)], ['preflight', 'freeze', 'lock', 'dump', 'verify', 'manifest', 'policy', 'release', 'done']);
       const frozenAt = Object.fromEntries(['root', 'child-1', 'child-2'].map((n) => [n, counterValue(join(dir, n))]));
 

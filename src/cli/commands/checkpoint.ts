@@ -5,7 +5,7 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
 import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
-import { bytes, duration, print, printJson } from '../format.js';
+import { bytes, checkpointTimings, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
 
 // When --timeout is passed on to the agent, the agent still needs a moment after it to stop CRIU and
@@ -32,7 +32,7 @@ interface CheckpointSummary {
   bytes: number;
   after: string;
   finalState: string;
-  timings: { frozenWindowMs: number; dumpMs: number; totalMs: number };
+  timings: { frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number };
 }
 
 interface StateReply {
@@ -129,7 +129,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
         `  dir        ${summary.dir}`,
         `  processes  ${summary.processes} in ${summary.trees} tree${summary.trees === 1 ? '' : 's'}`,
         `  size       ${bytes(summary.bytes)}`,
-        `  stopped    ${duration(summary.timings.frozenWindowMs)} (dump ${duration(summary.timings.dumpMs)}, total ${duration(summary.timings.totalMs)})`,
+        `  timings    ${checkpointTimings(summary.timings, summary.bytes)}`,
         `  after      ${summary.after}: now ${summary.finalState}`,
       ].join('\n'),
     );

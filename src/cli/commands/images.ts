@@ -3,7 +3,7 @@
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
-import { bytes, duration, print, printJson, table } from '../format.js';
+import { bytes, checkpointTimings, duration, print, printJson, table } from '../format.js';
 
 interface Listing {
   id: string;
@@ -30,7 +30,7 @@ interface Manifest {
   options: Record<string, unknown>;
   trees: { index: number; root: number; processes: { pid: number; ppid: number; command: string }[] }[];
   files: { size: number }[];
-  timings: { freezeMs: number; frozenWindowMs: number; dumpMs: number; totalMs: number };
+  timings: { freezeMs: number; frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number };
 }
 
 export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
@@ -77,7 +77,7 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
       `  created    ${m.createdAt} on kernel ${m.kernel} with CRIU ${m.criuVersion}`,
       `  options    ${JSON.stringify(m.options)}`,
       `  files      ${m.files.length}, ${bytes(size)}`,
-      `  timings    freeze ${duration(m.timings.freezeMs)}, dump ${duration(m.timings.dumpMs)}, stopped ${duration(m.timings.frozenWindowMs)}, total ${duration(m.timings.totalMs)}`,
+      `  timings    freeze ${duration(m.timings.freezeMs)}, ${checkpointTimings(m.timings, size)}`,
     ];
     for (const tree of m.trees) {
       lines.push(`  tree ${tree.index} (root ${tree.root})`);
