@@ -1,0 +1,212 @@
+// Fidelity, servers: programs from Debian's archive that nobody here wrote, checkpointed and restored
+// through a real agentd (its HTTP API on a private socket), on v1 and v2. What they prove:
+// - python3 -m http.server listening on 127.0.0.1: dumped (--after killed), the port is closed;
+//   restored, the same pid answers GET with the same bytes;
+// - the same server with wget downloading from it across the checkpoint (tcpEstablished): the
+//   connection is dumped and restored with both ends (agentd passes CRIU the network lock this host
+//   can use, docs/criu.md), and wget's file is byte-identical to the served one;
+// - redis-server holding data only in memory (no RDB, no AOF): every record written before the
+//   checkpoint is there after the restore, and it takes new writes;
+// - nginx, a master and 2 pre-forked workers: all 3 processes come back with their pids and serve.
+// Every program listens on a loopback port the kernel picked free at run time; the lab kills every
+// process of the test cgroups and removes the files whether a test passes or fails.
+
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { HIERARCHIES, pidAlive, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
+import { api, withAgent } from '../daemon/agent.js';
+import { accepts, freePort, generatedText, httpGet, missing, PROGRAMS, RedisClient, threadCount, waitListening } from './programs.js';
+
+const { lab, agent } = withAgent('fidelity-servers');
+
+const sha256 = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
+const sorted = (pids: readonly number[]): number[] => [...pids].sort((a, b) => a - b);
+
+interface Checkpointed {
+  readonly id: string;
+  readonly processes: number;
+}
+
+/** POST /v1/checkpoints, asserting 201. */
+async function checkpoint(cgroup: TestCgroup, options: Record<string, unknown>): Promise<Checkpointed> {
+  const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, ...options } });
+  assert.equal(res.status, 201, res.text);
+  return res.body;
+}
+
+/** POST /v1/checkpoints/ID/restore, asserting 200; the restored pids. */
+async function restore(id: string): Promise<number[]> {
+  const res = await api(agent.socket, 'POST', `/v1/checkpoints/${id}/restore`, { body: {} });
+  assert.equal(res.status, 200, res.text);
+  return sorted(res.body.pids);
+}
+
+/** Waits until every pid of a killed checkpoint is gone (CRIU restores the same pids). */
+async function waitKilled(pids: readonly number[]): Promise<void> {
+  await waitUntil(`pids ${pids.join(' ')} to be gone`, () => pids.every((pid) => !pidAlive(pid)), 20_000);
+}
+
+function commOf(pid: number): string {
+  return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+}
+
+for (const hierarchy of HIERARCHIES) {
+  describe(`servers from Debian, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('python3 -m http.server: killed by the checkpoint, restored, it answers on its port again', { skip: missing('python3') }, async () => {
+      const cgroup = lab.cgroup(hierarchy, 'http');
+      const www = lab.tempDir('www');
+      const page = generatedText(64 << 10);
+      writeFileSync(join(www, 'page.txt'), page);
+      const port = await freePort();
+      lab.spawnIn(cgroup, PROGRAMS.python3, ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www]);
+      await waitListening(port, 'http.server');
+      const before = await httpGet(port, '/page.txt');
+      assert.equal(before.status, 200);
+      const pids = sorted(lab.pidsOf(cgroup));
+
+      const { id } = await checkpoint(cgroup, { after: 'killed' });
+      await waitKilled(pids);
+      assert.equal(await accepts(port), false, 'nothing listens while it is checkpointed');
+
+      assert.deepEqual(await restore(id), pids);
+      assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids);
+      const after = await httpGet(port, '/page.txt');
+      assert.equal(after.status, 200);
+      assert.equal(sha256(after.body), sha256(page));
+      assert.equal((await httpGet(port, '/missing')).status, 404);
+    });
+
+    test('wget downloading from http.server across the checkpoint (tcpEstablished): the download completes, byte-identical', { skip: missing('python3', 'wget') }, async () => {
+      const host = await api(agent.socket, 'GET', '/v1/host');
+      assert.equal(host.body.criu.networkLock, 'nftables', 'this host has no iptables command: agentd must pick the nftables lock');
+      const cgroup = lab.cgroup(hierarchy, 'download');
+      const www = lab.tempDir('www');
+      const work = lab.tempDir('wget');
+      // 6 MiB at 2 MiB/s: about 3 s of transfer, with the checkpoint taken after the first MiB.
+      const data = generatedText(6 << 20);
+      writeFileSync(join(www, 'big.bin'), data);
+      const out = join(work, 'big.bin');
+      const port = await freePort();
+      // One tree (together.pl starts both): both ends of the connection are dumped and restored by
+      // one CRIU run. Two trees would be restored one after the other, and the first end, live
+      // again before its peer, would be answered with a reset.
+      const launcher = lab.spawnIn(cgroup, workload('together.pl'), [
+        PROGRAMS.python3, '-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www,
+        '--', PROGRAMS.wget, '--no-verbose', '--limit-rate=2m', '--tries=1', '-o', join(work, 'wget.log'), '-O', out, `http://127.0.0.1:${port}/big.bin`,
+      ]);
+      await waitListening(port, 'http.server');
+      launcher.kill('SIGUSR1');
+      await waitUntil('wget to have 1 MiB', () => statSync(out).size >= 1 << 20, 20_000);
+      const pids = sorted(await lab.waitForProcesses(cgroup, 3));
+      const wgetPid = pids.find((pid) => commOf(pid) === 'wget');
+      assert.ok(wgetPid, 'wget runs');
+
+      const { id, processes } = await checkpoint(cgroup, { after: 'killed', tcpEstablished: true });
+      const shown = await api(agent.socket, 'GET', `/v1/checkpoints/${id}`);
+      assert.equal(processes, 3, `launcher, server and wget were all dumped (wget had not finished): ${JSON.stringify(shown.body.trees)}`);
+      await waitKilled(pids);
+      const partial = statSync(out).size;
+      assert.ok(partial < data.length, `the download was cut at ${partial} of ${data.length} bytes`);
+
+      assert.deepEqual(await restore(id), pids);
+      await waitUntil('wget to finish', () => !pidAlive(wgetPid), 60_000);
+      assert.equal(statSync(out).size, data.length, readFileSync(join(work, 'wget.log'), 'utf8'));
+      assert.equal(sha256(readFileSync(out)), sha256(data), 'the restored download is byte-identical');
+      // The server outlived its client and still serves new connections.
+      assert.equal((await httpGet(port, '/big.bin')).body.length, data.length);
+    });
+
+    test('redis-server with no persistence: every record survives the checkpoint, and it takes writes after', { skip: missing('redis') }, async () => {
+      const cgroup = lab.cgroup(hierarchy, 'redis');
+      const dir = lab.tempDir('redis');
+      const port = await freePort();
+      lab.spawnIn(cgroup, PROGRAMS.redis, [
+        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no',
+        '--dir', dir, '--logfile', join(dir, 'redis.log'),
+      ]);
+      await waitListening(port, 'redis-server');
+      const [pid] = lab.pidsOf(cgroup);
+      assert.ok(threadCount(pid) >= 2, `redis-server runs background threads (${threadCount(pid)})`);
+      const N = 2000;
+      const key = (i: number) => `key:${i}`;
+      const value = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
+      const writer = await RedisClient.connect(port);
+      try {
+        const replies = await writer.pipeline(Array.from({ length: N }, (_, i) => ['SET', key(i), value(i)]));
+        assert.ok(replies.every((r) => r === 'OK'));
+        assert.equal(await writer.command('DBSIZE'), N);
+      } finally {
+        writer.close();
+      }
+
+      const { id } = await checkpoint(cgroup, { after: 'killed' });
+      await waitKilled([pid]);
+      assert.equal(await accepts(port), false);
+      assert.deepEqual(await restore(id), [pid]);
+
+      const reader = await RedisClient.connect(port);
+      try {
+        assert.equal(await reader.command('DBSIZE'), N);
+        const values = (await reader.command('MGET', ...Array.from({ length: N }, (_, i) => key(i)))) as (string | null)[];
+        assert.deepEqual(values, Array.from({ length: N }, (_, i) => value(i)));
+        assert.equal(await reader.command('SET', 'after-restore', 'yes'), 'OK');
+        assert.equal(await reader.command('GET', 'after-restore'), 'yes');
+        assert.equal(await reader.command('DBSIZE'), N + 1);
+      } finally {
+        reader.close();
+      }
+    });
+
+    test('nginx with 2 pre-forked workers: the master and both workers come back and serve', { skip: missing('nginx') }, async () => {
+      const cgroup = lab.cgroup(hierarchy, 'nginx');
+      const prefix = lab.tempDir('nginx');
+      const www = join(prefix, 'www');
+      mkdirSync(www);
+      const page = generatedText(16 << 10);
+      writeFileSync(join(www, 'index.html'), page);
+      const port = await freePort();
+      const conf = join(prefix, 'nginx.conf');
+      // Everything private to the test: pid file, logs, temp paths; no include of /etc/nginx.
+      writeFileSync(
+        conf,
+        [
+          'daemon off;',
+          'master_process on;',
+          'worker_processes 2;',
+          'user root;',
+          `pid ${prefix}/nginx.pid;`,
+          `error_log ${prefix}/error.log warn;`,
+          'events { worker_connections 64; }',
+          'http {',
+          '  access_log off;',
+          `  client_body_temp_path ${prefix}/body;`,
+          `  proxy_temp_path ${prefix}/proxy;`,
+          `  fastcgi_temp_path ${prefix}/fastcgi;`,
+          `  server { listen 127.0.0.1:${port}; root ${www}; }`,
+          '}',
+          '',
+        ].join('\n'),
+      );
+      lab.spawnIn(cgroup, PROGRAMS.nginx, ['-p', prefix, '-c', conf, '-e', join(prefix, 'error.log')]);
+      const pids = sorted(await lab.waitForProcesses(cgroup, 3));
+      await waitListening(port, 'nginx');
+      assert.equal((await httpGet(port, '/index.html')).status, 200);
+      assert.deepEqual(pids.map(commOf), ['nginx', 'nginx', 'nginx']);
+
+      const { id, processes } = await checkpoint(cgroup, { after: 'killed' });
+      assert.equal(processes, 3);
+      await waitKilled(pids);
+      assert.deepEqual(await restore(id), pids);
+      assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids, 'master and both workers are back');
+      for (let i = 0; i < 6; i++) {
+        const res = await httpGet(port, '/index.html');
+        assert.equal(res.status, 200);
+        assert.equal(sha256(res.body), sha256(page));
+      }
+      assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids, 'no worker died serving');
+    });
+  });
+}
