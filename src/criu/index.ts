@@ -17,7 +17,7 @@ export {
   type ManageCgroupsMode,
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
-export { criuErrorLines, failureCode, knownMismatch, logFacts } from './log.js';
+export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, type TracerLookup } from './log.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */
 export { stopCriuSafely, tasksTracedBy, CRIU_HUNG_AFTER_MS, type SafeStopResult, type HeldTask } from './stop.js';
 export {
