@@ -22,7 +22,7 @@ export interface CriuDumpOptions extends CriuRunOptions {
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
   /** --network-lock, given only with tcpEstablished (CriuInfo.networkLock). Default: CRIU's (iptables). */
-  readonly networkLock?: NetworkLock;
+  readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   /** Log file name inside imagesDir. Default dump.log. */
   readonly logName?: string;
@@ -33,7 +33,7 @@ export function checkAbsolute(what: string, path: string): void {
 }
 
 /** --network-lock LOCK, or nothing for CRIU's default. */
-export function networkLockArgs(lock: NetworkLock | undefined): string[] {
+export function networkLockArgs(lock: NetworkLock | null | undefined): string[] {
   return lock ? ['--network-lock', lock] : [];
 }
 

@@ -22,9 +22,9 @@ export interface CriuInfo {
   readonly selfTest: CriuSelfTest;
   /**
    * How CRIU locks the network around established TCP connections (--network-lock), chosen once
-   * here from what the host has (chooseNetworkLock); undefined when neither lock can work.
+   * here from what the host has (chooseNetworkLock); null when neither lock can work.
    */
-  readonly networkLock?: NetworkLock;
+  readonly networkLock: NetworkLock | null;
 }
 
 /** CRIU's two ways of locking established connections while it dumps and restores them. */
@@ -125,7 +125,7 @@ export async function findCriu(configuredPath?: string, options: FindCriuOptions
     version,
     check: { ok: c.code === 0, output: c.output },
     selfTest: readSelfTest(path, options.selfTestRecord),
-    ...(networkLock ? { networkLock } : {}),
+    networkLock: networkLock ?? null,
   };
 }
 

@@ -37,7 +37,7 @@ export interface CriuRestoreOptions extends CriuRunOptions {
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
   /** --network-lock, given only with tcpEstablished: the one the dump used (CriuInfo.networkLock). */
-  readonly networkLock?: NetworkLock;
+  readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   readonly cgroupRoots?: readonly CriuCgroupRoot[];
   /** --manage-cgroups. Default: CRIU's own (soft: recreates a missing cgroup with its properties). */

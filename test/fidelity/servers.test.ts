@@ -17,7 +17,7 @@ import { readFileSync, statSync, writeFileSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HIERARCHIES, pidAlive, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
-import { api, withAgent } from '../daemon/agent.js';
+import { agentctl, api, withAgent } from '../daemon/agent.js';
 import { accepts, freePort, generatedText, httpGet, missing, PROGRAMS, RedisClient, threadCount, waitListening } from './programs.js';
 
 const { lab, agent } = withAgent('fidelity-servers');
@@ -82,6 +82,8 @@ for (const hierarchy of HIERARCHIES) {
     test('wget downloading from http.server across the checkpoint (tcpEstablished): the download completes, byte-identical', { skip: missing('python3', 'wget') }, async () => {
       const host = await api(agent.socket, 'GET', '/v1/host');
       assert.equal(host.body.criu.networkLock, 'nftables', 'this host has no iptables command: agentd must pick the nftables lock');
+      const shown = await agentctl(['--socket', agent.socket, 'host']);
+      assert.match(shown.stdout, /^\s+tcp lock:\s+nftables \(CRIU --network-lock, for --tcp-established checkpoints\)$/m, shown.stderr);
       const cgroup = lab.cgroup(hierarchy, 'download');
       const www = lab.tempDir('www');
       const work = lab.tempDir('wget');
@@ -105,8 +107,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.ok(wgetPid, 'wget runs');
 
       const { id, processes } = await checkpoint(cgroup, { after: 'killed', tcpEstablished: true });
-      const shown = await api(agent.socket, 'GET', `/v1/checkpoints/${id}`);
-      assert.equal(processes, 3, `launcher, server and wget were all dumped (wget had not finished): ${JSON.stringify(shown.body.trees)}`);
+      const manifest = await api(agent.socket, 'GET', `/v1/checkpoints/${id}`);
+      assert.equal(processes, 3, `launcher, server and wget were all dumped (wget had not finished): ${JSON.stringify(manifest.body.trees)}`);
       await waitKilled(pids);
       const partial = statSync(out).size;
       assert.ok(partial < data.length, `the download was cut at ${partial} of ${data.length} bytes`);
