@@ -5,8 +5,9 @@
 // - the same server with wget downloading from it across the checkpoint (tcpEstablished): the
 //   connection is dumped and restored with both ends (agentd passes CRIU the network lock this host
 //   can use, docs/criu.md), and wget's file is byte-identical to the served one;
-// - redis-server holding data only in memory (no RDB, no AOF): every record written before the
-//   checkpoint is there after the restore, and it takes new writes;
+// - redis-server holding data only in memory (no RDB, no AOF), its client connected from outside the
+//   cgroup: refused without tcpEstablished, naming the option; with it, every record written before
+//   the checkpoint is there after the restore, it takes new writes, and the dead connection is dropped;
 // - nginx, a master and 2 pre-forked workers: all 3 processes come back with their pids and serve.
 // Every program listens on a loopback port the kernel picked free at run time; the lab kills every
 // process of the test cgroups and removes the files whether a test passes or fails.
@@ -121,7 +122,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal((await httpGet(port, '/big.bin')).body.length, data.length);
     });
 
-    test('redis-server with no persistence: every record survives the checkpoint, and it takes writes after', { skip: missing('redis') }, async () => {
+    test('redis-server with no persistence, a client connected from outside: every record survives, it takes writes after', { skip: missing('redis') }, async () => {
       const cgroup = lab.cgroup(hierarchy, 'redis');
       const dir = lab.tempDir('redis');
       const port = await freePort();
@@ -135,19 +136,28 @@ for (const hierarchy of HIERARCHIES) {
       const N = 2000;
       const key = (i: number) => `key:${i}`;
       const value = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
+      // The writer stays connected across the checkpoint, as a server's clients do: its end is
+      // outside the cgroup, so only redis's end of the connection is in the image.
       const writer = await RedisClient.connect(port);
       try {
         const replies = await writer.pipeline(Array.from({ length: N }, (_, i) => ['SET', key(i), value(i)]));
         assert.ok(replies.every((r) => r === 'OK'));
         assert.equal(await writer.command('DBSIZE'), N);
+
+        // Without tcpEstablished CRIU refuses the connected socket, and says which option it needs.
+        const refused = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy, after: 'killed' } });
+        assert.equal(refused.status, 500, refused.text);
+        assert.equal(refused.body.error.code, 'ECRIU');
+        assert.match(refused.body.error.message, /Connected TCP socket, consider using --tcp-established option/);
+        assert.equal(await writer.command('GET', key(7)), value(7), 'redis and its client went on as before');
+
+        const { id } = await checkpoint(cgroup, { after: 'killed', tcpEstablished: true });
+        await waitKilled([pid]);
+        assert.equal(await accepts(port), false);
+        assert.deepEqual(await restore(id), [pid]);
       } finally {
         writer.close();
       }
-
-      const { id } = await checkpoint(cgroup, { after: 'killed' });
-      await waitKilled([pid]);
-      assert.equal(await accepts(port), false);
-      assert.deepEqual(await restore(id), [pid]);
 
       const reader = await RedisClient.connect(port);
       try {
@@ -157,6 +167,11 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(await reader.command('SET', 'after-restore', 'yes'), 'OK');
         assert.equal(await reader.command('GET', 'after-restore'), 'yes');
         assert.equal(await reader.command('DBSIZE'), N + 1);
+        // The restored end of the writer's connection, whose peer is gone, is reset and dropped.
+        const clients = async () => Number(/connected_clients:(\d+)/.exec(String(await reader.command('INFO', 'clients')))?.[1]);
+        const deadline = Date.now() + 10_000;
+        while ((await clients()) !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+        assert.equal(await clients(), 1, 'only the new client is connected');
       } finally {
         reader.close();
       }
