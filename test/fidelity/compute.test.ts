@@ -36,6 +36,14 @@ function uninterrupted(input: Buffer): Buffer {
   return reference;
 }
 
+function comm(pid: number): string {
+  return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+}
+
+function readTracerPid(pid: number): number {
+  return Number(/^TracerPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
+}
+
 async function post(path: string, body: Record<string, unknown>): Promise<{ status: number; body: any; text: string }> {
   return api(agent.socket, 'POST', path, { body });
 }
@@ -87,10 +95,20 @@ for (const hierarchy of HIERARCHIES) {
       const cgroup = lab.cgroup(hierarchy, 'traced');
       const dir = lab.tempDir('traced');
       mkdirSync(join(dir, 'out'));
-      lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000']);
-      const pids = (await lab.waitForProcesses(cgroup, 2)).sort((a, b) => a - b);
-      const [tracer, traced] = pids;
-      await waitUntil('sleep to be traced', () => new RegExp(`^TracerPid:\\s+${tracer}$`, 'm').test(readFileSync(`/proc/${traced}/status`, 'utf8')));
+      const straced = lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let straceSaid = '';
+      straced.stderr?.on('data', (d: Buffer) => (straceSaid += d.toString()));
+      let straceExit: string | undefined;
+      straced.on('exit', (code, signal) => (straceExit = `${code ?? signal}`));
+      // strace forks short-lived children of its own at start (probing ptrace): wait for the two that stay.
+      let traced = 0;
+      let tracer = 0;
+      await waitUntil('strace to trace sleep', () => {
+        traced = lab.pidsOf(cgroup).find((pid) => comm(pid) === 'sleep') ?? 0;
+        tracer = traced ? readTracerPid(traced) : 0;
+        return tracer > 0 && comm(tracer) === 'strace' && lab.pidsOf(cgroup).length === 2;
+      });
+      const pids = [tracer, traced].sort((a, b) => a - b);
 
       const res = await post('/v1/checkpoints', { cgroup: cgroup.path, hierarchy, after: 'killed' });
       assert.equal(res.status, 500, res.text);
@@ -99,7 +117,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.match(res.body.error.message, /CRIU must trace every process it dumps .*detach the debugger or strace first/);
       assert.match(res.body.error.message, /\(CRIU: Error \(criu\/seize\.c:\d+\)/, 'what CRIU said is quoted after the reason');
       assert.equal(await state(cgroup), 'THAWED', 'the cgroup is as it was');
-      assert.ok(pids.every(pidAlive), 'strace and the traced process survived the attempt');
+      const trace = () => readFileSync(join(dir, 'out', 'trace'), 'utf8').split('\n').slice(-5).join(' / ');
+      assert.ok(pids.every(pidAlive), `strace and the traced process survived the attempt (strace exit ${straceExit}: ${straceSaid}; trace: ${trace()})`);
       assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
       const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
       assert.deepEqual(listed.body.checkpoints.filter((c: { status: string; cgroup?: string }) => c.status === 'good' && c.cgroup === cgroup.path), []);

@@ -92,6 +92,47 @@ export function httpGet(port: number, path: string, timeoutMs = 10_000): Promise
   });
 }
 
+/** One HTTP/1.0 request sent in parts over one connection, and its whole response (the server closes). */
+export class HalfRequest {
+  readonly connected: Promise<void>;
+  private readonly socket = new Socket();
+  private readonly chunks: Buffer[] = [];
+  private readonly ended: Promise<void>;
+
+  constructor(port: number) {
+    this.connected = new Promise((resolve, reject) => {
+      this.socket.once('error', reject);
+      this.socket.connect(port, '127.0.0.1', () => resolve());
+    });
+    this.socket.on('data', (d: Buffer) => this.chunks.push(d));
+    this.ended = new Promise((resolve, reject) => {
+      this.socket.once('end', () => resolve());
+      this.socket.once('error', reject);
+    });
+  }
+
+  send(text: string): void {
+    this.socket.write(text);
+  }
+
+  async response(timeoutMs = 20_000): Promise<{ status: number; body: Buffer }> {
+    let timer: NodeJS.Timeout | undefined;
+    const limit = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`no complete response within ${timeoutMs} ms`)), timeoutMs);
+    });
+    try {
+      await Promise.race([this.ended, limit]);
+    } finally {
+      clearTimeout(timer);
+      this.socket.destroy();
+    }
+    const all = Buffer.concat(this.chunks);
+    const head = all.indexOf('\r\n\r\n');
+    const status = Number(/^HTTP\/1\.\d (\d{3})/.exec(all.toString('latin1', 0, 64))?.[1] ?? 0);
+    return { status, body: head < 0 ? Buffer.alloc(0) : all.subarray(head + 4) };
+  }
+}
+
 /**
  * A Redis connection speaking RESP: commands as arrays of bulk strings, one reply at a time.
  * Enough for SET, GET, MGET, DBSIZE; a reply is a string, a number, null or an array of them.
