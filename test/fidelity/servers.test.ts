@@ -136,7 +136,8 @@ for (const hierarchy of HIERARCHIES) {
       ]);
       await waitListening(port, 'redis-server');
       const [pid] = lab.pidsOf(cgroup);
-      assert.ok(threadCount(pid) >= 2, `redis-server runs background threads (${threadCount(pid)})`);
+      const threads = threadCount(pid);
+      assert.ok(threads >= 2, `redis-server runs background threads (${threads})`);
       const N = 2000;
       const key = (i: number) => `key:${i}`;
       const value = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
@@ -159,6 +160,7 @@ for (const hierarchy of HIERARCHIES) {
         await waitKilled([pid]);
         assert.equal(await accepts(port), false);
         assert.deepEqual(await restore(id), [pid]);
+        assert.equal(threadCount(pid), threads, 'its threads came back');
       } finally {
         writer.close();
       }
