@@ -32,8 +32,14 @@ TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # iproute2: CRIU restores network state with `ip`; ca-certificates: npm over https; procps: pgrep/ps;
 # vagrant: the test suite runs `vagrant validate` on the Vagrantfile (no VM is started); fish, zsh:
 # the tests drive agentctl's completion scripts in the shells they are for; strace: the fault tests
-# park or kill CRIU at exact moments of a dump (docs/criu-faults.md).
-PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh strace)
+# park or kill CRIU at exact moments of a dump (docs/criu-faults.md), and test/fidelity shows a traced
+# process refused; python3, wget, redis-server, nginx-light, xz-utils: the programs test/fidelity
+# checkpoints and restores (each on a private config and a loopback port of its own).
+PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh strace python3 wget redis-server nginx-light xz-utils)
+# Of those, the ones whose package starts a system-wide service on install (nginx on port 80, redis
+# on 6379). The tests never use those instances: where this run installed one, it is stopped and
+# disabled again, so setup leaves no new listener behind.
+SERVICE_PACKAGES=(nginx-light:nginx redis-server:redis-server)
 
 export DEBIAN_FRONTEND=noninteractive
 export PATH="/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin${PATH:+:$PATH}"
@@ -60,6 +66,16 @@ if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
   apt-get update -qq || die "apt-get update failed: check the network and /etc/apt/sources.list.d"
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+  for entry in "${SERVICE_PACKAGES[@]}"; do
+    pkg=${entry%%:*}
+    unit=${entry#*:}
+    [[ " ${missing[*]} " == *" $pkg "* ]] || continue
+    if [ -d /run/systemd/system ]; then
+      systemctl disable --now "$unit.service" >/dev/null 2>&1 || true
+    else
+      service "$unit" stop >/dev/null 2>&1 || true
+    fi
+  done
 else
   say "system packages present: ${PACKAGES[*]}"
 fi

@@ -148,6 +148,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
           freezeCgroup: ref.dir,
           shellJob: options.shellJob,
           tcpEstablished: options.tcpEstablished,
+          networkLock: ctx.criu.networkLock,
           fileLocks: options.fileLocks,
           timeoutMs: deadline.left(`dumping tree ${tree.index} of ${name}`),
           signal: hooks.signal,

@@ -172,6 +172,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
             imagesDir: join(dir, `tree-${tree.index}`),
             workDir: treeWork,
             tcpEstablished: !!manifest.options.tcpEstablished,
+            networkLock: ctx.criu.networkLock,
             fileLocks: !!manifest.options.fileLocks,
             cgroupRoots,
             timeoutMs,

@@ -2,6 +2,7 @@
 
 import { isAbsolute, join } from 'node:path';
 import { AgentError } from '../errors/index.js';
+import type { NetworkLock } from './find.js';
 import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
 
 export interface CriuDumpOptions extends CriuRunOptions {
@@ -20,6 +21,8 @@ export interface CriuDumpOptions extends CriuRunOptions {
   /** --shell-job: needed for a tree on a terminal ("Found slave peer index 0 without correspond master peer"). */
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
+  /** --network-lock, given only with tcpEstablished (CriuInfo.networkLock). Default: CRIU's (iptables). */
+  readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   /** Log file name inside imagesDir. Default dump.log. */
   readonly logName?: string;
@@ -27,6 +30,11 @@ export interface CriuDumpOptions extends CriuRunOptions {
 
 export function checkAbsolute(what: string, path: string): void {
   if (!isAbsolute(path)) throw new AgentError('EINVAL', `${what} must be an absolute path, got "${path}"`);
+}
+
+/** --network-lock LOCK, or nothing for CRIU's default. */
+export function networkLockArgs(lock: NetworkLock | null | undefined): string[] {
+  return lock ? ['--network-lock', lock] : [];
 }
 
 /**
@@ -41,7 +49,7 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, '--freeze-cgroup', opts.freezeCgroup, '--leave-running'];
   args.push('-o', opts.logName ?? 'dump.log', '-v4');
   if (opts.shellJob) args.push('--shell-job');
-  if (opts.tcpEstablished) args.push('--tcp-established');
+  if (opts.tcpEstablished) args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
   return args;
 }

@@ -20,7 +20,15 @@ export interface CriuInfo {
   readonly check: CriuCheck;
   /** What scripts/install-criu.sh's functional self-test found for this binary on this kernel. */
   readonly selfTest: CriuSelfTest;
+  /**
+   * How CRIU locks the network around established TCP connections (--network-lock), chosen once
+   * here from what the host has (chooseNetworkLock); null when neither lock can work.
+   */
+  readonly networkLock: NetworkLock | null;
 }
+
+/** CRIU's two ways of locking established connections while it dumps and restores them. */
+export type NetworkLock = 'nftables' | 'iptables';
 
 export interface FindCriuOptions {
   /** The self-test record to read; default SELF_TEST_RECORD (/var/lib/agentd/criu-selftest.json). */
@@ -110,7 +118,32 @@ export async function findCriu(configuredPath?: string, options: FindCriuOptions
   }
 
   const c = await probe(path, ['check']);
-  return { path, version, check: { ok: c.code === 0, output: c.output }, selfTest: readSelfTest(path, options.selfTestRecord) };
+  const nft = await probe(path, ['check', '--feature', 'network_lock_nftables']);
+  const networkLock = chooseNetworkLock({ nftables: nft.code === 0, iptablesRestore: findInSearchPath('iptables-restore') !== undefined });
+  return {
+    path,
+    version,
+    check: { ok: c.code === 0, output: c.output },
+    selfTest: readSelfTest(path, options.selfTestRecord),
+    networkLock: networkLock ?? null,
+  };
+}
+
+/**
+ * The network lock to pass with --tcp-established. CRIU's default, iptables, runs the
+ * `iptables-restore` command, which this host and the VM guest do not have: every such dump fails
+ * with "Iptables configuration failed" (docs/criu.md, "Established TCP connections"). A CRIU built
+ * with libnftables (`criu check --feature network_lock_nftables`) locks through the library and
+ * needs no command, so it comes first; iptables only where the command exists; neither otherwise.
+ */
+export function chooseNetworkLock(host: { nftables: boolean; iptablesRestore: boolean }): NetworkLock | undefined {
+  if (host.nftables) return 'nftables';
+  if (host.iptablesRestore) return 'iptables';
+  return undefined;
+}
+
+function findInSearchPath(name: string): string | undefined {
+  return criuSearchPath().map((dir) => join(dir, name)).find(isExecutableFile);
 }
 
 /** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */

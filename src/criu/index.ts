@@ -3,7 +3,7 @@
 // a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves,
 // docs/criu-selection.md which CRIU is used and why).
 
-export { findCriu, requireWorkingCriu, criuSearchPath, type CriuInfo, type CriuCheck, type FindCriuOptions } from './find.js';
+export { findCriu, requireWorkingCriu, criuSearchPath, chooseNetworkLock, type CriuInfo, type CriuCheck, type FindCriuOptions, type NetworkLock } from './find.js';
 export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
@@ -17,7 +17,7 @@ export {
   type ManageCgroupsMode,
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
-export { criuErrorLines, failureCode, knownMismatch, logFacts } from './log.js';
+export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, type TracerLookup } from './log.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */
 export { stopCriuSafely, tasksTracedBy, CRIU_HUNG_AFTER_MS, type SafeStopResult, type HeldTask } from './stop.js';
 export {

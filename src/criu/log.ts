@@ -111,3 +111,28 @@ export function knownMismatch(text: string, known: { criuVersion?: string; kerne
     'install CRIU >= 4.2 (npm run setup builds it)'
   );
 }
+
+// CRIU seizes every task with ptrace (PTRACE_SEIZE), and a task has one tracer at most: a task that
+// strace or gdb traces cannot be seized. CRIU logs the EPERM as a warning, then its error: measured
+// with 4.2.1, "Unseizable non-zombie PID found" for a running task, and "zombie PID (comm sleep)
+// found while seizing" for one in a frozen cgroup (which is what agentd dumps), after retrying 10 s.
+const UNSEIZABLE = /Unable to interrupt task: (\d+) \(Operation not permitted\)/;
+
+/** Who traces a task: the tracer's pid and command, or undefined (not traced, or gone). */
+export type TracerLookup = (pid: number) => { pid: number; comm: string } | undefined;
+
+/**
+ * A failure because the program uses something CRIU refuses to checkpoint, said with the reason;
+ * undefined for any other failure. `tracerOf` looks up the task's tracer while it still exists.
+ */
+export function knownRefusal(text: string, tracerOf: TracerLookup): string | undefined {
+  const unseizable = UNSEIZABLE.exec(text);
+  if (!unseizable) return undefined;
+  const pid = Number(unseizable[1]);
+  const tracer = tracerOf(pid);
+  const who = tracer ? `it is traced by pid ${tracer.pid} (${tracer.comm})` : 'CRIU was not allowed to trace it (another process traces it, or did)';
+  return (
+    `process ${pid} cannot be checkpointed: ${who}, and CRIU must trace every process it dumps (ptrace allows one ` +
+    'tracer per process); detach the debugger or strace first'
+  );
+}

@@ -5,7 +5,8 @@ import { readFile, realpath, rm, rmdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { parseMountinfo } from '../proc/index.js';
-import { checkAbsolute } from './dump.js';
+import { checkAbsolute, networkLockArgs } from './dump.js';
+import type { NetworkLock } from './find.js';
 import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
 
 /**
@@ -35,6 +36,8 @@ export interface CriuRestoreOptions extends CriuRunOptions {
    */
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
+  /** --network-lock, given only with tcpEstablished: the one the dump used (CriuInfo.networkLock). */
+  readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   readonly cgroupRoots?: readonly CriuCgroupRoot[];
   /** --manage-cgroups. Default: CRIU's own (soft: recreates a missing cgroup with its properties). */
@@ -88,7 +91,7 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   if (detach) args.push('-d');
   args.push('-o', opts.logName ?? DEFAULT_LOG_NAME, '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
-  if (opts.tcpEstablished) args.push('--tcp-established');
+  if (opts.tcpEstablished) args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
   if (opts.leaveStopped) args.push('--leave-stopped');
   if (opts.manageCgroups) args.push(`--manage-cgroups=${opts.manageCgroups}`);

@@ -6,7 +6,8 @@ import { statfsSync, writeFileSync } from 'node:fs';
 import { release } from 'node:os';
 import { dirname } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { criuErrorLines, failureCode, knownMismatch, readLogTail, stderrLines } from './log.js';
+import { readProcStat, readTracerPid } from '../proc/index.js';
+import { criuErrorLines, failureCode, knownMismatch, knownRefusal, readLogTail, stderrLines, type TracerLookup } from './log.js';
 import { stopCriuSafely, type SafeStopResult } from './stop.js';
 
 export interface CriuRunOptions {
@@ -237,6 +238,9 @@ export async function criuFailure(
   // A CRIU too old for this kernel: say what to install, then what CRIU said.
   const mismatch = code === 'ECRIU' ? knownMismatch(`${log ?? ''}\n${stderr}`, { kernel: release() }) : undefined;
   if (mismatch) cause = `${mismatch} (CRIU: ${quoted})`;
+  // A program CRIU refuses: say why in words, then what CRIU said.
+  const refusal = code === 'ECRIU' && !mismatch ? knownRefusal(`${log ?? ''}\n${stderr}`, tracerOf) : undefined;
+  if (refusal) cause = `${refusal} (CRIU: ${quoted})`;
   // CRIU logs into the images directory: when that file system fills up, the log may end before
   // CRIU's error is written (seen with CRIU 3.17.1, and with 4.2.1 in both of two runs of
   // test/faults/criu-faults.test.ts's dump into a tmpfs filled mid-dump), or in the middle of it
@@ -257,9 +261,16 @@ export async function criuFailure(
       errors: errors.slice(0, 50),
       durationMs: run.durationMs,
       ...(mismatch ? { mismatch } : {}),
+      ...(refusal ? { refusal } : {}),
     },
   });
 }
+
+const tracerOf: TracerLookup = (pid) => {
+  const tracer = readTracerPid(pid);
+  if (!tracer) return undefined;
+  return { pid: tracer, comm: readProcStat(tracer)?.comm ?? 'unknown' };
+};
 
 // Less free space than this where CRIU writes counts as a full file system.
 const FULL_BELOW_BYTES = 64 * 1024;

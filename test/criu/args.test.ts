@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { criuEnv, dumpArgs, restoreArgs } from '../../src/criu/index.js';
+import { chooseNetworkLock, criuEnv, dumpArgs, restoreArgs } from '../../src/criu/index.js';
 
 describe('CRIU arguments', () => {
   test('dump: the fixed core, then the options in order', () => {
@@ -41,6 +41,22 @@ describe('CRIU arguments', () => {
       '--shell-job', '--leave-stopped', '--manage-cgroups=soft',
       '--cgroup-root', 'freezer:/jobs/b', '--cgroup-root', ':/jobs/b',
     ]);
+  });
+
+  test('the network lock goes with --tcp-established only, on dump and restore alike', () => {
+    const dump = { criuPath: '/usr/local/sbin/criu', pid: 42, imagesDir: '/var/img', freezeCgroup: '/sys/fs/cgroup/x' };
+    assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true, networkLock: 'nftables' }).slice(11), ['--tcp-established', '--network-lock', 'nftables']);
+    assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true }).slice(11), ['--tcp-established'], "no lock known: CRIU's default");
+    assert.equal(dumpArgs({ ...dump, networkLock: 'nftables' }).includes('--network-lock'), false, 'no connections to lock');
+    const restore = { criuPath: '/usr/local/sbin/criu', imagesDir: '/var/img', tcpEstablished: true, networkLock: 'iptables' as const };
+    assert.deepEqual(restoreArgs(restore, '/var/img/p').slice(-3), ['--tcp-established', '--network-lock', 'iptables']);
+  });
+
+  test('the network lock is picked from what the host has: nftables in CRIU first, the iptables command next, else none', () => {
+    assert.equal(chooseNetworkLock({ nftables: true, iptablesRestore: true }), 'nftables');
+    assert.equal(chooseNetworkLock({ nftables: true, iptablesRestore: false }), 'nftables');
+    assert.equal(chooseNetworkLock({ nftables: false, iptablesRestore: true }), 'iptables');
+    assert.equal(chooseNetworkLock({ nftables: false, iptablesRestore: false }), undefined);
   });
 
   test('CRIU runs without hardware breakpoints unless asked (CRIU_FAULT=130)', () => {

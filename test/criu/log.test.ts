@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { criuErrorLines, criuFailure, failureCode, knownMismatch, logFacts } from '../../src/criu/index.js';
+import { criuErrorLines, criuFailure, failureCode, knownMismatch, knownRefusal, logFacts } from '../../src/criu/index.js';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -96,5 +96,21 @@ describe('a known CRIU/kernel mismatch: SO_PASSCRED on Linux >= 6.16 with CRIU <
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+});
+
+// What CRIU 4.2.1 logged here dumping a cgroup holding `strace -f sleep 1000` (frozen, as agentd
+// dumps it): a warning with the EPERM, then a misleading "zombie" error, once every 100 ms for 10 s.
+const TRACED_LOG = [
+  '(00.045567) Warn  (compel/src/lib/infect.c:132): Unable to interrupt task: 12662 (Operation not permitted)',
+  '(00.045596) Error (criu/seize.c:335): zombie 12662 (comm sleep) found while seizing',
+].join('\n');
+
+describe('programs CRIU refuses', () => {
+  test('a traced task: named with its tracer, or said plainly when the tracer is gone', () => {
+    const traced = knownRefusal(TRACED_LOG, (pid) => (pid === 12662 ? { pid: 12658, comm: 'strace' } : undefined));
+    assert.match(traced ?? '', /^process 12662 cannot be checkpointed: it is traced by pid 12658 \(strace\), and CRIU must trace every process it dumps/);
+    assert.match(knownRefusal(TRACED_LOG, () => undefined) ?? '', /^process 12662 cannot be checkpointed: CRIU was not allowed to trace it/);
+    assert.equal(knownRefusal(LOG, () => ({ pid: 1, comm: 'x' })), undefined, 'any other failure is left as CRIU said it');
   });
 });

@@ -21,7 +21,7 @@ interface Host {
   memory: { totalBytes: number; availableBytes: number };
   imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
-  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest } | { ok: false; error: { code: string; message: string } };
+  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest; networkLock?: string | null } | { ok: false; error: { code: string; message: string } };
   agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string; allowedImagesDirs?: string[] };
 }
 
@@ -49,6 +49,13 @@ function selfTestLine(criu: Host['criu']): string | undefined {
   }
 }
 
+/** The lock CRIU is given for established TCP connections (docs/criu.md); an older agent reports none. */
+function networkLockLine(criu: Host['criu']): string | undefined {
+  if (!criu.ok || criu.networkLock === undefined) return undefined;
+  if (criu.networkLock) return `${criu.networkLock} (CRIU --network-lock, for --tcp-established checkpoints)`;
+  return 'none usable: --tcp-established checkpoints fail (no iptables-restore here, and this CRIU lacks nftables)';
+}
+
 /** Image roots a checkpoint may name beside the agent's own (agentd --allow-images-dir); an older agent says none. */
 function alsoAllowed(h: Host): string[] {
   return (h.agent.allowedImagesDirs ?? []).filter((dir) => dir !== h.imagesDir.path);
@@ -73,6 +80,7 @@ export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
         `cgroups   ${h.cgroups.mode}: ${mounts || 'no freezer hierarchy mounted'}`,
         `criu      ${criuLine(h.criu)}`,
         ...(selfTestLine(h.criu) ? [`          self-test: ${selfTestLine(h.criu)}`] : []),
+        ...(networkLockLine(h.criu) ? [`          tcp lock:  ${networkLockLine(h.criu)}`] : []),
         `agentd    ${h.agent.version}, pid ${h.agent.pid}, on ${h.agent.socket} since ${h.agent.startedAt}`,
       ].join('\n'),
     );
