@@ -27,7 +27,7 @@ import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../cr
 import { AgentError, isAgentError } from '../errors/index.js';
 import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
 import { warmHashThreads } from './hash-pool.js';
-import { describeLost, lostProcesses, type LostProcess } from './lost.js';
+import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
@@ -232,6 +232,10 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   } catch (err) {
     await hold?.end().catch(() => undefined);
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
+    // A CRIU killed from outside may have left a task at the trap it planted, doomed to die of
+    // SIGTRAP as soon as it runs (docs/criu-faults.md). Let such tasks run and end now, so that the
+    // error names them and a FROZEN prior state does not keep one that dies at the next thaw.
+    if (isAgentError(err) && err.details?.signal && !thawed) await settleDoomed(lease, trees);
     // After the thaw the workload runs on: freezing it again for a failed image would only stop it.
     if (prior !== undefined && !thawed) await returnToPrior(lease.freezer, prior);
     // Once thawed, a process may end on its own: that is the workload's business, not a loss.
@@ -243,6 +247,17 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   } finally {
     lease.release();
   }
+}
+
+// How long tasks left at CRIU's trap get to end once thawed: they die at their next instruction.
+const DOOMED_SETTLE_MS = 5_000;
+
+async function settleDoomed(lease: CgroupLease, trees: readonly TreeRecord[]): Promise<void> {
+  const pids = trees.flatMap((t) => t.processes.map((p) => p.pid));
+  if (!pids.some(leftAtCriuTrap)) return;
+  await lease.freezer.thaw().catch(() => undefined);
+  const until = Date.now() + DOOMED_SETTLE_MS;
+  while (pids.some(leftAtCriuTrap) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
 }
 
 /** The --after policy, announced and recorded in the lock (recovery completes it if the agent dies). */

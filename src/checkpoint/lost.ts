@@ -3,7 +3,7 @@
 // task to die of SIGTRAP (docs/criu-faults.md); the kernel then logs `traps: COMM[PID] trap int3`,
 // which is the only word on why, since the task was not our child.
 
-import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
 import { readProcStat } from '../proc/index.js';
 import type { ProcessRecord, TreeRecord } from './types.js';
 
@@ -49,6 +49,35 @@ function kernelLines(): string[] {
     closeSync(fd);
   }
   return lines;
+}
+
+/**
+ * True when the process sits right at an `int3` (0xCC) instruction: where a CRIU killed inside an
+ * injected syscall leaves a task (docs/criu-faults.md); it dies of SIGTRAP at its next instruction.
+ * A task stopped or frozen anywhere else sits after a syscall instruction or in its own code, never
+ * at an int3 (that is a debugger's business, and a debugger would be its tracer, which CRIU was).
+ */
+export function leftAtCriuTrap(pid: number): boolean {
+  let pc: number;
+  try {
+    // "NR args... sp pc", or "-1 sp pc" outside a syscall, or "running".
+    const fields = readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(' ');
+    if (fields.length < 3) return false;
+    pc = Number(fields[fields.length - 1]);
+  } catch {
+    return false; // gone
+  }
+  if (!Number.isSafeInteger(pc) || pc <= 0) return false;
+  let fd: number | undefined;
+  try {
+    fd = openSync(`/proc/${pid}/mem`, constants.O_RDONLY);
+    const byte = Buffer.alloc(1);
+    return readSync(fd, byte, 0, 1, pc) === 1 && byte[0] === 0xcc;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }
 
 /** The processes of `trees` that are gone now, each with what the kernel logged of it. */
