@@ -42,7 +42,9 @@ function run(command: string, args: string[]): Promise<{ code: number | null; st
     let stderr = '';
     child.stdout!.on('data', (c) => (stdout += c));
     child.stderr!.on('data', (c) => (stderr += c));
-    child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    // 'close', not 'exit': the exit can be seen before the last of stderr is read (2 of 19 EBUSY
+    // messages were missing once, on a loaded machine).
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
 
