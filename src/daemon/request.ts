@@ -174,7 +174,7 @@ export function checkpointId(raw: string): string {
   } catch {
     throw invalid(`checkpoint id "${raw.slice(0, 100)}" is not valid percent-encoding`);
   }
-  if (id.length === 0 || id.length > 200 || /[\/\0]/.test(id) || id === '.' || id === '..') {
+  if (id.length === 0 || id.length > 200 || /[/\0]/.test(id) || id === '.' || id === '..') {
     throw invalid(`invalid checkpoint id ${JSON.stringify(id.slice(0, 100))}: expected one name of letters, digits, '-' and '_'`);
   }
   return id;
