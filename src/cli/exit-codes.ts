@@ -8,7 +8,6 @@
 
 import type { ErrorCode } from '../errors/index.js';
 
-export const EXIT_OK = 0;
 export const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 

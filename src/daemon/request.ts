@@ -115,10 +115,6 @@ function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
 export const hierarchy: Checker<Hierarchy> = oneOf<Hierarchy>(['v1', 'v2']);
 export const afterPolicy: Checker<AfterPolicy> = oneOf<AfterPolicy>(AFTER_POLICIES);
 
-/** Query parameters arrive as strings: a timeout is given in ms as digits. */
-export const timeoutMsParam: Checker<number> = (value, field) =>
-  timeoutMs(typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value, field);
-
 export interface Rule<T, R extends boolean> {
   readonly check: Checker<T>;
   readonly required: R;

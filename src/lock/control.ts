@@ -12,7 +12,7 @@ import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
-import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type CheckpointHold, type LockHolder, type LockOperation } from './types.js';
+import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
 
 function newRequestId(): string {
   return randomBytes(4).toString('hex');
@@ -83,17 +83,6 @@ export class CgroupControl {
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);
     return Lease.acquire(ref, this.lockPath(ref), info);
-  }
-
-  /** lease + lease.beginCheckpoint(); on refusal (not FROZEN) the lease is released again. */
-  beginCheckpoint(ref: CgroupRef, info: { requestId: string }): CheckpointHold {
-    const lease = this.lease(ref, { requestId: info.requestId, operation: 'checkpoint' });
-    try {
-      return lease.beginCheckpoint();
-    } catch (err) {
-      lease.release();
-      throw err;
-    }
   }
 
   /**

@@ -13,7 +13,7 @@ import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { anyHierarchy, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
-import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
+import { beginCheckpoint, holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
@@ -102,7 +102,7 @@ for (const hierarchy of HIERARCHIES) {
       const control = new CgroupControl({ runDir: agent.runDir });
       const ref = resolveCgroup(cgroup.path, { hierarchy });
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: 'cli-test-hold' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'cli-test-hold' });
       try {
         assert.equal((await ctl('state', cgroup.path, '--hierarchy', hierarchy)).stdout, 'CHECKPOINTING\n');
         failed(await ctl('kill', cgroup.path, '--hierarchy', hierarchy), 'EBUSY', 4, new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`));
