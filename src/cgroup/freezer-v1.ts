@@ -8,7 +8,8 @@ import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { backoff } from './timing.js';
 import { V1_POLL_MS, watchState } from './state-watch.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreeDirs, subtreePids } from './ancestry.js';
+import { nearestFreezingAncestor, subtreeDirs } from './ancestry.js';
+import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -122,7 +123,7 @@ export class V1Freezer implements Freezer {
       this.stateFile.write('THAWED');
       for (const dir of subtreeDirs(this.cgroup.dir).slice(1)) thawQuietly(dir);
     };
-    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killThenThaw, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killSubtree(this.cgroup, this.name, killThenThaw, options.timeoutMs);
   }
 
   watch(onChange: () => void): StateWatch {

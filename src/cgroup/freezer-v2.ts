@@ -8,7 +8,8 @@ import { ControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { V2_REREAD_MS, watchState } from './state-watch.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreePids } from './ancestry.js';
+import { nearestFreezingAncestor } from './ancestry.js';
+import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -91,7 +92,7 @@ export class V2Freezer implements Freezer {
         file.close();
       }
     };
-    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killOnce, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killSubtree(this.cgroup, this.name, killOnce, options.timeoutMs);
     if (this.freezingAncestor() === undefined) this.freezeFile.write('0');
   }
 

@@ -10,7 +10,7 @@ import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
-import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
+import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
 
@@ -40,7 +40,7 @@ export class CgroupControl {
     } finally {
       freezer.close();
     }
-    const lock = probe(this.lockPath(ref));
+    const lock = inspectLock(this.lockPath(ref));
     return statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked);
   }
 
@@ -90,7 +90,7 @@ export class CgroupControl {
    * finished. What to do about each cgroup (thaw it, keep it frozen) is recovery's decision.
    */
   staleLocks(): LockHolder[] {
-    return this.probeAll()
+    return this.inspectAll()
       .filter(({ lock }) => !lock.locked && isLive(lock.record))
       .map(({ lock }) => lock.record!);
   }
@@ -100,7 +100,7 @@ export class CgroupControl {
    * another agent's on the same run directory. Recovery must leave what they work on alone.
    */
   heldLocks(): LockHolder[] {
-    return this.probeAll()
+    return this.inspectAll()
       .map(({ lock }) => (lock.locked ? holderOfLocked(lock.record) : undefined))
       .filter((record): record is LockHolder => record !== undefined);
   }
@@ -122,14 +122,14 @@ export class CgroupControl {
    */
   sweep(): string[] {
     const removed: string[] = [];
-    for (const { path, lock } of this.probeAll()) {
+    for (const { path, lock } of this.inspectAll()) {
       if (lock.locked || isLive(lock.record)) continue;
       if (removeIfUnlocked(path, (record) => isLive(record)).outcome === 'removed') removed.push(path);
     }
     return removed;
   }
 
-  private probeAll(): { path: string; lock: ReturnType<typeof probe> }[] {
+  private inspectAll(): { path: string; lock: LockFileState }[] {
     let names: string[];
     try {
       names = readdirSync(this.locksDir);
@@ -137,17 +137,17 @@ export class CgroupControl {
       if (systemErrno(err) === 'ENOENT') return [];
       throw fromSystemError(err, `failed to list lock directory ${this.locksDir}`);
     }
-    const probes: { path: string; lock: ReturnType<typeof probe> }[] = [];
+    const states: { path: string; lock: LockFileState }[] = [];
     for (const name of names.filter((n) => n.endsWith(LOCK_SUFFIX)).sort()) {
       const path = join(this.locksDir, name);
       try {
-        const lock = probe(path);
-        if (lock.exists) probes.push({ path, lock });
+        const lock = inspectLock(path);
+        if (lock.exists) states.push({ path, lock });
       } catch {
         continue; // not a plain lock file of ours (a planted symlink, say): nothing a holder left
       }
     }
-    return probes;
+    return states;
   }
 
   /** Removes the cgroup's lock file if nobody holds it; EBUSY naming the holder if someone does. */
