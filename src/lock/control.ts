@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { openFreezer, type CgroupRef, type FreezerStatus } from '../cgroup/index.js';
+import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
@@ -45,38 +45,21 @@ export class CgroupControl {
   }
 
   async freeze(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'freeze' });
-    try {
-      lease.update({ phase: 'freezing', priorState: lease.freezer.state() });
-      await lease.freezer.freeze(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    return this.underLease(ref, 'freeze', 'freezing', opts.requestId, (freezer) =>
+      freezer.freeze(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    );
   }
 
   async thaw(ref: CgroupRef, opts: { requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'thaw' });
-    try {
-      lease.update({ phase: 'thawing', priorState: lease.freezer.state() });
-      // The driver refuses (EBUSY) a cgroup frozen by its parent.
-      await lease.freezer.thaw();
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    // The driver refuses (EBUSY) a cgroup frozen by its parent.
+    return this.underLease(ref, 'thaw', 'thawing', opts.requestId, (freezer) => freezer.thaw());
   }
 
   /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
   async kill(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'kill' });
-    try {
-      lease.update({ phase: 'killing', priorState: lease.freezer.state() });
-      await lease.freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    return this.underLease(ref, 'kill', 'killing', opts.requestId, (freezer) =>
+      freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    );
   }
 
   /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
@@ -127,6 +110,24 @@ export class CgroupControl {
       if (removeIfUnlocked(path, (record) => isLive(record)).outcome === 'removed') removed.push(path);
     }
     return removed;
+  }
+
+  /** One freezer change under the cgroup's lock: the phase and prior state recorded, then change(), then the status. */
+  private async underLease(
+    ref: CgroupRef,
+    operation: LockOperation,
+    phase: string,
+    requestId: string | undefined,
+    change: (freezer: Freezer) => Promise<void>,
+  ): Promise<CgroupStatus> {
+    const lease = this.lease(ref, { requestId: requestId ?? newRequestId(), operation });
+    try {
+      lease.update({ phase, priorState: lease.freezer.state() });
+      await change(lease.freezer);
+      return releasedStatus(ref, lease);
+    } finally {
+      lease.release();
+    }
   }
 
   private inspectAll(): { path: string; lock: LockFileState }[] {
