@@ -28,7 +28,7 @@ function stillThere(p: OrphanCriu): boolean {
 }
 
 /** Live processes whose arguments hold `-D <dir>/...`: CRIU runs (or a stand-in) writing under dir. */
-export function criuWorkingIn(dir: string): OrphanCriu[] {
+function criuWorkingIn(dir: string): OrphanCriu[] {
   const prefix = dir.endsWith('/') ? dir : dir + '/';
   const found: OrphanCriu[] = [];
   for (const entry of readdirSync('/proc')) {

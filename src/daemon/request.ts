@@ -13,7 +13,7 @@ import { ProtocolError } from './http-status.js';
 export const MAX_BODY_BYTES = 64 * 1024;
 const MAX_STRING = 4096;
 /** One day: longer than any checkpoint, shorter than forever. */
-export const MAX_TIMEOUT_MS = 86_400_000;
+const MAX_TIMEOUT_MS = 86_400_000;
 
 /** A request id a client may choose (X-Request-Id), and name again to cancel its operation. */
 export const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -23,7 +23,7 @@ function invalid(message: string): ProtocolError {
 }
 
 /** Reads the whole body, refusing more than `limit` bytes. */
-export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
+function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     return Promise.reject(new ProtocolError(413, 'EINVAL', `request body of ${declared} bytes is larger than the ${limit}-byte limit`));

@@ -105,7 +105,7 @@ export function openForLocking(path: string): number {
 }
 
 /** Opens an existing lock file; undefined when there is none. */
-export function openExisting(path: string, writable = false): number | undefined {
+function openExisting(path: string, writable = false): number | undefined {
   let fd: number;
   try {
     fd = openSync(path, (writable ? constants.O_RDWR : constants.O_RDONLY) | COMMON_FLAGS);
