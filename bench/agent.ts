@@ -86,6 +86,7 @@ export function residentBytes(pid: number): number {
 
 export interface CallResult {
   readonly status: number;
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed JSON reply: the bench reads its fields and fails loudly when one is missing
   readonly body: any;
   /** From just before the request was started to the end of the reply, in milliseconds. */
   readonly ms: number;

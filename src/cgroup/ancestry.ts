@@ -1,11 +1,8 @@
-// What both drivers need to know about a cgroup's ancestors and descendants, and about emptying a
-// cgroup and its subtree.
+// What both drivers need to know about a cgroup's ancestors and descendants.
 
 import { existsSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import { AgentError } from '../errors/index.js';
 import { readControlFile, readPids } from './control-file.js';
-import { backoff, waitForPidsGone } from './timing.js';
 import type { CgroupRef } from './types.js';
 
 /**
@@ -46,41 +43,4 @@ export function subtreePids(dir: string, name: string): number[] {
     }
   }
   return pids;
-}
-
-/**
- * Repeats `killOnce` over the cgroup's processes until it stays empty (tasks forked meanwhile are
- * caught by the next round), then waits until every killed pid is gone from /proc.
- */
-export async function killUntilEmpty(
-  processes: () => number[],
-  killOnce: (pids: number[]) => void,
-  timeoutMs: number,
-  name: string,
-): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const killed = new Set<number>();
-  for (let attempt = 0; ; attempt++) {
-    const pids = processes();
-    if (pids.length === 0) break;
-    pids.forEach((pid) => killed.add(pid));
-    killOnce(pids);
-    if (Date.now() >= deadline) {
-      throw new AgentError('ETIMEDOUT', `cgroup ${name}: processes ${pids.join(', ')} survived SIGKILL`);
-    }
-    await backoff(attempt);
-  }
-  if (!(await waitForPidsGone([...killed], deadline))) {
-    throw new AgentError('ETIMEDOUT', `cgroup ${name}: killed processes were not reaped in time`);
-  }
-}
-
-export function sigkill(pids: readonly number[]): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // Already gone.
-    }
-  }
 }

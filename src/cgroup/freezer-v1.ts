@@ -7,7 +7,9 @@ import { ControlFile, readControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { backoff } from './timing.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreeDirs, subtreePids } from './ancestry.js';
+import { V1_POLL_MS, watchState } from './state-watch.js';
+import { nearestFreezingAncestor, subtreeDirs } from './ancestry.js';
+import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -15,6 +17,7 @@ import {
   type Freezer,
   type FreezerState,
   type FreezerStatus,
+  type StateWatch,
 } from './types.js';
 
 // A v1 freeze can stay in FREEZING while tasks keep arriving (a fork storm) or while one task will
@@ -120,7 +123,11 @@ export class V1Freezer implements Freezer {
       this.stateFile.write('THAWED');
       for (const dir of subtreeDirs(this.cgroup.dir).slice(1)) thawQuietly(dir);
     };
-    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killThenThaw, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killSubtree(this.cgroup, this.name, killThenThaw, options.timeoutMs);
+  }
+
+  watch(onChange: () => void): StateWatch {
+    return watchState(onChange, V1_POLL_MS);
   }
 
   close(): void {

@@ -1,13 +1,15 @@
 // cgroup v2 freezer: write 1/0 to cgroup.freeze; the kernel reports completion as `frozen 1`/`frozen 0`
 // in cgroup.events and raises an inotify modify event each time that file changes.
 
-import { existsSync, watch, type FSWatcher } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
 import { ControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
-import { killUntilEmpty, nearestFreezingAncestor, sigkill, subtreePids } from './ancestry.js';
+import { V2_REREAD_MS, watchState } from './state-watch.js';
+import { nearestFreezingAncestor } from './ancestry.js';
+import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
   type CgroupRef,
@@ -15,12 +17,8 @@ import {
   type Freezer,
   type FreezerState,
   type FreezerStatus,
+  type StateWatch,
 } from './types.js';
-
-// The kernel rate-limits cgroup.events notifications (a change within ~16 ms of the previous one is
-// reported up to 16 ms late) and inotify is delivered by a kernel worker that can lag under load. So
-// the event only wakes us early; a re-read every 20 ms guarantees progress without trusting it.
-const FALLBACK_REREAD_MS = 20;
 
 export class V2Freezer implements Freezer {
   private readonly name: string;
@@ -94,8 +92,12 @@ export class V2Freezer implements Freezer {
         file.close();
       }
     };
-    await killUntilEmpty(() => subtreePids(this.cgroup.dir, this.name), killOnce, options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS, this.name);
+    await killSubtree(this.cgroup, this.name, killOnce, options.timeoutMs);
     if (this.freezingAncestor() === undefined) this.freezeFile.write('0');
+  }
+
+  watch(onChange: () => void): StateWatch {
+    return watchState(onChange, V2_REREAD_MS, this.eventsFile.path);
   }
 
   close(): void {
@@ -114,6 +116,9 @@ export class V2Freezer implements Freezer {
    * 0.25 ms on the reference VM when the agent was idle, more than the freeze itself (docs/bench.md).
    * Nothing can be missed: the file is re-read once the watch is in place, so a change that landed
    * between the first read and the watch is seen by that read, and any later one raises an event.
+   * The kernel rate-limits cgroup.events notifications (a change within ~16 ms of the previous one is
+   * reported up to 16 ms late) and inotify can lag under load, so the event only wakes us early; the
+   * watch's re-read every 20 ms guarantees progress without trusting it (state-watch.ts).
    */
   private async writeAndWait(value: '0' | '1', timeoutMs: number): Promise<boolean> {
     const wantFrozen = value === '1';
@@ -121,21 +126,14 @@ export class V2Freezer implements Freezer {
     this.freezeFile.write(value);
     if (this.kernelSaysFrozen() === wantFrozen) return true;
     let wake: (() => void) | undefined;
-    let watcher: FSWatcher | undefined;
-    try {
-      watcher = watch(this.eventsFile.path, { persistent: false }, () => wake?.());
-      // The cgroup vanishing makes the watch fail; the next read reports that as ENOENT.
-      watcher.on('error', () => wake?.());
-    } catch {
-      watcher = undefined; // no inotify (limits reached): the periodic re-read still converges
-    }
+    const watch = this.watch(() => wake?.());
     try {
       for (;;) {
         if (this.kernelSaysFrozen() === wantFrozen) return true;
         const left = deadline - Date.now();
         if (left <= 0) return false;
         await new Promise<void>((resolve) => {
-          const timer = setTimeout(resolve, Math.min(FALLBACK_REREAD_MS, left));
+          const timer = setTimeout(resolve, left);
           wake = () => {
             clearTimeout(timer);
             resolve();
@@ -144,7 +142,7 @@ export class V2Freezer implements Freezer {
         wake = undefined;
       }
     } finally {
-      watcher?.close();
+      watch.close();
     }
   }
 

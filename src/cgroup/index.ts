@@ -5,7 +5,7 @@ import { V1Freezer } from './freezer-v1.js';
 import { V2Freezer } from './freezer-v2.js';
 import type { CgroupRef, Freezer } from './types.js';
 
-export type { CgroupRef, Freezer, FreezerState, FreezerStatus, FreezeOptions, Hierarchy } from './types.js';
+export type { CgroupRef, Freezer, FreezerState, FreezerStatus, FreezeOptions, Hierarchy, StateWatch } from './types.js';
 export { DEFAULT_FREEZE_TIMEOUT_MS } from './types.js';
 export { discoverMounts, parseMountinfo, type CgroupMounts, type CgroupMode } from './mounts.js';
 export { resolveCgroup, describeCgroup, type ResolveOptions } from './resolve.js';

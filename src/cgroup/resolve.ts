@@ -15,7 +15,7 @@ export interface ResolveOptions {
 const MAX_PATH_LENGTH = 4096;
 
 /** The file whose presence makes a directory a freezer cgroup of that hierarchy. */
-export const FREEZER_FILE: Record<Hierarchy, string> = { v1: 'freezer.state', v2: 'cgroup.freeze' };
+const FREEZER_FILE: Record<Hierarchy, string> = { v1: 'freezer.state', v2: 'cgroup.freeze' };
 
 function mountOf(mounts: CgroupMounts, hierarchy: Hierarchy): string | undefined {
   return hierarchy === 'v1' ? mounts.v1Freezer : mounts.v2;

@@ -31,6 +31,11 @@ export interface FreezeOptions {
   readonly timeoutMs?: number;
 }
 
+/** A running Freezer.watch(); close() stops it (idempotent). */
+export interface StateWatch {
+  close(): void;
+}
+
 export interface Freezer {
   readonly cgroup: CgroupRef;
   status(): FreezerStatus;
@@ -46,6 +51,12 @@ export interface Freezer {
    * gone; leaves it THAWED. EBUSY on a v1 cgroup frozen by its parent (its tasks cannot die).
    */
   killAll(options?: { timeoutMs?: number }): Promise<void>;
+  /**
+   * Calls onChange whenever the state may have changed, until the watch is closed: at once on a v2
+   * cgroup.events notification and every 20 ms besides, every 5 ms on v1 (no notification exists).
+   * A call is a hint to read state(), not a promise that it changed.
+   */
+  watch(onChange: () => void): StateWatch;
   /** Releases the control files this driver keeps open. */
   close(): void;
 }

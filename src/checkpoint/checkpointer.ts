@@ -1,7 +1,7 @@
 // The checkpoint service the daemon (and agentctl in direct mode) calls: checkpoints, restores,
 // the image store, recovery after a crash, and the CRIU it runs.
 
-import { requireWorkingCriu, type CriuInfo } from '../criu/index.js';
+import { assertCriuWorks, findCriu, type CriuInfo } from '../criu/index.js';
 import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
@@ -36,7 +36,7 @@ export class Checkpointer {
   readonly control: CgroupControl;
   private readonly roots: ImageRoots;
   private readonly criuPath?: string;
-  private criuInfo: Promise<CriuInfo> | undefined;
+  private found: Promise<CriuInfo> | undefined;
 
   constructor(options: CheckpointerOptions) {
     this.control = options.control;
@@ -45,13 +45,26 @@ export class Checkpointer {
   }
 
   /**
-   * The CRIU in use, checked once (`criu --version`, `criu check`). A failed check is not cached, so
-   * installing CRIU while the agent runs is picked up by the next request. ECRIU names what to install.
+   * The CRIU in use as found (`criu --version`, `criu check`, its self-test record): the one probe of
+   * the agent, which the daemon's start and `GET /v1/host` ask too. A CRIU that passes its check is
+   * kept; any other answer is not, so installing or repairing CRIU while the agent runs is picked up
+   * by the next caller. ECRIU when there is no runnable criu; a failed check is in `check`.
    */
-  criu(): Promise<CriuInfo> {
-    this.criuInfo ??= requireWorkingCriu(this.criuPath);
-    this.criuInfo.catch(() => (this.criuInfo = undefined));
-    return this.criuInfo;
+  findCriu(): Promise<CriuInfo> {
+    if (!this.found) {
+      const found = findCriu(this.criuPath);
+      this.found = found;
+      const forget = () => {
+        if (this.found === found) this.found = undefined;
+      };
+      found.then((info) => info.check.ok || forget(), forget);
+    }
+    return this.found;
+  }
+
+  /** The CRIU a checkpoint or restore runs: findCriu(), and ECRIU naming what to install unless it works. */
+  async criu(): Promise<CriuInfo> {
+    return assertCriuWorks(await this.findCriu());
   }
 
   /** Every directory a checkpoint may be written to: the agent's own first, then the allowed ones. */

@@ -12,7 +12,8 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { CRIU_HUNG_AFTER_MS, stopCriuSafely } from '../criu/index.js';
 import { readProcStat } from '../proc/index.js';
 
-interface Found {
+/** A CRIU process an earlier agent left running in an image directory. */
+interface OrphanCriu {
   readonly pid: number;
   /** Start time in clock ticks since boot (/proc/PID/stat field 22): tells a recycled pid apart. */
   readonly startTime: number;
@@ -21,15 +22,15 @@ interface Found {
   readonly pgid: number;
 }
 
-function stillThere(p: Found): boolean {
+function stillThere(p: OrphanCriu): boolean {
   const stat = readProcStat(p.pid);
   return stat !== undefined && stat.state !== 'Z' && stat.startTime === p.startTime;
 }
 
 /** Live processes whose arguments hold `-D <dir>/...`: CRIU runs (or a stand-in) writing under dir. */
-export function criuWorkingIn(dir: string): Found[] {
+function criuWorkingIn(dir: string): OrphanCriu[] {
   const prefix = dir.endsWith('/') ? dir : dir + '/';
-  const found: Found[] = [];
+  const found: OrphanCriu[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
@@ -51,7 +52,7 @@ export function criuWorkingIn(dir: string): Found[] {
 
 const POLL_MS = 20;
 
-async function waitGone(procs: readonly Found[], until: number): Promise<boolean> {
+async function waitGone(procs: readonly OrphanCriu[], until: number): Promise<boolean> {
   for (;;) {
     if (!procs.some(stillThere)) return true;
     if (Date.now() >= until) return false;

@@ -30,7 +30,7 @@ function commOf(pid: number): string | undefined {
 }
 
 /** The process holding pid now, or undefined when the pid is free. */
-export function holderOf(pid: number, hierarchy: Hierarchy): PidHolder | undefined {
+function holderOf(pid: number, hierarchy: Hierarchy): PidHolder | undefined {
   const stat = readProcStat(pid);
   if (!stat) return undefined;
   const zombie = stat.state === 'Z' || stat.state === 'X';
@@ -39,7 +39,7 @@ export function holderOf(pid: number, hierarchy: Hierarchy): PidHolder | undefin
 }
 
 /** `pid 812: a zombie of 800 (bash)` or `pid 812: sleep in cgroup v2:jobs/x`. */
-export function describeHolder(holder: PidHolder): string {
+function describeHolder(holder: PidHolder): string {
   if (holder.zombie) return `pid ${holder.pid}: a zombie of ${holder.parent} (${commOf(holder.parent) ?? 'gone'})`;
   return `pid ${holder.pid}: ${holder.comm}${holder.cgroup === undefined ? '' : ` in cgroup ${holder.cgroup}`}`;
 }
@@ -64,7 +64,7 @@ function taken(manifest: Manifest, holders: readonly PidHolder[], why: string): 
 // Pids of just-killed processes are free within milliseconds once their parent reaps them; a parent
 // that has not done so after this long is not going to soon. (30 s, not less: under software
 // emulation an agentctl takes seconds to start, and an operator's look at the progress line as long.)
-export const ZOMBIE_WAIT_MS = 30_000;
+const ZOMBIE_WAIT_MS = 30_000;
 const ZOMBIE_POLL_MS = 10;
 
 /**

@@ -14,9 +14,9 @@ import { applyAfterPolicy, returnToPrior } from './policy.js';
 import { removeTree, type ImageStore } from './image-store.js';
 import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.js';
 
-type Found = RecoveryReport['cgroups'][number];
+type RecoveredCgroup = RecoveryReport['cgroups'][number];
 
-async function recoverOne(control: CgroupControl, record: LockHolder): Promise<Found> {
+async function recoverOne(control: CgroupControl, record: LockHolder): Promise<RecoveredCgroup> {
   const base = { cgroup: record.cgroup, hierarchy: record.hierarchy };
   let found = `an interrupted ${record.operation} (agent pid ${record.pid}, request ${record.requestId}, phase ${record.phase}, since ${record.since})`;
   let ref: CgroupRef;
@@ -78,7 +78,7 @@ function leftoverPartials(stores: readonly ImageStore[]): { partials: string[]; 
 }
 
 export async function recover(control: CgroupControl, stores: readonly ImageStore[]): Promise<RecoveryReport> {
-  const cgroups: Found[] = [];
+  const cgroups: RecoveredCgroup[] = [];
   for (const record of control.staleLocks()) {
     try {
       cgroups.push(await recoverOne(control, record));

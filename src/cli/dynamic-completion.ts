@@ -34,7 +34,7 @@ function subdirectories(dir: string): string[] {
  * Cgroup names one level below what is typed: `jobs/b` offers `jobs/build-42` and the rest of
  * `jobs/`, from every freezer mount; an absolute beginning under a mount offers absolute directories.
  */
-export function cgroupNames(current: string, mounts: readonly string[]): string[] {
+function cgroupNames(current: string, mounts: readonly string[]): string[] {
   const slash = current.lastIndexOf('/');
   const parent = slash < 0 ? '' : current.slice(0, slash + 1);
   const names = new Set<string>();
@@ -58,7 +58,7 @@ async function freezerMounts(socket: string, hierarchy: string | undefined): Pro
 }
 
 /** What the words typed so far (program name first, the word being completed last) are about. */
-export function completing(words: readonly string[]): { command?: string; positionals: number; socket?: string; hierarchy?: string; current: string; cgroupValue: boolean } {
+function completing(words: readonly string[]): { command?: string; positionals: number; socket?: string; hierarchy?: string; current: string; cgroupValue: boolean } {
   const current = words.at(-1) ?? '';
   const before = words.slice(1, -1);
   const plain: string[] = [];

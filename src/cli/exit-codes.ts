@@ -8,8 +8,7 @@
 
 import type { ErrorCode } from '../errors/index.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
+const EXIT_FAILURE = 1;
 export const EXIT_USAGE = 2;
 
 export const EXIT_CODES: Readonly<Record<ErrorCode, number>> = {

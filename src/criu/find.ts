@@ -81,13 +81,14 @@ function locate(configuredPath?: string): string {
   });
 }
 
-interface Probe {
+interface BriefRun {
   readonly code: number | null;
   readonly output: string;
   readonly error?: NodeJS.ErrnoException;
 }
 
-function probe(path: string, args: string[]): Promise<Probe> {
+/** Runs criu with args to its end (bounded by PROBE_TIMEOUT_MS): exit code and output, never a rejection. */
+function runBriefly(path: string, args: string[]): Promise<BriefRun> {
   return new Promise((resolve) => {
     execFile(path, args, { timeout: PROBE_TIMEOUT_MS, killSignal: 'SIGKILL', maxBuffer: 1 << 20 }, (err, stdout, stderr) => {
       const output = `${stdout}${stderr}`.trim();
@@ -108,7 +109,7 @@ function probe(path: string, args: string[]): Promise<Probe> {
 export async function findCriu(configuredPath?: string, options: FindCriuOptions = {}): Promise<CriuInfo> {
   const path = locate(configuredPath);
 
-  const v = await probe(path, ['--version']);
+  const v = await runBriefly(path, ['--version']);
   const version = /^Version:\s*(\S+)/m.exec(v.output)?.[1];
   if (v.code !== 0 || version === undefined) {
     const why = v.error && v.code === null ? (v.error.code ?? v.error.message) : `exit ${v.code}`;
@@ -117,8 +118,8 @@ export async function findCriu(configuredPath?: string, options: FindCriuOptions
     });
   }
 
-  const c = await probe(path, ['check']);
-  const nft = await probe(path, ['check', '--feature', 'network_lock_nftables']);
+  const c = await runBriefly(path, ['check']);
+  const nft = await runBriefly(path, ['check', '--feature', 'network_lock_nftables']);
   const networkLock = chooseNetworkLock({ nftables: nft.code === 0, iptablesRestore: findInSearchPath('iptables-restore') !== undefined });
   return {
     path,
@@ -148,7 +149,11 @@ function findInSearchPath(name: string): string | undefined {
 
 /** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */
 export async function requireWorkingCriu(configuredPath?: string): Promise<CriuInfo> {
-  const info = await findCriu(configuredPath);
+  return assertCriuWorks(await findCriu(configuredPath));
+}
+
+/** The CRIU findCriu found, or ECRIU quoting `criu check`'s errors when that check failed. */
+export function assertCriuWorks(info: CriuInfo): CriuInfo {
   if (!info.check.ok) {
     const errors = info.check.output
       .split('\n')

@@ -3,7 +3,7 @@
 // a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves,
 // docs/criu-selection.md which CRIU is used and why).
 
-export { findCriu, requireWorkingCriu, criuSearchPath, chooseNetworkLock, type CriuInfo, type CriuCheck, type FindCriuOptions, type NetworkLock } from './find.js';
+export { assertCriuWorks, findCriu, requireWorkingCriu, criuSearchPath, chooseNetworkLock, type CriuInfo, type CriuCheck, type FindCriuOptions, type NetworkLock } from './find.js';
 export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';

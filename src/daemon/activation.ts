@@ -4,7 +4,7 @@
 // ignored, exactly as sd_listen_fds does. The variables are removed from our environment either way
 // so that CRIU and other children do not see them.
 
-export const SD_LISTEN_FDS_START = 3;
+const SD_LISTEN_FDS_START = 3;
 
 export interface ActivationEnv {
   LISTEN_FDS?: string;

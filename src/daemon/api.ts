@@ -16,7 +16,7 @@ import { checkpointRoutes } from './routes/checkpoints.js';
 import { operationRoutes } from './routes/operations.js';
 import { systemRoutes } from './routes/system.js';
 
-export function allRoutes(): Route[] {
+function allRoutes(): Route[] {
   const routes: Route[] = [];
   routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes());
   return routes;

@@ -1,9 +1,8 @@
-// Starting and stopping agentd: probe CRIU, recover what a crashed agent left, listen, tell systemd
+// Starting and stopping agentd: find CRIU (through the Checkpointer, its one owner), recover what a crashed agent left, listen, tell systemd
 // we are ready; on SIGTERM tell systemd we are stopping, stop accepting, cancel running checkpoints
 // (each cgroup goes back to its prior state), wait for every request to end, and exit 0.
 
 import { Checkpointer } from '../checkpoint/index.js';
-import { findCriu } from '../criu/index.js';
 import { isAgentError } from '../errors/index.js';
 import { CgroupControl } from '../lock/index.js';
 import { createRequestHandler } from './api.js';
@@ -36,19 +35,25 @@ export interface Daemon {
   stop(reason: string): Promise<void>;
 }
 
-async function probeCriu(path: string | undefined, logger: Logger): Promise<CriuFacts> {
+/** The Checkpointer's CRIU as host facts: what `GET /v1/host` shows, and the log at start. */
+async function criuFacts(checkpointer: Checkpointer): Promise<CriuFacts> {
   try {
-    const info = await findCriu(path);
-    if (info.check.ok) logger.info('CRIU found', { path: info.path, version: info.version, selfTest: info.selfTest.status });
-    else logger.warn('CRIU fails `criu check`: checkpoints will be refused', { path: info.path, version: info.version, output: info.check.output });
-    if (info.selfTest.status === 'failed') {
-      logger.warn('CRIU failed its self-test on this kernel (npm run setup installs one that passes)', { path: info.path, reason: info.selfTest.record.reason });
-    }
-    return { ok: true, ...info };
+    return { ok: true, ...(await checkpointer.findCriu()) };
   } catch (err) {
     const error = isAgentError(err) ? { code: err.code, message: err.message } : { code: 'EIO', message: String(err) };
-    logger.warn('no usable CRIU: checkpoints will be refused', error);
     return { ok: false, error };
+  }
+}
+
+function logCriu(criu: CriuFacts, logger: Logger): void {
+  if (!criu.ok) {
+    logger.warn('no usable CRIU: checkpoints will be refused', criu.error);
+    return;
+  }
+  if (criu.check.ok) logger.info('CRIU found', { path: criu.path, version: criu.version, selfTest: criu.selfTest.status });
+  else logger.warn('CRIU fails `criu check`: checkpoints will be refused', { path: criu.path, version: criu.version, output: criu.check.output });
+  if (criu.selfTest.status === 'failed') {
+    logger.warn('CRIU failed its self-test on this kernel (npm run setup installs one that passes)', { path: criu.path, reason: criu.selfTest.record.reason });
   }
 }
 
@@ -81,12 +86,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
   logger.info('agentd starting', { version, pid: process.pid, socket, runDir, imagesDir, allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined });
 
-  const criu = await probeCriu(options.criu, logger);
+  logCriu(await criuFacts(checkpointer), logger);
   await recoverLeftovers(checkpointer, logger);
 
   const operations = new Operations();
   const agent = { version, pid: process.pid, socket, runDir, imagesDir, allowedImagesDirs: [...checkpointer.imageRoots], startedAt: startedAt.toISOString() };
-  const host = new HostFactsSource(agent, criu);
+  const host = new HostFactsSource(agent, () => criuFacts(checkpointer));
   host.warm();
   let stopping: Promise<void> | undefined;
   const services: Services = {

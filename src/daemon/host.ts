@@ -1,7 +1,8 @@
 // Host facts for `GET /v1/host` and `agentctl host`: what an operator needs to judge whether this
 // machine can checkpoint. Static facts (distribution, CPU) are read once; memory and free space of
-// the image directory are read on each request. CRIU is probed once, at start (findCriu), with the
-// verdict of scripts/install-criu.sh's self-test as recorded then.
+// the image directory are read on each request. CRIU is what the Checkpointer found (it keeps a CRIU
+// that passes `criu check` and looks again while none does), with the verdict of
+// scripts/install-criu.sh's self-test as recorded when it looked.
 
 import { existsSync, realpathSync, statfsSync } from 'node:fs';
 import { dirname, sep } from 'node:path';
@@ -72,7 +73,10 @@ async function imagesDirSpace(path: string): Promise<HostFacts['imagesDir']> {
 export class HostFactsSource {
   private staticFacts: Promise<StaticFacts> | undefined;
 
-  constructor(private readonly agent: HostFacts['agent'], private readonly criu: CriuFacts) {}
+  constructor(
+    private readonly agent: HostFacts['agent'],
+    private readonly criu: () => Promise<CriuFacts>,
+  ) {}
 
   /** Starts reading the slow static facts (distribution detection takes ~0.4 s) in the background. */
   warm(): void {
@@ -91,14 +95,14 @@ export class HostFactsSource {
   }
 
   async facts(): Promise<HostFacts> {
-    const [stat, mem, space] = await Promise.all([this.readStatic(), si.mem(), imagesDirSpace(this.agent.imagesDir)]);
+    const [stat, mem, space, criu] = await Promise.all([this.readStatic(), si.mem(), imagesDirSpace(this.agent.imagesDir), this.criu()]);
     const cg = discoverMounts();
     return {
       ...stat,
       memory: { totalBytes: mem.total, availableBytes: mem.available },
       imagesDir: space,
       cgroups: { mode: cg.mode, ...(cg.v1Freezer ? { v1Freezer: cg.v1Freezer } : {}), ...(cg.v2 ? { v2: cg.v2 } : {}) },
-      criu: this.criu,
+      criu,
       agent: this.agent,
     };
   }

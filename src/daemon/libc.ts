@@ -1,5 +1,6 @@
-// The few libc calls Node does not offer: sending an AF_UNIX datagram (sd_notify), reading a
-// connection's peer credentials (SO_PEERCRED), and, for tests, binding an AF_UNIX datagram socket.
+// The few libc calls Node does not offer: sending an AF_UNIX datagram (sd_notify) and reading a
+// connection's peer credentials (SO_PEERCRED). The tests' own sockets (test/daemon/sockets.ts) bind
+// and receive with bindings of their own.
 // Loaded lazily through koffi so that a host where it cannot load still runs the agent without them.
 
 import { endianness } from 'node:os';
@@ -7,12 +8,9 @@ import koffi from 'koffi';
 
 export const AF_UNIX = 1;
 export const SOCK_DGRAM = 2;
-export const SOCK_NONBLOCK = 0o4000;
 export const SOCK_CLOEXEC = 0o2000000;
 export const SOL_SOCKET = 1;
 export const SO_PEERCRED = 17;
-export const MSG_DONTWAIT = 0x40;
-export const EAGAIN = 11;
 
 /** sizeof(struct sockaddr_un): a 2-byte family and 108 bytes of path. */
 const SUN_PATH_OFFSET = 2;
@@ -20,9 +18,7 @@ const SUN_PATH_MAX = 108;
 
 export interface Libc {
   socket(domain: number, type: number, protocol: number): number;
-  bind(fd: number, addr: Buffer, len: number): number;
   sendto(fd: number, buf: Buffer, len: number, flags: number, addr: Buffer, addrLen: number): number;
-  recv(fd: number, buf: Buffer, len: number, flags: number): number;
   getsockopt(fd: number, level: number, name: number, value: Uint32Array, len: Uint32Array): number;
   close(fd: number): number;
   errno(): number;
@@ -35,9 +31,7 @@ export function libc(): Libc {
   const lib = koffi.load('libc.so.6');
   cached = {
     socket: lib.func('int socket(int, int, int)'),
-    bind: lib.func('int bind(int, const void *, uint32_t)'),
     sendto: lib.func('intptr_t sendto(int, const void *, size_t, int, const void *, uint32_t)'),
-    recv: lib.func('intptr_t recv(int, void *, size_t, int)'),
     getsockopt: lib.func('int getsockopt(int, int, int, void *, void *)'),
     close: lib.func('int close(int)'),
     errno: () => koffi.errno(),

@@ -11,8 +11,8 @@ import { dirname } from 'node:path';
 import { AgentError, systemErrno } from '../errors/index.js';
 import { inheritedListenFd } from './activation.js';
 
-export const SOCKET_MODE = 0o660;
-export const SOCKET_GROUP = 'agentd';
+const SOCKET_MODE = 0o660;
+const SOCKET_GROUP = 'agentd';
 
 export interface Listening {
   readonly path: string;

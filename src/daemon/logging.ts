@@ -29,7 +29,7 @@ export interface LoggerOptions {
  * Whether stderr is connected to journald. JOURNAL_STREAM is `DEVICE:INODE` of the stream systemd
  * connected; it can be inherited by processes whose stderr went elsewhere, so compare it with our fd 2.
  */
-export function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
+function stderrIsJournal(env: NodeJS.ProcessEnv = process.env): boolean {
   const value = env.JOURNAL_STREAM;
   if (!value) return false;
   const [dev, ino] = value.split(':');

@@ -20,7 +20,7 @@ export interface NotifyEnv {
 }
 
 /** The watchdog interval systemd asked this process for, in ms, or undefined. */
-export function watchdogIntervalMs(env: NotifyEnv, pid: number = process.pid): number | undefined {
+function watchdogIntervalMs(env: NotifyEnv, pid: number = process.pid): number | undefined {
   const usec = Number(env.WATCHDOG_USEC);
   if (!Number.isInteger(usec) || usec <= 0) return undefined;
   // WATCHDOG_PID, when set, names the process the watchdog is meant for (as sd_watchdog_enabled).

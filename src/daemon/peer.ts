@@ -1,6 +1,6 @@
 // Who is on the other end of a connection: SO_PEERCRED on the accepted socket's fd, read once when
-// the connection arrives. Node exposes the fd only on its internal handle; when it is missing (or
-// koffi cannot load), the peer is simply unknown and logs omit it.
+// the connection arrives. When the fd cannot be had (or koffi cannot load), the peer is simply
+// unknown and logs omit it.
 
 import type { Socket } from 'node:net';
 import { SOL_SOCKET, SO_PEERCRED, libc } from './libc.js';
@@ -13,7 +13,12 @@ export interface PeerCredentials {
 
 const peers = new WeakMap<Socket, PeerCredentials>();
 
-function socketFd(socket: Socket): number | undefined {
+/**
+ * The accepted socket's file descriptor. Node has no public API for it (net.Socket offers no fd for
+ * a connection a server accepted), so this is the one place that reads its private `_handle.fd`;
+ * test/daemon/peer.test.ts fails loudly the day a Node release moves it.
+ */
+export function socketFd(socket: Socket): number | undefined {
   const fd = (socket as unknown as { _handle?: { fd?: unknown } })._handle?.fd;
   return typeof fd === 'number' && fd >= 0 ? fd : undefined;
 }
@@ -37,6 +42,7 @@ export function recordPeer(socket: Socket): PeerCredentials | undefined {
   }
 }
 
+/** The peer recordPeer read for this connection, if any. */
 export function peerOf(socket: Socket): PeerCredentials | undefined {
   return peers.get(socket);
 }

@@ -13,7 +13,7 @@ import { ProtocolError } from './http-status.js';
 export const MAX_BODY_BYTES = 64 * 1024;
 const MAX_STRING = 4096;
 /** One day: longer than any checkpoint, shorter than forever. */
-export const MAX_TIMEOUT_MS = 86_400_000;
+const MAX_TIMEOUT_MS = 86_400_000;
 
 /** A request id a client may choose (X-Request-Id), and name again to cancel its operation. */
 export const REQUEST_ID = /^[A-Za-z0-9._-]{1,64}$/;
@@ -23,7 +23,7 @@ function invalid(message: string): ProtocolError {
 }
 
 /** Reads the whole body, refusing more than `limit` bytes. */
-export function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
+function readBody(req: IncomingMessage, limit = MAX_BODY_BYTES): Promise<Buffer> {
   const declared = req.headers['content-length'];
   if (declared !== undefined && Number(declared) > limit) {
     return Promise.reject(new ProtocolError(413, 'EINVAL', `request body of ${declared} bytes is larger than the ${limit}-byte limit`));
@@ -115,10 +115,6 @@ function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
 export const hierarchy: Checker<Hierarchy> = oneOf<Hierarchy>(['v1', 'v2']);
 export const afterPolicy: Checker<AfterPolicy> = oneOf<AfterPolicy>(AFTER_POLICIES);
 
-/** Query parameters arrive as strings: a timeout is given in ms as digits. */
-export const timeoutMsParam: Checker<number> = (value, field) =>
-  timeoutMs(typeof value === 'string' && /^\d{1,9}$/.test(value) ? Number(value) : value, field);
-
 export interface Rule<T, R extends boolean> {
   readonly check: Checker<T>;
   readonly required: R;
@@ -174,7 +170,7 @@ export function checkpointId(raw: string): string {
   } catch {
     throw invalid(`checkpoint id "${raw.slice(0, 100)}" is not valid percent-encoding`);
   }
-  if (id.length === 0 || id.length > 200 || /[\/\0]/.test(id) || id === '.' || id === '..') {
+  if (id.length === 0 || id.length > 200 || /[/\0]/.test(id) || id === '.' || id === '..') {
     throw invalid(`invalid checkpoint id ${JSON.stringify(id.slice(0, 100))}: expected one name of letters, digits, '-' and '_'`);
   }
   return id;

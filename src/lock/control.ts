@@ -5,14 +5,14 @@
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { openFreezer, type CgroupRef, type FreezerStatus } from '../cgroup/index.js';
+import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
-import { ensureLockDir, probe, removeIfUnlocked } from './lock-file.js';
+import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
-import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type CheckpointHold, type LockHolder, type LockOperation } from './types.js';
+import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
 
 function newRequestId(): string {
   return randomBytes(4).toString('hex');
@@ -40,43 +40,26 @@ export class CgroupControl {
     } finally {
       freezer.close();
     }
-    const lock = probe(this.lockPath(ref));
+    const lock = inspectLock(this.lockPath(ref));
     return statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked);
   }
 
   async freeze(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'freeze' });
-    try {
-      lease.update({ phase: 'freezing', priorState: lease.freezer.state() });
-      await lease.freezer.freeze(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    return this.underLease(ref, 'freeze', 'freezing', opts.requestId, (freezer) =>
+      freezer.freeze(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    );
   }
 
   async thaw(ref: CgroupRef, opts: { requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'thaw' });
-    try {
-      lease.update({ phase: 'thawing', priorState: lease.freezer.state() });
-      // The driver refuses (EBUSY) a cgroup frozen by its parent.
-      await lease.freezer.thaw();
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    // The driver refuses (EBUSY) a cgroup frozen by its parent.
+    return this.underLease(ref, 'thaw', 'thawing', opts.requestId, (freezer) => freezer.thaw());
   }
 
   /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
   async kill(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
-    const lease = this.lease(ref, { requestId: opts.requestId ?? newRequestId(), operation: 'kill' });
-    try {
-      lease.update({ phase: 'killing', priorState: lease.freezer.state() });
-      await lease.freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs });
-      return releasedStatus(ref, lease);
-    } finally {
-      lease.release();
-    }
+    return this.underLease(ref, 'kill', 'killing', opts.requestId, (freezer) =>
+      freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
+    );
   }
 
   /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
@@ -85,23 +68,12 @@ export class CgroupControl {
     return Lease.acquire(ref, this.lockPath(ref), info);
   }
 
-  /** lease + lease.beginCheckpoint(); on refusal (not FROZEN) the lease is released again. */
-  beginCheckpoint(ref: CgroupRef, info: { requestId: string }): CheckpointHold {
-    const lease = this.lease(ref, { requestId: info.requestId, operation: 'checkpoint' });
-    try {
-      return lease.beginCheckpoint();
-    } catch (err) {
-      lease.release();
-      throw err;
-    }
-  }
-
   /**
    * Records left by a holder that died mid-operation: lock files nobody holds whose phase is not
    * finished. What to do about each cgroup (thaw it, keep it frozen) is recovery's decision.
    */
   staleLocks(): LockHolder[] {
-    return this.probeAll()
+    return this.inspectAll()
       .filter(({ lock }) => !lock.locked && isLive(lock.record))
       .map(({ lock }) => lock.record!);
   }
@@ -111,7 +83,7 @@ export class CgroupControl {
    * another agent's on the same run directory. Recovery must leave what they work on alone.
    */
   heldLocks(): LockHolder[] {
-    return this.probeAll()
+    return this.inspectAll()
       .map(({ lock }) => (lock.locked ? holderOfLocked(lock.record) : undefined))
       .filter((record): record is LockHolder => record !== undefined);
   }
@@ -133,14 +105,32 @@ export class CgroupControl {
    */
   sweep(): string[] {
     const removed: string[] = [];
-    for (const { path, lock } of this.probeAll()) {
+    for (const { path, lock } of this.inspectAll()) {
       if (lock.locked || isLive(lock.record)) continue;
       if (removeIfUnlocked(path, (record) => isLive(record)).outcome === 'removed') removed.push(path);
     }
     return removed;
   }
 
-  private probeAll(): { path: string; lock: ReturnType<typeof probe> }[] {
+  /** One freezer change under the cgroup's lock: the phase and prior state recorded, then change(), then the status. */
+  private async underLease(
+    ref: CgroupRef,
+    operation: LockOperation,
+    phase: string,
+    requestId: string | undefined,
+    change: (freezer: Freezer) => Promise<void>,
+  ): Promise<CgroupStatus> {
+    const lease = this.lease(ref, { requestId: requestId ?? newRequestId(), operation });
+    try {
+      lease.update({ phase, priorState: lease.freezer.state() });
+      await change(lease.freezer);
+      return releasedStatus(ref, lease);
+    } finally {
+      lease.release();
+    }
+  }
+
+  private inspectAll(): { path: string; lock: LockFileState }[] {
     let names: string[];
     try {
       names = readdirSync(this.locksDir);
@@ -148,17 +138,17 @@ export class CgroupControl {
       if (systemErrno(err) === 'ENOENT') return [];
       throw fromSystemError(err, `failed to list lock directory ${this.locksDir}`);
     }
-    const probes: { path: string; lock: ReturnType<typeof probe> }[] = [];
+    const states: { path: string; lock: LockFileState }[] = [];
     for (const name of names.filter((n) => n.endsWith(LOCK_SUFFIX)).sort()) {
       const path = join(this.locksDir, name);
       try {
-        const lock = probe(path);
-        if (lock.exists) probes.push({ path, lock });
+        const lock = inspectLock(path);
+        if (lock.exists) states.push({ path, lock });
       } catch {
         continue; // not a plain lock file of ours (a planted symlink, say): nothing a holder left
       }
     }
-    return probes;
+    return states;
   }
 
   /** Removes the cgroup's lock file if nobody holds it; EBUSY naming the holder if someone does. */

@@ -96,18 +96,6 @@ export class Lease implements CgroupLease {
     }
   }
 
-  get requestId(): string {
-    return this.current.requestId;
-  }
-
-  get operation(): LockOperation {
-    return this.current.operation;
-  }
-
-  get holder(): LockHolder {
-    return { ...this.current, lockFile: this.lockFile };
-  }
-
   get released(): boolean {
     return this.fd === undefined;
   }

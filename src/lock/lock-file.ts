@@ -105,7 +105,7 @@ export function openForLocking(path: string): number {
 }
 
 /** Opens an existing lock file; undefined when there is none. */
-export function openExisting(path: string, writable = false): number | undefined {
+function openExisting(path: string, writable = false): number | undefined {
   let fd: number;
   try {
     fd = openSync(path, (writable ? constants.O_RDWR : constants.O_RDONLY) | COMMON_FLAGS);
@@ -150,7 +150,8 @@ export function writeRecord(fd: number, path: string, holder: LockHolder): void 
   }
 }
 
-export interface Probe {
+/** What inspectLock saw of a lock file. */
+export interface LockFileState {
   exists: boolean;
   locked: boolean;
   record?: LockHolder;
@@ -160,7 +161,7 @@ export interface Probe {
  * Whether a lock file is locked, without disturbing a holder: a separate read-only fd tries the
  * lock and, if it got it, gives it back at once. The record is read either way.
  */
-export function probe(path: string): Probe {
+export function inspectLock(path: string): LockFileState {
   const fd = openExisting(path);
   if (fd === undefined) return { exists: false, locked: false };
   try {

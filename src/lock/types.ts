@@ -66,10 +66,6 @@ export interface CgroupLease {
   readonly ref: CgroupRef;
   /** Opened for the lease, closed by release(). */
   readonly freezer: Freezer;
-  readonly requestId: string;
-  readonly operation: LockOperation;
-  /** The record as last written. */
-  readonly holder: LockHolder;
   /** Rewrites the diagnostic contents of the lock file. */
   update(fields: Partial<Pick<LockHolder, 'phase' | 'priorState' | 'imageDir'>>): void;
   /** EBUSY unless the kernel state is FROZEN; then the state reads CHECKPOINTING and the watch starts. */

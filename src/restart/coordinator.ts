@@ -16,7 +16,7 @@ import { validateFunction, validateParticipants, validateSocketPath, validateTim
 import { takeTurnsInOrder } from './turns.js';
 
 export const DEFAULT_JOIN_TIMEOUT_MS = 10_000;
-export const DEFAULT_INTERRUPT_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
+const DEFAULT_INTERRUPT_SIGNALS: readonly NodeJS.Signals[] = ['SIGTERM', 'SIGINT'];
 // How long a released participant gets to read its last message and hang up before its connection
 // is cut. Participants hang up at once; this only bounds a wedged one.
 const HANG_UP_GRACE_MS = 2_000;

@@ -9,7 +9,7 @@ import { asAgentError, watchInterruptions, type Interruption } from './interrupt
 import { abortMessage, errorFromAbort, parseCoordinatorMessage, readLines, send } from './protocol.js';
 import { validateFunction, validateSocketPath, validateTimeout } from './saved-order.js';
 
-export const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS = 10_000;
 // Participants may be started before the coordinator has bound its socket (the tree is built first);
 // like a task that enters restart before its coordinator, they wait for it, polling every 20 ms.
 const CONNECT_RETRY_MS = 20;

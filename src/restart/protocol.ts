@@ -23,7 +23,7 @@
 import type { Socket } from 'node:net';
 import { AgentError, isErrorCode, type ErrorCode } from '../errors/index.js';
 
-export const MAX_LINE_BYTES = 64 * 1024;
+const MAX_LINE_BYTES = 64 * 1024;
 
 export type ParticipantMessage =
   | { type: 'join'; id: string; pid: number }

@@ -13,7 +13,7 @@ import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { anyHierarchy, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
-import { holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
+import { beginCheckpoint, holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
@@ -21,6 +21,10 @@ const { lab, agent } = withAgent('cli');
 
 /** The form of the agent's checkpoint ids: `20261201T063940Z-4bf4d8` (UTC time, 6 hex digits). */
 const CHECKPOINT_ID = /^\d{8}T\d{6}Z-[0-9a-f]{6}$/;
+// The progress line redraws itself with ESC [2K (erase the line): a pattern for that escape
+// followed by the text drawn, built from a string so the control character is plainly on purpose.
+const ERASE_LINE = '\\x1b\\[2K';
+const redrawn = (text = '') => new RegExp(`${ERASE_LINE}${text}`);
 
 const ctl = (...args: string[]) => agentctl(['--socket', agent.socket, ...args]);
 
@@ -98,7 +102,7 @@ for (const hierarchy of HIERARCHIES) {
       const control = new CgroupControl({ runDir: agent.runDir });
       const ref = resolveCgroup(cgroup.path, { hierarchy });
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: 'cli-test-hold' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'cli-test-hold' });
       try {
         assert.equal((await ctl('state', cgroup.path, '--hierarchy', hierarchy)).stdout, 'CHECKPOINTING\n');
         failed(await ctl('kill', cgroup.path, '--hierarchy', hierarchy), 'EBUSY', 4, new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`));
@@ -433,12 +437,12 @@ describe('progress', () => {
       });
     const live = await run([]);
     assert.equal(live.code, 0, live.output);
-    for (const stage of ['freeze', 'dump', 'manifest']) assert.match(live.output, new RegExp(`\\r\\x1b\\[2K${stage}`), `stage ${stage} was drawn`);
+    for (const stage of ['freeze', 'dump', 'manifest']) assert.match(live.output, new RegExp(`\\r${ERASE_LINE}${stage}`), `stage ${stage} was drawn`);
     assert.match(live.output, /dump\s+tree 1\/1\s+\d/);
     assert.match(live.output, /cgroup\s+\S+:\S+/);
     const quiet = await run(['--json']);
     assert.equal(quiet.code, 0, quiet.output);
-    assert.doesNotMatch(quiet.output, /\x1b\[2K/);
+    assert.doesNotMatch(quiet.output, redrawn());
     assert.ok(JSON.parse(quiet.output.slice(quiet.output.indexOf('{'))).id);
     assert.equal((await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state, 'THAWED');
   });
@@ -496,7 +500,7 @@ describe('Ctrl-C during a checkpoint', () => {
       const { cgroup, pid } = await withMemory(hierarchy, 'ctrl-c', 128);
       const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', hierarchy]);
       // The dump stage is drawn when CRIU starts on the tree: the cgroup is CHECKPOINTING from here.
-      await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+      await run.waitFor(redrawn('dump'), 'the dump stage');
       run.ctrlC();
       const code = await run.exited;
       const output = run.output();
@@ -518,7 +522,7 @@ describe('Ctrl-C during a checkpoint', () => {
   test('a second Ctrl-C leaves at once; the agent still puts the cgroup back', async () => {
     const { cgroup, pid } = await withMemory(anyHierarchy(), 'ctrl-c-twice', 64);
     const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy]);
-    await run.waitFor(/\x1b\[2Kdump/, 'the dump stage');
+    await run.waitFor(redrawn('dump'), 'the dump stage');
     // The agent is stopped so that it cannot finish the cancel between the two Ctrl-Cs: agentctl is
     // then certainly still waiting for it when the second one comes.
     process.kill(agent.pid, 'SIGSTOP');

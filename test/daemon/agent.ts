@@ -7,6 +7,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import { join } from 'node:path';
 import { after, before } from 'node:test';
 import { Lab, REPO_ROOT } from '../helpers/lab.js';
+import type { Json } from '../helpers/json.js';
 
 export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
 export const AGENTCTL = join(REPO_ROOT, 'bin', 'agentctl');
@@ -137,7 +138,7 @@ export interface ApiResponse {
   readonly headers: IncomingHttpHeaders;
   readonly text: string;
   /** The parsed JSON body, when it is JSON. */
-  readonly body: any;
+  readonly body: Json;
 }
 
 export interface ApiOptions {
@@ -147,7 +148,7 @@ export interface ApiOptions {
   /** Chunks written with pauses, without Content-Length (chunked encoding). */
   readonly chunks?: Buffer[];
   /** Called with each complete NDJSON line as it arrives. */
-  readonly onLine?: (line: any) => void;
+  readonly onLine?: (line: Json) => void;
 }
 
 /** One raw HTTP request over the Unix socket. */
@@ -202,7 +203,7 @@ export function api(socket: string, method: string, path: string, options: ApiOp
 }
 
 /** Lines of an NDJSON body. */
-export function ndjson(text: string): any[] {
+export function ndjson(text: string): Json[] {
   return text
     .split('\n')
     .filter(Boolean)

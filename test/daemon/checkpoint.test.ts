@@ -15,6 +15,7 @@ import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, pidAlive, processState, un
 import { flockFree, kernelState } from '../lock/helpers.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { agentctl, api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
+import type { Json } from '../helpers/json.js';
 
 const { lab, agent } = withAgent('daemon-ckpt');
 
@@ -259,7 +260,7 @@ describe('cancellation', () => {
 
   /** Starts a streamed checkpoint; resolves `dumping` when the dump stage begins. */
   function streamedCheckpoint(a: Agent, cgroup: TestCgroup) {
-    const lines: any[] = [];
+    const lines: Json[] = [];
     let onDump!: () => void;
     const dumping = new Promise<void>((resolve) => (onDump = resolve));
     const done = api(a.socket, 'POST', '/v1/checkpoints', {

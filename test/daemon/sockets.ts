@@ -3,14 +3,30 @@
 // to agentd as fd 3 (socket activation) without Node ever accepting on it or unlinking it.
 
 import koffi from 'koffi';
-import { AF_UNIX, EAGAIN, MSG_DONTWAIT, SOCK_CLOEXEC, SOCK_DGRAM, SOCK_NONBLOCK, libc, unixAddress } from '../../src/daemon/libc.js';
+import { AF_UNIX, SOCK_CLOEXEC, SOCK_DGRAM, libc, unixAddress } from '../../src/daemon/libc.js';
 
 const SOCK_STREAM = 1;
+const SOCK_NONBLOCK = 0o4000;
+const MSG_DONTWAIT = 0x40;
+const EAGAIN = 11;
 
-let listenFn: ((fd: number, backlog: number) => number) | undefined;
-function listen(fd: number, backlog: number): number {
-  listenFn ??= koffi.load('libc.so.6').func('int listen(int, int)');
-  return listenFn(fd, backlog);
+/** What the tests need of libc beyond the agent's own bindings (src/daemon/libc.ts). */
+interface TestLibc {
+  bind(fd: number, addr: Buffer, len: number): number;
+  listen(fd: number, backlog: number): number;
+  recv(fd: number, buf: Buffer, len: number, flags: number): number;
+}
+
+let testLibc: TestLibc | undefined;
+function extraLibc(): TestLibc {
+  if (testLibc) return testLibc;
+  const lib = koffi.load('libc.so.6');
+  testLibc = {
+    bind: lib.func('int bind(int, const void *, uint32_t)'),
+    listen: lib.func('int listen(int, int)'),
+    recv: lib.func('intptr_t recv(int, void *, size_t, int)'),
+  };
+  return testLibc;
 }
 
 function bound(type: number, path: string): number {
@@ -18,7 +34,7 @@ function bound(type: number, path: string): number {
   const fd = c.socket(AF_UNIX, type, 0);
   if (fd < 0) throw new Error(`socket: errno ${c.errno()}`);
   const { addr, len } = unixAddress(path);
-  if (c.bind(fd, addr, len) !== 0) {
+  if (extraLibc().bind(fd, addr, len) !== 0) {
     const errno = c.errno();
     c.close(fd);
     throw new Error(`bind ${path}: errno ${errno}`);
@@ -30,7 +46,7 @@ function bound(type: number, path: string): number {
 export function listeningSocket(path: string): number {
   // Not CLOEXEC: the fd is meant to be inherited (spawn dup2s it to 3 anyway).
   const fd = bound(SOCK_STREAM, path);
-  if (listen(fd, 64) !== 0) {
+  if (extraLibc().listen(fd, 64) !== 0) {
     const errno = libc().errno();
     libc().close(fd);
     throw new Error(`listen ${path}: errno ${errno}`);
@@ -57,7 +73,7 @@ export class NotifyReceiver {
   private drain(): void {
     const c = libc();
     for (;;) {
-      const n = c.recv(this.fd, this.buffer, this.buffer.length, MSG_DONTWAIT);
+      const n = extraLibc().recv(this.fd, this.buffer, this.buffer.length, MSG_DONTWAIT);
       if (n < 0) {
         const errno = c.errno();
         if (errno !== EAGAIN) throw new Error(`recv: errno ${errno}`);

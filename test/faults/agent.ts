@@ -9,6 +9,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import { AGENTCTL, AGENTD } from '../daemon/agent.js';
 import { REPO_ROOT, type Lab } from '../helpers/lab.js';
+import type { Json } from '../helpers/json.js';
 
 export { AGENTCTL, AGENTD };
 export const FAULT_FIXTURES = join(REPO_ROOT, 'fixtures', 'faults');
@@ -40,14 +41,14 @@ export interface Reply {
   readonly headers: Record<string, string | string[] | undefined>;
   readonly text: string;
   /** The body parsed as JSON, or undefined when it is not JSON. */
-  readonly json: any;
+  readonly json: Json;
 }
 
 export interface StreamReply {
   readonly status: number;
   readonly progress: { stage: string; tree?: number; trees?: number; bytes?: number }[];
   /** The last line: {type:'result', status, result} or {type:'error', status, error}. */
-  readonly final: any;
+  readonly final: Json;
 }
 
 const agents = new Set<Agent>();
@@ -172,7 +173,7 @@ export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-function parseJson(text: string): any {
+function parseJson(text: string): Json {
   try {
     return JSON.parse(text);
   } catch {
@@ -197,14 +198,14 @@ export function httpJson(socketPath: string, method: string, path: string, body?
   });
 }
 
-function httpStream(socketPath: string, path: string, body: unknown, onProgress: (event: any) => void): Promise<StreamReply> {
+function httpStream(socketPath: string, path: string, body: unknown, onProgress: (event: Json) => void): Promise<StreamReply> {
   return new Promise((resolve) => {
     const payload = JSON.stringify(body);
     const req = request(
       { socketPath, method: 'POST', path, agent: false, headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson' } },
       (res) => {
         const progress: StreamReply['progress'] = [];
-        let final: any;
+        let final: Json;
         let buffered = '';
         const line = (text: string) => {
           const value = parseJson(text);
@@ -243,7 +244,7 @@ function httpStream(socketPath: string, path: string, body: unknown, onProgress:
  * passes: for requests that Node's own client refuses to build (NUL bytes, bad methods, lies in
  * Content-Length). Returns the parsed status line and body.
  */
-export function rawRequest(socketPath: string, bytes: Buffer, timeoutMs = 15_000): Promise<{ status: number; text: string; json: any; raw: string }> {
+export function rawRequest(socketPath: string, bytes: Buffer, timeoutMs = 15_000): Promise<{ status: number; text: string; json: Json; raw: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     const chunks: Buffer[] = [];

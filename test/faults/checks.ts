@@ -10,6 +10,7 @@ import type { Hierarchy } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { pidAlive, processState, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 import { sleep } from './agent.js';
+import type { Json } from '../helpers/json.js';
 
 export type KernelState = 'THAWED' | 'FREEZING' | 'FROZEN' | 'THAWING';
 
@@ -66,7 +67,7 @@ export function flockFree(lockFile: string): boolean {
 }
 
 /** The diagnostic record in a lock file (phase, priorState...), or undefined. */
-export function lockRecord(lockFile: string): Record<string, any> | undefined {
+export function lockRecord(lockFile: string): Record<string, Json> | undefined {
   try {
     return JSON.parse(readFileSync(lockFile, 'utf8').split('\n', 1)[0]);
   } catch {
@@ -106,7 +107,7 @@ export function auditImages(imagesDir: string): ImageAudit {
 
 /** Why a published image is not complete and valid, or undefined when it is. */
 export function verifyImage(dir: string, id: string): string | undefined {
-  let manifest: any;
+  let manifest: Json;
   try {
     manifest = JSON.parse(readFileSync(join(dir, 'manifest.json'), 'utf8'));
   } catch (err) {
@@ -114,7 +115,7 @@ export function verifyImage(dir: string, id: string): string | undefined {
   }
   if (manifest.id !== id) return `manifest id ${manifest.id} is not the directory's name`;
   if (!Array.isArray(manifest.files) || manifest.files.length === 0) return 'manifest lists no files';
-  if (!manifest.files.some((f: any) => /pstree\.img$/.test(f.path))) return 'manifest lists no pstree.img';
+  if (!manifest.files.some((f: Json) => /pstree\.img$/.test(f.path))) return 'manifest lists no pstree.img';
   for (const file of manifest.files) {
     const path = join(dir, file.path);
     if (!existsSync(path)) return `${file.path} is missing`;

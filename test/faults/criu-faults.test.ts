@@ -28,6 +28,7 @@ import {
   type Workload,
 } from './checks.js';
 import { FaultSuite } from './suite.js';
+import type { Json } from '../helpers/json.js';
 
 const suite = new FaultSuite('faults-criu');
 const { lab, figures, hierarchies } = suite;
@@ -259,7 +260,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         const id = failedDir.split('/').pop()!.replace(/\.failed$/, '');
         assert.deepEqual(auditImages(dirs.imagesDir), { good: [], partial: [], failed: [`${id}.failed`], bad: [] });
         const listing = await fake.request('GET', '/v1/checkpoints');
-        assert.deepEqual(listing.json.checkpoints.map((c: any) => [c.id, c.status]), [[id, 'failed']]);
+        assert.deepEqual(listing.json.checkpoints.map((c: Json) => [c.id, c.status]), [[id, 'failed']]);
         const shown = await fake.request('GET', `/v1/checkpoints/${id}`);
         assert.equal(shown.status, 404, shown.text);
         assert.match(shown.json.error.message, /failed and has no usable image/);
@@ -360,9 +361,8 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
 
     // SIGTERM while CRIU hangs: agentd cancels the checkpoint, puts the cgroup back and exits 0.
     const w = workloads.get(hierarchies[0])!;
-    let streaming: Promise<StreamReply> | undefined;
     let pgid: number | undefined;
-    streaming = hung.stream('/v1/checkpoints', checkpointBody(w), (e) => {
+    const streaming = hung.stream('/v1/checkpoints', checkpointBody(w), (e) => {
       if (e.stage === 'dump' && pgid === undefined) void whenCriuRuns(dirs.imagesDir).then(([p]) => (pgid = p));
     });
     await waitUntil('the stand-in CRIU to start', () => pgid !== undefined);

@@ -12,6 +12,7 @@ import { dirname, join } from 'node:path';
 import { Agent, AGENTCTL, type AgentDirs } from './agent.js';
 import { auditImages, kernelState, lockFileOf, setKernel, startWorkload, type Workload } from './checks.js';
 import { FaultSuite } from './suite.js';
+import type { Json } from '../helpers/json.js';
 
 const suite = new FaultSuite('faults-priv');
 const { lab, figures, hierarchies } = suite;
@@ -118,7 +119,7 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     const body = { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy };
     const problems: string[] = [];
     // Each directory must be either tightened (mode go-w, nobody cannot write) or refused with a clear error.
-    const judge = (dir: string, reply: { status: number; json: any; text: string }) => {
+    const judge = (dir: string, reply: { status: number; json: Json; text: string }) => {
       figures.requests++;
       const tightened = (mode(dir) & 0o022) === 0 && nobodyCanWrite(dir).length === 0;
       const refused = reply.status >= 400 && reply.status < 500 && /writable by group or others/.test(reply.json?.error?.message ?? '');

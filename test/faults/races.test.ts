@@ -26,6 +26,7 @@ import {
 } from './checks.js';
 import { Gate } from './gate.js';
 import { FaultSuite } from './suite.js';
+import type { Json } from '../helpers/json.js';
 
 const suite = new FaultSuite('faults-races');
 const { lab, figures, hierarchies } = suite;
@@ -189,7 +190,7 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
         if (reply.status === 201) {
           // Still frozen (--after frozen): what is in the cgroup now is exactly what was dumped.
           const manifest = (await agent.request('GET', `/v1/checkpoints/${reply.json.id}`)).json;
-          const saved = manifest.trees.flatMap((tr: any) => tr.processes.map((p: any) => p.pid)).sort();
+          const saved = manifest.trees.flatMap((tr: Json) => tr.processes.map((p: Json) => p.pid)).sort();
           const present = lab.pidsOf(cgroup).sort();
           assert.deepEqual(present.filter((p) => !saved.includes(p)), [], `every process of the frozen cgroup is in image ${reply.json.id}`);
           assert.equal(await settledState(cgroup), 'FROZEN');

@@ -10,7 +10,7 @@ import type { Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl, type LockHolder } from '../../src/lock/index.js';
 import { HIERARCHIES, Lab, processState, sleepSync, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
-import { busy, flockFree, kernelState, makeControl, refOf, sleep, waitForCounter, waitForKernel, writeKernel } from './helpers.js';
+import { beginCheckpoint, busy, flockFree, kernelState, makeControl, refOf, sleep, waitForCounter, waitForKernel, writeKernel } from './helpers.js';
 
 const lab = new Lab('lock-ckpt');
 after(() => lab.cleanup());
@@ -34,13 +34,13 @@ for (const hierarchy of HIERARCHIES) {
       const control = makeControl(lab);
       const ref = refOf(cgroup);
 
-      assert.throws(() => control.beginCheckpoint(ref, { requestId: 'r-thawed' }), busy(/is THAWED, not FROZEN/));
+      assert.throws(() => beginCheckpoint(control, ref, { requestId: 'r-thawed' }), busy(/is THAWED, not FROZEN/));
       assert.equal(kernelState(cgroup), 'THAWED', 'the refusal changed nothing');
       assert.equal(control.status(ref).locked, false, 'the refused attempt released its lease');
       assert.equal(flockFree(control.lockPath(ref)), true);
 
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: 'r-frozen' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'r-frozen' });
       try {
         assert.equal(control.status(ref).state, 'CHECKPOINTING');
       } finally {
@@ -56,17 +56,17 @@ for (const hierarchy of HIERARCHIES) {
       const direct = new CgroupControl({ runDir: control.runDir });
       const ref = refOf(cgroup);
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: '7f3a' });
+      const hold = beginCheckpoint(control, ref, { requestId: '7f3a' });
       try {
         const frozenAt = readFileSync(counter, 'utf8');
         const holder = new RegExp(`cgroup ${hierarchy}:${cgroup.path} is CHECKPOINTING \\(request 7f3a, ${SINCE}\\)$`);
         await assert.rejects(control.thaw(ref, { requestId: 'b1' }), busy(holder));
         await assert.rejects(control.freeze(ref, { requestId: 'b2' }), busy(holder));
-        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'b3' }), busy(holder));
+        assert.throws(() => beginCheckpoint(control, ref, { requestId: 'b3' }), busy(holder));
         assert.throws(() => hold.lease.beginCheckpoint(), busy(holder), 'not even the holder can nest a checkpoint');
         assert.throws(() => control.lease(ref, { requestId: 'b4', operation: 'kill' }), busy(holder));
         await assert.rejects(direct.thaw(ref, { requestId: 'b5' }), busy(holder));
-        assert.throws(() => direct.beginCheckpoint(ref, { requestId: 'b6' }), (err: unknown) => {
+        assert.throws(() => beginCheckpoint(direct, ref, { requestId: 'b6' }), (err: unknown) => {
           assert.ok(isAgentError(err, 'EBUSY'));
           const recorded = err.details?.holder as LockHolder;
           assert.deepEqual([recorded.pid, recorded.requestId, recorded.phase], [process.pid, '7f3a', 'checkpointing'], 'the whole record travels with the error');
@@ -108,7 +108,7 @@ for (const hierarchy of HIERARCHIES) {
       const control = makeControl(lab);
       const ref = refOf(cgroup);
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: 'e1' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'e1' });
       const lockFile = control.lockPath(ref);
       try {
         assert.equal(control.status(ref).state, 'CHECKPOINTING');
@@ -120,7 +120,7 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(after.kernelState, 'FROZEN');
         assert.equal(after.locked, true, 'the lease stays held for the caller to apply its policy');
         assert.equal(after.holder?.phase, 'checkpoint-ended');
-        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'e2' }), busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/));
+        assert.throws(() => beginCheckpoint(control, ref, { requestId: 'e2' }), busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/));
         assert.equal(flockFree(lockFile), false);
       } finally {
         hold.lease.release();
@@ -133,7 +133,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(flockFree(lockFile), true);
       assert.deepEqual(control.staleLocks(), [], 'a released lock is not stale');
       // The lock file stays (marked finished) and is harmless: the next checkpoint takes it.
-      const again = control.beginCheckpoint(ref, { requestId: 'e3' });
+      const again = beginCheckpoint(control, ref, { requestId: 'e3' });
       await again.end();
       again.lease.release();
     });
@@ -145,7 +145,7 @@ for (const hierarchy of HIERARCHIES) {
       await control.freeze(ref);
 
       // Outside the window: thawed for ~60 ms, then frozen again before end(), so only the watch can tell.
-      const outside = control.beginCheckpoint(ref, { requestId: 'w1' });
+      const outside = beginCheckpoint(control, ref, { requestId: 'w1' });
       try {
         writeKernel(cgroup, 'THAWED');
         await sleep(60);
@@ -162,7 +162,7 @@ for (const hierarchy of HIERARCHIES) {
       }
 
       // Inside the window: the same writes are CRIU's own.
-      const inside = control.beginCheckpoint(ref, { requestId: 'w2' });
+      const inside = beginCheckpoint(control, ref, { requestId: 'w2' });
       try {
         const value = await inside.criuWindow(async () => {
           writeKernel(cgroup, 'THAWED');
@@ -178,7 +178,7 @@ for (const hierarchy of HIERARCHIES) {
       }
 
       // Left thawed at the end: end() itself sees it, reports it, and puts the cgroup back to FROZEN.
-      const left = control.beginCheckpoint(ref, { requestId: 'w3' });
+      const left = beginCheckpoint(control, ref, { requestId: 'w3' });
       try {
         await left.criuWindow(async () => writeKernel(cgroup, 'THAWED'));
         const result = await left.end();
@@ -199,7 +199,7 @@ for (const hierarchy of HIERARCHIES) {
       const control = makeControl(lab);
       const ref = refOf(cgroup);
       await control.freeze(ref);
-      const hold = control.beginCheckpoint(ref, { requestId: 'k1' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'k1' });
       try {
         await hold.criuWindow(async () => {
           await hold.lease.freezer.killAll();

@@ -10,6 +10,8 @@ import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { REPO_ROOT, type Lab, type TestCgroup } from '../helpers/lab.js';
 
+export { beginCheckpoint } from '../../fixtures/lock/begin-checkpoint.js';
+
 export const CONTENDER = join(REPO_ROOT, 'dist', 'fixtures', 'lock', 'contender.js');
 
 /** A control whose run directory does not exist yet, so the lock module creates it. */

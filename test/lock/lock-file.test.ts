@@ -11,7 +11,7 @@ import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
 import { lockFileName } from '../../src/lock/lock-name.js';
 import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
-import { busy, flockFree, kernelState, makeControl, refOf } from './helpers.js';
+import { beginCheckpoint, busy, flockFree, kernelState, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-file');
 after(() => lab.cleanup());
@@ -146,7 +146,7 @@ for (const hierarchy of HIERARCHIES) {
 
       const symlink = refused('EACCES', new RegExp(`lock file .* is a symbolic link; refusing to follow it`));
       await assert.rejects(control.freeze(ref), symlink);
-      assert.throws(() => control.beginCheckpoint(ref, { requestId: 's1' }), symlink);
+      assert.throws(() => beginCheckpoint(control, ref, { requestId: 's1' }), symlink);
       assert.throws(() => control.status(ref), symlink);
       assert.throws(() => control.forget(ref), symlink);
       assert.deepEqual(control.staleLocks(), []);
@@ -233,7 +233,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(status.locked, false);
       assert.deepEqual(control.staleLocks().map((h) => h.cgroup), [], 'a refused thaw is finished, not stale');
       // A checkpoint of the child is allowed: the kernel says FROZEN.
-      const hold = control.beginCheckpoint(childRef, { requestId: 'pc' });
+      const hold = beginCheckpoint(control, childRef, { requestId: 'pc' });
       assert.equal((await hold.end()).consistent, true);
       hold.lease.release();
       await control.thaw(refOf(parent));
@@ -251,7 +251,7 @@ for (const hierarchy of HIERARCHIES) {
 
       await control.freeze(ref);
       assert.deepEqual(left(), [], 'after a freeze');
-      const hold = control.beginCheckpoint(ref, { requestId: 't1' });
+      const hold = beginCheckpoint(control, ref, { requestId: 't1' });
       assert.deepEqual(left(), [basename(control.lockPath(ref))], 'one file while the checkpoint holds it');
       assert.equal((await hold.end()).consistent, true);
       hold.lease.release();
@@ -259,7 +259,7 @@ for (const hierarchy of HIERARCHIES) {
       await control.thaw(ref);
       assert.deepEqual(left(), [], 'after a thaw');
 
-      assert.throws(() => control.beginCheckpoint(ref, { requestId: 't2' }), busy(/not FROZEN/));
+      assert.throws(() => beginCheckpoint(control, ref, { requestId: 't2' }), busy(/not FROZEN/));
       assert.deepEqual(left(), [], 'after a checkpoint refused for a THAWED cgroup');
       const lease = control.lease(ref, { requestId: 't3', operation: 'freeze' });
       await assert.rejects(control.freeze(ref), busy(/request t3/));

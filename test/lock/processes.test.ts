@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import type { ChildProcess } from 'node:child_process';
 import { HIERARCHIES, Lab, unavailable } from '../helpers/lab.js';
-import { CONTENDER, flockFree, holdWithShellTool, kernelState, killAndWait, makeControl, refOf } from './helpers.js';
+import { beginCheckpoint, CONTENDER, flockFree, holdWithShellTool, kernelState, killAndWait, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-procs');
 after(() => lab.cleanup());
@@ -165,14 +165,14 @@ for (const hierarchy of HIERARCHIES) {
       try {
         const underTool = control.status(ref);
         assert.deepEqual([underTool.state, underTool.locked, underTool.holder], ['FROZEN', true, undefined]);
-        assert.throws(() => control.beginCheckpoint(ref, { requestId: 'while-tool' }), (err: unknown) =>
+        assert.throws(() => beginCheckpoint(control, ref, { requestId: 'while-tool' }), (err: unknown) =>
           /another process holds its lock/.test((err as Error).message));
       } finally {
         await killAndWait(tool);
       }
 
       // A new agent takes over at once.
-      const hold = control.beginCheckpoint(ref, { requestId: 'after-crash' });
+      const hold = beginCheckpoint(control, ref, { requestId: 'after-crash' });
       try {
         assert.deepEqual(control.staleLocks(), [], 'a held lock is not stale');
         assert.throws(() => control.forget(ref), (err: unknown) => (err as { code?: string }).code === 'EBUSY', 'a held lock is never forgotten');

@@ -4,17 +4,34 @@
 // hierarchy (v1 or v2).
 
 import { performance } from 'node:perf_hooks';
-import { describeCgroup, resolveCgroup, type CgroupRef } from '../../cgroup/index.js';
+import { describeCgroup, resolveCgroup, type CgroupRef, type Hierarchy } from '../../cgroup/index.js';
 import { json, type RequestContext, type Reply } from '../context.js';
 import { expectNoBody, hierarchy, optional, queryObject, readJsonObject, required, text, timeoutMs, validate } from '../request.js';
 import type { Route } from '../router.js';
 
 const CGROUP_FIELDS = { cgroup: required(text), hierarchy: optional(hierarchy) };
+const TIMED_FIELDS = { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) };
 
 function resolve(ctx: RequestContext, input: { cgroup: string; hierarchy?: 'v1' | 'v2' }): CgroupRef {
   const ref = resolveCgroup(input.cgroup, input.hierarchy ? { hierarchy: input.hierarchy } : {});
   ctx.audit.cgroup = describeCgroup(ref);
   return ref;
+}
+
+/**
+ * A freeze, thaw or kill request: the cgroup (and, where it takes one, a timeout) from the body only,
+ * since a query (?cgroup=...) would be silently ignored, so one is refused.
+ */
+async function changeRequest(
+  ctx: RequestContext,
+  operation: 'freeze' | 'thaw' | 'kill',
+  timed: boolean,
+): Promise<{ ref: CgroupRef; options: { requestId: string; timeoutMs?: number } }> {
+  ctx.audit.operation = operation;
+  validate(queryObject(ctx.url), {}, 'query parameter');
+  const input = await readJsonObject(ctx.req);
+  const body: { cgroup: string; hierarchy?: Hierarchy; timeoutMs?: number } = timed ? validate(input, TIMED_FIELDS) : validate(input, CGROUP_FIELDS);
+  return { ref: resolve(ctx, body), options: { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) } };
 }
 
 export function cgroupRoutes(): Route[] {
@@ -32,13 +49,9 @@ export function cgroupRoutes(): Route[] {
       method: 'POST',
       pattern: '/v1/cgroups/freeze',
       async handle(ctx): Promise<Reply> {
-        ctx.audit.operation = 'freeze';
-        // The cgroup comes from the body only: a query (?cgroup=...) would be silently ignored, so refuse it.
-        validate(queryObject(ctx.url), {}, 'query parameter');
-        const body = validate(await readJsonObject(ctx.req), { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) });
-        const ref = resolve(ctx, body);
+        const { ref, options } = await changeRequest(ctx, 'freeze', true);
         const started = performance.now();
-        const status = await ctx.services.control.freeze(ref, { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) });
+        const status = await ctx.services.control.freeze(ref, options);
         ctx.services.metrics.freezes.observe((performance.now() - started) / 1000);
         return json(200, status);
       },
@@ -47,21 +60,16 @@ export function cgroupRoutes(): Route[] {
       method: 'POST',
       pattern: '/v1/cgroups/kill',
       async handle(ctx): Promise<Reply> {
-        ctx.audit.operation = 'kill';
-        validate(queryObject(ctx.url), {}, 'query parameter');
-        const body = validate(await readJsonObject(ctx.req), { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) });
-        const ref = resolve(ctx, body);
-        return json(200, await ctx.services.control.kill(ref, { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) }));
+        const { ref, options } = await changeRequest(ctx, 'kill', true);
+        return json(200, await ctx.services.control.kill(ref, options));
       },
     },
     {
       method: 'POST',
       pattern: '/v1/cgroups/thaw',
       async handle(ctx): Promise<Reply> {
-        ctx.audit.operation = 'thaw';
-        validate(queryObject(ctx.url), {}, 'query parameter');
-        const body = validate(await readJsonObject(ctx.req), CGROUP_FIELDS);
-        return json(200, await ctx.services.control.thaw(resolve(ctx, body), { requestId: ctx.requestId }));
+        const { ref, options } = await changeRequest(ctx, 'thaw', false);
+        return json(200, await ctx.services.control.thaw(ref, options));
       },
     },
   ];

@@ -1,0 +1,45 @@
+// Emptying a cgroup and its subtree, for both drivers' killAll(): each says how one round of kills
+// is done (v1 kill-then-thaw, v2 cgroup.kill or SIGKILL), this repeats rounds until nothing is left.
+
+import { AgentError } from '../errors/index.js';
+import { subtreePids } from './ancestry.js';
+import { backoff, waitForPidsGone } from './timing.js';
+import { DEFAULT_FREEZE_TIMEOUT_MS, type CgroupRef } from './types.js';
+
+/**
+ * Repeats `killOnce` over the processes of the cgroup and its descendants until none is left (tasks
+ * forked meanwhile are caught by the next round), then waits until every killed pid is gone from /proc.
+ */
+export async function killSubtree(
+  cgroup: CgroupRef,
+  name: string,
+  killOnce: (pids: number[]) => void,
+  timeoutMs: number = DEFAULT_FREEZE_TIMEOUT_MS,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  const killed = new Set<number>();
+  for (let attempt = 0; ; attempt++) {
+    const pids = subtreePids(cgroup.dir, name);
+    if (pids.length === 0) break;
+    pids.forEach((pid) => killed.add(pid));
+    killOnce(pids);
+    if (Date.now() >= deadline) {
+      throw new AgentError('ETIMEDOUT', `cgroup ${name}: processes ${pids.join(', ')} survived SIGKILL`);
+    }
+    await backoff(attempt);
+  }
+  if (!(await waitForPidsGone([...killed], deadline))) {
+    throw new AgentError('ETIMEDOUT', `cgroup ${name}: killed processes were not reaped in time`);
+  }
+}
+
+/** SIGKILL to each pid; one already gone is fine. */
+export function sigkill(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // Already gone.
+    }
+  }
+}
