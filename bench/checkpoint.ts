@@ -103,7 +103,16 @@ function runBareCriu(criu: string, pid: number, dir: string, cgroupDir: string):
     child.on('close', (code) => {
       const ms = performance.now() - started;
       if (code === 0) resolve(ms);
-      else reject(new Error(`criu ${args.join(' ')} exited ${code}:\n${stderr.split('\n').filter((l) => /Error/.test(l)).slice(-5).join('\n')}`));
+      else
+        reject(
+          new Error(
+            `criu ${args.join(' ')} exited ${code}:\n${stderr
+              .split('\n')
+              .filter((l) => /Error/.test(l))
+              .slice(-5)
+              .join('\n')}`,
+          ),
+        );
     });
   });
 }
@@ -121,7 +130,15 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
   const cgroup = lab.cgroup(options.hierarchy, `checkpoint-${fixture}`);
   try {
     const { pid, processes } = await startFixture(lab, fixture, cgroup);
-    const agentd = { total: [] as number[], window: [] as number[], criuFrozen: [] as number[], dump: [] as number[], afterDump: [] as number[], hash: [] as number[], publish: [] as number[] };
+    const agentd = {
+      total: [] as number[],
+      window: [] as number[],
+      criuFrozen: [] as number[],
+      dump: [] as number[],
+      afterDump: [] as number[],
+      hash: [] as number[],
+      publish: [] as number[],
+    };
     const bare = { total: [] as number[], frozen: [] as number[], freezing: [] as number[] };
     let imageBytes = 0;
     for (let run = 0; run < options.runs; run++) {
@@ -186,7 +203,11 @@ export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOp
   }
 }
 
-export async function measureCheckpoints(lab: BenchLab, options: CheckpointOptions, onCase: (c: CheckpointCase) => void = () => undefined): Promise<{ criu: { path: string; version: string }; cases: CheckpointCase[] }> {
+export async function measureCheckpoints(
+  lab: BenchLab,
+  options: CheckpointOptions,
+  onCase: (c: CheckpointCase) => void = () => undefined,
+): Promise<{ criu: { path: string; version: string }; cases: CheckpointCase[] }> {
   const criu = await findCriu();
   if (!criu.check.ok) throw new Error(`${criu.path} fails \`criu check\`: ${criu.check.output}`);
   const cases: CheckpointCase[] = [];

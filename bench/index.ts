@@ -118,12 +118,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       }
     }
 
-    const latency = await measureLatency(
-      lab,
-      tools,
-      { ...options, socket: agent?.socket },
-      runDir,
-      (c) => log(`latency ${c.hierarchy} ${c.workload} N=${c.processes}: done`),
+    const latency = await measureLatency(lab, tools, { ...options, socket: agent?.socket }, runDir, (c) =>
+      log(`latency ${c.hierarchy} ${c.workload} N=${c.processes}: done`),
     );
 
     let throughput: BenchResults['throughput'];
@@ -145,7 +141,14 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       mkdirSync(criuImagesDir);
       const measured = await measureCheckpoints(
         lab,
-        { fixtures: options.checkpointFixtures, runs: options.checkpointRuns, hierarchy: options.checkpointHierarchy, socket: agent.socket, agentImagesDir: agent.imagesDir, criuImagesDir },
+        {
+          fixtures: options.checkpointFixtures,
+          runs: options.checkpointRuns,
+          hierarchy: options.checkpointHierarchy,
+          socket: agent.socket,
+          agentImagesDir: agent.imagesDir,
+          criuImagesDir,
+        },
         (c) => log(`checkpoint ${c.fixture}: done`),
       );
       criu = measured.criu;

@@ -78,7 +78,10 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
   };
   set('runs', positive(values.runs, 'runs'));
   set('checkpointRuns', positive(values['checkpoint-runs'], 'checkpoint-runs'));
-  set('counts', values.counts?.split(',').map((c) => positive(c, 'counts')));
+  set(
+    'counts',
+    values.counts?.split(',').map((c) => positive(c, 'counts')),
+  );
   set('hierarchies', list<Hierarchy>(values.hierarchies, DEFAULT_OPTIONS.hierarchies, 'hierarchies'));
   set('workloads', list<WorkKind>(values.workloads, ['sleep', 'busy'], 'workloads'));
   if (values['no-checkpoint']) options.checkpoint = false;
@@ -97,7 +100,9 @@ async function main(): Promise<void> {
   const { options, out } = parse(process.argv.slice(2));
   const load = loadavg()[0];
   if (load > QUIET_LOAD) {
-    process.stderr.write(`bench: warning: load average ${load.toFixed(2)} (> ${QUIET_LOAD}): figures will be noisy; rerun on a quieter machine for the record\n`);
+    process.stderr.write(
+      `bench: warning: load average ${load.toFixed(2)} (> ${QUIET_LOAD}): figures will be noisy; rerun on a quieter machine for the record\n`,
+    );
   }
   const started = Date.now();
   const results = await runBench({

@@ -119,28 +119,76 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
   const wc = worst(checkpoints, (c) => c.ratio);
   targets.push(
     wc
-      ? { name: 'checkpoint-within-1.1x-criu', target: 'agentd checkpoint median <= 1.10 x bare criu dump median', measured: wc.value, unit: 'x criu', met: wc.value <= 1.1, where: `worst fixture: ${wc.item.fixture}` }
-      : { name: 'checkpoint-within-1.1x-criu', target: 'agentd checkpoint median <= 1.10 x bare criu dump median', measured: null, unit: 'x criu', met: null, where: 'not measured in this run' },
+      ? {
+          name: 'checkpoint-within-1.1x-criu',
+          target: 'agentd checkpoint median <= 1.10 x bare criu dump median',
+          measured: wc.value,
+          unit: 'x criu',
+          met: wc.value <= 1.1,
+          where: `worst fixture: ${wc.item.fixture}`,
+        }
+      : {
+          name: 'checkpoint-within-1.1x-criu',
+          target: 'agentd checkpoint median <= 1.10 x bare criu dump median',
+          measured: null,
+          unit: 'x criu',
+          met: null,
+          where: 'not measured in this run',
+        },
   );
   const wf = worst(checkpoints, (c) => c.frozenExcessMs);
   targets.push(
     wf
-      ? { name: 'checkpoint-frozen-window-within-criu-plus-20ms', target: "agentd frozen window median <= CRIU's frozen_time median + 20 ms", measured: wf.value, unit: 'ms over CRIU', met: wf.value <= 20, where: `worst fixture: ${wf.item.fixture}` }
-      : { name: 'checkpoint-frozen-window-within-criu-plus-20ms', target: "agentd frozen window median <= CRIU's frozen_time median + 20 ms", measured: null, unit: 'ms over CRIU', met: null, where: 'not measured in this run' },
+      ? {
+          name: 'checkpoint-frozen-window-within-criu-plus-20ms',
+          target: "agentd frozen window median <= CRIU's frozen_time median + 20 ms",
+          measured: wf.value,
+          unit: 'ms over CRIU',
+          met: wf.value <= 20,
+          where: `worst fixture: ${wf.item.fixture}`,
+        }
+      : {
+          name: 'checkpoint-frozen-window-within-criu-plus-20ms',
+          target: "agentd frozen window median <= CRIU's frozen_time median + 20 ms",
+          measured: null,
+          unit: 'ms over CRIU',
+          met: null,
+          where: 'not measured in this run',
+        },
   );
 
   const state = inputs.state ?? [];
   const slowest = state.length > 0 ? state.reduce((a, b) => (b.agentd.rps < a.agentd.rps ? b : a)) : undefined;
   targets.push(
     slowest
-      ? { name: 'state-requests-per-second', target: '>= 1000 state requests per second over the socket (1, 8 and 64 clients)', measured: slowest.agentd.rps, unit: 'requests/s', met: slowest.agentd.rps >= 1000, where: `lowest with ${slowest.clients} client(s)` }
-      : { name: 'state-requests-per-second', target: '>= 1000 state requests per second over the socket (1, 8 and 64 clients)', measured: null, unit: 'requests/s', met: null, where: 'not measured in this run' },
+      ? {
+          name: 'state-requests-per-second',
+          target: '>= 1000 state requests per second over the socket (1, 8 and 64 clients)',
+          measured: slowest.agentd.rps,
+          unit: 'requests/s',
+          met: slowest.agentd.rps >= 1000,
+          where: `lowest with ${slowest.clients} client(s)`,
+        }
+      : {
+          name: 'state-requests-per-second',
+          target: '>= 1000 state requests per second over the socket (1, 8 and 64 clients)',
+          measured: null,
+          unit: 'requests/s',
+          met: null,
+          where: 'not measured in this run',
+        },
   );
 
   const memory = inputs.memory;
   targets.push(
     memory
-      ? { name: 'idle-memory', target: 'agentd idle resident memory < 80 MB', measured: round(memory.idleBytes / MB, 1), unit: 'MB', met: memory.idleBytes < 80 * MB }
+      ? {
+          name: 'idle-memory',
+          target: 'agentd idle resident memory < 80 MB',
+          measured: round(memory.idleBytes / MB, 1),
+          unit: 'MB',
+          met: memory.idleBytes < 80 * MB,
+        }
       : { name: 'idle-memory', target: 'agentd idle resident memory < 80 MB', measured: null, unit: 'MB', met: null, where: 'not measured in this run' },
   );
   const growthTarget = `no growth after ${memory?.operations ?? 1000} operations: RSS after them <= idle RSS + ${MEMORY_GROWTH_TOLERANCE_MB} MB`;

@@ -30,7 +30,12 @@ export interface StateThroughput {
 }
 
 /** `clients` loops, each on its own kept-alive connection, for durationMs after a short warm-up. */
-async function hammer(socket: string, path: string, clients: number, durationMs: number): Promise<{ requests: number; seconds: number; rps: number; errors: number }> {
+async function hammer(
+  socket: string,
+  path: string,
+  clients: number,
+  durationMs: number,
+): Promise<{ requests: number; seconds: number; rps: number; errors: number }> {
   const agent = new HttpAgent({ keepAlive: true, maxSockets: clients });
   let counting = false;
   let stop = false;
@@ -139,7 +144,12 @@ export async function measureConcurrent(
       await startWorkload(lab, tools, cgroup, 1, 'sleep');
       freezers.push(openFreezer(resolveCgroup(cgroup.dir, { hierarchy })));
     }
-    probe = await FreezerProbe.start(lab, tools, hierarchy, cgroups.map((c) => c.dir));
+    probe = await FreezerProbe.start(
+      lab,
+      tools,
+      hierarchy,
+      cgroups.map((c) => c.dir),
+    );
     const run: Record<ConcurrentMethod, (op: 'freeze' | 'thaw') => Promise<number>> = {
       c: (op) => probe!.run(op),
       library: async (op) => {

@@ -16,7 +16,7 @@ export class ControlFile {
     writable: boolean,
   ) {
     try {
-      this.fd = openSync(path, (writable ? constants.O_RDWR : constants.O_RDONLY));
+      this.fd = openSync(path, writable ? constants.O_RDWR : constants.O_RDONLY);
     } catch (err) {
       throw this.failure(err, `failed to open ${path}`);
     }

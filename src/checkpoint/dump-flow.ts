@@ -71,7 +71,10 @@ function priorOf(state: FreezerState): 'THAWED' | 'FROZEN' {
 function preflight(ctx: DumpContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
   const status = lease.freezer.status();
   if (status.parentFreezing) {
-    throw new AgentError('EBUSY', `cgroup ${name} is frozen by its parent ${status.frozenBy}; CRIU must thaw it while it seizes the tasks, so thaw ${status.frozenBy} first`);
+    throw new AgentError(
+      'EBUSY',
+      `cgroup ${name} is frozen by its parent ${status.frozenBy}; CRIU must thaw it while it seizes the tasks, so thaw ${status.frozenBy} first`,
+    );
   }
   const pids = lease.freezer.processes();
   if (pids.length === 0) throw new AgentError('ESRCH', `cgroup ${name} has no processes: there is nothing to checkpoint`);
@@ -166,7 +169,10 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
     const consistency = await hold.end();
     if (!consistency.consistent) {
       const seen = consistency.breaches.map((b) => `${b.observed} at ${b.at}`).join(', ');
-      throw new AgentError('EINCONSISTENT', `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}); its image is not kept as good`);
+      throw new AgentError(
+        'EINCONSISTENT',
+        `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}); its image is not kept as good`,
+      );
     }
 
     // Early: the policies that let the workload run again (see the head of this file).
@@ -196,7 +202,14 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
       trees,
       files,
       criuStats: stats,
-      timings: { freezeMs: frozenAt - freezeStart, frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt, dumpMs, hashMs, publishMs: 0, totalMs: Date.now() - startedAt },
+      timings: {
+        freezeMs: frozenAt - freezeStart,
+        frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt,
+        dumpMs,
+        hashMs,
+        publishMs: 0,
+        totalMs: Date.now() - startedAt,
+      },
     };
     const publishStart = Date.now();
     writeFileDurably(join(partialDir, MANIFEST_FILE), JSON.stringify(manifest, null, 2) + '\n');
@@ -241,8 +254,14 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
     // Once thawed, a process may end on its own: that is the workload's business, not a loss.
     const lost = thawed ? [] : lostProcesses(trees);
     const survivors = trees.reduce((sum, t) => sum + t.processes.length, 0) - lost.length;
-    const failure = annotateFailure(err, name, failedDir, lost.length ? { text: describeLost(lost, survivors, prior ?? 'THAWED'), processes: lost } : undefined);
-    if (failedDir) recordFailure(failedDir, { id, cgroup: ref.path, hierarchy: ref.hierarchy, startedAt: new Date(startedAt).toISOString(), error: failure, lost });
+    const failure = annotateFailure(
+      err,
+      name,
+      failedDir,
+      lost.length ? { text: describeLost(lost, survivors, prior ?? 'THAWED'), processes: lost } : undefined,
+    );
+    if (failedDir)
+      recordFailure(failedDir, { id, cgroup: ref.path, hierarchy: ref.hierarchy, startedAt: new Date(startedAt).toISOString(), error: failure, lost });
     throw failure;
   } finally {
     lease.release();

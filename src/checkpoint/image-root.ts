@@ -72,6 +72,9 @@ export function makeImageRoot(root: string): void {
   const euid = process.geteuid?.() ?? st.uid;
   if (st.uid !== euid) throw new AgentError('EACCES', `image directory ${root} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`);
   if ((st.mode & 0o022) !== 0) {
-    throw new AgentError('EACCES', `image directory ${root} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): anyone could plant images there; run chmod go-w ${root}`);
+    throw new AgentError(
+      'EACCES',
+      `image directory ${root} is writable by group or others (mode ${(st.mode & 0o7777).toString(8)}): anyone could plant images there; run chmod go-w ${root}`,
+    );
   }
 }

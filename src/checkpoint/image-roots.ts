@@ -57,7 +57,10 @@ export class ImageRoots {
     }
     const real = realPath(dir);
     if (real !== undefined && real !== realPath(store.root)) {
-      throw new AgentError('EACCES', `images directory ${dir} is ${real}, not the allowed ${store.root}; name the directory itself, without symlinks before '..'`);
+      throw new AgentError(
+        'EACCES',
+        `images directory ${dir} is ${real}, not the allowed ${store.root}; name the directory itself, without symlinks before '..'`,
+      );
     }
     return store;
   }

@@ -34,7 +34,10 @@ const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 export const MANIFEST_FILE = 'manifest.json';
 
 export function newCheckpointId(now = new Date()): string {
-  const stamp = now.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+  const stamp = now
+    .toISOString()
+    .replace(/[-:]/g, '')
+    .replace(/\.\d+Z$/, 'Z');
   return `${stamp}-${randomBytes(3).toString('hex')}`;
 }
 
@@ -178,7 +181,10 @@ export class ImageStore {
     } catch (err) {
       if (systemErrno(err) === 'ENOENT') {
         const failed = existsSync(dir + FAILED_SUFFIX);
-        throw new AgentError('ENOENT', failed ? `checkpoint ${id} failed and has no usable image (see ${dir + FAILED_SUFFIX})` : `no checkpoint ${id} in ${this.root}`);
+        throw new AgentError(
+          'ENOENT',
+          failed ? `checkpoint ${id} failed and has no usable image (see ${dir + FAILED_SUFFIX})` : `no checkpoint ${id} in ${this.root}`,
+        );
       }
       throw fromSystemError(err, `cannot read manifest of checkpoint ${id}`);
     }

@@ -54,11 +54,9 @@ function hint(manifest: Manifest): string {
 }
 
 function taken(manifest: Manifest, holders: readonly PidHolder[], why: string): AgentError {
-  return new AgentError(
-    'EBUSY',
-    `pids of checkpoint ${manifest.id} are taken (${holders.map(describeHolder).join('; ')}): ${why}`,
-    { details: { checkpoint: manifest.id, holders } },
-  );
+  return new AgentError('EBUSY', `pids of checkpoint ${manifest.id} are taken (${holders.map(describeHolder).join('; ')}): ${why}`, {
+    details: { checkpoint: manifest.id, holders },
+  });
 }
 
 // Pids of just-killed processes are free within milliseconds once their parent reaps them; a parent
@@ -89,7 +87,10 @@ export async function waitForSavedPids(
       throw taken(manifest, holders, `their parents did not reap them within ${options.waitMs ?? ZOMBIE_WAIT_MS} ms; the pids are free once they do (or exit)`);
     }
     if (options.signal?.aborted) {
-      throw new AgentError('EINTR', `restore of ${manifest.id} cancelled while waiting for its pids to be freed: ${String((options.signal.reason as Error)?.message ?? options.signal.reason)}`);
+      throw new AgentError(
+        'EINTR',
+        `restore of ${manifest.id} cancelled while waiting for its pids to be freed: ${String((options.signal.reason as Error)?.message ?? options.signal.reason)}`,
+      );
     }
     const message = `waiting for zombies to be reaped, to free their pids: ${holders.map(describeHolder).join('; ')}`;
     if (message !== announced) progress({ stage: 'pids', message });

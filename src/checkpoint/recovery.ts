@@ -83,7 +83,12 @@ export async function recover(control: CgroupControl, stores: readonly ImageStor
     try {
       cgroups.push(await recoverOne(control, record));
     } catch (err) {
-      cgroups.push({ cgroup: record.cgroup, hierarchy: record.hierarchy, found: `an interrupted ${record.operation}`, action: `recovery failed: ${(err as Error).message}` });
+      cgroups.push({
+        cgroup: record.cgroup,
+        hierarchy: record.hierarchy,
+        found: `an interrupted ${record.operation}`,
+        action: `recovery failed: ${(err as Error).message}`,
+      });
     }
   }
   // A .partial-* directory that a lock held right now names is a checkpoint still running (another

@@ -90,7 +90,10 @@ function killTree(tree: TreeRecord): Promise<boolean> {
       // not restored, or gone
     }
   }
-  return waitForPidsGone(tree.processes.map((p) => p.pid), Date.now() + PIDS_FREE_WAIT_MS);
+  return waitForPidsGone(
+    tree.processes.map((p) => p.pid),
+    Date.now() + PIDS_FREE_WAIT_MS,
+  );
 }
 
 function isStopped(pid: number): boolean {
@@ -214,7 +217,9 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
     if (!succeeded) removeCreated(created);
     if (workDir !== undefined) {
       const removeWorkDir = () => rmSync(workDir!, { recursive: true, force: true });
-      void Promise.all(foregroundCriu).then(removeWorkDir).catch(() => undefined);
+      void Promise.all(foregroundCriu)
+        .then(removeWorkDir)
+        .catch(() => undefined);
     }
   }
 }

@@ -32,8 +32,7 @@ export interface CallOptions {
 }
 
 const START_HINT =
-  'start it with `npm run setup` (from the agentd checkout), `systemctl start agentd` where systemd runs it, ' +
-  'or `bin/agentd &` in the foreground';
+  'start it with `npm run setup` (from the agentd checkout), `systemctl start agentd` where systemd runs it, ' + 'or `bin/agentd &` in the foreground';
 
 /** What is at the socket path, for a connection that was refused: a socket, or what instead. */
 function kindOf(path: string): 'socket' | 'missing' | string {
@@ -151,13 +150,14 @@ export function call(options: ClientOptions, method: string, path: string, call:
     let timer: NodeJS.Timeout | undefined;
     const req = httpRequest({ socketPath: options.socket, method, path, headers }, (res) => {
       const streaming = (res.headers['content-type'] ?? '').startsWith(NDJSON_TYPE);
-      const done = streaming && call.onProgress
-        ? readStream(res, call.onProgress)
-        : readAll(res).then((text) => {
-            const body = text ? parseJson(text, 'an answer') : undefined;
-            if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, body);
-            return body;
-          });
+      const done =
+        streaming && call.onProgress
+          ? readStream(res, call.onProgress)
+          : readAll(res).then((text) => {
+              const body = text ? parseJson(text, 'an answer') : undefined;
+              if ((res.statusCode ?? 500) >= 400) throw agentError(res.statusCode ?? 500, body);
+              return body;
+            });
       done.then(resolve, reject).finally(() => clearTimeout(timer));
     });
     req.on('error', (err) => {

@@ -58,7 +58,14 @@ async function freezerMounts(socket: string, hierarchy: string | undefined): Pro
 }
 
 /** What the words typed so far (program name first, the word being completed last) are about. */
-function completing(words: readonly string[]): { command?: string; positionals: number; socket?: string; hierarchy?: string; current: string; cgroupValue: boolean } {
+function completing(words: readonly string[]): {
+  command?: string;
+  positionals: number;
+  socket?: string;
+  hierarchy?: string;
+  current: string;
+  cgroupValue: boolean;
+} {
   const current = words.at(-1) ?? '';
   const before = words.slice(1, -1);
   const plain: string[] = [];

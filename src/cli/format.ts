@@ -22,7 +22,10 @@ export function duration(ms: number | undefined): string {
  * checksums 95 ms (2.8 GB/s), publish 2 ms, total 1.02 s". Manifests older than hashMs and
  * publishMs show without them.
  */
-export function checkpointTimings(t: { frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number }, imageBytes: number): string {
+export function checkpointTimings(
+  t: { frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number },
+  imageBytes: number,
+): string {
   const phases = [`stopped ${duration(t.frozenWindowMs)} (dump ${duration(t.dumpMs)})`];
   if (t.hashMs !== undefined) phases.push(`checksums ${duration(t.hashMs)}${t.hashMs > 0 ? ` (${rate(imageBytes, t.hashMs)})` : ''}`);
   if (t.publishMs !== undefined) phases.push(`publish ${duration(t.publishMs)}`);

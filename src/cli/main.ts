@@ -64,11 +64,17 @@ export function parser(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('agentctl')
     .usage('$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.')
-    .option('socket', { type: 'string', default: process.env.AGENTD_SOCKET || DEFAULT_SOCKET, describe: "the agent's socket (env AGENTD_SOCKET)", global: true })
+    .option('socket', {
+      type: 'string',
+      default: process.env.AGENTD_SOCKET || DEFAULT_SOCKET,
+      describe: "the agent's socket (env AGENTD_SOCKET)",
+      global: true,
+    })
     .option('json', { type: 'boolean', default: false, describe: 'print results as JSON; no progress', global: true })
     .option('timeout', {
       type: 'number',
-      describe: 'seconds: the operation limit for freeze, kill, checkpoint and restore (passed to the agent), else how long to wait for an answer; 0.001 to 86400',
+      describe:
+        'seconds: the operation limit for freeze, kill, checkpoint and restore (passed to the agent), else how long to wait for an answer; 0.001 to 86400',
       global: true,
     })
     .check((args) => {
@@ -80,7 +86,9 @@ export function parser(argv: string[]): Argv {
     .example('$0 state jobs/build-42', 'THAWED, FREEZING, FROZEN or CHECKPOINTING')
     .example('$0 checkpoint jobs/build-42 --json', 'dump a cgroup; prints {"id", "dir", …}')
     .example('$0 --socket /tmp/agentd.sock host', 'talk to an agent on another socket')
-    .epilogue('Exit status: 0 ok, 1 other failure, 2 invalid usage or input, 3 not found, 4 busy, 5 timed out, 6 agent unreachable, 7 CRIU failed, 130 interrupted (Ctrl-C).')
+    .epilogue(
+      'Exit status: 0 ok, 1 other failure, 2 invalid usage or input, 3 not found, 4 busy, 5 timed out, 6 agent unreachable, 7 CRIU failed, 130 interrupted (Ctrl-C).',
+    )
     .demandCommand(1, 'name a command')
     .recommendCommands()
     .strict()

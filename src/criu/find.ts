@@ -144,7 +144,9 @@ export function chooseNetworkLock(host: { nftables: boolean; iptablesRestore: bo
 }
 
 function findInSearchPath(name: string): string | undefined {
-  return criuSearchPath().map((dir) => join(dir, name)).find(isExecutableFile);
+  return criuSearchPath()
+    .map((dir) => join(dir, name))
+    .find(isExecutableFile);
 }
 
 /** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */

@@ -3,7 +3,17 @@
 // a cgroup directory and CRIU does the rest (docs/criu.md says how it behaves,
 // docs/criu-selection.md which CRIU is used and why).
 
-export { assertCriuWorks, findCriu, requireWorkingCriu, criuSearchPath, chooseNetworkLock, type CriuInfo, type CriuCheck, type FindCriuOptions, type NetworkLock } from './find.js';
+export {
+  assertCriuWorks,
+  findCriu,
+  requireWorkingCriu,
+  criuSearchPath,
+  chooseNetworkLock,
+  type CriuInfo,
+  type CriuCheck,
+  type FindCriuOptions,
+  type NetworkLock,
+} from './find.js';
 export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
@@ -20,8 +30,4 @@ export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type 
 export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, type TracerLookup } from './log.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */
 export { stopCriuSafely, tasksTracedBy, CRIU_HUNG_AFTER_MS, type SafeStopResult, type HeldTask } from './stop.js';
-export {
-  startCriuRestoreOnTerminal,
-  type CriuTerminalRestoreOptions,
-  type CriuTerminalRestore,
-} from './terminal.js';
+export { startCriuRestoreOnTerminal, type CriuTerminalRestoreOptions, type CriuTerminalRestore } from './terminal.js';

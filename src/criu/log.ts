@@ -73,7 +73,10 @@ export function logFacts(text: string): { version?: string; kernel?: string } {
 
 /** The leading numbers of a version or kernel release: "6.18.44-fc-v1045" -> [6, 18, 44]. */
 function versionNumbers(version: string): number[] {
-  return (/^\d+(\.\d+)*/.exec(version)?.[0] ?? '').split('.').filter((p) => p !== '').map(Number);
+  return (/^\d+(\.\d+)*/.exec(version)?.[0] ?? '')
+    .split('.')
+    .filter((p) => p !== '')
+    .map(Number);
 }
 
 /** Whether version a is older than b, comparing their numbers ("4.1.1" < "4.2"). */

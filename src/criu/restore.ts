@@ -122,7 +122,11 @@ export async function removeCgroupYards(workDir: string): Promise<string[]> {
   }
   for (const yard of yards) {
     // Lazy, like CRIU's own cleanup: detaches the tmpfs and every hierarchy mounted below it at once.
-    await new Promise<void>((resolve) => spawn('umount', ['-l', yard], { stdio: 'ignore' }).on('close', () => resolve()).on('error', () => resolve()));
+    await new Promise<void>((resolve) =>
+      spawn('umount', ['-l', yard], { stdio: 'ignore' })
+        .on('close', () => resolve())
+        .on('error', () => resolve()),
+    );
     await rmdir(yard).catch(() => undefined);
   }
   return [...yards];

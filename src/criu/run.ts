@@ -228,11 +228,7 @@ export async function criuFailure(
   const errors = [...logErrors, ...stderrLines(stderr).filter((line) => !logErrors.includes(line))];
   const exit = run.exitCode !== null ? `exit ${run.exitCode}` : `killed by signal ${run.signal}`;
   const quoted =
-    errors.length > 0
-      ? errors.slice(0, 6).join(' | ')
-      : log === undefined
-        ? `no log at ${logPath} and nothing on stderr`
-        : `no error lines in ${logPath}`;
+    errors.length > 0 ? errors.slice(0, 6).join(' | ') : log === undefined ? `no log at ${logPath} and nothing on stderr` : `no error lines in ${logPath}`;
   let code = failureCode(`${log ?? ''}\n${stderr}`);
   let cause = quoted;
   // A CRIU too old for this kernel: say what to install, then what CRIU said.

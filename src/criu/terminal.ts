@@ -107,7 +107,8 @@ export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOption
       if (stop) {
         await Promise.race([exited, new Promise((r) => setTimeout(r, 2_000))]);
         const details = { logPath, args, criuPid: terminal.pid, criuExited: exit !== undefined };
-        if (stop === 'timeout') throw new AgentError('ETIMEDOUT', `${what} did not finish within ${opts.timeoutMs} ms; killed it (log: ${logPath})`, { details });
+        if (stop === 'timeout')
+          throw new AgentError('ETIMEDOUT', `${what} did not finish within ${opts.timeoutMs} ms; killed it (log: ${logPath})`, { details });
         throw new AgentError('EINTR', `${what} was cancelled; killed it (log: ${logPath})`, { details });
       }
       if (exit !== undefined) {

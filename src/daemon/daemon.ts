@@ -64,7 +64,8 @@ async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Pro
     for (const dir of report.removedTemporaryImages) logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
     for (const dir of report.finishedDeletes) logger.warn('finished removing the files of a delete cut short', { dir });
     if (report.removedLockFiles.length > 0) logger.info('removed lock files nothing held', { count: report.removedLockFiles.length });
-    for (const s of report.skippedImageDirs) logger.warn('image directory not cleaned after a previous run: it fails its check', { dir: s.dir, reason: s.reason });
+    for (const s of report.skippedImageDirs)
+      logger.warn('image directory not cleaned after a previous run: it fails its check', { dir: s.dir, reason: s.reason });
   } catch (err) {
     logger.error('recovery after a previous run failed', { error: (err as Error).message });
   }
@@ -84,7 +85,14 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     ...(options.criu ? { criuPath: options.criu } : {}),
   });
   const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
-  logger.info('agentd starting', { version, pid: process.pid, socket, runDir, imagesDir, allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined });
+  logger.info('agentd starting', {
+    version,
+    pid: process.pid,
+    socket,
+    runDir,
+    imagesDir,
+    allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined,
+  });
 
   logCriu(await criuFacts(checkpointer), logger);
   await recoverLeftovers(checkpointer, logger);

@@ -34,7 +34,11 @@ export class ProtocolError extends AgentError {
 }
 
 /** The status and the JSON error body for anything thrown while handling a request. */
-export function errorResponse(err: unknown): { status: number; body: { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } }; headers: Record<string, string> } {
+export function errorResponse(err: unknown): {
+  status: number;
+  body: { error: { code: ErrorCode; message: string; details?: Record<string, unknown> } };
+  headers: Record<string, string>;
+} {
   if (err instanceof ProtocolError) {
     return { status: err.status, body: { error: { code: err.code, message: err.message } }, headers: err.headers };
   }

@@ -11,7 +11,9 @@ import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } f
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const args = await yargs(argv)
     .scriptName('agentd')
-    .usage('$0 [options]\n\nThe agentd host agent in the foreground: cgroup freezer, CHECKPOINTING lock and CRIU checkpoints, served as HTTP/1.1 on a Unix socket. Under systemd use agentd.socket and agentd.service.')
+    .usage(
+      '$0 [options]\n\nThe agentd host agent in the foreground: cgroup freezer, CHECKPOINTING lock and CRIU checkpoints, served as HTTP/1.1 on a Unix socket. Under systemd use agentd.socket and agentd.service.',
+    )
     .option('socket', { type: 'string', default: DEFAULT_SOCKET, describe: 'Unix socket to listen on (ignored under socket activation)' })
     .option('run-dir', { type: 'string', default: DEFAULT_RUN_DIR, describe: 'where the CHECKPOINTING lock files live' })
     .option('images-dir', { type: 'string', default: DEFAULT_IMAGES_DIR, describe: 'where checkpoint images are stored' })
@@ -41,7 +43,14 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
   const logger = createLogger({ level: args['log-level'], format: args['log-format'] });
   let daemon;
   try {
-    daemon = await startDaemon({ socket: args.socket, runDir: args['run-dir'], imagesDir: args['images-dir'], allowedImagesDirs: args['allow-images-dir'], criu: args.criu, logger });
+    daemon = await startDaemon({
+      socket: args.socket,
+      runDir: args['run-dir'],
+      imagesDir: args['images-dir'],
+      allowedImagesDirs: args['allow-images-dir'],
+      criu: args.criu,
+      logger,
+    });
   } catch (err) {
     logger.error('agentd failed to start', { error: (err as Error).message });
     await new Promise((resolve) => setTimeout(resolve, 50)); // let the line reach the log

@@ -18,7 +18,10 @@ function labels(pairs: Record<string, string>): string {
 class Counter {
   private readonly values = new Map<string, number>();
 
-  constructor(readonly name: string, readonly help: string) {}
+  constructor(
+    readonly name: string,
+    readonly help: string,
+  ) {}
 
   inc(pairs: Record<string, string>, by = 1): void {
     const key = labels(pairs);
@@ -37,7 +40,11 @@ class Histogram {
   private sum = 0;
   private count = 0;
 
-  constructor(readonly name: string, readonly help: string, private readonly buckets: readonly number[]) {
+  constructor(
+    readonly name: string,
+    readonly help: string,
+    private readonly buckets: readonly number[],
+  ) {
     this.counts = buckets.map(() => 0);
   }
 
@@ -68,7 +75,11 @@ export class Metrics {
   readonly errors = new Counter('agentd_errors_total', 'Error replies, by error code.');
   readonly freezes = new Histogram('agentd_freeze_duration_seconds', 'Time to freeze a cgroup on request.', FREEZE_BUCKETS);
   readonly checkpoints = new Histogram('agentd_checkpoint_duration_seconds', 'Time of successful checkpoints, request to policy applied.', CHECKPOINT_BUCKETS);
-  readonly frozenWindows = new Histogram('agentd_checkpoint_frozen_window_seconds', 'How long a successful checkpoint kept its workload stopped.', CHECKPOINT_BUCKETS);
+  readonly frozenWindows = new Histogram(
+    'agentd_checkpoint_frozen_window_seconds',
+    'How long a successful checkpoint kept its workload stopped.',
+    CHECKPOINT_BUCKETS,
+  );
   readonly restores = new Histogram('agentd_restore_duration_seconds', 'Time of successful restores.', CHECKPOINT_BUCKETS);
 
   constructor(private readonly checkpointing: () => string[]) {}

@@ -31,22 +31,19 @@ export class ApiServer {
   private idleWaiters: (() => void)[] = [];
 
   constructor(handler: Handler, onError: (message: string) => void) {
-    this.server = createServer(
-      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES },
-      (req, res) => {
-        this.inFlight++;
-        handler(req, res)
-          .catch((err) => {
-            onError(`request handler failed: ${(err as Error).stack ?? String(err)}`);
-            if (!res.headersSent) res.writeHead(500);
-            res.end();
-          })
-          .finally(() => {
-            this.inFlight--;
-            if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-          });
-      },
-    );
+    this.server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
+      this.inFlight++;
+      handler(req, res)
+        .catch((err) => {
+          onError(`request handler failed: ${(err as Error).stack ?? String(err)}`);
+          if (!res.headersSent) res.writeHead(500);
+          res.end();
+        })
+        .finally(() => {
+          this.inFlight--;
+          if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+        });
+    });
     this.server.on('connection', (socket: Socket) => recordPeer(socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'HPE_HEADER_OVERFLOW') {

@@ -20,7 +20,10 @@ export function wantsStream(req: IncomingMessage): boolean {
 export class ProgressStream {
   private ended = false;
 
-  constructor(private readonly res: ServerResponse, headers: Record<string, string> = {}) {
+  constructor(
+    private readonly res: ServerResponse,
+    headers: Record<string, string> = {},
+  ) {
     res.writeHead(200, { ...headers, 'Content-Type': NDJSON_TYPE, 'Cache-Control': 'no-store' });
     // Each line should reach the client as it happens, not when a buffer fills.
     res.socket?.setNoDelay?.(true);

@@ -4,13 +4,4 @@
 // checkpoint orchestration.
 
 export { CgroupControl } from './control.js';
-export type {
-  AgentState,
-  Breach,
-  CgroupLease,
-  CgroupStatus,
-  CheckpointConsistency,
-  CheckpointHold,
-  LockHolder,
-  LockOperation,
-} from './types.js';
+export type { AgentState, Breach, CgroupLease, CgroupStatus, CheckpointConsistency, CheckpointHold, LockHolder, LockOperation } from './types.js';

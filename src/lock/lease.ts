@@ -34,7 +34,7 @@ function sleepSync(ms: number): void {
 
 /** Takes the lock without waiting: the locked fd, or EBUSY naming the holder. */
 function lockOrBusy(ref: CgroupRef, lockFile: string): number {
-  for (let reopen = 0, unrecorded = 0; ; ) {
+  for (let reopen = 0, unrecorded = 0; ;) {
     const fd = openForLocking(lockFile);
     let keep = false;
     try {
@@ -124,11 +124,9 @@ export class Lease implements CgroupLease {
     }
     if (state !== 'FROZEN') {
       watch.stop();
-      throw new AgentError(
-        'EBUSY',
-        `cgroup ${describeCgroup(this.ref)} is ${state}, not FROZEN: a checkpoint can only start from FROZEN (freeze it first)`,
-        { details: { cgroup: this.ref.path, hierarchy: this.ref.hierarchy, kernelState: state } },
-      );
+      throw new AgentError('EBUSY', `cgroup ${describeCgroup(this.ref)} is ${state}, not FROZEN: a checkpoint can only start from FROZEN (freeze it first)`, {
+        details: { cgroup: this.ref.path, hierarchy: this.ref.hierarchy, kernelState: state },
+      });
     }
     try {
       this.update({ phase: PHASE_CHECKPOINTING });

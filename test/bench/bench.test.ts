@@ -70,7 +70,10 @@ test('a tiny benchmark run: results shape, C baseline measured, nothing left beh
   }
 
   assert.ok(results.throughput);
-  assert.deepEqual(results.throughput.state.map((s) => s.clients), [1, 2]);
+  assert.deepEqual(
+    results.throughput.state.map((s) => s.clients),
+    [1, 2],
+  );
   for (const s of results.throughput.state) {
     assert.ok(s.agentd.rps > 0 && s.plainNode.rps > 0, `state throughput with ${s.clients} clients measured`);
     assert.equal(s.agentd.errors, 0);
@@ -87,12 +90,21 @@ test('a tiny benchmark run: results shape, C baseline measured, nothing left beh
   assert.equal(new Set(names).size, names.length, 'target names are unique');
   assert.equal(results.targets.length, 9, 'one entry per target of docs/bench.md');
   for (const t of results.targets) {
-    assert.deepEqual(Object.keys(t).filter((k) => ['name', 'target', 'measured', 'met'].includes(k)).sort(), ['measured', 'met', 'name', 'target']);
+    assert.deepEqual(
+      Object.keys(t)
+        .filter((k) => ['name', 'target', 'measured', 'met'].includes(k))
+        .sort(),
+      ['measured', 'met', 'name', 'target'],
+    );
     if (t.name.startsWith('checkpoint')) assert.equal(t.met, null, 'checkpoint targets are not judged without a checkpoint run');
     else if (t.name !== 'freeze-library-median-within-1.5x-c-at-n100') assert.equal(typeof t.met, 'boolean', `${t.name} judged`);
   }
   assert.match(formatReport(results), /TARGETS/);
 
   const root = hierarchyRoot(hierarchy)!;
-  assert.deepEqual(readdirSync(root).filter((n) => n.startsWith(`agentd-bench-${process.pid}-`)), [], 'no bench cgroup left');
+  assert.deepEqual(
+    readdirSync(root).filter((n) => n.startsWith(`agentd-bench-${process.pid}-`)),
+    [],
+    'no bench cgroup left',
+  );
 });

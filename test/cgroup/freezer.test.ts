@@ -66,9 +66,10 @@ for (const hierarchy of HIERARCHIES) {
         assert.deepEqual(freezer.processes().sort(), pids.sort());
         await freezer.freeze();
         assert.equal(freezer.state(), 'FROZEN');
-        const raw = hierarchy === 'v1'
-          ? readFileSync(join(cgroup.dir, 'freezer.state'), 'utf8').trim()
-          : /^frozen (\d)$/m.exec(readFileSync(join(cgroup.dir, 'cgroup.events'), 'utf8'))?.[1];
+        const raw =
+          hierarchy === 'v1'
+            ? readFileSync(join(cgroup.dir, 'freezer.state'), 'utf8').trim()
+            : /^frozen (\d)$/m.exec(readFileSync(join(cgroup.dir, 'cgroup.events'), 'utf8'))?.[1];
         assert.equal(raw, hierarchy === 'v1' ? 'FROZEN' : '1', 'the kernel itself says frozen');
 
         const frozenAt = readCounter(counterFile);
@@ -166,11 +167,14 @@ for (const hierarchy of HIERARCHIES) {
       const freezer = freezerOf(cgroup);
       try {
         rmdirSync(cgroup.dir);
-        assert.throws(() => freezer.state(), (err: unknown) => {
-          assert.ok(isAgentError(err, 'ENOENT'));
-          assert.match(err.message, new RegExp(`${cgroup.path} no longer exists`));
-          return true;
-        });
+        assert.throws(
+          () => freezer.state(),
+          (err: unknown) => {
+            assert.ok(isAgentError(err, 'ENOENT'));
+            assert.match(err.message, new RegExp(`${cgroup.path} no longer exists`));
+            return true;
+          },
+        );
         await assert.rejects(freezer.freeze(), (err: unknown) => isAgentError(err, 'ENOENT'));
       } finally {
         freezer.close();
@@ -215,33 +219,38 @@ for (const hierarchy of HIERARCHIES) {
       }
     });
 
-    test(hierarchy === 'v1' ? 'killAll of a cgroup frozen by its parent is EBUSY naming the parent (v1 tasks die only once thawed)' : 'killAll of a cgroup frozen by its parent kills it anyway (v2 frozen tasks die on SIGKILL)', async () => {
-      const parent = lab.cgroup(hierarchy, 'kill-parent');
-      const child = lab.cgroup(hierarchy, 'kill-parent/child');
-      lab.spawnIn(child, 'sleep', ['100000']);
-      const [pid] = await lab.waitForProcesses(child, 1);
-      const parentFreezer = freezerOf(parent);
-      const childFreezer = freezerOf(child);
-      try {
-        await parentFreezer.freeze();
-        if (hierarchy === 'v1') {
-          await assert.rejects(childFreezer.killAll(), (err: unknown) => {
-            assert.ok(isAgentError(err, 'EBUSY'), String(err));
-            assert.match(err.message, new RegExp(`frozen by its parent ${parent.path}`));
-            return true;
-          });
-          assert.ok(pidAlive(pid), 'nothing was killed');
-        } else {
-          await childFreezer.killAll();
-          assert.equal(pidAlive(pid), false);
-          assert.equal(childFreezer.state(), 'FROZEN', 'still frozen by its parent, and empty');
+    test(
+      hierarchy === 'v1'
+        ? 'killAll of a cgroup frozen by its parent is EBUSY naming the parent (v1 tasks die only once thawed)'
+        : 'killAll of a cgroup frozen by its parent kills it anyway (v2 frozen tasks die on SIGKILL)',
+      async () => {
+        const parent = lab.cgroup(hierarchy, 'kill-parent');
+        const child = lab.cgroup(hierarchy, 'kill-parent/child');
+        lab.spawnIn(child, 'sleep', ['100000']);
+        const [pid] = await lab.waitForProcesses(child, 1);
+        const parentFreezer = freezerOf(parent);
+        const childFreezer = freezerOf(child);
+        try {
+          await parentFreezer.freeze();
+          if (hierarchy === 'v1') {
+            await assert.rejects(childFreezer.killAll(), (err: unknown) => {
+              assert.ok(isAgentError(err, 'EBUSY'), String(err));
+              assert.match(err.message, new RegExp(`frozen by its parent ${parent.path}`));
+              return true;
+            });
+            assert.ok(pidAlive(pid), 'nothing was killed');
+          } else {
+            await childFreezer.killAll();
+            assert.equal(pidAlive(pid), false);
+            assert.equal(childFreezer.state(), 'FROZEN', 'still frozen by its parent, and empty');
+          }
+        } finally {
+          await parentFreezer.thaw();
+          parentFreezer.close();
+          childFreezer.close();
         }
-      } finally {
-        await parentFreezer.thaw();
-        parentFreezer.close();
-        childFreezer.close();
-      }
-    });
+      },
+    );
 
     test('stress: a cgroup that forks continually ends FROZEN or fails cleanly thawed, never stuck', async () => {
       const cgroup = lab.cgroup(hierarchy, 'forker');

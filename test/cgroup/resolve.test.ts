@@ -118,7 +118,6 @@ describe('resolving cgroup arguments on the real hierarchies (a hybrid host)', {
     // Only in v1 there, as a directory without the v2 freezer file: not a freezer cgroup of v2.
     rejects(() => resolveCgroup(`${onlyV1.path}/missing`), 'ENOENT', new RegExp(`no ${escape(join(lab.mount('v2'), onlyV1.path, 'missing'))}; no `));
   });
-
 });
 
 describe('resolving cgroup arguments on whichever hierarchy this host has', () => {

@@ -68,7 +68,10 @@ for (const hierarchy of HIERARCHIES) {
       const t = manifest.timings;
       assert.ok(t.hashMs !== undefined && t.publishMs !== undefined, 'hashMs and publishMs recorded');
       assert.ok(t.frozenWindowMs <= t.totalMs - t.hashMs, `the window (${t.frozenWindowMs} ms) ended before the checksums (${t.hashMs} ms) began`);
-      assert.deepEqual(checkpointer.list().map((c) => [c.id, c.status]), [[summary.id, 'good']]);
+      assert.deepEqual(
+        checkpointer.list().map((c) => [c.id, c.status]),
+        [[summary.id, 'good']],
+      );
       assert.deepEqual(partialsIn(images), []);
     });
 
@@ -94,7 +97,11 @@ for (const hierarchy of HIERARCHIES) {
         };
         const stages: string[] = [];
         await assert.rejects(
-          checkpointer.checkpoint(refOf(cgroup), { after: 'thawed', imagesDir: images }, { onProgress: (e) => (stages.push(e.stage), e.stage === 'manifest' && plant()) }),
+          checkpointer.checkpoint(
+            refOf(cgroup),
+            { after: 'thawed', imagesDir: images },
+            { onProgress: (e) => (stages.push(e.stage), e.stage === 'manifest' && plant()) },
+          ),
           (err: unknown) => {
             assert.ok(isAgentError(err), String(err));
             assert.match(err.message, /EEXIST/);

@@ -51,14 +51,30 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(manifest.cgroup, cgroup.path);
       assert.equal(manifest.hierarchy, hierarchy);
       assert.equal(manifest.priorState, 'THAWED');
-      assert.deepEqual(manifest.trees[0].processes.map((p) => p.pid).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        manifest.trees[0].processes.map((p) => p.pid).sort((a, b) => a - b),
+        pids,
+      );
       assert.ok(manifest.files.some((f) => f.path === 'tree-0/pstree.img' && /^[0-9a-f]{64}$/.test(f.sha256)));
       assert.ok(manifest.criuStats[0].frozenTime > 0);
-      assert.deepEqual(checkpointer.list().map((c) => [c.id, c.status]), [[summary.id, 'good']]);
+      assert.deepEqual(
+        checkpointer.list().map((c) => [c.id, c.status]),
+        [[summary.id, 'good']],
+      );
 
       const restored = await checkpointer.restore(summary.id);
-      assert.deepEqual([...restored.pids].sort((a, b) => a - b), pids, 'CRIU restores the same pids');
-      assert.deepEqual(openFreezer(refOf(cgroup)).processes().sort((a, b) => a - b), pids, 'back in the same cgroup');
+      assert.deepEqual(
+        [...restored.pids].sort((a, b) => a - b),
+        pids,
+        'CRIU restores the same pids',
+      );
+      assert.deepEqual(
+        openFreezer(refOf(cgroup))
+          .processes()
+          .sort((a, b) => a - b),
+        pids,
+        'back in the same cgroup',
+      );
       for (const name of ['root', 'child-1', 'child-2']) {
         const file = join(dir, name);
         await waitForCount(file, frozenAt[name]);
@@ -133,11 +149,17 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(summary.trees, 2);
       assert.equal(summary.processes, 5);
       const manifest = checkpointer.show(summary.id);
-      assert.deepEqual(manifest.trees.flatMap((t) => t.processes.map((p) => p.pid)).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        manifest.trees.flatMap((t) => t.processes.map((p) => p.pid)).sort((a, b) => a - b),
+        pids,
+      );
       const frozenB = counterValue(join(dirB, 'child-2'));
 
       const restored = await checkpointer.restore(summary.id);
-      assert.deepEqual([...restored.pids].sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        [...restored.pids].sort((a, b) => a - b),
+        pids,
+      );
       await waitForCount(join(dirB, 'child-2'), frozenB);
       await waitForCount(join(dirA, 'child-1'), counterValue(join(dirA, 'child-1')));
     });
@@ -200,8 +222,14 @@ for (const hierarchy of HIERARCHIES) {
 test('the listing, show and delete', async () => {
   const checkpointer = checkpointerIn(lab);
   assert.deepEqual(checkpointer.list(), []);
-  assert.throws(() => checkpointer.show('no-such-id'), (err: unknown) => isAgentError(err, 'ENOENT'));
-  assert.throws(() => checkpointer.show('../etc'), (err: unknown) => isAgentError(err, 'EINVAL'));
+  assert.throws(
+    () => checkpointer.show('no-such-id'),
+    (err: unknown) => isAgentError(err, 'ENOENT'),
+  );
+  assert.throws(
+    () => checkpointer.show('../etc'),
+    (err: unknown) => isAgentError(err, 'EINVAL'),
+  );
   await assert.rejects(checkpointer.delete('no-such-id'), (err: unknown) => isAgentError(err, 'ENOENT'));
   const cgroup = lab.cgroup(anyHierarchy(), 'listing');
   const dir = lab.tempDir('listing');

@@ -44,7 +44,11 @@ async function assertUnharmed(checkpointer: Checkpointer, w: Awaited<ReturnType<
   assert.equal(status.locked, false, 'the lock is free');
   for (const pid of w.pids) assert.ok(pidAlive(pid), `pid ${pid} is alive`);
   assert.deepEqual(lab.pidsOf(w.cgroup).sort(), [...w.pids].sort(), 'no process lost or added');
-  assert.deepEqual(checkpointer.list().filter((c) => c.status === 'good'), [], 'no image is presented as good');
+  assert.deepEqual(
+    checkpointer.list().filter((c) => c.status === 'good'),
+    [],
+    'no image is presented as good',
+  );
   if (prior === 'THAWED') await waitForCount(w.file, counterValue(w.file));
 }
 
@@ -108,16 +112,28 @@ for (const hierarchy of HIERARCHIES) {
       };
       let killing: Promise<void> | undefined;
       await assert.rejects(
-        checkpointer.checkpoint(refOf(w.cgroup), {}, { onProgress: (e) => { if (e.stage === 'dump' && !killing) killing = killCriu(); } }),
+        checkpointer.checkpoint(
+          refOf(w.cgroup),
+          {},
+          {
+            onProgress: (e) => {
+              if (e.stage === 'dump' && !killing) killing = killCriu();
+            },
+          },
+        ),
         rejectsWith('ECRIU', /criu dump of pid \d+ .*(SIGKILL|signal)/),
       );
       await killing;
       assert.ok(killed, 'CRIU was found and killed');
       await assertUnharmed(checkpointer, w, 'THAWED');
-      assert.deepEqual(checkpointer.list().map((c) => c.status), ['failed'], 'kept for diagnosis under a failed name');
+      assert.deepEqual(
+        checkpointer.list().map((c) => c.status),
+        ['failed'],
+        'kept for diagnosis under a failed name',
+      );
     });
 
-    test('the cgroup thawed behind agentd\'s back during CHECKPOINTING: EINCONSISTENT, no good image', async () => {
+    test("the cgroup thawed behind agentd's back during CHECKPOINTING: EINCONSISTENT, no good image", async () => {
       const w = await counterIn(hierarchy, 'breach');
       const checkpointer = checkpointerIn(lab);
       const file = hierarchy === 'v1' ? 'freezer.state' : 'cgroup.freeze';
@@ -136,12 +152,16 @@ for (const hierarchy of HIERARCHIES) {
       const w = await counterIn(hierarchy, 'busy');
       const checkpointer = checkpointerIn(lab);
       let second: unknown;
-      const first = checkpointer.checkpoint(refOf(w.cgroup), { requestId: 'first-one' }, {
-        onProgress: (e) => {
-          if (e.stage !== 'lock' || second) return;
-          second = checkpointer.checkpoint(refOf(w.cgroup), { requestId: 'second' }).catch((err: unknown) => err);
+      const first = checkpointer.checkpoint(
+        refOf(w.cgroup),
+        { requestId: 'first-one' },
+        {
+          onProgress: (e) => {
+            if (e.stage !== 'lock' || second) return;
+            second = checkpointer.checkpoint(refOf(w.cgroup), { requestId: 'second' }).catch((err: unknown) => err);
+          },
         },
-      });
+      );
       const summary = await first;
       const err = await second;
       assert.ok(isAgentError(err, 'EBUSY'), String(err));

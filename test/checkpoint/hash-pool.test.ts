@@ -21,7 +21,14 @@ test('digests match node:crypto for many files of many sizes, each promise with 
     return path;
   });
   const digests = await Promise.all(sha256Files(paths));
-  assert.deepEqual(digests, sizes.map((size, i) => createHash('sha256').update(Buffer.alloc(size, i + 1)).digest('hex')));
+  assert.deepEqual(
+    digests,
+    sizes.map((size, i) =>
+      createHash('sha256')
+        .update(Buffer.alloc(size, i + 1))
+        .digest('hex'),
+    ),
+  );
 });
 
 test('a missing file and a symlink fail on their own; the others still hash', async () => {

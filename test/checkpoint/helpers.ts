@@ -30,7 +30,6 @@ export function counterValue(file: string): number {
   return Number(readFileSync(file, 'utf8').trim() || 'NaN');
 }
 
-
 /** Waits until the counter in file moves past `from`. */
 export function waitForCount(file: string, from = 0): Promise<void> {
   return waitUntil(`${file} to count past ${from}`, () => counterValue(file) > from);

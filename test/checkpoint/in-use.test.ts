@@ -31,18 +31,29 @@ for (const hierarchy of HIERARCHIES) {
 
       let deleting: Promise<unknown> | undefined;
       let restoringAgain: Promise<unknown> | undefined;
-      const restored = await checkpointer.restore(summary.id, { requestId: 'first-restore' }, {
-        onProgress: (e) => {
-          // The first event (verify) comes before any image file is read: the delete runs right then.
-          if (e.stage !== 'verify' || deleting) return;
-          deleting = errorOf(() => checkpointer.delete(summary.id));
-          restoringAgain = errorOf(() => checkpointer.restore(summary.id, { requestId: 'second-restore' }));
+      const restored = await checkpointer.restore(
+        summary.id,
+        { requestId: 'first-restore' },
+        {
+          onProgress: (e) => {
+            // The first event (verify) comes before any image file is read: the delete runs right then.
+            if (e.stage !== 'verify' || deleting) return;
+            deleting = errorOf(() => checkpointer.delete(summary.id));
+            restoringAgain = errorOf(() => checkpointer.restore(summary.id, { requestId: 'second-restore' }));
+          },
         },
-      });
-      assert.deepEqual([...restored.pids].sort((a, b) => a - b), pids, 'the restore was not disturbed');
+      );
+      assert.deepEqual(
+        [...restored.pids].sort((a, b) => a - b),
+        pids,
+        'the restore was not disturbed',
+      );
 
       const refusal = new RegExp(`^checkpoint ${summary.id} is being restored \\(request first-restore\\); try again when it is done$`);
-      for (const [what, pending] of [['delete', deleting], ['second restore', restoringAgain]] as const) {
+      for (const [what, pending] of [
+        ['delete', deleting],
+        ['second restore', restoringAgain],
+      ] as const) {
         const err = await pending;
         assert.ok(isAgentError(err, 'EBUSY'), `${what}: expected EBUSY, got ${String(err)}`);
         assert.match(err.message, refusal, what);

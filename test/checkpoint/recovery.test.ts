@@ -34,7 +34,7 @@ async function dieHolding(checkpointer: Checkpointer, cgroup: TestCgroup, reques
   await gone;
 }
 
-test('a dead holder\'s lock file is recovered, then removed, also when its cgroup is gone; lock files nothing needs are swept', async () => {
+test("a dead holder's lock file is recovered, then removed, also when its cgroup is gone; lock files nothing needs are swept", async () => {
   const hierarchy = anyHierarchy();
   const kept = lab.cgroup(hierarchy, 'kept');
   const vanished = lab.cgroup(hierarchy, 'vanished');

@@ -64,7 +64,11 @@ for (const hierarchy of HIERARCHIES) {
       const target = unmade(hierarchy, 'new-parent/new-target');
       await assert.rejects(checkpointer.restore(summary.id, { cgroup: target.path }), rejectsWith('EBUSY', new RegExp(`${pids[0]}`)));
       for (const dir of target.dirs) assert.equal(existsSync(dir), false, `${dir} was not created`);
-      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids, 'the originals run on, untouched');
+      assert.deepEqual(
+        lab.pidsOf(cgroup).sort((a, b) => a - b),
+        pids,
+        'the originals run on, untouched',
+      );
       assert.equal(checkpointer.control.status(refOf(cgroup)).locked, false);
     });
 
@@ -90,8 +94,14 @@ for (const hierarchy of HIERARCHIES) {
       // The same checkpoint restores once the parent runs again: the refusal took nothing away.
       const target = unmade(hierarchy, 'frozen-parent/child');
       const restored = await checkpointer.restore(summary.id, { cgroup: target.path });
-      assert.deepEqual([...restored.pids].sort((a, b) => a - b), pids);
-      assert.deepEqual(lab.pidsOf({ hierarchy, path: target.path, dir: target.dir }).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        [...restored.pids].sort((a, b) => a - b),
+        pids,
+      );
+      assert.deepEqual(
+        lab.pidsOf({ hierarchy, path: target.path, dir: target.dir }).sort((a, b) => a - b),
+        pids,
+      );
       await lab.killIn({ hierarchy, path: target.path, dir: target.dir });
     });
 
@@ -101,9 +111,14 @@ for (const hierarchy of HIERARCHIES) {
       const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'thawed' });
       const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
       assert.equal(err.code, 'EBUSY', err.message);
-      for (const pid of pids) assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+      for (const pid of pids)
+        assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
       assert.match(err.message, /taken with --after thawed.*--after killed/);
-      assert.deepEqual(events.map((e) => e.stage), ['verify'], 'nothing was waited for');
+      assert.deepEqual(
+        events.map((e) => e.stage),
+        ['verify'],
+        'nothing was waited for',
+      );
     });
 
     test('saved pids held by an earlier restore of an --after killed checkpoint: EBUSY at once, without suggesting --after killed', async () => {
@@ -113,10 +128,15 @@ for (const hierarchy of HIERARCHIES) {
       await checkpointer.restore(summary.id);
       const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
       assert.equal(err.code, 'EBUSY', err.message);
-      for (const pid of pids) assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+      for (const pid of pids)
+        assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
       assert.match(err.message, /taken with --after killed/);
       assert.doesNotMatch(err.message, /checkpoint with --after killed/);
-      assert.deepEqual(events.map((e) => e.stage), ['verify'], 'nothing was waited for');
+      assert.deepEqual(
+        events.map((e) => e.stage),
+        ['verify'],
+        'nothing was waited for',
+      );
     });
 
     test('a saved pid held by a zombie that is reaped a moment later: the restore says it waits, then restores', async () => {
@@ -133,13 +153,17 @@ for (const hierarchy of HIERARCHIES) {
       await waitUntil('the killed child to be a zombie', () => processState(pid) === 'Z');
       const parentComm = comm(parent.pid!);
       const waits: string[] = [];
-      const restored = await checkpointer.restore(summary.id, {}, {
-        onProgress: (e) => {
-          if (e.stage !== 'pids') return;
-          waits.push(e.message ?? '');
-          if (waits.length === 1) process.kill(parent.pid!, 'SIGUSR1'); // now the parent reaps it
+      const restored = await checkpointer.restore(
+        summary.id,
+        {},
+        {
+          onProgress: (e) => {
+            if (e.stage !== 'pids') return;
+            waits.push(e.message ?? '');
+            if (waits.length === 1) process.kill(parent.pid!, 'SIGUSR1'); // now the parent reaps it
+          },
         },
-      });
+      );
       assert.deepEqual(restored.pids, [pid]);
       assert.equal(waits.length >= 1, true, 'the wait was announced');
       assert.match(waits[0], new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(${parentComm}\\)`));

@@ -93,7 +93,12 @@ for (const hierarchy of HIERARCHIES) {
       // An empty cgroup: a kill is a no-op that still answers the status, as JSON here.
       const again = await ctl('kill', top.dir, '--json');
       assert.equal(again.code, 0, again.stderr);
-      assert.deepEqual(pick(JSON.parse(again.stdout), ['cgroup', 'hierarchy', 'state', 'locked']), { cgroup: top.path, hierarchy, state: 'THAWED', locked: false });
+      assert.deepEqual(pick(JSON.parse(again.stdout), ['cgroup', 'hierarchy', 'state', 'locked']), {
+        cgroup: top.path,
+        hierarchy,
+        state: 'THAWED',
+        locked: false,
+      });
     });
 
     test('EBUSY while the cgroup is CHECKPOINTING: nothing is killed', async () => {
@@ -148,7 +153,10 @@ for (const hierarchy of HIERARCHIES) {
       const restored = await ctl('restore', summary.id);
       assert.equal(restored.code, 0, restored.stderr);
       assert.match(restored.stdout, new RegExp(`^restored ${summary.id} into ${hierarchy}:${cgroup.path}: pids `));
-      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        lab.pidsOf(cgroup).sort((a, b) => a - b),
+        pids,
+      );
       await waitForCount(join(dir, 'child-1'), frozenAt);
 
       const removed = await ctl('delete', summary.id);
@@ -178,7 +186,12 @@ describe('exit codes', () => {
     assert.deepEqual(Object.keys(EXIT_CODES).sort(), [...ERROR_CODES].sort());
     assert.deepEqual(
       { EINVAL: 2, ENOENT: 3, EBUSY: 4, ETIMEDOUT: 5, EUNREACHABLE: 6, ECRIU: 7, EINCONSISTENT: 1, ENOSPC: 1, EIO: 1 },
-      Object.fromEntries(['EINVAL', 'ENOENT', 'EBUSY', 'ETIMEDOUT', 'EUNREACHABLE', 'ECRIU', 'EINCONSISTENT', 'ENOSPC', 'EIO'].map((c) => [c, EXIT_CODES[c as keyof typeof EXIT_CODES]])),
+      Object.fromEntries(
+        ['EINVAL', 'ENOENT', 'EBUSY', 'ETIMEDOUT', 'EUNREACHABLE', 'ECRIU', 'EINCONSISTENT', 'ENOSPC', 'EIO'].map((c) => [
+          c,
+          EXIT_CODES[c as keyof typeof EXIT_CODES],
+        ]),
+      ),
     );
   });
 
@@ -186,9 +199,19 @@ describe('exit codes', () => {
     failed(await agentctl(['--socket', agent.socket]), 'EINVAL', 2, /name a command/);
     failed(await ctl('frobnicate'), 'EINVAL', 2);
     // A missing argument: the command's usage line and where its help is, not yargs' generic words.
-    for (const [command, usage] of [['state', 'state <cgroup>'], ['freeze', 'freeze <cgroup>'], ['restore', 'restore <id>'], ['show', 'show <id>']]) {
+    for (const [command, usage] of [
+      ['state', 'state <cgroup>'],
+      ['freeze', 'freeze <cgroup>'],
+      ['restore', 'restore <id>'],
+      ['show', 'show <id>'],
+    ]) {
       const missing = await ctl(command);
-      failed(missing, 'EINVAL', 2, new RegExp(`^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`));
+      failed(
+        missing,
+        'EINVAL',
+        2,
+        new RegExp(`^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`),
+      );
       assert.doesNotMatch(missing.stderr, /Not enough non-option arguments/);
     }
     failed(await ctl('state', 'x', '--bogus'), 'EINVAL', 2, /\(run agentctl state --help\)/);
@@ -197,7 +220,13 @@ describe('exit codes', () => {
     failed(await ctl('state', 'x', '--no-such-option'), 'EINVAL', 2, /Unknown argument/);
     failed(await ctl('--timeout', '0', 'host'), 'EINVAL', 2, /--timeout/);
     // Below a millisecond (the agent's unit) or above its one-day limit: the option is named, not the API field.
-    for (const [value, command] of [['0.0001', 'freeze'], ['0.0004', 'checkpoint'], ['86401', 'restore'], ['abc', 'freeze'], ['-1', 'state']]) {
+    for (const [value, command] of [
+      ['0.0001', 'freeze'],
+      ['0.0004', 'checkpoint'],
+      ['86401', 'restore'],
+      ['abc', 'freeze'],
+      ['-1', 'state'],
+    ]) {
       const result = await ctl(command, 'x', '--timeout', value);
       failed(result, 'EINVAL', 2, /--timeout must be a duration in seconds from 0\.001 \(1 ms\) to 86400/);
       assert.doesNotMatch(result.stderr, /timeoutMs/);
@@ -233,16 +262,31 @@ describe('exit codes', () => {
     const { cgroup } = await counting(h, 'timeout');
     const checkpoint = await ctl('checkpoint', cgroup.path, '--hierarchy', h, '--timeout', '0.001');
     failed(checkpoint, 'ETIMEDOUT', 5);
-    assert.doesNotMatch(checkpoint.stderr, /did not answer/, 'the limit is the checkpoint\'s, in the agent, not a wait of agentctl');
+    assert.doesNotMatch(checkpoint.stderr, /did not answer/, "the limit is the checkpoint's, in the agent, not a wait of agentctl");
     assert.equal(kernelState(cgroup), 'THAWED');
   });
 
   test('6: no agent, a stale socket, or a socket the user may not open; each says how to get through', async () => {
     const none = await agentctl(['--socket', join(lab.tempDir('none'), 'agentd.sock'), 'host']);
-    failed(none, 'EUNREACHABLE', 6, /no agent listening at \S+agentd\.sock: there is nothing there; is agentd running\? .*npm run setup.*systemctl start agentd.*bin\/agentd &/);
-    failed(await agentctl(['--socket', join(lab.tempDir('file'), 'missing-dir', 'x.sock'), 'host']), 'EUNREACHABLE', 6, /no agent listening at .*is agentd running\?/);
+    failed(
+      none,
+      'EUNREACHABLE',
+      6,
+      /no agent listening at \S+agentd\.sock: there is nothing there; is agentd running\? .*npm run setup.*systemctl start agentd.*bin\/agentd &/,
+    );
+    failed(
+      await agentctl(['--socket', join(lab.tempDir('file'), 'missing-dir', 'x.sock'), 'host']),
+      'EUNREACHABLE',
+      6,
+      /no agent listening at .*is agentd running\?/,
+    );
     // A path that is no socket at all: connect(2) refuses it like a stale socket, but it is a mistyped --socket.
-    failed(await agentctl(['--socket', '/etc/passwd', 'host']), 'EUNREACHABLE', 6, /^agentctl: EUNREACHABLE: \/etc\/passwd is not a socket \(it is a regular file\): pass the agent's socket with --socket/);
+    failed(
+      await agentctl(['--socket', '/etc/passwd', 'host']),
+      'EUNREACHABLE',
+      6,
+      /^agentctl: EUNREACHABLE: \/etc\/passwd is not a socket \(it is a regular file\): pass the agent's socket with --socket/,
+    );
     assert.doesNotMatch((await agentctl(['--socket', '/etc/passwd', 'host'])).stderr, /stale/);
     failed(await agentctl(['--socket', lab.tempDir('dir'), 'host']), 'EUNREACHABLE', 6, /is not a socket \(it is a directory\)/);
     const stalePath = join(lab.tempDir('stale'), 'agentd.sock');
@@ -304,7 +348,11 @@ describe('host, help, version, completion', () => {
       assert.ok(ids.length > 0, `${command} --help has an example with an id`);
       for (const id of ids) assert.match(id, CHECKPOINT_ID, `${command} --help example id ${id}`);
     }
-    assert.match((await agentctl(['checkpoint', '--help'])).stdout, /--images-dir\s+image root .*it must be one the\s+agent allows \(agentd --allow-images-dir/, 'checkpoint --images-dir says which directories it may name');
+    assert.match(
+      (await agentctl(['checkpoint', '--help'])).stdout,
+      /--images-dir\s+image root .*it must be one the\s+agent allows \(agentd --allow-images-dir/,
+      'checkpoint --images-dir says which directories it may name',
+    );
     const version = await agentctl(['--version']);
     assert.equal(version.code, 0);
     assert.match(version.stdout, /^\d+\.\d+\.\d+\n$/);
@@ -350,27 +398,45 @@ describe('host, help, version, completion', () => {
 
   test('bash, driven for real: completes commands, options and option values', () => {
     const complete = (words: string[]) =>
-      execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), ...words], {
-        encoding: 'utf8',
-        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
-      }).split('\n').filter(Boolean);
+      execFileSync(
+        'bash',
+        [
+          '-c',
+          `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`,
+          'bash',
+          script('bash'),
+          ...words,
+        ],
+        {
+          encoding: 'utf8',
+          env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+        },
+      )
+        .split('\n')
+        .filter(Boolean);
     assert.deepEqual(complete(['agentctl', 'che']).sort(), ['checkpoint', 'checkpoints']);
     assert.deepEqual(complete(['agentctl', 'checkpoint', 'x', '--after', '']).sort(), ['frozen', 'killed', 'prior', 'thawed']);
     assert.ok(complete(['agentctl', 'completion', '']).includes('fish'));
   });
 
-  test('fish, driven for real: completes commands with their descriptions, and option values', { skip: !hasProgram('fish') && 'fish is not installed here' }, () => {
-    const complete = (line: string) =>
-      execFileSync('fish', ['--no-config', '-c', `source ${script('fish')}; complete -C ${JSON.stringify(line)}`], {
-        encoding: 'utf8',
-        env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
-      }).split('\n').filter(Boolean);
-    const commands = complete('agentctl che');
-    assert.deepEqual(commands.map((c) => c.split('\t')[0]).sort(), ['checkpoint', 'checkpoints']);
-    assert.match(commands.find((c) => c.startsWith('checkpoint\t')) ?? '', /\tdump every process of a cgroup/);
-    assert.deepEqual(complete('agentctl checkpoint x --after ').sort(), ['frozen', 'killed', 'prior', 'thawed']);
-    assert.ok(complete('agentctl completion ').includes('zsh'));
-  });
+  test(
+    'fish, driven for real: completes commands with their descriptions, and option values',
+    { skip: !hasProgram('fish') && 'fish is not installed here' },
+    () => {
+      const complete = (line: string) =>
+        execFileSync('fish', ['--no-config', '-c', `source ${script('fish')}; complete -C ${JSON.stringify(line)}`], {
+          encoding: 'utf8',
+          env: { PATH: agentctlOnPath(), HOME: process.env.HOME },
+        })
+          .split('\n')
+          .filter(Boolean);
+      const commands = complete('agentctl che');
+      assert.deepEqual(commands.map((c) => c.split('\t')[0]).sort(), ['checkpoint', 'checkpoints']);
+      assert.match(commands.find((c) => c.startsWith('checkpoint\t')) ?? '', /\tdump every process of a cgroup/);
+      assert.deepEqual(complete('agentctl checkpoint x --after ').sort(), ['frozen', 'killed', 'prior', 'thawed']);
+      assert.ok(complete('agentctl completion ').includes('zsh'));
+    },
+  );
 
   test('dynamic: checkpoint ids from the agent after restore, show and delete; cgroup names under the mounts', async () => {
     const complete = async (...words: string[]) => {
@@ -403,10 +469,22 @@ describe('host, help, version, completion', () => {
     assert.equal(none.code, 0);
     assert.equal(none.stderr, '');
     // Through the bash script, as a shell asks.
-    const words = execFileSync('bash', ['-c', `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`, 'bash', script('bash'), 'agentctl', 'show', id.slice(0, 10)], {
-      encoding: 'utf8',
-      env: { PATH: agentctlOnPath(), HOME: process.env.HOME, AGENTD_SOCKET: agent.socket },
-    });
+    const words = execFileSync(
+      'bash',
+      [
+        '-c',
+        `source "$1"; shift; COMP_WORDS=("$@"); COMP_CWORD=$(($# - 1)); _agentctl_yargs_completions; printf '%s\\n' "\${COMPREPLY[@]}"`,
+        'bash',
+        script('bash'),
+        'agentctl',
+        'show',
+        id.slice(0, 10),
+      ],
+      {
+        encoding: 'utf8',
+        env: { PATH: agentctlOnPath(), HOME: process.env.HOME, AGENTD_SOCKET: agent.socket },
+      },
+    );
     assert.ok(words.split('\n').includes(id), words);
     assert.equal((await ctl('delete', id)).code, 0);
   });
@@ -451,7 +529,11 @@ describe('progress', () => {
 /** agentctl on a pseudo-terminal, as an operator runs it: progress is drawn, Ctrl-C is a real SIGINT. */
 async function onTerminal(args: string[]) {
   const { spawn } = await import('node-pty');
-  const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, ...args], { cols: 200, rows: 20, env: { PATH: process.env.PATH ?? '', TERM: 'xterm' } });
+  const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, ...args], {
+    cols: 200,
+    rows: 20,
+    env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
+  });
   let output = '';
   const waiters: { pattern: RegExp; resolve: () => void }[] = [];
   term.onData((d) => {
@@ -496,27 +578,31 @@ async function agentState(cgroup: TestCgroup): Promise<{ state: string; locked: 
 
 describe('Ctrl-C during a checkpoint', () => {
   for (const hierarchy of HIERARCHIES) {
-    test(`on cgroup ${hierarchy}: says where the cgroup goes, waits for the agent, then exits 130 with the cgroup THAWED`, { skip: unavailable(hierarchy) }, async () => {
-      const { cgroup, pid } = await withMemory(hierarchy, 'ctrl-c', 128);
-      const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', hierarchy]);
-      // The dump stage is drawn when CRIU starts on the tree: the cgroup is CHECKPOINTING from here.
-      await run.waitFor(redrawn('dump'), 'the dump stage');
-      run.ctrlC();
-      const code = await run.exited;
-      const output = run.output();
-      assert.equal(code, 130, output);
-      const name = `${hierarchy}:${cgroup.path}`;
-      const cancelling = output.indexOf(`agentctl: cancelling: putting ${name} back to THAWED… (Ctrl-C again to leave at once)`);
-      const answer = output.search(/agentctl: EINTR: .*cancelled/);
-      const final = output.indexOf(`agentctl: cancelled: ${name} is THAWED`);
-      assert.ok(cancelling >= 0 && answer > cancelling && final > answer, output);
-      // Once agentctl is back, the agent is done: nothing left CHECKPOINTING, the process runs on.
-      assert.deepEqual(await agentState(cgroup).then(({ state, locked }) => ({ state, locked })), { state: 'THAWED', locked: false });
-      assert.equal(kernelState(cgroup), 'THAWED');
-      assert.ok(pidAlive(pid) && processState(pid) !== 'T', `pid ${pid} runs on`);
-      const listed = (await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints as { cgroup?: string; status: string }[];
-      assert.ok(!listed.some((c) => c.cgroup === cgroup.path && c.status === 'good'), 'no good image of a cancelled checkpoint');
-    });
+    test(
+      `on cgroup ${hierarchy}: says where the cgroup goes, waits for the agent, then exits 130 with the cgroup THAWED`,
+      { skip: unavailable(hierarchy) },
+      async () => {
+        const { cgroup, pid } = await withMemory(hierarchy, 'ctrl-c', 128);
+        const run = await onTerminal(['checkpoint', cgroup.path, '--hierarchy', hierarchy]);
+        // The dump stage is drawn when CRIU starts on the tree: the cgroup is CHECKPOINTING from here.
+        await run.waitFor(redrawn('dump'), 'the dump stage');
+        run.ctrlC();
+        const code = await run.exited;
+        const output = run.output();
+        assert.equal(code, 130, output);
+        const name = `${hierarchy}:${cgroup.path}`;
+        const cancelling = output.indexOf(`agentctl: cancelling: putting ${name} back to THAWED… (Ctrl-C again to leave at once)`);
+        const answer = output.search(/agentctl: EINTR: .*cancelled/);
+        const final = output.indexOf(`agentctl: cancelled: ${name} is THAWED`);
+        assert.ok(cancelling >= 0 && answer > cancelling && final > answer, output);
+        // Once agentctl is back, the agent is done: nothing left CHECKPOINTING, the process runs on.
+        assert.deepEqual(await agentState(cgroup).then(({ state, locked }) => ({ state, locked })), { state: 'THAWED', locked: false });
+        assert.equal(kernelState(cgroup), 'THAWED');
+        assert.ok(pidAlive(pid) && processState(pid) !== 'T', `pid ${pid} runs on`);
+        const listed = (await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints as { cgroup?: string; status: string }[];
+        assert.ok(!listed.some((c) => c.cgroup === cgroup.path && c.status === 'good'), 'no good image of a cancelled checkpoint');
+      },
+    );
   }
 
   test('a second Ctrl-C leaves at once; the agent still puts the cgroup back', async () => {

@@ -7,7 +7,19 @@ import { chooseNetworkLock, criuEnv, dumpArgs, restoreArgs } from '../../src/cri
 describe('CRIU arguments', () => {
   test('dump: the fixed core, then the options in order', () => {
     const base = { criuPath: '/usr/local/sbin/criu', pid: 42, imagesDir: '/var/img', freezeCgroup: '/sys/fs/cgroup/freezer/job' };
-    assert.deepEqual(dumpArgs(base), ['dump', '-t', '42', '-D', '/var/img', '--freeze-cgroup', '/sys/fs/cgroup/freezer/job', '--leave-running', '-o', 'dump.log', '-v4']);
+    assert.deepEqual(dumpArgs(base), [
+      'dump',
+      '-t',
+      '42',
+      '-D',
+      '/var/img',
+      '--freeze-cgroup',
+      '/sys/fs/cgroup/freezer/job',
+      '--leave-running',
+      '-o',
+      'dump.log',
+      '-v4',
+    ]);
     assert.deepEqual(dumpArgs({ ...base, shellJob: true, tcpEstablished: true, fileLocks: true, logName: 'd.log' }).slice(8), [
       '-o',
       'd.log',
@@ -20,7 +32,17 @@ describe('CRIU arguments', () => {
 
   test('restore: detached with a pidfile; v1 and v2 cgroup roots; leave-stopped; manage-cgroups', () => {
     const base = { criuPath: '/usr/local/sbin/criu', imagesDir: '/var/img' };
-    assert.deepEqual(restoreArgs(base, '/var/img/restore.pid'), ['restore', '-D', '/var/img', '-d', '-o', 'restore.log', '-v4', '--pidfile', '/var/img/restore.pid']);
+    assert.deepEqual(restoreArgs(base, '/var/img/restore.pid'), [
+      'restore',
+      '-D',
+      '/var/img',
+      '-d',
+      '-o',
+      'restore.log',
+      '-v4',
+      '--pidfile',
+      '/var/img/restore.pid',
+    ]);
     const args = restoreArgs(
       {
         ...base,
@@ -37,9 +59,23 @@ describe('CRIU arguments', () => {
       false,
     );
     assert.deepEqual(args, [
-      'restore', '-D', '/var/img', '-W', '/run/w', '-o', 'restore.log', '-v4', '--pidfile', '/run/w/p',
-      '--shell-job', '--leave-stopped', '--manage-cgroups=soft',
-      '--cgroup-root', 'freezer:/jobs/b', '--cgroup-root', ':/jobs/b',
+      'restore',
+      '-D',
+      '/var/img',
+      '-W',
+      '/run/w',
+      '-o',
+      'restore.log',
+      '-v4',
+      '--pidfile',
+      '/run/w/p',
+      '--shell-job',
+      '--leave-stopped',
+      '--manage-cgroups=soft',
+      '--cgroup-root',
+      'freezer:/jobs/b',
+      '--cgroup-root',
+      ':/jobs/b',
     ]);
   });
 

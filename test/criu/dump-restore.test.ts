@@ -114,14 +114,11 @@ for (const h of HIERARCHIES) {
       await waitGone(counter.pid);
       await cg.freeze();
 
-      await assert.rejects(
-        runCriuRestore({ criuPath: criu.path, imagesDir, logName: 'restore-frozen.log', timeoutMs: 3_000 }),
-        (err: unknown) => {
-          assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
-          assert.equal((err.details?.removedYards as string[]).length, 1);
-          return true;
-        },
-      );
+      await assert.rejects(runCriuRestore({ criuPath: criu.path, imagesDir, logName: 'restore-frozen.log', timeoutMs: 3_000 }), (err: unknown) => {
+        assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
+        assert.equal((err.details?.removedYards as string[]).length, 1);
+        return true;
+      });
       const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
       assert.ok(!mountinfo.includes('.criu.cgyard.'), 'a cgroup yard is still mounted');
       // CRIU's child froze inside the cgroup; it got the SIGKILL and dies once thawed.

@@ -104,7 +104,10 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     writeFileSync(join(full, 'dump.log'), '(00.052) Error (criu/page-xfer.c:263): page-xfer: Unable to spice data: No space');
     const cut = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
     assert.equal(cut.code, 'ENOSPC', cut.message);
-    assert.match(cut.message, /Unable to spice data: No space; No space left on device: the file system of .* is full \(\d+ bytes free\), which may have cut CRIU's log short/);
+    assert.match(
+      cut.message,
+      /Unable to spice data: No space; No space left on device: the file system of .* is full \(\d+ bytes free\), which may have cut CRIU's log short/,
+    );
     // The same empty log on a file system with room stays ECRIU.
     const roomy = images('roomy');
     writeFileSync(join(roomy, 'dump.log'), '(00.000001) Version: 3.17.1\n');
@@ -162,10 +165,7 @@ describe(`CRIU failures (cgroup ${h})`, () => {
       runCriuDump({ criuPath: join(work, 'no-criu'), pid: counter.pid, imagesDir: images('nobin'), freezeCgroup: cg.dir }),
       agentError('ECRIU', (err) => assert.match(err.message, /could not run .*no-criu: ENOENT/)),
     );
-    await assert.rejects(
-      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: 'relative', freezeCgroup: cg.dir }),
-      agentError('EINVAL'),
-    );
+    await assert.rejects(runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: 'relative', freezeCgroup: cg.dir }), agentError('EINVAL'));
     await assert.rejects(runCriuDump({ criuPath: criu.path, pid: -1, imagesDir: work, freezeCgroup: cg.dir }), agentError('EINVAL'));
     await assert.rejects(
       runCriuRestore({ criuPath: criu.path, imagesDir: work, cgroupRoots: [{ controller: 'freezer', path: 'no-slash' }] }),

@@ -58,7 +58,9 @@ describe('a known CRIU/kernel mismatch: SO_PASSCRED on Linux >= 6.16 with CRIU <
   });
 
   test('only the 1:34 (SO_PASSSEC) line is enough', () => {
-    const only34 = PASSCRED_LOG.split('\n').filter((l) => !l.includes('1:16')).join('\n');
+    const only34 = PASSCRED_LOG.split('\n')
+      .filter((l) => !l.includes('1:16'))
+      .join('\n');
     assert.match(knownMismatch(only34) ?? '', /^CRIU 4\.1\.1 cannot dump sockets/);
   });
 
@@ -85,7 +87,10 @@ describe('a known CRIU/kernel mismatch: SO_PASSCRED on Linux >= 6.16 with CRIU <
       writeFileSync(logPath, PASSCRED_LOG + '\n');
       const err = await criuFailure('criu dump of pid 10910', logPath, { exitCode: 1, args: ['dump'] });
       assert.ok(isAgentError(err, 'ECRIU'));
-      assert.match(err.message, /^criu dump of pid 10910 failed \(exit 1\): CRIU 4\.1\.1 cannot dump sockets on Linux >= 6\.16 .*install CRIU >= 4\.2 \(npm run setup builds it\) \(CRIU: Error \(criu\/sockets\.c:628\): sockets: Can't get 1:16 opt/);
+      assert.match(
+        err.message,
+        /^criu dump of pid 10910 failed \(exit 1\): CRIU 4\.1\.1 cannot dump sockets on Linux >= 6\.16 .*install CRIU >= 4\.2 \(npm run setup builds it\) \(CRIU: Error \(criu\/sockets\.c:628\): sockets: Can't get 1:16 opt/,
+      );
       assert.match(String(err.details?.mismatch), /^CRIU 4\.1\.1 cannot dump sockets/);
 
       writeFileSync(logPath, LOG + '\n');
@@ -111,6 +116,10 @@ describe('programs CRIU refuses', () => {
     const traced = knownRefusal(TRACED_LOG, (pid) => (pid === 12662 ? { pid: 12658, comm: 'strace' } : undefined));
     assert.match(traced ?? '', /^process 12662 cannot be checkpointed: it is traced by pid 12658 \(strace\), and CRIU must trace every process it dumps/);
     assert.match(knownRefusal(TRACED_LOG, () => undefined) ?? '', /^process 12662 cannot be checkpointed: CRIU was not allowed to trace it/);
-    assert.equal(knownRefusal(LOG, () => ({ pid: 1, comm: 'x' })), undefined, 'any other failure is left as CRIU said it');
+    assert.equal(
+      knownRefusal(LOG, () => ({ pid: 1, comm: 'x' })),
+      undefined,
+      'any other failure is left as CRIU said it',
+    );
   });
 });

@@ -57,11 +57,23 @@ describe('CRIU stats files', () => {
   test('bad magic, truncation and garbage are EIO naming the file', () => {
     const badMagic = Buffer.from(dumpFile);
     badMagic.writeUInt32LE(0x54564319, 0);
-    assert.throws(() => decodeStatsFile(badMagic, 'X'), (err: unknown) => isAgentError(err, 'EIO') && /X is not a CRIU stats file/.test(err.message));
-    assert.throws(() => decodeStatsFile(dumpFile.subarray(0, dumpFile.length - 3), 'X'), (err: unknown) => isAgentError(err, 'EIO') && /truncated/.test(err.message));
-    assert.throws(() => decodeStatsFile(dumpFile.subarray(0, 6), 'X'), (err: unknown) => isAgentError(err, 'EIO') && /too short/.test(err.message));
+    assert.throws(
+      () => decodeStatsFile(badMagic, 'X'),
+      (err: unknown) => isAgentError(err, 'EIO') && /X is not a CRIU stats file/.test(err.message),
+    );
+    assert.throws(
+      () => decodeStatsFile(dumpFile.subarray(0, dumpFile.length - 3), 'X'),
+      (err: unknown) => isAgentError(err, 'EIO') && /truncated/.test(err.message),
+    );
+    assert.throws(
+      () => decodeStatsFile(dumpFile.subarray(0, 6), 'X'),
+      (err: unknown) => isAgentError(err, 'EIO') && /too short/.test(err.message),
+    );
     const garbage = Buffer.concat([dumpFile.subarray(0, 8), Buffer.from([4, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])]);
-    assert.throws(() => decodeStatsFile(garbage, 'X'), (err: unknown) => isAgentError(err, 'EIO'));
+    assert.throws(
+      () => decodeStatsFile(garbage, 'X'),
+      (err: unknown) => isAgentError(err, 'EIO'),
+    );
   });
 
   test('a missing stats file is ENOENT', async () => {

@@ -14,7 +14,16 @@ import { dumpArgs, findCriu, runCriuDump, type CriuInfo } from '../../src/criu/i
 import { endOrphanedCriu } from '../../src/checkpoint/orphans.js';
 import { agentError, Cleanup, hierarchyRoot, isAlive, startCounter, waitGone, TestCgroup, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
 import { waitUntil } from '../helpers/lab.js';
-import { childNamed, dumpMoments, groupAndOomScore, injectionEnv, oomProtectionRefused, ptraceRequests, STRACED_CRIU, type DumpMoments } from '../helpers/criu-injection.js';
+import {
+  childNamed,
+  dumpMoments,
+  groupAndOomScore,
+  injectionEnv,
+  oomProtectionRefused,
+  ptraceRequests,
+  STRACED_CRIU,
+  type DumpMoments,
+} from '../helpers/criu-injection.js';
 
 const HIERARCHIES = (['v1', 'v2'] as const).filter((h) => hierarchyRoot(h));
 // Long enough that CRIU is surely parked when the stop comes (it gets there within 0.1 s here).
@@ -59,7 +68,9 @@ for (const h of HIERARCHIES) {
       await counter.reach(2);
       // The reference dump: the same workload, frozen beforehand as a checkpoint freezes it.
       await cg.freeze();
-      moments = dumpMoments(ptraceRequests(criu.path, dumpArgs({ criuPath: criu.path, pid: counter.pid, imagesDir: images('reference'), freezeCgroup: cg.dir })));
+      moments = dumpMoments(
+        ptraceRequests(criu.path, dumpArgs({ criuPath: criu.path, pid: counter.pid, imagesDir: images('reference'), freezeCgroup: cg.dir })),
+      );
       await counting();
     });
     after(() => {
@@ -77,7 +88,10 @@ for (const h of HIERARCHIES) {
       await assert.rejects(
         runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('timeout'), freezeCgroup: cg.dir, timeoutMs: 5000 }),
         agentError('ETIMEDOUT', (err) => {
-          assert.match(err.message, /did not finish within 5000 ms; (let it end first \(exit 0\) and discarded its result: it held the tasks it dumps|killed it while it held no task)/);
+          assert.match(
+            err.message,
+            /did not finish within 5000 ms; (let it end first \(exit 0\) and discarded its result: it held the tasks it dumps|killed it while it held no task)/,
+          );
           t.diagnostic(err.message.slice(0, err.message.indexOf(' (log:')));
         }),
       );
@@ -91,7 +105,10 @@ for (const h of HIERARCHIES) {
       const dumping = runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('cancel'), freezeCgroup: cg.dir, signal: cancel.signal });
       await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 20_000);
       cancel.abort();
-      await assert.rejects(dumping, agentError('EINTR', (err) => assert.match(err.message, /was cancelled; let it end first \(exit 0\)/)));
+      await assert.rejects(
+        dumping,
+        agentError('EINTR', (err) => assert.match(err.message, /was cancelled; let it end first \(exit 0\)/)),
+      );
       await counting();
     });
 
@@ -102,7 +119,10 @@ for (const h of HIERARCHIES) {
       const dumping = runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('early'), freezeCgroup: cg.dir, signal: cancel.signal });
       let seen: { leader: number; criu: number } | undefined;
       await waitUntil('the parked CRIU', () => {
-        for (const pid of readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8').split(' ').filter(Boolean).map(Number)) {
+        for (const pid of readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8')
+          .split(' ')
+          .filter(Boolean)
+          .map(Number)) {
           const criuPid = childNamed(pid, criu.path);
           if (criuPid) seen = { leader: pid, criu: criuPid };
         }
@@ -117,7 +137,10 @@ for (const h of HIERARCHIES) {
       if (OOM_REFUSED) t.diagnostic(`OOM protection not checked: ${OOM_REFUSED}`);
       assert.equal(tracerOf(counter.pid), 0, 'CRIU holds nothing yet');
       cancel.abort();
-      await assert.rejects(dumping, agentError('EINTR', (err) => assert.match(err.message, /was cancelled; killed it while it held no task/)));
+      await assert.rejects(
+        dumping,
+        agentError('EINTR', (err) => assert.match(err.message, /was cancelled; killed it while it held no task/)),
+      );
       await waitGone(seen!.criu, 5000);
       await counting();
     });

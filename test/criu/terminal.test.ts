@@ -57,11 +57,14 @@ describe(`CRIU and terminals (cgroup ${h})`, () => {
     process.kill(counter.pid, 'SIGKILL');
     cg.thaw();
     await waitGone(counter.pid);
-    await assert.rejects(runCriuRestore({ criuPath: criu.path, imagesDir, shellJob: true, logName: 'restore-detached.log', timeoutMs: TIMEOUT_MS }), (err: unknown) => {
-      assert.ok(isAgentError(err, 'ECRIU'));
-      assert.match(err.message, /Don't have tty to inherit session from/);
-      return true;
-    });
+    await assert.rejects(
+      runCriuRestore({ criuPath: criu.path, imagesDir, shellJob: true, logName: 'restore-detached.log', timeoutMs: TIMEOUT_MS }),
+      (err: unknown) => {
+        assert.ok(isAgentError(err, 'ECRIU'));
+        assert.match(err.message, /Don't have tty to inherit session from/);
+        return true;
+      },
+    );
   });
 
   test('restored onto a new terminal, it prints there and counts on; CRIU exits with it', async () => {

@@ -154,11 +154,7 @@ export interface ApiOptions {
 /** One raw HTTP request over the Unix socket. */
 export function api(socket: string, method: string, path: string, options: ApiOptions = {}): Promise<ApiResponse> {
   const raw =
-    options.body === undefined
-      ? undefined
-      : typeof options.body === 'string' || Buffer.isBuffer(options.body)
-        ? options.body
-        : JSON.stringify(options.body);
+    options.body === undefined ? undefined : typeof options.body === 'string' || Buffer.isBuffer(options.body) ? options.body : JSON.stringify(options.body);
   const headers: Record<string, string | number> = { ...options.headers };
   if (raw !== undefined) {
     headers['Content-Type'] ??= 'application/json';

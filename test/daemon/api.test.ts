@@ -226,21 +226,56 @@ describe('bad requests get 4xx and change nothing', () => {
     await refused('not JSON', 'POST', path, { body: 'cgroup=x' }, 400, /malformed JSON/);
     await refused('array', 'POST', path, { body: [cgroup.path] }, 400, /JSON object/);
     await refused('null', 'POST', path, { body: 'null' }, 400, /JSON object/);
-    await refused('form', 'POST', path, { body: `cgroup=${cgroup.path}`, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } }, 415, /application\/json/);
+    await refused(
+      'form',
+      'POST',
+      path,
+      { body: `cgroup=${cgroup.path}`, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } },
+      415,
+      /application\/json/,
+    );
   });
 
   test('unknown fields, missing fields, wrong types, unknown or repeated query parameters, bodies on GET', async () => {
-    await refused('unknown field', 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, force: true } }, 400, /unknown field "force" \(allowed: cgroup, hierarchy, timeoutMs\)/);
+    await refused(
+      'unknown field',
+      'POST',
+      '/v1/cgroups/freeze',
+      { body: { cgroup: cgroup.path, force: true } },
+      400,
+      /unknown field "force" \(allowed: cgroup, hierarchy, timeoutMs\)/,
+    );
     await refused('missing cgroup', 'POST', '/v1/cgroups/freeze', { body: {} }, 400, /missing field "cgroup"/);
     await refused('number cgroup', 'POST', '/v1/cgroups/freeze', { body: { cgroup: 42 } }, 400, /"cgroup" must be a non-empty string/);
     await refused('timeout as string', 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, timeoutMs: '10' } }, 400, /timeoutMs/);
     await refused('negative timeout', 'POST', '/v1/cgroups/freeze', { body: { cgroup: cgroup.path, timeoutMs: -1 } }, 400, /timeoutMs/);
-    await refused('kill with a signal', 'POST', '/v1/cgroups/kill', { body: { cgroup: cgroup.path, signal: 'TERM' } }, 400, /unknown field "signal" \(allowed: cgroup, hierarchy, timeoutMs\)/);
-    await refused('kill by query', 'POST', `/v1/cgroups/kill?cgroup=${cgroup.path}`, { body: { cgroup: cgroup.path } }, 400, /unknown query parameter "cgroup"/);
+    await refused(
+      'kill with a signal',
+      'POST',
+      '/v1/cgroups/kill',
+      { body: { cgroup: cgroup.path, signal: 'TERM' } },
+      400,
+      /unknown field "signal" \(allowed: cgroup, hierarchy, timeoutMs\)/,
+    );
+    await refused(
+      'kill by query',
+      'POST',
+      `/v1/cgroups/kill?cgroup=${cgroup.path}`,
+      { body: { cgroup: cgroup.path } },
+      400,
+      /unknown query parameter "cgroup"/,
+    );
     await refused('kill without a cgroup', 'POST', '/v1/cgroups/kill', { body: {} }, 400, /missing field "cgroup"/);
     await refused('cancel with a body', 'POST', '/v1/operations/x/cancel', { body: { now: true } }, 400, /take no body/);
     await refused('thaw with timeout', 'POST', '/v1/cgroups/thaw', { body: { cgroup: cgroup.path, timeoutMs: 5 } }, 400, /unknown field "timeoutMs"/);
-    await refused('after policy', 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, after: 'later' } }, 400, /"after" must be one of prior, thawed, frozen, killed/);
+    await refused(
+      'after policy',
+      'POST',
+      '/v1/checkpoints',
+      { body: { cgroup: cgroup.path, after: 'later' } },
+      400,
+      /"after" must be one of prior, thawed, frozen, killed/,
+    );
     await refused('relative images dir', 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, imagesDir: 'here' } }, 400, /absolute path/);
     await refused('unknown query', 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&verbose=1`, {}, 400, /unknown query parameter "verbose"/);
     await refused('repeated query', 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&cgroup=x`, {}, 400, /given 2 times/);
@@ -268,7 +303,13 @@ describe('bad requests get 4xx and change nothing', () => {
         let written = false;
         const settle = () => answer && written && resolve(answer);
         const req = httpRequest(
-          { socketPath: agent.socket, method: 'POST', path: '/v1/cgroups/freeze', agent: false, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } },
+          {
+            socketPath: agent.socket,
+            method: 'POST',
+            path: '/v1/cgroups/freeze',
+            agent: false,
+            headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) },
+          },
           (res) => {
             let text = '';
             res.setEncoding('utf8');

@@ -65,12 +65,21 @@ for (const hierarchy of HIERARCHIES) {
       const shown = await api(agent.socket, 'GET', `/v1/checkpoints/${summary.id}`);
       assert.equal(shown.status, 200);
       assert.equal(shown.body.id, summary.id);
-      assert.deepEqual(shown.body.trees.flatMap((t: { processes: { pid: number }[] }) => t.processes.map((p) => p.pid)).sort((a: number, b: number) => a - b), pids);
+      assert.deepEqual(
+        shown.body.trees.flatMap((t: { processes: { pid: number }[] }) => t.processes.map((p) => p.pid)).sort((a: number, b: number) => a - b),
+        pids,
+      );
 
       const restored = await api(agent.socket, 'POST', `/v1/checkpoints/${summary.id}/restore`, { body: {} });
       assert.equal(restored.status, 200, restored.text);
-      assert.deepEqual([...restored.body.pids].sort((a, b) => a - b), pids);
-      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        [...restored.body.pids].sort((a, b) => a - b),
+        pids,
+      );
+      assert.deepEqual(
+        lab.pidsOf(cgroup).sort((a, b) => a - b),
+        pids,
+      );
       await waitForCount(join(dir, 'child-1'), frozenAt);
 
       const deleted = await api(agent.socket, 'DELETE', `/v1/checkpoints/${summary.id}`);
@@ -113,7 +122,7 @@ for (const hierarchy of HIERARCHIES) {
   });
 }
 
-test('no lock file piles up: freeze, thaw, checkpoint, restore and refused requests leave the run dir\'s locks/ empty', async () => {
+test("no lock file piles up: freeze, thaw, checkpoint, restore and refused requests leave the run dir's locks/ empty", async () => {
   const h = anyHierarchy();
   const { cgroup } = await counting(h, 'tidy-locks');
   const parent = lab.cgroup(h, 'tidy-parent');
@@ -205,7 +214,10 @@ describe('checkpoint errors', () => {
       assert.equal(res.status, 507, res.text);
       assert.equal(res.body.error.code, 'ENOSPC');
       assert.equal(kernelState(cgroup), 'THAWED');
-      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        lab.pidsOf(cgroup).sort((a, b) => a - b),
+        pids,
+      );
     } finally {
       await allowing.stop();
       execFileSync('umount', [tiny]);
@@ -299,7 +311,10 @@ describe('cancellation', () => {
     const next = await startAgent(lab, { dir: own.dir });
     try {
       const listed = await api(next.socket, 'GET', '/v1/checkpoints');
-      assert.deepEqual(listed.body.checkpoints.filter((c: { status: string }) => c.status === 'good'), []);
+      assert.deepEqual(
+        listed.body.checkpoints.filter((c: { status: string }) => c.status === 'good'),
+        [],
+      );
     } finally {
       assert.equal(await next.stop(), 0);
     }

@@ -50,7 +50,10 @@ test('while a large image is deleted, /v1/health sent after the delete began is 
   mkdirSync(agent.imagesDir, { recursive: true, mode: 0o700 });
   const id = '20261201T000000Z-fake01';
   const dir = await fakeImage(agent.imagesDir, id);
-  assert.deepEqual((await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints.map((c: { id: string }) => c.id), [id]);
+  assert.deepEqual(
+    (await api(agent.socket, 'GET', '/v1/checkpoints')).body.checkpoints.map((c: { id: string }) => c.id),
+    [id],
+  );
 
   const sent = Date.now();
   const deleting = api(agent.socket, 'DELETE', `/v1/checkpoints/${id}`);

@@ -25,7 +25,7 @@ const h = anyHierarchy();
 const PARTIAL = '.partial-20260101T000000Z-left';
 
 describe('image roots', () => {
-  test('GET /v1/host and agentctl host list the roots a request may name: the agent\'s own first', async () => {
+  test("GET /v1/host and agentctl host list the roots a request may name: the agent's own first", async () => {
     const host = await api(agent.socket, 'GET', '/v1/host');
     assert.equal(host.status, 200, host.text);
     assert.deepEqual(host.body.agent.allowedImagesDirs, [agent.imagesDir, allowed]);
@@ -52,7 +52,10 @@ describe('image roots', () => {
         const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir } });
         assert.equal(res.status, 403, `${imagesDir}: ${res.text}`);
         assert.equal(res.body.error.code, 'EACCES');
-        assert.ok(res.body.error.message.startsWith(`images directory ${imagesDir} is not one agentd may write to (allowed: ${agent.imagesDir}, ${allowed})`), res.body.error.message);
+        assert.ok(
+          res.body.error.message.startsWith(`images directory ${imagesDir} is not one agentd may write to (allowed: ${agent.imagesDir}, ${allowed})`),
+          res.body.error.message,
+        );
         assert.match(res.body.error.message, /; start agentd with --allow-images-dir \/\S+ to allow it$/);
       }
       // A symlink to an allowed root: allowing the link would not help (a root may not be a symlink).
@@ -62,16 +65,25 @@ describe('image roots', () => {
       const sneaky = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: `${allowed}/link/..` } });
       assert.equal(sneaky.status, 403, sneaky.text);
       assert.equal(sneaky.body.error.code, 'EACCES');
-      assert.equal(sneaky.body.error.message, `images directory ${allowed}/link/.. is ${elsewhere}, not the allowed ${allowed}; name the directory itself, without symlinks before '..'`);
+      assert.equal(
+        sneaky.body.error.message,
+        `images directory ${allowed}/link/.. is ${elsewhere}, not the allowed ${allowed}; name the directory itself, without symlinks before '..'`,
+      );
       // Refused before a progress stream starts: a plain 403, not a 200 stream ending in an error.
-      const streamed = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: elsewhere }, headers: { Accept: 'application/x-ndjson' } });
+      const streamed = await api(agent.socket, 'POST', '/v1/checkpoints', {
+        body: { cgroup: cgroup.path, hierarchy: h, imagesDir: elsewhere },
+        headers: { Accept: 'application/x-ndjson' },
+      });
       assert.equal(streamed.status, 403, streamed.text);
       assert.equal(streamed.body.error.code, 'EACCES');
     } finally {
       unlinkSync(join(allowed, 'link'));
     }
     assert.equal(kernelState(cgroup), 'THAWED', 'never frozen');
-    assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+    assert.deepEqual(
+      lab.pidsOf(cgroup).sort((a, b) => a - b),
+      pids,
+    );
     await waitForCount(join(dir, 'child-1'), counterValue(join(dir, 'child-1')));
     const lockFile = new CgroupControl({ runDir: agent.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: h }));
     assert.equal(existsSync(lockFile), false, 'no lock was taken');
@@ -82,7 +94,7 @@ describe('image roots', () => {
     assert.match(agent.log(), /operation=checkpoint .*outcome=EACCES status=403/);
   });
 
-  test('a checkpoint into an allowed directory: listed with its dir there beside the agent\'s own, shown, restored (counters go on), deleted', async () => {
+  test("a checkpoint into an allowed directory: listed with its dir there beside the agent's own, shown, restored (counters go on), deleted", async () => {
     const { cgroup, dir, pids } = await countingTree(lab, h, 'allowed');
     const created = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, after: 'killed', imagesDir: allowed } });
     assert.equal(created.status, 201, created.text);
@@ -100,8 +112,16 @@ describe('image roots', () => {
     assert.equal(own.status, 201, own.text);
     const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
     assert.equal(listed.status, 200, listed.text);
-    const mine = listed.body.checkpoints.filter((c: { id: string }) => c.id === id || c.id === own.body.id).map((c: { id: string; dir: string; status: string }) => [c.id, c.dir, c.status]);
-    assert.deepEqual(mine.sort(), [[id, join(allowed, id), 'good'], [own.body.id, join(agent.imagesDir, own.body.id), 'good']].sort());
+    const mine = listed.body.checkpoints
+      .filter((c: { id: string }) => c.id === id || c.id === own.body.id)
+      .map((c: { id: string; dir: string; status: string }) => [c.id, c.dir, c.status]);
+    assert.deepEqual(
+      mine.sort(),
+      [
+        [id, join(allowed, id), 'good'],
+        [own.body.id, join(agent.imagesDir, own.body.id), 'good'],
+      ].sort(),
+    );
 
     const shown = await api(agent.socket, 'GET', `/v1/checkpoints/${id}`);
     assert.equal(shown.status, 200, shown.text);
@@ -110,8 +130,14 @@ describe('image roots', () => {
 
     const restored = await api(agent.socket, 'POST', `/v1/checkpoints/${id}/restore`, { body: {} });
     assert.equal(restored.status, 200, restored.text);
-    assert.deepEqual([...restored.body.pids].sort((a, b) => a - b), pids);
-    assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+    assert.deepEqual(
+      [...restored.body.pids].sort((a, b) => a - b),
+      pids,
+    );
+    assert.deepEqual(
+      lab.pidsOf(cgroup).sort((a, b) => a - b),
+      pids,
+    );
     await waitForCount(join(dir, 'child-1'), frozenAt);
 
     for (const gone of [id, own.body.id]) {
@@ -138,11 +164,15 @@ describe('image roots', () => {
     }
     const recovering = await startAgent(lab, { dir: base, args: ['--allow-images-dir', other, '--allow-images-dir', loose] });
     try {
-      assert.deepEqual(readdirSync(ownRoot), [], 'the agent\'s own root is cleaned');
+      assert.deepEqual(readdirSync(ownRoot), [], "the agent's own root is cleaned");
       assert.deepEqual(readdirSync(other), [], 'an allowed root is cleaned as well');
       assert.deepEqual(readdirSync(loose), [PARTIAL], 'a root anyone may write to is not cleaned as root');
-      for (const root of [ownRoot, other]) assert.ok(recovering.log().includes(`removed a temporary image directory an interrupted checkpoint left dir=${join(root, PARTIAL)}`), recovering.log());
-      assert.match(recovering.log(), new RegExp(`image directory not cleaned after a previous run: it fails its check dir=${loose} .*writable by group or others`));
+      for (const root of [ownRoot, other])
+        assert.ok(recovering.log().includes(`removed a temporary image directory an interrupted checkpoint left dir=${join(root, PARTIAL)}`), recovering.log());
+      assert.match(
+        recovering.log(),
+        new RegExp(`image directory not cleaned after a previous run: it fails its check dir=${loose} .*writable by group or others`),
+      );
       // Nor is anything listed from it: the listing says what is wrong, and how to put it right.
       const listed = await api(recovering.socket, 'GET', '/v1/checkpoints');
       assert.equal(listed.status, 403, listed.text);

@@ -56,7 +56,10 @@ describe('the socket', () => {
       assert.equal(await requestAs(member, agent.socket, 'GET', '/v1/health'), '200');
       const cgroup = lab.cgroup(anyHierarchy(), 'peer');
       assert.equal(await requestAs(member, agent.socket, 'POST', '/v1/cgroups/thaw', { cgroup: cgroup.path, hierarchy: cgroup.hierarchy }), '200');
-      assert.match(agent.log(), new RegExp(`info: thaw uid=65534 pid=\\d+ operation=thaw cgroup=${cgroup.hierarchy}:${cgroup.path} outcome=ok status=200 ms=[\\d.]+`));
+      assert.match(
+        agent.log(),
+        new RegExp(`info: thaw uid=65534 pid=\\d+ operation=thaw cgroup=${cgroup.hierarchy}:${cgroup.path} outcome=ok status=200 ms=[\\d.]+`),
+      );
     } finally {
       assert.equal(await agent.stop(), 0);
     }
@@ -175,7 +178,19 @@ describe('logging', () => {
     // The wrapper sets JOURNAL_STREAM to the device:inode of its own stderr, as systemd does.
     const agent = await startAgent(lab, {
       dir: paths.dir,
-      command: { file: 'sh', args: ['-c', 'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$@"', 'sh', process.execPath, AGENTD, ...agentArgs(paths), '--criu', '/nonexistent/criu'] },
+      command: {
+        file: 'sh',
+        args: [
+          '-c',
+          'JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec "$@"',
+          'sh',
+          process.execPath,
+          AGENTD,
+          ...agentArgs(paths),
+          '--criu',
+          '/nonexistent/criu',
+        ],
+      },
     });
     const cgroup = lab.cgroup(anyHierarchy(), 'journal');
     lab.spawnIn(cgroup, 'sleep', ['100000']);
@@ -198,7 +213,11 @@ describe('logging', () => {
     const agent = await startAgent(lab, { args: ['--log-format', 'json'], env: { JOURNAL_STREAM: '8:12345' } });
     await api(agent.socket, 'POST', '/v1/cgroups/thaw', { body: { cgroup: 'agentd-test-missing' } });
     assert.equal(await agent.stop(), 0);
-    const entries = agent.log().trim().split('\n').map((line) => JSON.parse(line));
+    const entries = agent
+      .log()
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line));
     assert.ok(entries.every((e) => typeof e.time === 'string' && typeof e.level === 'string' && typeof e.message === 'string'));
     const thaw = entries.find((e) => e.message === 'thaw');
     assert.equal(thaw.level, 'warn');

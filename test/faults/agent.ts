@@ -181,7 +181,14 @@ function parseJson(text: string): Json {
   }
 }
 
-export function httpJson(socketPath: string, method: string, path: string, body?: string | Buffer, headers: Record<string, string> = {}, timeoutMs = 120_000): Promise<Reply> {
+export function httpJson(
+  socketPath: string,
+  method: string,
+  path: string,
+  body?: string | Buffer,
+  headers: Record<string, string> = {},
+  timeoutMs = 120_000,
+): Promise<Reply> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath, method, path, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];

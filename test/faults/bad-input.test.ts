@@ -11,7 +11,19 @@ import { existsSync, mkdirSync, readdirSync, rmdirSync, symlinkSync, writeFileSy
 import { isAbsolute, join } from 'node:path';
 import { Agent, rawRequest, type AgentDirs } from './agent.js';
 import { waitUntil } from '../helpers/lab.js';
-import { auditImages, counterValue, flockFree, kernelState, lockRecord, prng, seedFromEnv, setKernel, startWorkload, verifyImage, type Workload } from './checks.js';
+import {
+  auditImages,
+  counterValue,
+  flockFree,
+  kernelState,
+  lockRecord,
+  prng,
+  seedFromEnv,
+  setKernel,
+  startWorkload,
+  verifyImage,
+  type Workload,
+} from './checks.js';
 import { FaultSuite } from './suite.js';
 
 const suite = new FaultSuite('faults-input');
@@ -40,7 +52,10 @@ const int = (random: Random, min: number, max: number): number => min + Math.flo
 function httpBytes(method: string, target: string, body?: string | Buffer, headers: Record<string, string> = {}): Buffer {
   const payload = body === undefined ? Buffer.alloc(0) : Buffer.isBuffer(body) ? body : Buffer.from(body, 'utf8');
   const lines = [`${method} ${target} HTTP/1.1`, 'Host: agentd', 'Connection: close'];
-  const all: Record<string, string> = { ...(body !== undefined ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) } : {}), ...headers };
+  const all: Record<string, string> = {
+    ...(body !== undefined ? { 'Content-Type': 'application/json', 'Content-Length': String(payload.length) } : {}),
+    ...headers,
+  };
   for (const [k, v] of Object.entries(all)) lines.push(`${k}: ${v}`);
   return Buffer.concat([Buffer.from(lines.join('\r\n') + '\r\n\r\n', 'latin1'), payload]);
 }
@@ -50,7 +65,10 @@ function encodeLoosely(text: string): string {
   try {
     return encodeURIComponent(text);
   } catch {
-    return text.split(/([\ud800-\udfff])/).map((part) => (/^[\ud800-\udfff]$/.test(part) ? '%ED%A0%80' : encodeURIComponent(part))).join('');
+    return text
+      .split(/([\ud800-\udfff])/)
+      .map((part) => (/^[\ud800-\udfff]$/.test(part) ? '%ED%A0%80' : encodeURIComponent(part)))
+      .join('');
   }
 }
 
@@ -106,7 +124,22 @@ function validBody(random: Random, ctx: Context): Record<string, unknown> {
 }
 
 function generate(random: Random, ctx: Context): Generated {
-  const kind = pick(random, ['cgroup-query', 'cgroup-body', 'wrong-type', 'unknown-field', 'huge-body', 'truncated-json', 'bad-method', 'bad-id', 'bad-route', 'bad-query', 'content-type', 'body-on-get', 'images-dir', 'malformed-http'] as const);
+  const kind = pick(random, [
+    'cgroup-query',
+    'cgroup-body',
+    'wrong-type',
+    'unknown-field',
+    'huge-body',
+    'truncated-json',
+    'bad-method',
+    'bad-id',
+    'bad-route',
+    'bad-query',
+    'content-type',
+    'body-on-get',
+    'images-dir',
+    'malformed-http',
+  ] as const);
   const mutating = pick(random, ['/v1/cgroups/freeze', '/v1/cgroups/thaw', '/v1/checkpoints']);
   switch (kind) {
     case 'cgroup-query': {
@@ -122,16 +155,43 @@ function generate(random: Random, ctx: Context): Generated {
     }
     case 'wrong-type': {
       const body = validBody(random, ctx);
-      const fields = mutating === '/v1/checkpoints' ? ['cgroup', 'hierarchy', 'after', 'shellJob', 'tcpEstablished', 'fileLocks', 'timeoutMs', 'imagesDir'] : mutating === '/v1/cgroups/freeze' ? ['cgroup', 'hierarchy', 'timeoutMs'] : ['cgroup', 'hierarchy'];
+      const fields =
+        mutating === '/v1/checkpoints'
+          ? ['cgroup', 'hierarchy', 'after', 'shellJob', 'tcpEstablished', 'fileLocks', 'timeoutMs', 'imagesDir']
+          : mutating === '/v1/cgroups/freeze'
+            ? ['cgroup', 'hierarchy', 'timeoutMs']
+            : ['cgroup', 'hierarchy'];
       const field = pick(random, fields);
       const flags = ['shellJob', 'tcpEstablished', 'fileLocks'];
-      const value = flags.includes(field) ? pick(random, ['true', 1, 0, null, 'false', []]) : field === 'timeoutMs' ? pick(random, ['100', 0, -5, 1.5, 86_400_001, 1e12, true, null, NaN]) : field === 'hierarchy' ? pick(random, ['v3', 'V2', 'v1 ', 1, 2, null, true]) : field === 'after' ? pick(random, ['never', 'Prior', 1, null]) : field === 'imagesDir' ? pick(random, ['relative/dir', '', 5, null, ['/tmp']]) : wrongType(random);
+      const value = flags.includes(field)
+        ? pick(random, ['true', 1, 0, null, 'false', []])
+        : field === 'timeoutMs'
+          ? pick(random, ['100', 0, -5, 1.5, 86_400_001, 1e12, true, null, NaN])
+          : field === 'hierarchy'
+            ? pick(random, ['v3', 'V2', 'v1 ', 1, 2, null, true])
+            : field === 'after'
+              ? pick(random, ['never', 'Prior', 1, null])
+              : field === 'imagesDir'
+                ? pick(random, ['relative/dir', '', 5, null, ['/tmp']])
+                : wrongType(random);
       body[field] = value;
       return { kind, description: `POST ${mutating}, ${field}=${JSON.stringify(value)}`, bytes: httpBytes('POST', mutating, JSON.stringify(body)) };
     }
     case 'unknown-field': {
       const body = validBody(random, ctx);
-      const key = pick(random, ['__proto__', 'constructor', 'prototype', 'toString', 'cgroups', 'Cgroup', 'force', 'pid', randomName(random, int(random, 1, 300)), '', '\u0000']);
+      const key = pick(random, [
+        '__proto__',
+        'constructor',
+        'prototype',
+        'toString',
+        'cgroups',
+        'Cgroup',
+        'force',
+        'pid',
+        randomName(random, int(random, 1, 300)),
+        '',
+        '\u0000',
+      ]);
       const text = JSON.stringify(body).replace(/}$/, `,${JSON.stringify(key)}:${JSON.stringify(wrongType(random))}}`);
       return { kind, description: `POST ${mutating}, unknown field ${JSON.stringify(key.slice(0, 20))}`, bytes: httpBytes('POST', mutating, text) };
     }
@@ -141,7 +201,11 @@ function generate(random: Random, ctx: Context): Generated {
       if (random() < 0.3) {
         // No Content-Length: chunked, so the size is only found out while reading.
         const chunked = Buffer.from(`${text.length.toString(16)}\r\n${text}\r\n0\r\n\r\n`);
-        return { kind, description: `POST ${mutating}, ${size}-byte chunked body`, bytes: Buffer.concat([httpBytes('POST', mutating, undefined, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' }), chunked]) };
+        return {
+          kind,
+          description: `POST ${mutating}, ${size}-byte chunked body`,
+          bytes: Buffer.concat([httpBytes('POST', mutating, undefined, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' }), chunked]),
+        };
       }
       return { kind, description: `POST ${mutating}, ${size}-byte body`, bytes: httpBytes('POST', mutating, text) };
     }
@@ -171,19 +235,44 @@ function generate(random: Random, ctx: Context): Generated {
       return { kind, description: `${method} ${route}`, bytes: httpBytes(method, route, body) };
     }
     case 'bad-id': {
-      const id = pick(random, ['..', '.', '%2e%2e', '%2E%2E%2F%2E%2E%2Fetc', 'a%2Fb', '..%2F..%2Fetc%2Fpasswd', '%00', 'abc%00def', '%zz', '%', 'a'.repeat(int(random, 129, 400)), 'x.failed', '.partial-x', 'with%20space', '%C3%A9t%C3%A9', '-leading', `absent-${randomName(random, 10).replace(/\./g, '')}`, '%252e%252e']);
+      const id = pick(random, [
+        '..',
+        '.',
+        '%2e%2e',
+        '%2E%2E%2F%2E%2E%2Fetc',
+        'a%2Fb',
+        '..%2F..%2Fetc%2Fpasswd',
+        '%00',
+        'abc%00def',
+        '%zz',
+        '%',
+        'a'.repeat(int(random, 129, 400)),
+        'x.failed',
+        '.partial-x',
+        'with%20space',
+        '%C3%A9t%C3%A9',
+        '-leading',
+        `absent-${randomName(random, 10).replace(/\./g, '')}`,
+        '%252e%252e',
+      ]);
       const method = pick(random, ['GET', 'DELETE', 'POST'] as const);
       if (method === 'POST') return { kind, description: `restore ${id.slice(0, 30)}`, bytes: httpBytes('POST', `/v1/checkpoints/${id}/restore`, '{}') };
       return { kind, description: `${method} checkpoint ${id.slice(0, 30)}`, bytes: httpBytes(method, `/v1/checkpoints/${id}`) };
     }
     case 'bad-route': {
       for (;;) {
-        const segments = Array.from({ length: int(random, 1, 6) }, () => pick(random, ['..', '.', 'v1', 'v2', 'cgroups', 'checkpoints', '%2e%2e', '', 'etc', 'passwd', randomName(random, int(random, 1, 12))]));
+        const segments = Array.from({ length: int(random, 1, 6) }, () =>
+          pick(random, ['..', '.', 'v1', 'v2', 'cgroups', 'checkpoints', '%2e%2e', '', 'etc', 'passwd', randomName(random, int(random, 1, 12))]),
+        );
         const target = '/' + segments.join('/');
         const pathname = new URL(`http://agentd${target}`).pathname;
         if (ROUTES.includes(pathname) || /^\/v1\/checkpoints\/[^/]+(\/restore)?$/.test(pathname)) continue;
         const method = pick(random, ['GET', 'POST', 'DELETE']);
-        return { kind, description: `${method} ${target.slice(0, 60)}`, bytes: httpBytes(method, target, method === 'POST' ? JSON.stringify(validBody(random, ctx)) : undefined) };
+        return {
+          kind,
+          description: `${method} ${target.slice(0, 60)}`,
+          bytes: httpBytes(method, target, method === 'POST' ? JSON.stringify(validBody(random, ctx)) : undefined),
+        };
       }
     }
     case 'bad-query': {
@@ -202,7 +291,11 @@ function generate(random: Random, ctx: Context): Generated {
       ];
       const [why, target] = pick(random, variants);
       const post = target.includes('thaw');
-      return { kind, description: `query with ${why}`, bytes: httpBytes(post ? 'POST' : 'GET', target, post ? JSON.stringify(validBody(random, ctx)) : undefined) };
+      return {
+        kind,
+        description: `query with ${why}`,
+        bytes: httpBytes(post ? 'POST' : 'GET', target, post ? JSON.stringify(validBody(random, ctx)) : undefined),
+      };
     }
     case 'content-type': {
       const type = pick(random, ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx', 'json']);
@@ -215,7 +308,11 @@ function generate(random: Random, ctx: Context): Generated {
     }
     case 'images-dir': {
       const dir = pick(random, ctx.badImageDirs);
-      return { kind, description: `checkpoint with imagesDir ${dir}`, bytes: httpBytes('POST', '/v1/checkpoints', JSON.stringify({ ...validBody(random, ctx), imagesDir: dir })) };
+      return {
+        kind,
+        description: `checkpoint with imagesDir ${dir}`,
+        bytes: httpBytes('POST', '/v1/checkpoints', JSON.stringify({ ...validBody(random, ctx), imagesDir: dir })),
+      };
     }
     case 'malformed-http': {
       const variants: [string, Buffer][] = [
@@ -227,7 +324,10 @@ function generate(random: Random, ctx: Context): Generated {
         ['an asterisk target', Buffer.from('OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')],
         ['headers over 16 KiB', Buffer.from(`GET /v1/health HTTP/1.1\r\nHost: a\r\nX-Junk: ${'j'.repeat(20_000)}\r\nConnection: close\r\n\r\n`)],
         ['a negative Content-Length', Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\nConnection: close\r\n\r\n{}')],
-        ['two Content-Lengths', Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}')],
+        [
+          'two Content-Lengths',
+          Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}'),
+        ],
         ['HTTP/2 preface', Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n')],
       ];
       const [why, bytes] = pick(random, variants);
@@ -245,12 +345,17 @@ interface Snapshot {
 }
 
 function snapshot(ctx: Context, dirs: AgentDirs): Snapshot {
-  const subdirs = (dir: string): string[] => readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).map((e) => join(dir, e.name));
+  const subdirs = (dir: string): string[] =>
+    readdirSync(dir, { withFileTypes: true })
+      .filter((e) => e.isDirectory())
+      .map((e) => join(dir, e.name));
   const locksDir = join(dirs.runDir, 'locks');
   return {
     kernel: ctx.sentinels.map((w) => `${w.cgroup.hierarchy}:${w.cgroup.path}=${kernelState(w.cgroup)}`),
     procs: ctx.sentinels.map((w) => lab.pidsOf(w.cgroup).sort().join(',')),
-    cgroupDirs: [...new Set(ctx.sentinels.map((w) => join(w.cgroup.dir, '..')))].flatMap((parent) => [parent, ...subdirs(parent).flatMap((d) => [d, ...subdirs(d)])]).sort(),
+    cgroupDirs: [...new Set(ctx.sentinels.map((w) => join(w.cgroup.dir, '..')))]
+      .flatMap((parent) => [parent, ...subdirs(parent).flatMap((d) => [d, ...subdirs(d)])])
+      .sort(),
     // Lock records are rewritten by every request that takes a lock (an allowed but unusable imagesDir
     // is found in the checkpoint's preflight, under the lock); what must not change is that none is
     // held or unfinished.
@@ -356,7 +461,9 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
     for (const w of sentinels) {
       if (kernelState(w.cgroup) !== 'THAWED') continue;
       const from = counterValue(w.counters[0]);
-      await waitUntil(`${w.cgroup.path} to keep counting`, () => counterValue(w.counters[0]) > from).catch(() => failures.push(`${w.cgroup.path} stopped counting`));
+      await waitUntil(`${w.cgroup.path} to keep counting`, () => counterValue(w.counters[0]) > from).catch(() =>
+        failures.push(`${w.cgroup.path} stopped counting`),
+      );
     }
     assert.deepEqual(failures.slice(0, 30), [], `${failures.length} requests were not answered with a 4xx JSON error`);
     assert.equal(verifyImage(join(dirs.imagesDir, good.json.id), good.json.id), undefined, 'the good checkpoint is still complete and valid');
@@ -367,10 +474,19 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
     assert.equal(state.status, 200, state.text);
 
     t.diagnostic(`kinds: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}`);
-    t.diagnostic(`statuses: ${[...statuses].sort().map(([s, n]) => `${s}x${n}`).join(', ')}`);
+    t.diagnostic(
+      `statuses: ${[...statuses]
+        .sort()
+        .map(([s, n]) => `${s}x${n}`)
+        .join(', ')}`,
+    );
     t.diagnostic(figures.line('bad input'));
     assert.deepEqual(failures.slice(0, 30), [], `${failures.length} requests were not answered with a 4xx JSON error`);
-    assert.deepEqual(changed, [], `changed: ${changed.map((k) => `${k}: ${JSON.stringify(before[k]).slice(0, 300)} -> ${JSON.stringify(after[k]).slice(0, 300)}`).join('; ')}`);
+    assert.deepEqual(
+      changed,
+      [],
+      `changed: ${changed.map((k) => `${k}: ${JSON.stringify(before[k]).slice(0, 300)} -> ${JSON.stringify(after[k]).slice(0, 300)}`).join('; ')}`,
+    );
     for (const s of sentinels) await setKernel(s.cgroup, 'THAWED');
     assert.equal(await agent.stop(), 0);
   });

@@ -212,7 +212,6 @@ export async function startWorkload(lab: Lab, hierarchy: Hierarchy, name: string
   return { cgroup, pids: lab.pidsOf(cgroup), counters, memoryResult };
 }
 
-
 /** Pids of the workload that are gone (or zombies). */
 export function lostProcesses(w: Workload): number[] {
   return w.pids.filter((pid) => !pidAlive(pid) || processState(pid) === 'Z');
@@ -290,7 +289,14 @@ export class Figures {
   readonly notes: string[] = [];
 
   line(group: string): string {
-    const parts = [`runs=${this.runs}`, `faults injected=${this.faults}`, `requests tried=${this.requests}`, `processes lost=${this.processesLost}`, ...(this.lostOnPurpose ? [`lost on purpose=${this.lostOnPurpose}`] : []), `cgroups left wrong=${this.cgroupsLeftWrong}`];
+    const parts = [
+      `runs=${this.runs}`,
+      `faults injected=${this.faults}`,
+      `requests tried=${this.requests}`,
+      `processes lost=${this.processesLost}`,
+      ...(this.lostOnPurpose ? [`lost on purpose=${this.lostOnPurpose}`] : []),
+      `cgroups left wrong=${this.cgroupsLeftWrong}`,
+    ];
     return `${group}: ${parts.join(', ')}${this.notes.length ? ` (${this.notes.join('; ')})` : ''}`;
   }
 }

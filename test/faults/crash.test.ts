@@ -287,7 +287,12 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     assert.deepEqual(await assertWorkloadIntact(w, true), []);
     assert.match(await checkMemory(w), /^ok/);
     assert.equal(await next.stop(), 0);
-    t.diagnostic(`recovery log:\n${next.log.split('\n').filter((l) => /recover|removed|CRIU/.test(l)).join('\n')}`);
+    t.diagnostic(
+      `recovery log:\n${next.log
+        .split('\n')
+        .filter((l) => /recover|removed|CRIU/.test(l))
+        .join('\n')}`,
+    );
   });
 
   test('a hung orphan (a stand-in CRIU that never returns) is killed by the restarted agentd, and the workload runs again', async (t) => {

@@ -66,7 +66,13 @@ function describeProcess(pid: number): string {
 }
 
 /** The checks every fault ends with; returns what is wrong. */
-async function unharmed(agent: Agent, w: Workload, prior: 'THAWED' | 'FROZEN', label: string, opts: { memory?: boolean; pgids?: number[] } = {}): Promise<string[]> {
+async function unharmed(
+  agent: Agent,
+  w: Workload,
+  prior: 'THAWED' | 'FROZEN',
+  label: string,
+  opts: { memory?: boolean; pgids?: number[] } = {},
+): Promise<string[]> {
   const problems: string[] = [];
   const state = await settledState(w.cgroup);
   if (state !== prior) {
@@ -161,8 +167,10 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         if (!expected.test(message)) problems.push(`${label}: the error does not say who died and why: ${message}`);
         const failedDir = reply.json.error.details?.failedDir as string;
         const record = JSON.parse(readFileSync(join(failedDir, 'failure.json'), 'utf8'));
-        if (record.lost?.map((p: { pid: number }) => p.pid).join() !== String(victim)) problems.push(`${label}: failure.json does not record the loss: ${JSON.stringify(record)}`);
-        if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path) problems.push(`${label}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
+        if (record.lost?.map((p: { pid: number }) => p.pid).join() !== String(victim))
+          problems.push(`${label}: failure.json does not record the loss: ${JSON.stringify(record)}`);
+        if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path)
+          problems.push(`${label}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
         if (lostProcesses(w).join() !== String(victim)) problems.push(`${label}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
         figures.lostOnPurpose++;
         const state = await settledState(w.cgroup);
@@ -257,10 +265,16 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         assert.equal(reply.json?.error?.code, 'ECRIU', reply.text);
         assert.match(reply.json.error.message, /injected failure/);
         const failedDir = reply.json.error.details.failedDir as string;
-        const id = failedDir.split('/').pop()!.replace(/\.failed$/, '');
+        const id = failedDir
+          .split('/')
+          .pop()!
+          .replace(/\.failed$/, '');
         assert.deepEqual(auditImages(dirs.imagesDir), { good: [], partial: [], failed: [`${id}.failed`], bad: [] });
         const listing = await fake.request('GET', '/v1/checkpoints');
-        assert.deepEqual(listing.json.checkpoints.map((c: Json) => [c.id, c.status]), [[id, 'failed']]);
+        assert.deepEqual(
+          listing.json.checkpoints.map((c: Json) => [c.id, c.status]),
+          [[id, 'failed']],
+        );
         const shown = await fake.request('GET', `/v1/checkpoints/${id}`);
         assert.equal(shown.status, 404, shown.text);
         assert.match(shown.json.error.message, /failed and has no usable image/);
@@ -335,7 +349,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     for (const dir of mounts.splice(0)) execFileSync('umount', [dir]);
   });
 
-  test('CRIU hangs (a stand-in that never returns): ETIMEDOUT at the request\'s limit, CRIU and its children killed, cgroup back to prior', async (t) => {
+  test("CRIU hangs (a stand-in that never returns): ETIMEDOUT at the request's limit, CRIU and its children killed, cgroup back to prior", async (t) => {
     const dirs = suite.agentDirs('fake-hang');
     const hung = await Agent.start(lab, dirs, { criu: FAKE_CRIU, env: { FAKE_CRIU_DUMP: 'hang' } });
     for (const w of workloads.values()) {

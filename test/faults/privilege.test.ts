@@ -65,10 +65,24 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     assert.equal(st.uid, 0);
     assert.equal(mode(dirname(dirs.socket)), 0o755, 'the directory lets anyone reach the socket: only its own mode protects it');
 
-    const connect = asNobody(process.execPath, ['-e', `require('net').connect(${JSON.stringify(dirs.socket)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(3); })`]);
+    const connect = asNobody(process.execPath, [
+      '-e',
+      `require('net').connect(${JSON.stringify(dirs.socket)}).on('connect', () => { console.log('connected'); process.exit(0); }).on('error', (e) => { console.log(e.code); process.exit(3); })`,
+    ]);
     figures.requests++;
     assert.equal(connect.stdout.trim(), 'EACCES', connect.stderr);
-    const curl = asNobody('curl', ['-sS', '--unix-socket', dirs.socket, '-X', 'POST', '-H', 'Content-Type: application/json', '-d', JSON.stringify({ cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }), 'http://agentd/v1/cgroups/freeze']);
+    const curl = asNobody('curl', [
+      '-sS',
+      '--unix-socket',
+      dirs.socket,
+      '-X',
+      'POST',
+      '-H',
+      'Content-Type: application/json',
+      '-d',
+      JSON.stringify({ cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }),
+      'http://agentd/v1/cgroups/freeze',
+    ]);
     figures.requests++;
     assert.equal(curl.status, 7, `curl could not connect: ${curl.stderr}`);
     assert.match(curl.stderr, /Permission denied|Couldn't connect/);
@@ -114,7 +128,10 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     // What an unprivileged user can plant there beforehand: a directory that looks like a checkpoint.
     const fake = '20260101T000000Z-f00d00';
     assert.equal(asNobody('mkdir', [join(dirs.imagesDir, fake)]).status, 0);
-    assert.equal(asNobody('sh', ['-c', `echo '{"formatVersion":1,"id":"${fake}","trees":[],"files":[]}' > ${join(dirs.imagesDir, fake, 'manifest.json')}`]).status, 0);
+    assert.equal(
+      asNobody('sh', ['-c', `echo '{"formatVersion":1,"id":"${fake}","trees":[],"files":[]}' > ${join(dirs.imagesDir, fake, 'manifest.json')}`]).status,
+      0,
+    );
     const agent = await Agent.start(lab, dirs);
     const body = { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy };
     const problems: string[] = [];
@@ -140,7 +157,7 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     assert.equal(await agent.stop(), 0);
   });
 
-  test('a symlink planted at a lock file\'s name is not followed: its target is untouched, and the request says why', async () => {
+  test("a symlink planted at a lock file's name is not followed: its target is untouched, and the request says why", async () => {
     const dirs = openDirs('lock-link');
     const agent = await Agent.start(lab, dirs);
     const locks = join(dirs.runDir, 'locks');

@@ -101,77 +101,85 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
   }
 
   for (const h of hierarchies) {
-  test(`${h}: 50 thaws and freezes fired during a checkpoint: all EBUSY, flock -n fails, and the cgroup never runs`, async (t) => {
-    // The memory makes the dump last long enough for every request to arrive during it.
-    const w0 = await startWorkload(lab, h, `storm-${h}`, { children: 1, memoryMiB: 96 });
-    // A second counting tree: CRIU dumps one tree at a time, and the other trees must not run either.
-    const second = lab.tempDir('storm-second');
-    lab.spawnIn(w0.cgroup, workload('counter-tree.pl'), [second, '0']);
-    await waitUntil('the second tree to count', () => counterValue(join(second, 'root')) > 0);
-    const w = { ...w0, pids: lab.pidsOf(w0.cgroup), counters: [...w0.counters, join(second, 'root')] };
-    const dirs = suite.agentDirs(`storm-${h}`);
-    const agent = await Agent.start(lab, dirs);
-    const lockFile = lockFileOf(dirs.runDir, w.cgroup);
-    // A sample reads several files one after the other: the kernel state is read before and after the
-    // tasks, so a freeze written by CRIU between two reads is not mistaken for a running task.
-    const samples: { at: number; kernel: string; kernelAfter: string; counters: number[]; tracers: number[]; states: string[] }[] = [];
-    let sampling = false;
-    const sample = () => {
-      if (!sampling) return;
-      const kernel = kernelState(w.cgroup);
-      const counters = w.counters.map(counterValue);
-      const tracers = w.pids.map(tracerOf);
-      const states = w.pids.map((pid) => processState(pid) ?? '?');
-      samples.push({ at: Date.now(), kernel, counters, tracers, states, kernelAfter: kernelState(w.cgroup) });
-      setImmediate(sample);
-    };
-    let storm: Promise<Reply[]> | undefined;
-    let flockDuring: Promise<number | null> | undefined;
-    let stateDuring: Promise<Reply> | undefined;
-    const body = { cgroup: w.cgroup.path, hierarchy: h };
-    const reply = await agent.stream('/v1/checkpoints', { ...body, after: 'frozen' }, (e) => {
-      if (e.stage !== 'lock' || storm) return;
-      sampling = true;
-      sample();
-      storm = Promise.all(Array.from({ length: 50 }, (_, i) => agent.request('POST', i % 2 ? '/v1/cgroups/freeze' : '/v1/cgroups/thaw', body)));
-      flockDuring = new Promise((resolve) => execFile('sh', ['-c', `flock -n '${lockFile}' true`], (err) => resolve(err ? ((err as { code?: number }).code ?? -1) : 0)));
-      stateDuring = agent.request('GET', `/v1/cgroups/state?cgroup=${encodeURIComponent(w.cgroup.path)}&hierarchy=${h}`);
+    test(`${h}: 50 thaws and freezes fired during a checkpoint: all EBUSY, flock -n fails, and the cgroup never runs`, async (t) => {
+      // The memory makes the dump last long enough for every request to arrive during it.
+      const w0 = await startWorkload(lab, h, `storm-${h}`, { children: 1, memoryMiB: 96 });
+      // A second counting tree: CRIU dumps one tree at a time, and the other trees must not run either.
+      const second = lab.tempDir('storm-second');
+      lab.spawnIn(w0.cgroup, workload('counter-tree.pl'), [second, '0']);
+      await waitUntil('the second tree to count', () => counterValue(join(second, 'root')) > 0);
+      const w = { ...w0, pids: lab.pidsOf(w0.cgroup), counters: [...w0.counters, join(second, 'root')] };
+      const dirs = suite.agentDirs(`storm-${h}`);
+      const agent = await Agent.start(lab, dirs);
+      const lockFile = lockFileOf(dirs.runDir, w.cgroup);
+      // A sample reads several files one after the other: the kernel state is read before and after the
+      // tasks, so a freeze written by CRIU between two reads is not mistaken for a running task.
+      const samples: { at: number; kernel: string; kernelAfter: string; counters: number[]; tracers: number[]; states: string[] }[] = [];
+      let sampling = false;
+      const sample = () => {
+        if (!sampling) return;
+        const kernel = kernelState(w.cgroup);
+        const counters = w.counters.map(counterValue);
+        const tracers = w.pids.map(tracerOf);
+        const states = w.pids.map((pid) => processState(pid) ?? '?');
+        samples.push({ at: Date.now(), kernel, counters, tracers, states, kernelAfter: kernelState(w.cgroup) });
+        setImmediate(sample);
+      };
+      let storm: Promise<Reply[]> | undefined;
+      let flockDuring: Promise<number | null> | undefined;
+      let stateDuring: Promise<Reply> | undefined;
+      const body = { cgroup: w.cgroup.path, hierarchy: h };
+      const reply = await agent.stream('/v1/checkpoints', { ...body, after: 'frozen' }, (e) => {
+        if (e.stage !== 'lock' || storm) return;
+        sampling = true;
+        sample();
+        storm = Promise.all(Array.from({ length: 50 }, (_, i) => agent.request('POST', i % 2 ? '/v1/cgroups/freeze' : '/v1/cgroups/thaw', body)));
+        flockDuring = new Promise((resolve) =>
+          execFile('sh', ['-c', `flock -n '${lockFile}' true`], (err) => resolve(err ? ((err as { code?: number }).code ?? -1) : 0)),
+        );
+        stateDuring = agent.request('GET', `/v1/cgroups/state?cgroup=${encodeURIComponent(w.cgroup.path)}&hierarchy=${h}`);
+      });
+      sampling = false;
+      const endedAt = Date.now();
+      figures.runs++;
+      figures.requests += 50;
+      assert.equal(reply.final?.type, 'result', JSON.stringify(reply.final));
+      const replies = await storm!;
+      const notBusy = replies.filter((r) => r.status !== 409 || r.json?.error?.code !== 'EBUSY' || !/is CHECKPOINTING/.test(r.json.error.message));
+      assert.deepEqual(
+        notBusy.map((r) => r.text),
+        [],
+        'every thaw and freeze got EBUSY naming CHECKPOINTING',
+      );
+      assert.equal(await flockDuring, 1, '`flock -n LOCKFILE true` from a shell fails during the checkpoint');
+      const state = await stateDuring!;
+      assert.equal(state.json?.state, 'CHECKPOINTING', state.text);
+
+      // Stopped the whole time: the counters never moved, and whenever the kernel said THAWED (CRIU
+      // thaws the freezer while it holds the tasks, docs/freezer.md, rule 7), every task was held by CRIU's ptrace
+      // or stopped (a v1-frozen task sleeps in D, a ptrace-stopped one is t or T).
+      assert.ok(samples.length > 20, `only ${samples.length} samples`);
+      const first = samples[0].counters;
+      const moved = samples.filter((s) => s.counters.some((c, i) => c !== first[i]));
+      assert.deepEqual(moved.slice(0, 3), [], 'no counter moved while the checkpoint ran');
+      const loose = (s: (typeof samples)[number]) => s.tracers.some((tr, i) => tr === 0 && !/[DTt]/.test(s.states[i]));
+      const running = samples.filter((s) => s.kernel === 'THAWED' && s.kernelAfter === 'THAWED' && loose(s));
+      assert.deepEqual(running.slice(0, 3), [], 'never thawed without CRIU holding every task');
+      assert.equal(await settledState(w.cgroup), 'FROZEN', '--after frozen');
+      assert.deepEqual(w.counters.map(counterValue), first, 'still stopped at the same counts after the checkpoint');
+      const inCriu = samples.filter((s) => s.kernel !== 'FROZEN').length;
+      t.diagnostic(
+        `${samples.length} samples over ${endedAt - samples[0].at} ms, ${inCriu} of them inside CRIU's window (kernel THAWED, tasks traced by CRIU); 50 requests answered EBUSY`,
+      );
+
+      assert.ok(flockFree(lockFile), 'the lock is free after the checkpoint');
+      const thawed = await agent.request('POST', '/v1/cgroups/thaw', body);
+      assert.equal(thawed.status, 200, thawed.text);
+      assert.deepEqual(await assertWorkloadIntact(w, true), []);
+      figures.processesLost += lostProcesses(w).length;
+      assert.equal(auditImages(dirs.imagesDir).good.length, 1);
+      assert.equal(await agent.stop(), 0);
     });
-    sampling = false;
-    const endedAt = Date.now();
-    figures.runs++;
-    figures.requests += 50;
-    assert.equal(reply.final?.type, 'result', JSON.stringify(reply.final));
-    const replies = await storm!;
-    const notBusy = replies.filter((r) => r.status !== 409 || r.json?.error?.code !== 'EBUSY' || !/is CHECKPOINTING/.test(r.json.error.message));
-    assert.deepEqual(notBusy.map((r) => r.text), [], 'every thaw and freeze got EBUSY naming CHECKPOINTING');
-    assert.equal(await flockDuring, 1, '`flock -n LOCKFILE true` from a shell fails during the checkpoint');
-    const state = await stateDuring!;
-    assert.equal(state.json?.state, 'CHECKPOINTING', state.text);
-
-    // Stopped the whole time: the counters never moved, and whenever the kernel said THAWED (CRIU
-    // thaws the freezer while it holds the tasks, docs/freezer.md, rule 7), every task was held by CRIU's ptrace
-    // or stopped (a v1-frozen task sleeps in D, a ptrace-stopped one is t or T).
-    assert.ok(samples.length > 20, `only ${samples.length} samples`);
-    const first = samples[0].counters;
-    const moved = samples.filter((s) => s.counters.some((c, i) => c !== first[i]));
-    assert.deepEqual(moved.slice(0, 3), [], 'no counter moved while the checkpoint ran');
-    const loose = (s: (typeof samples)[number]) => s.tracers.some((tr, i) => tr === 0 && !/[DTt]/.test(s.states[i]));
-    const running = samples.filter((s) => s.kernel === 'THAWED' && s.kernelAfter === 'THAWED' && loose(s));
-    assert.deepEqual(running.slice(0, 3), [], 'never thawed without CRIU holding every task');
-    assert.equal(await settledState(w.cgroup), 'FROZEN', '--after frozen');
-    assert.deepEqual(w.counters.map(counterValue), first, 'still stopped at the same counts after the checkpoint');
-    const inCriu = samples.filter((s) => s.kernel !== 'FROZEN').length;
-    t.diagnostic(`${samples.length} samples over ${endedAt - samples[0].at} ms, ${inCriu} of them inside CRIU's window (kernel THAWED, tasks traced by CRIU); 50 requests answered EBUSY`);
-
-    assert.ok(flockFree(lockFile), 'the lock is free after the checkpoint');
-    const thawed = await agent.request('POST', '/v1/cgroups/thaw', body);
-    assert.equal(thawed.status, 200, thawed.text);
-    assert.deepEqual(await assertWorkloadIntact(w, true), []);
-    figures.processesLost += lostProcesses(w).length;
-    assert.equal(auditImages(dirs.imagesDir).good.length, 1);
-    assert.equal(await agent.stop(), 0);
-  });
   }
 
   for (const h of hierarchies) {
@@ -192,7 +200,11 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
           const manifest = (await agent.request('GET', `/v1/checkpoints/${reply.json.id}`)).json;
           const saved = manifest.trees.flatMap((tr: Json) => tr.processes.map((p: Json) => p.pid)).sort();
           const present = lab.pidsOf(cgroup).sort();
-          assert.deepEqual(present.filter((p) => !saved.includes(p)), [], `every process of the frozen cgroup is in image ${reply.json.id}`);
+          assert.deepEqual(
+            present.filter((p) => !saved.includes(p)),
+            [],
+            `every process of the frozen cgroup is in image ${reply.json.id}`,
+          );
           assert.equal(await settledState(cgroup), 'FROZEN');
           outcomes.push(`ok (${saved.length} processes)`);
         } else {

@@ -14,6 +14,7 @@ import { mkdirSync, readFileSync, statSync, writeFileSync, existsSync } from 'no
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HIERARCHIES, pidAlive, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
+import type { Json } from '../helpers/json.js';
 import { api, withAgent } from '../daemon/agent.js';
 import { generatedText, missing, PROGRAMS, threadCount, waitAllGone } from './programs.js';
 
@@ -44,7 +45,7 @@ function readTracerPid(pid: number): number {
   return Number(/^TracerPid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]);
 }
 
-async function post(path: string, body: Record<string, unknown>): Promise<{ status: number; body: any; text: string }> {
+async function post(path: string, body: Record<string, unknown>): Promise<{ status: number; body: Json; text: string }> {
   return api(agent.socket, 'POST', path, { body });
 }
 
@@ -54,48 +55,54 @@ function state(cgroup: TestCgroup): Promise<string> {
 
 for (const hierarchy of HIERARCHIES) {
   describe(`computations from Debian, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
-    test('xz -T2: checkpointed halfway (--after killed) and restored with its threads, its output is byte-identical to an uninterrupted run', { skip: missing('xz') }, async () => {
-      const input = generatedText(INPUT_BYTES);
-      const expected = uninterrupted(input);
-      const cgroup = lab.cgroup(hierarchy, 'xz');
-      const dir = lab.tempDir('xz');
-      const file = join(dir, 'input.txt');
-      writeFileSync(file, input);
-      const out = `${file}.xz`;
-      lab.spawnIn(cgroup, PROGRAMS.xz, [...XZ_ARGS, file]);
-      const [pid] = await lab.waitForProcesses(cgroup, 1);
-      await waitUntil('xz to write its first block and run 2 compressing threads', () => statSync(out).size > 0 && threadCount(pid) >= 3, 20_000);
+    test(
+      'xz -T2: checkpointed halfway (--after killed) and restored with its threads, its output is byte-identical to an uninterrupted run',
+      { skip: missing('xz') },
+      async () => {
+        const input = generatedText(INPUT_BYTES);
+        const expected = uninterrupted(input);
+        const cgroup = lab.cgroup(hierarchy, 'xz');
+        const dir = lab.tempDir('xz');
+        const file = join(dir, 'input.txt');
+        writeFileSync(file, input);
+        const out = `${file}.xz`;
+        lab.spawnIn(cgroup, PROGRAMS.xz, [...XZ_ARGS, file]);
+        const [pid] = await lab.waitForProcesses(cgroup, 1);
+        await waitUntil('xz to write its first block and run 2 compressing threads', () => statSync(out).size > 0 && threadCount(pid) >= 3, 20_000);
 
-      // Frozen, the thread count and the output hold still: what the checkpoint sees.
-      const frozen = await post('/v1/cgroups/freeze', { cgroup: cgroup.path, hierarchy });
-      assert.equal(frozen.status, 200, frozen.text);
-      const threads = threadCount(pid);
-      const partial = statSync(out).size;
-      assert.ok(threads >= 3, `xz runs ${threads} threads`);
-      assert.ok(partial < expected.length, `xz had written ${partial} of ${expected.length} bytes: it is mid-work`);
+        // Frozen, the thread count and the output hold still: what the checkpoint sees.
+        const frozen = await post('/v1/cgroups/freeze', { cgroup: cgroup.path, hierarchy });
+        assert.equal(frozen.status, 200, frozen.text);
+        const threads = threadCount(pid);
+        const partial = statSync(out).size;
+        assert.ok(threads >= 3, `xz runs ${threads} threads`);
+        assert.ok(partial < expected.length, `xz had written ${partial} of ${expected.length} bytes: it is mid-work`);
 
-      const created = await post('/v1/checkpoints', { cgroup: cgroup.path, hierarchy, after: 'killed' });
-      assert.equal(created.status, 201, created.text);
-      assert.equal(created.body.processes, 1);
-      await waitAllGone([pid], `xz (${pid}) to be killed`);
-      assert.equal(statSync(out).size, partial, 'nothing wrote the output while it was checkpointed');
+        const created = await post('/v1/checkpoints', { cgroup: cgroup.path, hierarchy, after: 'killed' });
+        assert.equal(created.status, 201, created.text);
+        assert.equal(created.body.processes, 1);
+        await waitAllGone([pid], `xz (${pid}) to be killed`);
+        assert.equal(statSync(out).size, partial, 'nothing wrote the output while it was checkpointed');
 
-      const restored = await post(`/v1/checkpoints/${created.body.id}/restore`, {});
-      assert.equal(restored.status, 200, restored.text);
-      assert.deepEqual(restored.body.pids, [pid]);
-      assert.equal(threadCount(pid), threads, 'the same threads came back');
-      await waitAllGone([pid], 'the restored xz to finish');
-      const output = readFileSync(out);
-      assert.equal(output.length, expected.length);
-      assert.ok(output.equals(expected), 'the restored run wrote the same bytes as the uninterrupted one');
-      assert.ok(existsSync(file), 'xz -k kept its input');
-    });
+        const restored = await post(`/v1/checkpoints/${created.body.id}/restore`, {});
+        assert.equal(restored.status, 200, restored.text);
+        assert.deepEqual(restored.body.pids, [pid]);
+        assert.equal(threadCount(pid), threads, 'the same threads came back');
+        await waitAllGone([pid], 'the restored xz to finish');
+        const output = readFileSync(out);
+        assert.equal(output.length, expected.length);
+        assert.ok(output.equals(expected), 'the restored run wrote the same bytes as the uninterrupted one');
+        assert.ok(existsSync(file), 'xz -k kept its input');
+      },
+    );
 
     test('a process traced by strace cannot be checkpointed: ECRIU naming the tracer; it keeps running', { skip: missing('strace') }, async () => {
       const cgroup = lab.cgroup(hierarchy, 'traced');
       const dir = lab.tempDir('traced');
       mkdirSync(join(dir, 'out'));
-      const straced = lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000'], { stdio: ['ignore', 'ignore', 'pipe'] });
+      const straced = lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000'], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
       let straceSaid = '';
       straced.stderr?.on('data', (d: Buffer) => (straceSaid += d.toString()));
       let straceExit: string | undefined;
@@ -117,11 +124,21 @@ for (const hierarchy of HIERARCHIES) {
       assert.match(res.body.error.message, /CRIU must trace every process it dumps .*detach the debugger or strace first/);
       assert.match(res.body.error.message, /\(CRIU: Error \(criu\/seize\.c:\d+\)/, 'what CRIU said is quoted after the reason');
       assert.equal(await state(cgroup), 'THAWED', 'the cgroup is as it was');
-      const trace = () => readFileSync(join(dir, 'out', 'trace'), 'utf8').split('\n').slice(-5).join(' / ');
+      const trace = () =>
+        readFileSync(join(dir, 'out', 'trace'), 'utf8')
+          .split('\n')
+          .slice(-5)
+          .join(' / ');
       assert.ok(pids.every(pidAlive), `strace and the traced process survived the attempt (strace exit ${straceExit}: ${straceSaid}; trace: ${trace()})`);
-      assert.deepEqual(lab.pidsOf(cgroup).sort((a, b) => a - b), pids);
+      assert.deepEqual(
+        lab.pidsOf(cgroup).sort((a, b) => a - b),
+        pids,
+      );
       const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
-      assert.deepEqual(listed.body.checkpoints.filter((c: { status: string; cgroup?: string }) => c.status === 'good' && c.cgroup === cgroup.path), []);
+      assert.deepEqual(
+        listed.body.checkpoints.filter((c: { status: string; cgroup?: string }) => c.status === 'good' && c.cgroup === cgroup.path),
+        [],
+      );
     });
   });
 }

@@ -81,107 +81,150 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal((await httpGet(port, '/missing')).status, 404);
     });
 
-    test('http.server with connections open across the checkpoint (tcpEstablished): a half-sent request is answered after it, wget inside goes on, byte-identical', { skip: missing('python3', 'wget') }, async () => {
-      const host = await api(agent.socket, 'GET', '/v1/host');
-      assert.equal(host.body.criu.networkLock, 'nftables', 'this host has no iptables command: agentd must pick the nftables lock');
-      const shown = await agentctl(['--socket', agent.socket, 'host']);
-      assert.match(shown.stdout, /^\s+tcp lock:\s+nftables \(CRIU --network-lock, for --tcp-established checkpoints\)$/m, shown.stderr);
-      const cgroup = lab.cgroup(hierarchy, 'download');
-      const www = lab.tempDir('www');
-      const work = lab.tempDir('wget');
-      // 16 MiB at 8 MiB/s: about 2 s of transfer, checkpointed once wget has 256 KiB.
-      const data = generatedText(16 << 20);
-      writeFileSync(join(www, 'big.bin'), data);
-      const page = generatedText(32 << 10);
-      writeFileSync(join(www, 'page.txt'), page);
-      const out = join(work, 'big.bin');
-      const port = await freePort();
-      const launcher = lab.spawnIn(cgroup, workload('together.pl'), [
-        PROGRAMS.python3, '-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www,
-        '--', PROGRAMS.wget, '--no-verbose', '--limit-rate=8m', '--tries=1', '-o', join(work, 'wget.log'), '-O', out, `http://127.0.0.1:${port}/big.bin`,
-      ]);
-      await waitListening(port, 'http.server');
-      // A client outside the cgroup sends half a request: the server's end of it is in the image.
-      const client = new HalfRequest(port);
-      await client.connected;
-      client.send('GET /page.txt HTTP/1.0\r\n');
-      launcher.kill('SIGUSR1');
-      await waitUntil('wget to have 256 KiB', () => statSync(out).size >= 256 << 10, 20_000);
-      const pids = sorted(await lab.waitForProcesses(cgroup, 3));
-      const wgetPid = pids.find((pid) => commOf(pid) === 'wget');
-      assert.ok(wgetPid, 'wget runs');
+    test(
+      'http.server with connections open across the checkpoint (tcpEstablished): a half-sent request is answered after it, wget inside goes on, byte-identical',
+      { skip: missing('python3', 'wget') },
+      async () => {
+        const host = await api(agent.socket, 'GET', '/v1/host');
+        assert.equal(host.body.criu.networkLock, 'nftables', 'this host has no iptables command: agentd must pick the nftables lock');
+        const shown = await agentctl(['--socket', agent.socket, 'host']);
+        assert.match(shown.stdout, /^\s+tcp lock:\s+nftables \(CRIU --network-lock, for --tcp-established checkpoints\)$/m, shown.stderr);
+        const cgroup = lab.cgroup(hierarchy, 'download');
+        const www = lab.tempDir('www');
+        const work = lab.tempDir('wget');
+        // 16 MiB at 8 MiB/s: about 2 s of transfer, checkpointed once wget has 256 KiB.
+        const data = generatedText(16 << 20);
+        writeFileSync(join(www, 'big.bin'), data);
+        const page = generatedText(32 << 10);
+        writeFileSync(join(www, 'page.txt'), page);
+        const out = join(work, 'big.bin');
+        const port = await freePort();
+        const launcher = lab.spawnIn(cgroup, workload('together.pl'), [
+          PROGRAMS.python3,
+          '-m',
+          'http.server',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--directory',
+          www,
+          '--',
+          PROGRAMS.wget,
+          '--no-verbose',
+          '--limit-rate=8m',
+          '--tries=1',
+          '-o',
+          join(work, 'wget.log'),
+          '-O',
+          out,
+          `http://127.0.0.1:${port}/big.bin`,
+        ]);
+        await waitListening(port, 'http.server');
+        // A client outside the cgroup sends half a request: the server's end of it is in the image.
+        const client = new HalfRequest(port);
+        await client.connected;
+        client.send('GET /page.txt HTTP/1.0\r\n');
+        launcher.kill('SIGUSR1');
+        await waitUntil('wget to have 256 KiB', () => statSync(out).size >= 256 << 10, 20_000);
+        const pids = sorted(await lab.waitForProcesses(cgroup, 3));
+        const wgetPid = pids.find((pid) => commOf(pid) === 'wget');
+        assert.ok(wgetPid, 'wget runs');
 
-      // Without the network lock this dump fails ("Iptables configuration failed", docs/criu.md).
-      const { processes } = await checkpoint(cgroup, { after: 'thawed', tcpEstablished: true });
-      assert.equal(processes, 3, 'launcher, server and wget were dumped (wget had not finished)');
-      assert.ok(statSync(out).size < data.length, 'the download was under way during the checkpoint');
+        // Without the network lock this dump fails ("Iptables configuration failed", docs/criu.md).
+        const { processes } = await checkpoint(cgroup, { after: 'thawed', tcpEstablished: true });
+        assert.equal(processes, 3, 'launcher, server and wget were dumped (wget had not finished)');
+        assert.ok(statSync(out).size < data.length, 'the download was under way during the checkpoint');
 
-      client.send('Host: 127.0.0.1\r\n\r\n');
-      const answer = await client.response();
-      assert.equal(answer.status, 200);
-      assert.equal(sha256(answer.body), sha256(page), 'the request begun before the checkpoint is answered whole after it');
-      await waitUntil('wget to finish', () => !pidAlive(wgetPid), 60_000);
-      assert.equal(statSync(out).size, data.length, readFileSync(join(work, 'wget.log'), 'utf8'));
-      assert.equal(sha256(readFileSync(out)), sha256(data), 'the download went on across the checkpoint, byte-identical');
-      assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids.filter((pid) => pid !== wgetPid), 'the server and its launcher run on');
-    });
+        client.send('Host: 127.0.0.1\r\n\r\n');
+        const answer = await client.response();
+        assert.equal(answer.status, 200);
+        assert.equal(sha256(answer.body), sha256(page), 'the request begun before the checkpoint is answered whole after it');
+        await waitUntil('wget to finish', () => !pidAlive(wgetPid), 60_000);
+        assert.equal(statSync(out).size, data.length, readFileSync(join(work, 'wget.log'), 'utf8'));
+        assert.equal(sha256(readFileSync(out)), sha256(data), 'the download went on across the checkpoint, byte-identical');
+        assert.deepEqual(
+          sorted(lab.pidsOf(cgroup)),
+          pids.filter((pid) => pid !== wgetPid),
+          'the server and its launcher run on',
+        );
+      },
+    );
 
-    test('redis-server with no persistence, a client connected from outside: every record survives, it takes writes after', { skip: missing('redis') }, async () => {
-      const cgroup = lab.cgroup(hierarchy, 'redis');
-      const dir = lab.tempDir('redis');
-      const port = await freePort();
-      lab.spawnIn(cgroup, PROGRAMS.redis, [
-        '--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no',
-        '--dir', dir, '--logfile', join(dir, 'redis.log'),
-      ]);
-      await waitListening(port, 'redis-server');
-      const [pid] = lab.pidsOf(cgroup);
-      const threads = threadCount(pid);
-      assert.ok(threads >= 2, `redis-server runs background threads (${threads})`);
-      const N = 2000;
-      const key = (i: number) => `key:${i}`;
-      const value = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
-      // The writer stays connected across the checkpoint, as a server's clients do: its end is
-      // outside the cgroup, so only redis's end of the connection is in the image.
-      const writer = await RedisClient.connect(port);
-      try {
-        const replies = await writer.pipeline(Array.from({ length: N }, (_, i) => ['SET', key(i), value(i)]));
-        assert.ok(replies.every((r) => r === 'OK'));
-        assert.equal(await writer.command('DBSIZE'), N);
+    test(
+      'redis-server with no persistence, a client connected from outside: every record survives, it takes writes after',
+      { skip: missing('redis') },
+      async () => {
+        const cgroup = lab.cgroup(hierarchy, 'redis');
+        const dir = lab.tempDir('redis');
+        const port = await freePort();
+        lab.spawnIn(cgroup, PROGRAMS.redis, [
+          '--port',
+          String(port),
+          '--bind',
+          '127.0.0.1',
+          '--save',
+          '',
+          '--appendonly',
+          'no',
+          '--daemonize',
+          'no',
+          '--dir',
+          dir,
+          '--logfile',
+          join(dir, 'redis.log'),
+        ]);
+        await waitListening(port, 'redis-server');
+        const [pid] = lab.pidsOf(cgroup);
+        const threads = threadCount(pid);
+        assert.ok(threads >= 2, `redis-server runs background threads (${threads})`);
+        const N = 2000;
+        const key = (i: number) => `key:${i}`;
+        const value = (i: number) => `value-${i}-${'x'.repeat(i % 97)}`;
+        // The writer stays connected across the checkpoint, as a server's clients do: its end is
+        // outside the cgroup, so only redis's end of the connection is in the image.
+        const writer = await RedisClient.connect(port);
+        try {
+          const replies = await writer.pipeline(Array.from({ length: N }, (_, i) => ['SET', key(i), value(i)]));
+          assert.ok(replies.every((r) => r === 'OK'));
+          assert.equal(await writer.command('DBSIZE'), N);
 
-        // Without tcpEstablished CRIU refuses the connected socket, and says which option it needs.
-        const refused = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy, after: 'killed' } });
-        assert.equal(refused.status, 500, refused.text);
-        assert.equal(refused.body.error.code, 'ECRIU');
-        assert.match(refused.body.error.message, /Connected TCP socket, consider using --tcp-established option/);
-        assert.equal(await writer.command('GET', key(7)), value(7), 'redis and its client went on as before');
+          // Without tcpEstablished CRIU refuses the connected socket, and says which option it needs.
+          const refused = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy, after: 'killed' } });
+          assert.equal(refused.status, 500, refused.text);
+          assert.equal(refused.body.error.code, 'ECRIU');
+          assert.match(refused.body.error.message, /Connected TCP socket, consider using --tcp-established option/);
+          assert.equal(await writer.command('GET', key(7)), value(7), 'redis and its client went on as before');
 
-        const { id } = await checkpoint(cgroup, { after: 'killed', tcpEstablished: true });
-        await waitKilled([pid]);
-        assert.equal(await accepts(port), false);
-        assert.deepEqual(await restore(id), [pid]);
-        assert.equal(threadCount(pid), threads, 'its threads came back');
-      } finally {
-        writer.close();
-      }
+          const { id } = await checkpoint(cgroup, { after: 'killed', tcpEstablished: true });
+          await waitKilled([pid]);
+          assert.equal(await accepts(port), false);
+          assert.deepEqual(await restore(id), [pid]);
+          assert.equal(threadCount(pid), threads, 'its threads came back');
+        } finally {
+          writer.close();
+        }
 
-      const reader = await RedisClient.connect(port);
-      try {
-        assert.equal(await reader.command('DBSIZE'), N);
-        const values = (await reader.command('MGET', ...Array.from({ length: N }, (_, i) => key(i)))) as (string | null)[];
-        assert.deepEqual(values, Array.from({ length: N }, (_, i) => value(i)));
-        assert.equal(await reader.command('SET', 'after-restore', 'yes'), 'OK');
-        assert.equal(await reader.command('GET', 'after-restore'), 'yes');
-        assert.equal(await reader.command('DBSIZE'), N + 1);
-        // The restored end of the writer's connection, whose peer is gone, is reset and dropped.
-        const clients = async () => Number(/connected_clients:(\d+)/.exec(String(await reader.command('INFO', 'clients')))?.[1]);
-        const deadline = Date.now() + 10_000;
-        while ((await clients()) !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
-        assert.equal(await clients(), 1, 'only the new client is connected');
-      } finally {
-        reader.close();
-      }
-    });
+        const reader = await RedisClient.connect(port);
+        try {
+          assert.equal(await reader.command('DBSIZE'), N);
+          const values = (await reader.command('MGET', ...Array.from({ length: N }, (_, i) => key(i)))) as (string | null)[];
+          assert.deepEqual(
+            values,
+            Array.from({ length: N }, (_, i) => value(i)),
+          );
+          assert.equal(await reader.command('SET', 'after-restore', 'yes'), 'OK');
+          assert.equal(await reader.command('GET', 'after-restore'), 'yes');
+          assert.equal(await reader.command('DBSIZE'), N + 1);
+          // The restored end of the writer's connection, whose peer is gone, is reset and dropped.
+          const clients = async () => Number(/connected_clients:(\d+)/.exec(String(await reader.command('INFO', 'clients')))?.[1]);
+          const deadline = Date.now() + 10_000;
+          while ((await clients()) !== 1 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+          assert.equal(await clients(), 1, 'only the new client is connected');
+        } finally {
+          reader.close();
+        }
+      },
+    );
 
     test('nginx with 2 pre-forked workers: the master and both workers come back and serve', { skip: missing('nginx') }, async () => {
       const cgroup = lab.cgroup(hierarchy, 'nginx');

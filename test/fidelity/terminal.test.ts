@@ -21,50 +21,58 @@ const REPL_ENV = { PATH: '/usr/bin:/bin', HOME: '/root', TERM: 'dumb', LANG: 'C.
 
 for (const hierarchy of HIERARCHIES) {
   describe(`an interactive program on a terminal, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
-    test('python3 REPL: checkpointed (shellJob, --after killed), restored onto a new terminal, it remembers and answers there', { skip: missing('python3') }, async () => {
-      const { spawn } = await import('node-pty');
-      const cgroup = lab.cgroup(hierarchy, 'repl');
-      // node-pty makes the REPL a session leader with the pty as its controlling terminal, as a login shell's job is.
-      const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), PROGRAMS.python3, '-q', '-i'], { cols: 80, rows: 24, env: REPL_ENV });
-      lab.track(original.pid);
-      let before = '';
-      original.onData((d) => (before += d));
-      await waitUntil('the first prompt', () => before.includes('>>> '), 20_000);
-      original.write('x = 6 * 7\r');
-      original.write('print("before", x * 1000)\r');
-      await waitUntil('the REPL to answer', () => before.includes('before 42000'), 20_000);
-      await waitUntil('the next prompt', () => before.trimEnd().endsWith('>>>'), 20_000);
-      const [pid] = await lab.waitForProcesses(cgroup, 1);
+    test(
+      'python3 REPL: checkpointed (shellJob, --after killed), restored onto a new terminal, it remembers and answers there',
+      { skip: missing('python3') },
+      async () => {
+        const { spawn } = await import('node-pty');
+        const cgroup = lab.cgroup(hierarchy, 'repl');
+        // node-pty makes the REPL a session leader with the pty as its controlling terminal, as a login shell's job is.
+        const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), PROGRAMS.python3, '-q', '-i'], { cols: 80, rows: 24, env: REPL_ENV });
+        lab.track(original.pid);
+        let before = '';
+        original.onData((d) => (before += d));
+        await waitUntil('the first prompt', () => before.includes('>>> '), 20_000);
+        original.write('x = 6 * 7\r');
+        original.write('print("before", x * 1000)\r');
+        await waitUntil('the REPL to answer', () => before.includes('before 42000'), 20_000);
+        await waitUntil('the next prompt', () => before.trimEnd().endsWith('>>>'), 20_000);
+        const [pid] = await lab.waitForProcesses(cgroup, 1);
 
-      const checkpointer = checkpointerIn(lab);
-      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed', shellJob: true });
-      assert.equal(summary.processes, 1);
-      await waitUntil(`the REPL (${pid}) to be killed`, () => !pidAlive(pid));
-      original.kill();
+        const checkpointer = checkpointerIn(lab);
+        const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed', shellJob: true });
+        assert.equal(summary.processes, 1);
+        await waitUntil(`the REPL (${pid}) to be killed`, () => !pidAlive(pid));
+        original.kill();
 
-      let terminal: RestoredTerminal | undefined;
-      let printed = '';
-      const restored = await checkpointer.restore(summary.id, {}, {
-        onTerminal: (t) => {
-          terminal = t;
-          t.onData((d) => (printed += d));
-        },
-      });
-      assert.deepEqual(restored.pids, [pid]);
-      assert.ok(terminal, 'the restore handed over a new terminal');
-      assert.deepEqual(lab.pidsOf(cgroup), [pid]);
+        let terminal: RestoredTerminal | undefined;
+        let printed = '';
+        const restored = await checkpointer.restore(
+          summary.id,
+          {},
+          {
+            onTerminal: (t) => {
+              terminal = t;
+              t.onData((d) => (printed += d));
+            },
+          },
+        );
+        assert.deepEqual(restored.pids, [pid]);
+        assert.ok(terminal, 'the restore handed over a new terminal');
+        assert.deepEqual(lab.pidsOf(cgroup), [pid]);
 
-      terminal.write('print("after", x + 1)\r');
-      await waitUntil('the restored REPL to answer on the new terminal', () => printed.includes('after 43'), 20_000);
-      terminal.write('y = [n * n for n in range(5)]\r');
-      terminal.write('print("squares", y, x)\r');
-      await waitUntil('a second answer', () => printed.includes('squares [0, 1, 4, 9, 16] 42'), 20_000);
+        terminal.write('print("after", x + 1)\r');
+        await waitUntil('the restored REPL to answer on the new terminal', () => printed.includes('after 43'), 20_000);
+        terminal.write('y = [n * n for n in range(5)]\r');
+        terminal.write('print("squares", y, x)\r');
+        await waitUntil('a second answer', () => printed.includes('squares [0, 1, 4, 9, 16] 42'), 20_000);
 
-      // Leaving the REPL ends it, and with it the CRIU that held the terminal.
-      terminal.write('raise SystemExit(7)\r');
-      await waitUntil('the REPL to exit', () => !pidAlive(pid), 20_000);
-      const exit = await terminal.exited;
-      assert.equal(typeof exit.exitCode, 'number');
-    });
+        // Leaving the REPL ends it, and with it the CRIU that held the terminal.
+        terminal.write('raise SystemExit(7)\r');
+        await waitUntil('the REPL to exit', () => !pidAlive(pid), 20_000);
+        const exit = await terminal.exited;
+        assert.equal(typeof exit.exitCode, 'number');
+      },
+    );
   });
 }

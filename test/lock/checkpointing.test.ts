@@ -66,13 +66,20 @@ for (const hierarchy of HIERARCHIES) {
         assert.throws(() => hold.lease.beginCheckpoint(), busy(holder), 'not even the holder can nest a checkpoint');
         assert.throws(() => control.lease(ref, { requestId: 'b4', operation: 'kill' }), busy(holder));
         await assert.rejects(direct.thaw(ref, { requestId: 'b5' }), busy(holder));
-        assert.throws(() => beginCheckpoint(direct, ref, { requestId: 'b6' }), (err: unknown) => {
-          assert.ok(isAgentError(err, 'EBUSY'));
-          const recorded = err.details?.holder as LockHolder;
-          assert.deepEqual([recorded.pid, recorded.requestId, recorded.phase], [process.pid, '7f3a', 'checkpointing'], 'the whole record travels with the error');
-          assert.equal(err.details?.lockFile, control.lockPath(ref));
-          return true;
-        });
+        assert.throws(
+          () => beginCheckpoint(direct, ref, { requestId: 'b6' }),
+          (err: unknown) => {
+            assert.ok(isAgentError(err, 'EBUSY'));
+            const recorded = err.details?.holder as LockHolder;
+            assert.deepEqual(
+              [recorded.pid, recorded.requestId, recorded.phase],
+              [process.pid, '7f3a', 'checkpointing'],
+              'the whole record travels with the error',
+            );
+            assert.equal(err.details?.lockFile, control.lockPath(ref));
+            return true;
+          },
+        );
 
         assert.equal(kernelState(cgroup), 'FROZEN');
         sleepSync(100);
@@ -120,7 +127,10 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(after.kernelState, 'FROZEN');
         assert.equal(after.locked, true, 'the lease stays held for the caller to apply its policy');
         assert.equal(after.holder?.phase, 'checkpoint-ended');
-        assert.throws(() => beginCheckpoint(control, ref, { requestId: 'e2' }), busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/));
+        assert.throws(
+          () => beginCheckpoint(control, ref, { requestId: 'e2' }),
+          busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/),
+        );
         assert.equal(flockFree(lockFile), false);
       } finally {
         hold.lease.release();
@@ -138,7 +148,7 @@ for (const hierarchy of HIERARCHIES) {
       again.lease.release();
     });
 
-    test('6. a thaw behind agentd\'s back outside CRIU\'s window is a breach; the same inside it is not', async () => {
+    test("6. a thaw behind agentd's back outside CRIU's window is a breach; the same inside it is not", async () => {
       const { cgroup } = await workloadCgroup(hierarchy, 'breach');
       const control = makeControl(lab);
       const ref = refOf(cgroup);
@@ -192,7 +202,7 @@ for (const hierarchy of HIERARCHIES) {
       }
     });
 
-    test('6b. a cgroup left THAWED and empty (CRIU\'s default mode kills the tasks) is no breach', async () => {
+    test("6b. a cgroup left THAWED and empty (CRIU's default mode kills the tasks) is no breach", async () => {
       const cgroup = lab.cgroup(hierarchy, 'emptied');
       lab.spawnIn(cgroup, 'sleep', ['100000']);
       await lab.waitForProcesses(cgroup, 1);

@@ -4,7 +4,21 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, closeSync, existsSync, linkSync, openSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  existsSync,
+  linkSync,
+  openSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { CgroupRef, Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
@@ -102,10 +116,7 @@ for (const hierarchy of HIERARCHIES) {
         assert.ok(!Number.isNaN(Date.parse(record.since)));
         lease.update({ phase: 'dumping', priorState: 'THAWED', imageDir: '/var/lib/agentd/images/x' });
         const updated = JSON.parse(readFileSync(lockFile, 'utf8'));
-        assert.deepEqual(
-          [updated.phase, updated.priorState, updated.imageDir, updated.since],
-          ['dumping', 'THAWED', '/var/lib/agentd/images/x', record.since],
-        );
+        assert.deepEqual([updated.phase, updated.priorState, updated.imageDir, updated.since], ['dumping', 'THAWED', '/var/lib/agentd/images/x', record.since]);
         assert.equal(control.status(ref).holder?.phase, 'dumping');
 
         // The lock fd is close-on-exec: a child such as CRIU must never inherit (and so prolong) the lock.
@@ -217,7 +228,7 @@ for (const hierarchy of HIERARCHIES) {
       control.forget(ref); // and is quiet when there is none
     });
 
-    test('a thaw of a cgroup frozen by its parent keeps the driver\'s EBUSY and leaves no lock held', async () => {
+    test("a thaw of a cgroup frozen by its parent keeps the driver's EBUSY and leaves no lock held", async () => {
       const parent = lab.cgroup(hierarchy, 'parent');
       const child = lab.cgroup(hierarchy, 'parent/child');
       lab.spawnIn(child, 'sleep', ['100000']);
@@ -231,7 +242,11 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(status.parentFreezing, true);
       assert.equal(status.frozenBy, parent.path);
       assert.equal(status.locked, false);
-      assert.deepEqual(control.staleLocks().map((h) => h.cgroup), [], 'a refused thaw is finished, not stale');
+      assert.deepEqual(
+        control.staleLocks().map((h) => h.cgroup),
+        [],
+        'a refused thaw is finished, not stale',
+      );
       // A checkpoint of the child is allowed: the kernel says FROZEN.
       const hold = beginCheckpoint(control, childRef, { requestId: 'pc' });
       assert.equal((await hold.end()).consistent, true);

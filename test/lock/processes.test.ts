@@ -93,7 +93,10 @@ for (const hierarchy of HIERARCHIES) {
         // Every contender has loaded the lock module and waits; then all are let go at once. (Up to
         // 2 minutes: 16 node processes took over 30 s to start on 2 emulated CPUs.)
         const ready = await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'contenders starting');
-        assert.ok(ready.every((r) => r.ready === true), JSON.stringify(ready));
+        assert.ok(
+          ready.every((r) => r.ready === true),
+          JSON.stringify(ready),
+        );
         for (const child of children) child.stdin!.write('go\n');
         const outcomes = (await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'contenders trying')) as unknown as Outcome[];
 
@@ -143,7 +146,7 @@ for (const hierarchy of HIERARCHIES) {
       holder.kill('SIGKILL');
       await exited(holder);
 
-      assert.equal(flockFree(lockFile), true, 'the kernel dropped the dead holder\'s lock');
+      assert.equal(flockFree(lockFile), true, "the kernel dropped the dead holder's lock");
       const status = control.status(ref);
       assert.equal(status.state, 'FROZEN', 'not CHECKPOINTING, not thawed');
       assert.equal(status.locked, false);
@@ -165,8 +168,10 @@ for (const hierarchy of HIERARCHIES) {
       try {
         const underTool = control.status(ref);
         assert.deepEqual([underTool.state, underTool.locked, underTool.holder], ['FROZEN', true, undefined]);
-        assert.throws(() => beginCheckpoint(control, ref, { requestId: 'while-tool' }), (err: unknown) =>
-          /another process holds its lock/.test((err as Error).message));
+        assert.throws(
+          () => beginCheckpoint(control, ref, { requestId: 'while-tool' }),
+          (err: unknown) => /another process holds its lock/.test((err as Error).message),
+        );
       } finally {
         await killAndWait(tool);
       }
@@ -175,7 +180,11 @@ for (const hierarchy of HIERARCHIES) {
       const hold = beginCheckpoint(control, ref, { requestId: 'after-crash' });
       try {
         assert.deepEqual(control.staleLocks(), [], 'a held lock is not stale');
-        assert.throws(() => control.forget(ref), (err: unknown) => (err as { code?: string }).code === 'EBUSY', 'a held lock is never forgotten');
+        assert.throws(
+          () => control.forget(ref),
+          (err: unknown) => (err as { code?: string }).code === 'EBUSY',
+          'a held lock is never forgotten',
+        );
         assert.equal((await hold.end()).consistent, true);
       } finally {
         hold.lease.release();

@@ -24,6 +24,12 @@ test('fields after the separator are found whatever the number of optional field
 
 test("this process's mount table has / and /proc", () => {
   const mounts = readMountinfo();
-  assert.ok(mounts.some((m) => m.mountPoint === '/'), 'a mount at /');
-  assert.ok(mounts.some((m) => m.mountPoint === '/proc' && m.fsType === 'proc'), 'proc at /proc');
+  assert.ok(
+    mounts.some((m) => m.mountPoint === '/'),
+    'a mount at /',
+  );
+  assert.ok(
+    mounts.some((m) => m.mountPoint === '/proc' && m.fsType === 'proc'),
+    'proc at /proc',
+  );
 });

@@ -110,7 +110,11 @@ test('a participant SIGKILLed while waiting for its turn: ESRCH for the rest', a
   // Everybody else, including a (interrupted in its restore) and e (orphaned by b's death), is released.
   assertAllReleasedWith(result.config.eventsPath, manifest, 'ESRCH', ['b']);
   assert.equal(releasedById(result.config.eventsPath).has('b'), false, 'b died without a word');
-  assert.deepEqual(result.orderLog.map((e) => e.id), ['root'], 'nobody after the failure point restored');
+  assert.deepEqual(
+    result.orderLog.map((e) => e.id),
+    ['root'],
+    'nobody after the failure point restored',
+  );
   await run.assertNoStrayProcess();
 });
 
@@ -131,7 +135,10 @@ test('the coordinator interrupted through its AbortSignal: everybody released wi
   assert.equal(result.error?.code, 'EINTR');
   assert.match(result.error.message, /interrupted: operator cancelled/);
   assertAllReleasedWith(result.config.eventsPath, manifest, 'EINTR');
-  assert.deepEqual(result.orderLog.map((e) => e.id), ['root', 'a']);
+  assert.deepEqual(
+    result.orderLog.map((e) => e.id),
+    ['root', 'a'],
+  );
   await run.assertNoStrayProcess();
 });
 
@@ -144,7 +151,10 @@ test('the overall timeout: everybody released with ETIMEDOUT', async (t) => {
   assert.equal(result.error?.code, 'ETIMEDOUT');
   assert.match(result.error.message, /did not finish within 2500 ms/);
   assertAllReleasedWith(result.config.eventsPath, manifest, 'ETIMEDOUT');
-  assert.deepEqual(result.orderLog.map((e) => e.id), ['root', 'a', 'b']);
+  assert.deepEqual(
+    result.orderLog.map((e) => e.id),
+    ['root', 'a', 'b'],
+  );
   await run.assertNoStrayProcess();
 });
 
@@ -157,7 +167,10 @@ test("a participant's restore step fails: everybody released with its error", as
   assert.equal(result.error?.code, 'ECRIU');
   assert.match(result.error.message, /participant b failed: node b: could not restore its saved state/);
   assertAllReleasedWith(result.config.eventsPath, manifest, 'ECRIU');
-  assert.deepEqual(result.orderLog.map((e) => e.id), ['root', 'a']);
+  assert.deepEqual(
+    result.orderLog.map((e) => e.id),
+    ['root', 'a'],
+  );
   await run.assertNoStrayProcess();
 });
 
@@ -204,7 +217,10 @@ test('a real SIGTERM to the coordinator process: everybody released with EINTR',
   assert.equal(outcome.error?.code, 'EINTR');
   assert.match(outcome.error.message, /interrupted by SIGTERM/);
   assertAllReleasedWith(coordinator.eventsPath, manifest, 'EINTR');
-  assert.deepEqual(coordinator.orderLog().map((e) => e.id), ['root', 'a']);
+  assert.deepEqual(
+    coordinator.orderLog().map((e) => e.id),
+    ['root', 'a'],
+  );
   // The tree really hung under the coordinator process.
   const started = startedById(coordinator.eventsPath);
   assert.equal(started.get('a')!.ppid, outcome.pid);

@@ -128,11 +128,17 @@ test('property: for any steps and any failing step k, exactly steps 1..k start a
         const outcome = await restoreInOrder(steps).catch((e: unknown) => e);
         if (failAt === null) {
           assert.deepEqual(outcome, { order: ids });
-          assert.deepEqual(log, ids.map((id) => `restore ${id}`));
+          assert.deepEqual(
+            log,
+            ids.map((id) => `restore ${id}`),
+          );
         } else {
           assert.ok(isAgentError(outcome, 'ECRIU'));
           const started = ids.slice(0, failAt + 1).map((id) => `restore ${id}`);
-          const undone = ids.slice(0, failAt).reverse().map((id) => `undo ${id}`);
+          const undone = ids
+            .slice(0, failAt)
+            .reverse()
+            .map((id) => `undo ${id}`);
           assert.deepEqual(log, [...started, ...undone]);
         }
       },

@@ -111,10 +111,16 @@ test('restores happen in saved order for any tree and any arrival order', { time
         // Generous bounds: they only matter when something is broken, and the host may be busy.
         const result = await runTreeRestart(manifest, { workDir: run.workDir, tag: run.tag, joinTimeoutMs: 60_000, startTimeoutMs: 120_000 });
         assert.equal(result.error, undefined, `the restart failed: ${result.error?.message}`);
-        assert.deepEqual(result.participants.map((p) => p.id), expected);
+        assert.deepEqual(
+          result.participants.map((p) => p.id),
+          expected,
+        );
 
         // The order restores actually happened in, as the processes logged it, and as the coordinator saw it.
-        assert.deepEqual(result.orderLog.map((entry) => entry.id), expected);
+        assert.deepEqual(
+          result.orderLog.map((entry) => entry.id),
+          expected,
+        );
         assert.deepEqual(result.report!.order, expected);
         if (c.size >= 3) {
           bigCases += 1;

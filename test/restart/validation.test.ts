@@ -16,21 +16,101 @@ const otherPid = (n: number): number => (me + n) % 4_000_000 || 1;
 const malformed: Array<[string, unknown, RegExp, number?]> = [
   ['not an array', { id: 'root', pid: me }, /must be an array/],
   ['empty', [], /empty/],
-  ['missing coordinator (first entry is another process)', [{ id: 'a', pid: otherPid(1) }, { id: 'root', pid: me }], /coordinator is missing/],
-  ['duplicate ids', [{ id: 'root', pid: me }, { id: 'a', pid: otherPid(1) }, { id: 'a', pid: otherPid(2) }], /#1 and #2 have the same id "a"/],
-  ['duplicate pids', [{ id: 'root', pid: me }, { id: 'a', pid: otherPid(1) }, { id: 'b', pid: otherPid(1) }], /#1 and #2 have the same pid/],
-  ['the coordinator pid twice', [{ id: 'root', pid: me }, { id: 'a', pid: me }], /same pid/],
-  ['negative pid', [{ id: 'root', pid: me }, { id: 'a', pid: -4 }], /pid -4, which is not a positive integer/],
-  ['zero pid', [{ id: 'root', pid: me }, { id: 'a', pid: 0 }], /not a positive integer/],
-  ['fractional pid', [{ id: 'root', pid: me }, { id: 'a', pid: 12.5 }], /not a positive integer/],
-  ['pid as a string', [{ id: 'root', pid: me }, { id: 'a', pid: '123' }], /not a positive integer/],
-  ['NaN pid', [{ id: 'root', pid: me }, { id: 'a', pid: Number.NaN }], /not a positive integer/],
+  [
+    'missing coordinator (first entry is another process)',
+    [
+      { id: 'a', pid: otherPid(1) },
+      { id: 'root', pid: me },
+    ],
+    /coordinator is missing/,
+  ],
+  [
+    'duplicate ids',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: otherPid(1) },
+      { id: 'a', pid: otherPid(2) },
+    ],
+    /#1 and #2 have the same id "a"/,
+  ],
+  [
+    'duplicate pids',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: otherPid(1) },
+      { id: 'b', pid: otherPid(1) },
+    ],
+    /#1 and #2 have the same pid/,
+  ],
+  [
+    'the coordinator pid twice',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: me },
+    ],
+    /same pid/,
+  ],
+  [
+    'negative pid',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: -4 },
+    ],
+    /pid -4, which is not a positive integer/,
+  ],
+  [
+    'zero pid',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: 0 },
+    ],
+    /not a positive integer/,
+  ],
+  [
+    'fractional pid',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: 12.5 },
+    ],
+    /not a positive integer/,
+  ],
+  [
+    'pid as a string',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: '123' },
+    ],
+    /not a positive integer/,
+  ],
+  [
+    'NaN pid',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: Number.NaN },
+    ],
+    /not a positive integer/,
+  ],
   ['missing id', [{ id: 'root', pid: me }, { pid: otherPid(1) }], /#1 has no id/],
-  ['empty id', [{ id: 'root', pid: me }, { id: '', pid: otherPid(1) }], /#1 has no id/],
+  [
+    'empty id',
+    [
+      { id: 'root', pid: me },
+      { id: '', pid: otherPid(1) },
+    ],
+    /#1 has no id/,
+  ],
   ['null entry', [{ id: 'root', pid: me }, null], /#1 is not an object/],
   ['negative count', [{ id: 'root', pid: me }], /count -1 is not a positive integer/, -1],
   ['fractional count', [{ id: 'root', pid: me }], /count 1.5 is not a positive integer/, 1.5],
-  ['count that disagrees with the array', [{ id: 'root', pid: me }, { id: 'a', pid: otherPid(1) }], /count says 3 but the array holds 2/, 3],
+  [
+    'count that disagrees with the array',
+    [
+      { id: 'root', pid: me },
+      { id: 'a', pid: otherPid(1) },
+    ],
+    /count says 3 but the array holds 2/,
+    3,
+  ],
 ];
 
 for (const [name, participants, message, count] of malformed) {

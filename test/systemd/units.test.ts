@@ -61,14 +61,18 @@ describe('systemd units', () => {
     assert.equal(result.stderr.trim(), '', 'no warnings');
   });
 
-  test('verify catches what it should: a missing ExecStart binary fails (so the pass above means something)', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, () => {
-    const root = installedRoot();
-    const broken = unit('agentd.service').replace(/^ExecStart=\S+/m, 'ExecStart=/usr/local/sbin/agentd-missing');
-    writeFileSync(join(root, 'etc/systemd/system/agentd.service'), broken);
-    const result = spawnSync('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'agentd.service'], { encoding: 'utf8' });
-    assert.notEqual(result.status, 0);
-    assert.match(result.stderr, /agentd-missing is not executable/);
-  });
+  test(
+    'verify catches what it should: a missing ExecStart binary fails (so the pass above means something)',
+    { skip: !haveAnalyze && 'systemd-analyze is not installed' },
+    () => {
+      const root = installedRoot();
+      const broken = unit('agentd.service').replace(/^ExecStart=\S+/m, 'ExecStart=/usr/local/sbin/agentd-missing');
+      writeFileSync(join(root, 'etc/systemd/system/agentd.service'), broken);
+      const result = spawnSync('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'agentd.service'], { encoding: 'utf8' });
+      assert.notEqual(result.status, 0);
+      assert.match(result.stderr, /agentd-missing is not executable/);
+    },
+  );
 
   test('the service: Type=notify, Restart=on-failure, ExecStart = the launcher setup installs, on agentd defaults', () => {
     const s = settings(unit('agentd.service'));
@@ -90,11 +94,38 @@ describe('systemd units', () => {
     // Each creates a mount or other namespace, a seccomp filter, no_new_privs or a capability bound:
     // all of them would apply to every workload CRIU restores as agentd's descendant (see the unit).
     for (const key of [
-      'ProtectSystem', 'ProtectHome', 'PrivateTmp', 'ReadWritePaths', 'ReadOnlyPaths', 'InaccessiblePaths', 'TemporaryFileSystem',
-      'ProtectKernelTunables', 'ProtectControlGroups', 'ProtectKernelModules', 'ProtectProc', 'ProcSubset', 'PrivateDevices',
-      'PrivateNetwork', 'PrivateIPC', 'PrivateUsers', 'ProtectHostname', 'ProtectClock', 'SystemCallFilter', 'SystemCallArchitectures',
-      'RestrictAddressFamilies', 'RestrictNamespaces', 'MemoryDenyWriteExecute', 'LockPersonality', 'RestrictRealtime',
-      'RestrictSUIDSGID', 'NoNewPrivileges', 'CapabilityBoundingSet', 'AmbientCapabilities', 'User', 'DynamicUser', 'RootDirectory',
+      'ProtectSystem',
+      'ProtectHome',
+      'PrivateTmp',
+      'ReadWritePaths',
+      'ReadOnlyPaths',
+      'InaccessiblePaths',
+      'TemporaryFileSystem',
+      'ProtectKernelTunables',
+      'ProtectControlGroups',
+      'ProtectKernelModules',
+      'ProtectProc',
+      'ProcSubset',
+      'PrivateDevices',
+      'PrivateNetwork',
+      'PrivateIPC',
+      'PrivateUsers',
+      'ProtectHostname',
+      'ProtectClock',
+      'SystemCallFilter',
+      'SystemCallArchitectures',
+      'RestrictAddressFamilies',
+      'RestrictNamespaces',
+      'MemoryDenyWriteExecute',
+      'LockPersonality',
+      'RestrictRealtime',
+      'RestrictSUIDSGID',
+      'NoNewPrivileges',
+      'CapabilityBoundingSet',
+      'AmbientCapabilities',
+      'User',
+      'DynamicUser',
+      'RootDirectory',
     ]) {
       assert.equal(s.has(key), false, `${key}= must not be set`);
     }
@@ -110,21 +141,31 @@ describe('systemd units', () => {
     assert.deepEqual(s.get('Accept'), ['no']);
   });
 
-  test('tmpfiles.d creates /run/agentd 0755 root:root (in a scratch root)', { skip: spawnSync('systemd-tmpfiles', ['--version']).status !== 0 && 'systemd-tmpfiles is not installed' }, () => {
-    const root = lab.tempDir('tmpfiles');
-    const result = spawnSync('systemd-tmpfiles', [`--root=${root}`, '--create', join(UNITS, 'agentd.tmpfiles.conf')], { encoding: 'utf8' });
-    assert.equal(result.status, 0, result.stderr);
-    const st = statSync(join(root, DEFAULT_RUN_DIR));
-    assert.ok(st.isDirectory());
-    assert.equal(st.mode & 0o7777, 0o755);
-    assert.equal(st.uid, 0);
-    assert.equal(st.gid, 0);
-  });
+  test(
+    'tmpfiles.d creates /run/agentd 0755 root:root (in a scratch root)',
+    { skip: spawnSync('systemd-tmpfiles', ['--version']).status !== 0 && 'systemd-tmpfiles is not installed' },
+    () => {
+      const root = lab.tempDir('tmpfiles');
+      const result = spawnSync('systemd-tmpfiles', [`--root=${root}`, '--create', join(UNITS, 'agentd.tmpfiles.conf')], { encoding: 'utf8' });
+      assert.equal(result.status, 0, result.stderr);
+      const st = statSync(join(root, DEFAULT_RUN_DIR));
+      assert.ok(st.isDirectory());
+      assert.equal(st.mode & 0o7777, 0o755);
+      assert.equal(st.uid, 0);
+      assert.equal(st.gid, 0);
+    },
+  );
 
-  test('where setup installed the units on this host, the installed ones verify too', { skip: !(haveAnalyze && existsSync('/etc/systemd/system/agentd.service')) && 'setup has not installed the units on this host' }, () => {
-    const result = spawnSync('systemd-analyze', ['verify', '--man=no', '/etc/systemd/system/agentd.socket', '/etc/systemd/system/agentd.service'], { encoding: 'utf8' });
-    assert.equal(result.status, 0, result.stderr);
-  });
+  test(
+    'where setup installed the units on this host, the installed ones verify too',
+    { skip: !(haveAnalyze && existsSync('/etc/systemd/system/agentd.service')) && 'setup has not installed the units on this host' },
+    () => {
+      const result = spawnSync('systemd-analyze', ['verify', '--man=no', '/etc/systemd/system/agentd.socket', '/etc/systemd/system/agentd.service'], {
+        encoding: 'utf8',
+      });
+      assert.equal(result.status, 0, result.stderr);
+    },
+  );
 });
 
 describe('scripts/setup.sh', () => {
@@ -134,7 +175,13 @@ describe('scripts/setup.sh', () => {
     const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { scripts: Record<string, string> };
     assert.equal(pkg.scripts.setup, 'bash scripts/setup.sh');
     const text = readFileSync(SETUP, 'utf8');
-    for (const step of ['bash scripts/install-criu.sh', 'npm ci', 'npm run --silent build', 'groupadd --system agentd', 'systemctl enable agentd.socket agentd.service']) {
+    for (const step of [
+      'bash scripts/install-criu.sh',
+      'npm ci',
+      'npm run --silent build',
+      'groupadd --system agentd',
+      'systemctl enable agentd.socket agentd.service',
+    ]) {
       assert.ok(text.includes(step), `setup runs ${step}`);
     }
     assert.equal(setupVariable('SOCKET'), DEFAULT_SOCKET);

@@ -28,7 +28,9 @@ export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
   command: 'state <cgroup>',
   describe: 'print the state of a cgroup: THAWED, FREEZING, FROZEN or CHECKPOINTING',
   builder: (y) =>
-    withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'path relative to the hierarchy root, or an absolute cgroup directory' }))
+    withHierarchy(
+      y.positional('cgroup', { type: 'string', demandOption: true, describe: 'path relative to the hierarchy root, or an absolute cgroup directory' }),
+    )
       .example('$0 state jobs/build-42', 'prints FROZEN, for instance')
       .example('$0 state --hierarchy v1 jobs/build-42 --json', '{"cgroup":…,"hierarchy":"v1","path":…,"state":…}'),
   handler: action(async (args: CgroupArgs) => {

@@ -88,7 +88,10 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       })
       .example('$0 checkpoint jobs/build-42', 'dump it and put it back as it was; prints the id and directory')
       .example('$0 checkpoint jobs/build-42 --after killed --json', 'dump it, then kill it; the summary as JSON ({"id","dir",…})')
-      .example('$0 checkpoint jobs/build-42 --images-dir /srv/checkpoints', 'into a directory the agent was started to allow (agentd --allow-images-dir /srv/checkpoints)')
+      .example(
+        '$0 checkpoint jobs/build-42 --images-dir /srv/checkpoints',
+        'into a directory the agent was started to allow (agentd --allow-images-dir /srv/checkpoints)',
+      )
       .example('$0 checkpoint --hierarchy v1 jobs/db --timeout 120', 'give up after 2 minutes (the cgroup goes back as it was)'),
   handler: action(async (args: CheckpointArgs) => {
     const body = {
@@ -107,9 +110,17 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
     // Asked first so that a Ctrl-C can say at once where the cancel puts the cgroup (the agent puts it
     // back as the checkpoint found it; one caught FREEZING was running); one request, about 1 ms.
     // --timeout is the checkpoint's own limit, not this question's: it waits as long as short requests do.
-    const before = (await call({ socket: args.socket, timeoutMs: DEFAULT_WAIT_MS }, 'GET', withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }))) as StateReply;
+    const before = (await call(
+      { socket: args.socket, timeoutMs: DEFAULT_WAIT_MS },
+      'GET',
+      withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }),
+    )) as StateReply;
     const prior = before.kernelState === 'FROZEN' ? 'FROZEN' : 'THAWED';
-    const cancel = cancellable(options, () => `putting ${before.hierarchy}:${before.cgroup} back to ${prior}`, () => progress.done());
+    const cancel = cancellable(
+      options,
+      () => `putting ${before.hierarchy}:${before.cgroup} back to ${prior}`,
+      () => progress.done(),
+    );
     let summary: CheckpointSummary;
     try {
       const request = call(options, 'POST', '/v1/checkpoints', { body, onProgress: progress.onProgress, requestId: cancel.requestId });
@@ -157,7 +168,11 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
     const progress = progressFor(args.json);
     const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
-    const cancel = cancellable(options, () => `stopping the restore of ${args.id} (what it restored so far is killed)`, () => progress.done());
+    const cancel = cancellable(
+      options,
+      () => `stopping the restore of ${args.id} (what it restored so far is killed)`,
+      () => progress.done(),
+    );
     let summary: RestoreSummary;
     try {
       const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/restore`;

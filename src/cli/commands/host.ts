@@ -21,7 +21,9 @@ interface Host {
   memory: { totalBytes: number; availableBytes: number };
   imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
-  criu: { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest; networkLock?: string | null } | { ok: false; error: { code: string; message: string } };
+  criu:
+    | { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest; networkLock?: string | null }
+    | { ok: false; error: { code: string; message: string } };
   agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string; allowedImagesDirs?: string[] };
 }
 
