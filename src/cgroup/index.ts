@@ -7,7 +7,7 @@ import type { CgroupRef, Freezer } from './types.js';
 
 export type { CgroupRef, Freezer, FreezerState, FreezerStatus, FreezeOptions, Hierarchy, StateWatch } from './types.js';
 export { DEFAULT_FREEZE_TIMEOUT_MS } from './types.js';
-export { discoverMounts, parseMountinfo, type CgroupMounts, type CgroupMode } from './mounts.js';
+export { controllerOf, discoverMounts, parseMountinfo, type CgroupMounts, type CgroupMode } from './mounts.js';
 export { resolveCgroup, describeCgroup, type ResolveOptions } from './resolve.js';
 export { backoff, waitForPidsGone } from './timing.js';
 export { cgroupOfProcess } from './own-cgroup.js';

@@ -3,6 +3,7 @@
 // hosts mount the v1 freezer elsewhere (or co-mounted with other controllers).
 
 import { parseMountinfo as mountEntries, readMountinfo, type MountEntry } from '../proc/index.js';
+import type { Hierarchy } from './types.js';
 
 export type CgroupMode = 'unified' | 'hybrid' | 'legacy' | 'none';
 
@@ -43,4 +44,12 @@ let cached: CgroupMounts | undefined;
 export function discoverMounts(): CgroupMounts {
   cached ??= cgroupMounts(readMountinfo());
   return cached;
+}
+
+/**
+ * The controller name a hierarchy goes by in /proc/PID/cgroup and in CRIU's `--cgroup-root`:
+ * `freezer` for the v1 freezer, the empty name for cgroup2.
+ */
+export function controllerOf(hierarchy: Hierarchy): string {
+  return hierarchy === 'v1' ? 'freezer' : '';
 }

@@ -8,7 +8,7 @@ import type { CgroupControl } from '../lock/index.js';
 import { randomBytes } from 'node:crypto';
 import { byCreation, checkId } from './image-store.js';
 import { claimCheckpoint, refuseIfInUse } from './in-use.js';
-import { ImageRoots } from './image-roots.js';
+import { ImageRoots } from './allowed-roots.js';
 import { runCheckpoint } from './dump-flow.js';
 import { runRestore, type RestoreHooks } from './restore-flow.js';
 import { recover } from './recovery.js';

@@ -54,8 +54,8 @@ class Deadline {
   ) {
     this.at = Date.now() + timeoutMs;
   }
-  /** Time left; throws when it is spent or the request was cancelled. */
-  left(what: string): number {
+  /** Milliseconds left; fails (ETIMEDOUT, or EINTR once cancelled) instead of returning nothing left. */
+  remainingOrFail(what: string): number {
     if (this.signal?.aborted) throw new AgentError('EINTR', `${what}: the request was cancelled`);
     const left = this.at - Date.now();
     if (left <= 0) throw new AgentError('ETIMEDOUT', `${what}: the checkpoint's ${this.timeoutMs} ms timeout ran out`);
@@ -122,13 +122,13 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
-    deadline.left(`checkpoint of ${name}`);
+    deadline.remainingOrFail(`checkpoint of ${name}`);
 
     progress('freeze');
     partialDir = ctx.store.createPartial(id);
     lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
     const freezeStart = Date.now();
-    await lease.freezer.freeze({ timeoutMs: Math.min(deadline.left(`freezing ${name}`), 10_000) });
+    await lease.freezer.freeze({ timeoutMs: Math.min(deadline.remainingOrFail(`freezing ${name}`), 10_000) });
     const frozenAt = Date.now();
 
     progress('lock');
@@ -153,7 +153,7 @@ export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: C
           tcpEstablished: options.tcpEstablished,
           networkLock: ctx.criu.networkLock,
           fileLocks: options.fileLocks,
-          timeoutMs: deadline.left(`dumping tree ${tree.index} of ${name}`),
+          timeoutMs: deadline.remainingOrFail(`dumping tree ${tree.index} of ${name}`),
           signal: hooks.signal,
         }),
       );

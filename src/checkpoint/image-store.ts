@@ -24,7 +24,7 @@ import { basename, dirname, join, relative } from 'node:path';
 import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
 import { sha256Files } from './hash-pool.js';
-import { makeImageRoot } from './image-root.js';
+import { makeImageRoot } from './create-root.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   backoff,
+  controllerOf,
   createPlanned,
   describeCgroup,
   openFreezer,
@@ -158,8 +159,7 @@ export async function runRestore(ctx: RestoreContext, id: string, options: Resto
     }
     workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
     const work = workDir;
-    const cgroupRoots: CriuCgroupRoot[] =
-      target.path === manifest.cgroup ? [] : [{ controller: target.hierarchy === 'v1' ? 'freezer' : '', path: `/${target.path}` }];
+    const cgroupRoots: CriuCgroupRoot[] = target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const shellJob = !!manifest.options.shellJob;
     await restoreInOrder(

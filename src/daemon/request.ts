@@ -159,6 +159,11 @@ export function queryObject(url: URL): Record<string, unknown> {
   return out;
 }
 
+/** For routes that take no query parameters: any given is EINVAL, naming it. */
+export function refuseQuery(url: URL): void {
+  validate(queryObject(url), {}, 'query parameter');
+}
+
 /**
  * A checkpoint id from the URL, percent-decoded. Only its shape as one path segment is checked here;
  * the image store's own check (letters, digits, '-', '_') decides the rest and answers EINVAL too.

@@ -6,7 +6,7 @@
 import { performance } from 'node:perf_hooks';
 import { describeCgroup, resolveCgroup, type CgroupRef, type Hierarchy } from '../../cgroup/index.js';
 import { json, type RequestContext, type Reply } from '../context.js';
-import { expectNoBody, hierarchy, optional, queryObject, readJsonObject, required, text, timeoutMs, validate } from '../request.js';
+import { hierarchy, timeoutMs, optional, queryObject, readJsonObject, refuseQuery, required, validate, expectNoBody, text } from '../request.js';
 import type { Route } from '../router.js';
 
 const CGROUP_FIELDS = { cgroup: required(text), hierarchy: optional(hierarchy) };
@@ -28,7 +28,7 @@ async function changeRequest(
   timed: boolean,
 ): Promise<{ ref: CgroupRef; options: { requestId: string; timeoutMs?: number } }> {
   ctx.audit.operation = operation;
-  validate(queryObject(ctx.url), {}, 'query parameter');
+  refuseQuery(ctx.url);
   const input = await readJsonObject(ctx.req);
   const body: { cgroup: string; hierarchy?: Hierarchy; timeoutMs?: number } = timed ? validate(input, TIMED_FIELDS) : validate(input, CGROUP_FIELDS);
   return { ref: resolve(ctx, body), options: { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) } };

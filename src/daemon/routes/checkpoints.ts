@@ -3,22 +3,22 @@
 
 import { describeCgroup, resolveCgroup } from '../../cgroup/index.js';
 import { AgentError } from '../../errors/index.js';
-import { json, type Reply } from '../context.js';
+import { json, type Reply, type RequestContext } from '../context.js';
 import { runLongOperation } from '../long-operation.js';
 import {
   absolutePath,
   afterPolicy,
   checkpointId,
-  expectNoBody,
   flag,
   hierarchy,
-  optional,
-  queryObject,
-  readJsonObject,
-  required,
-  text,
   timeoutMs,
+  optional,
+  readJsonObject,
+  refuseQuery,
+  required,
   validate,
+  expectNoBody,
+  text,
 } from '../request.js';
 import type { Route } from '../router.js';
 
@@ -40,6 +40,15 @@ function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
   return Object.fromEntries(Object.entries(value).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
+/** A request acting on one checkpoint: audited as `operation` on it, no query parameters; its id. */
+function checkpointRequest(ctx: RequestContext, operation: string): string {
+  ctx.audit.operation = operation;
+  refuseQuery(ctx.url);
+  const id = checkpointId(ctx.params.id);
+  ctx.audit.checkpoint = id;
+  return id;
+}
+
 export function checkpointRoutes(): Route[] {
   return [
     {
@@ -47,7 +56,7 @@ export function checkpointRoutes(): Route[] {
       pattern: '/v1/checkpoints',
       async handle(ctx): Promise<Reply> {
         ctx.audit.operation = 'checkpoint';
-        validate(queryObject(ctx.url), {}, 'query parameter');
+        refuseQuery(ctx.url);
         const { cgroup, hierarchy: h, ...options } = validate(await readJsonObject(ctx.req), CHECKPOINT_FIELDS);
         const ref = resolveCgroup(cgroup, h ? { hierarchy: h } : {});
         const target = describeCgroup(ref);
@@ -68,7 +77,7 @@ export function checkpointRoutes(): Route[] {
       method: 'GET',
       pattern: '/v1/checkpoints',
       async handle(ctx): Promise<Reply> {
-        validate(queryObject(ctx.url), {}, 'query parameter');
+        refuseQuery(ctx.url);
         await expectNoBody(ctx.req);
         return json(200, { checkpoints: ctx.services.checkpointer.list() });
       },
@@ -77,7 +86,7 @@ export function checkpointRoutes(): Route[] {
       method: 'GET',
       pattern: '/v1/checkpoints/{id}',
       async handle(ctx): Promise<Reply> {
-        validate(queryObject(ctx.url), {}, 'query parameter');
+        refuseQuery(ctx.url);
         const id = checkpointId(ctx.params.id);
         await expectNoBody(ctx.req);
         return json(200, ctx.services.checkpointer.show(id));
@@ -87,10 +96,7 @@ export function checkpointRoutes(): Route[] {
       method: 'DELETE',
       pattern: '/v1/checkpoints/{id}',
       async handle(ctx): Promise<Reply> {
-        ctx.audit.operation = 'delete';
-        validate(queryObject(ctx.url), {}, 'query parameter');
-        const id = checkpointId(ctx.params.id);
-        ctx.audit.checkpoint = id;
+        const id = checkpointRequest(ctx, 'delete');
         await expectNoBody(ctx.req);
         await ctx.services.checkpointer.delete(id);
         return json(200, { deleted: id });
@@ -100,10 +106,7 @@ export function checkpointRoutes(): Route[] {
       method: 'POST',
       pattern: '/v1/checkpoints/{id}/restore',
       async handle(ctx): Promise<Reply> {
-        ctx.audit.operation = 'restore';
-        validate(queryObject(ctx.url), {}, 'query parameter');
-        const id = checkpointId(ctx.params.id);
-        ctx.audit.checkpoint = id;
+        const id = checkpointRequest(ctx, 'restore');
         const body = validate(await readJsonObject(ctx.req), RESTORE_FIELDS);
         if (body.hierarchy && !body.cgroup) {
           throw new AgentError('EINVAL', '"hierarchy" names the hierarchy of a target "cgroup"; give "cgroup" too, or neither');

@@ -5,7 +5,7 @@
 
 import { AgentError } from '../../errors/index.js';
 import { json, type Reply } from '../context.js';
-import { expectNoBody, queryObject, REQUEST_ID, validate } from '../request.js';
+import { refuseQuery, REQUEST_ID, expectNoBody } from '../request.js';
 import type { Route } from '../router.js';
 
 export function operationRoutes(): Route[] {
@@ -15,7 +15,7 @@ export function operationRoutes(): Route[] {
       pattern: '/v1/operations/{requestId}/cancel',
       async handle(ctx): Promise<Reply> {
         ctx.audit.operation = 'cancel';
-        validate(queryObject(ctx.url), {}, 'query parameter');
+        refuseQuery(ctx.url);
         await expectNoBody(ctx.req);
         const requestId = ctx.params.requestId;
         if (!REQUEST_ID.test(requestId)) throw new AgentError('EINVAL', `invalid request id "${requestId.slice(0, 80)}"`);

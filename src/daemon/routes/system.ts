@@ -2,11 +2,11 @@
 
 import { json, type RequestContext, type Reply } from '../context.js';
 import { METRICS_CONTENT_TYPE } from '../metrics.js';
-import { expectNoBody, queryObject, validate } from '../request.js';
+import { refuseQuery, expectNoBody } from '../request.js';
 import type { Route } from '../router.js';
 
 async function noInput(ctx: RequestContext): Promise<void> {
-  validate(queryObject(ctx.url), {}, 'query parameter');
+  refuseQuery(ctx.url);
   await expectNoBody(ctx.req);
 }
 
