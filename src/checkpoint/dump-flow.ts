@@ -22,15 +22,16 @@ import { join } from 'node:path';
 import { release as kernelRelease } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import type { CgroupRef, FreezerState } from '../cgroup/index.js';
-import type { CgroupControl, CgroupLease, CheckpointHold } from '../lock/index.js';
-import { readDumpStats, runCriuDump, type CriuInfo, type DumpStats } from '../criu/index.js';
+import type { CgroupLease, CheckpointHold } from '../lock/index.js';
+import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
-import { describeFiles, fsyncDirectory, ImageStore, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
+import { describeFiles, fsyncDirectory, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
 import { warmHashThreads } from './hash-pool.js';
 import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
+import type { FlowContext } from './flow-context.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
@@ -39,12 +40,6 @@ const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
 /** In a failed attempt's directory: what failed and what was lost (recordFailure). */
 export const FAILURE_FILE = 'failure.json';
-
-export interface DumpContext {
-  readonly control: CgroupControl;
-  readonly store: ImageStore;
-  readonly criu: CriuInfo;
-}
 
 class Deadline {
   readonly at: number;
@@ -68,7 +63,7 @@ function priorOf(state: FreezerState): 'THAWED' | 'FROZEN' {
   return state === 'FROZEN' ? 'FROZEN' : 'THAWED';
 }
 
-function preflight(ctx: DumpContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
+function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
   const status = lease.freezer.status();
   if (status.parentFreezing) {
     throw new AgentError(
@@ -103,7 +98,7 @@ function checkNothingMissing(lease: CgroupLease, trees: readonly TreeRecord[], n
   }
 }
 
-export async function runCheckpoint(ctx: DumpContext, ref: CgroupRef, options: CheckpointOptions, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
+export async function runCheckpoint(ctx: FlowContext, ref: CgroupRef, options: CheckpointOptions, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
   const startedAt = Date.now();
   const name = `${ref.hierarchy}:${ref.path}`;
   const progress = (stage: Stage, extra: Record<string, unknown> = {}) => hooks.onProgress?.({ stage, ...extra });

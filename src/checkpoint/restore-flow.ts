@@ -18,14 +18,15 @@ import {
   type CgroupPlan,
   type Freezer,
 } from '../cgroup/index.js';
-import type { CgroupControl, CgroupLease } from '../lock/index.js';
-import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot, type CriuInfo } from '../criu/index.js';
+import type { CgroupLease } from '../lock/index.js';
+import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
-import { ImageStore, verifyFiles } from './image-store.js';
+import { verifyFiles } from './image-store.js';
 import { waitForSavedPids } from './pid-holders.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
+import type { FlowContext } from './flow-context.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
 // How long the processes of a tree killed after a failed restore get to be gone.
@@ -42,12 +43,6 @@ export interface RestoredTerminal {
 
 export interface RestoreHooks extends OperationHooks {
   readonly onTerminal?: (terminal: RestoredTerminal) => void;
-}
-
-export interface RestoreContext {
-  readonly control: CgroupControl;
-  readonly store: ImageStore;
-  readonly criu: CriuInfo;
 }
 
 /**
@@ -126,7 +121,7 @@ async function startTogether(freezer: Freezer, pids: readonly number[]): Promise
   await freezer.thaw();
 }
 
-export async function runRestore(ctx: RestoreContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
+export async function runRestore(ctx: FlowContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
   const started = Date.now();
   const progress = hooks.onProgress ?? (() => undefined);
   const manifest = ctx.store.readManifest(id);

@@ -4,24 +4,16 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { print, printJson } from '../format.js';
+import type { CgroupStatus } from '../../daemon/wire.js';
 
 interface CgroupArgs extends GlobalArgs {
   readonly cgroup: string;
   readonly hierarchy?: 'v1' | 'v2';
 }
 
-interface StatusReply {
-  state: string;
-}
-
-interface KillReply extends StatusReply {
-  cgroup: string;
-  hierarchy: string;
-}
-
 function show(args: GlobalArgs, status: unknown): void {
   if (args.json) printJson(status);
-  else print((status as StatusReply).state);
+  else print((status as CgroupStatus).state);
 }
 
 export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
@@ -73,7 +65,7 @@ export const killCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 kill jobs/build-42 --timeout 5 --json', 'give up after 5 s; the resulting state as JSON'),
   handler: action(async (args: CgroupArgs) => {
     const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000) };
-    const status = (await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/kill', { body })) as KillReply;
+    const status = (await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/kill', { body })) as CgroupStatus;
     if (args.json) printJson(status);
     else print(`killed ${status.hierarchy}:${status.cgroup}: no process left, ${status.state}`);
   }),

@@ -7,6 +7,8 @@ import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
 import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { bytes, checkpointTimings, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
+import { AFTER_POLICIES } from '../../checkpoint/types.js';
+import type { CgroupStatus, CheckpointSummary, RestoreSummary } from '../../daemon/wire.js';
 
 // When --timeout is passed on to the agent, the agent still needs a moment after it to stop CRIU and
 // put the cgroup back; the client waits that much longer before it gives up.
@@ -20,34 +22,6 @@ interface CheckpointArgs extends GlobalArgs {
   readonly 'tcp-established'?: boolean;
   readonly 'file-locks'?: boolean;
   readonly 'images-dir'?: string;
-}
-
-interface CheckpointSummary {
-  id: string;
-  dir: string;
-  cgroup: string;
-  hierarchy: string;
-  trees: number;
-  processes: number;
-  bytes: number;
-  after: string;
-  finalState: string;
-  timings: { frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number };
-}
-
-interface StateReply {
-  cgroup: string;
-  hierarchy: 'v1' | 'v2';
-  kernelState: string;
-}
-
-interface RestoreSummary {
-  id: string;
-  cgroup: string;
-  hierarchy: string;
-  pids: number[];
-  trees: number;
-  durationMs: number;
 }
 
 /**
@@ -76,7 +50,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
   builder: (y) =>
     withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to checkpoint' }))
       .option('after', {
-        choices: ['prior', 'thawed', 'frozen', 'killed'] as const,
+        choices: AFTER_POLICIES,
         describe: 'what the cgroup becomes afterwards (default prior: the state it had before)',
       })
       .option('shell-job', { type: 'boolean', describe: 'the processes use a terminal (CRIU --shell-job)' })
@@ -114,7 +88,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       { socket: args.socket, timeoutMs: DEFAULT_WAIT_MS },
       'GET',
       withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy }),
-    )) as StateReply;
+    )) as CgroupStatus;
     const prior = before.kernelState === 'FROZEN' ? 'FROZEN' : 'THAWED';
     const cancel = cancellable(
       options,

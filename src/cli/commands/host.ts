@@ -4,41 +4,20 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, print, printJson } from '../format.js';
+import type { HostFacts } from '../../daemon/wire.js';
 
-interface SelfTest {
-  status: 'passed' | 'failed' | 'stale' | 'not run';
-  recordPath: string;
-  why?: string;
-  record?: { version: string; path: string; kernel: string; reason: string; testedAt: string; durationMs: number };
-}
-
-interface Host {
-  kernel: string;
-  distro: { name: string; release: string; codename: string };
-  arch: string;
-  hostname: string;
-  cpu: { brand: string; manufacturer: string; cores: number };
-  memory: { totalBytes: number; availableBytes: number };
-  imagesDir: { path: string; mount?: string; filesystem?: string; freeBytes: number; sizeBytes: number };
-  cgroups: { mode: string; v1Freezer?: string; v2?: string };
-  criu:
-    | { ok: true; path: string; version: string; check: { ok: boolean; output: string }; selfTest?: SelfTest; networkLock?: string | null }
-    | { ok: false; error: { code: string; message: string } };
-  agent: { version: string; pid: number; socket: string; runDir: string; startedAt: string; allowedImagesDirs?: string[] };
-}
-
-function criuLine(criu: Host['criu']): string {
+function criuLine(criu: HostFacts['criu']): string {
   if (!criu.ok) return `unusable: ${criu.error.code}: ${criu.error.message}`;
   const check = criu.check.ok ? 'criu check: Looks good' : `criu check FAILS: ${criu.check.output.split('\n')[0]}`;
   return `${criu.version} at ${criu.path} (${check})`;
 }
 
 /** The self-test's verdict on the CRIU in use (an older agent reports none). */
-function selfTestLine(criu: Host['criu']): string | undefined {
+function selfTestLine(criu: HostFacts['criu']): string | undefined {
   if (!criu.ok) return undefined;
   const t = criu.selfTest;
   if (!t) return 'not reported by this agentd';
-  const r = t.record;
+  const r = t.status === 'not run' ? undefined : t.record;
   switch (t.status) {
     case 'passed':
       return `passed on kernel ${r?.kernel} at ${r?.testedAt} (dump and restore, ${r?.durationMs} ms)`;
@@ -52,14 +31,14 @@ function selfTestLine(criu: Host['criu']): string | undefined {
 }
 
 /** The lock CRIU is given for established TCP connections (docs/criu.md); an older agent reports none. */
-function networkLockLine(criu: Host['criu']): string | undefined {
+function networkLockLine(criu: HostFacts['criu']): string | undefined {
   if (!criu.ok || criu.networkLock === undefined) return undefined;
   if (criu.networkLock) return `${criu.networkLock} (CRIU --network-lock, for --tcp-established checkpoints)`;
   return 'none usable: --tcp-established checkpoints fail (no iptables-restore here, and this CRIU lacks nftables)';
 }
 
 /** Image roots a checkpoint may name beside the agent's own (agentd --allow-images-dir); an older agent says none. */
-function alsoAllowed(h: Host): string[] {
+function alsoAllowed(h: HostFacts): string[] {
   return (h.agent.allowedImagesDirs ?? []).filter((dir) => dir !== h.imagesDir.path);
 }
 
@@ -68,7 +47,7 @@ export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: 'print host facts: kernel, distribution, CPU, memory, image space, cgroup mode, CRIU',
   builder: (y) => y.example('$0 host', 'a summary').example('$0 host --json', 'everything, as JSON'),
   handler: action(async (args: GlobalArgs) => {
-    const h = (await call(clientOptions(args), 'GET', '/v1/host')) as Host;
+    const h = (await call(clientOptions(args), 'GET', '/v1/host')) as HostFacts;
     if (args.json) return printJson(h);
     const mounts = [h.cgroups.v1Freezer && `v1 freezer ${h.cgroups.v1Freezer}`, h.cgroups.v2 && `v2 ${h.cgroups.v2}`].filter(Boolean).join(', ');
     print(

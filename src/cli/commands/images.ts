@@ -4,33 +4,10 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, checkpointTimings, duration, print, printJson, table } from '../format.js';
-
-interface Listing {
-  id: string;
-  status: string;
-  cgroup?: string;
-  hierarchy?: string;
-  createdAt?: string;
-  bytes?: number;
-  processes?: number;
-}
+import type { CheckpointListing, Manifest } from '../../daemon/wire.js';
 
 interface IdArgs extends GlobalArgs {
   readonly id: string;
-}
-
-interface Manifest {
-  id: string;
-  cgroup: string;
-  hierarchy: string;
-  createdAt: string;
-  kernel: string;
-  criuVersion: string;
-  priorState: string;
-  options: Record<string, unknown>;
-  trees: { index: number; root: number; processes: { pid: number; ppid: number; command: string }[] }[];
-  files: { size: number }[];
-  timings: { freezeMs: number; frozenWindowMs: number; dumpMs: number; hashMs?: number; publishMs?: number; totalMs: number };
 }
 
 export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
@@ -38,7 +15,7 @@ export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   describe: "list the agent's checkpoints (good ones, and failed ones kept for diagnosis)",
   builder: (y) => y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
   handler: action(async (args: GlobalArgs) => {
-    const reply = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: Listing[] };
+    const reply = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: CheckpointListing[] };
     // --json prints what the API answers, as every other command does, so one parser serves both.
     if (args.json) return printJson(reply);
     const { checkpoints } = reply;

@@ -1,0 +1,12 @@
+// What a checkpoint and a restore both work with: the guarded entry to the cgroups, the image root,
+// and the CRIU in use.
+
+import type { CriuInfo } from '../criu/index.js';
+import type { CgroupControl } from '../lock/index.js';
+import type { ImageStore } from './image-store.js';
+
+export interface FlowContext {
+  readonly control: CgroupControl;
+  readonly store: ImageStore;
+  readonly criu: CriuInfo;
+}

@@ -1,0 +1,10 @@
+// The API's answers as they travel: the JSON bodies of agentd's routes, typed once. agentctl
+// imports this module with `import type` only, so it shares the daemon's vocabulary without loading
+// any of the daemon's code (its start-up stays small).
+
+/** GET /v1/cgroups/state, and what freeze, thaw and kill answer. */
+export type { CgroupStatus } from '../lock/index.js';
+/** POST /v1/checkpoints (201), POST /v1/checkpoints/{id}/restore, GET /v1/checkpoints, GET /v1/checkpoints/{id}. */
+export type { AfterPolicy, CheckpointListing, CheckpointSummary, Manifest, RestoreSummary } from '../checkpoint/index.js';
+/** GET /v1/host. */
+export type { HostFacts } from './host.js';
