@@ -7,9 +7,9 @@ import { execFileSync } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
-import { isAgentError, type ErrorCode } from '../../src/errors/index.js';
+import { isAgentError } from '../../src/errors/index.js';
 import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
-import { checkpointerIn, childNamed, counterValue, refOf, waitForCount } from './helpers.js';
+import { checkpointerIn, childNamed, counterValue, refOf, waitForCount, rejectsWith } from './helpers.js';
 import type { Checkpointer } from '../../src/checkpoint/index.js';
 
 const lab = new Lab('ckpt-fail');
@@ -50,15 +50,6 @@ async function assertUnharmed(checkpointer: Checkpointer, w: Awaited<ReturnType<
     'no image is presented as good',
   );
   if (prior === 'THAWED') await waitForCount(w.file, counterValue(w.file));
-}
-
-function rejectsWith(code: ErrorCode, pattern: RegExp) {
-  return (err: unknown) => {
-    assert.ok(isAgentError(err), `expected an AgentError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    assert.match(err.message, pattern);
-    return true;
-  };
 }
 
 for (const hierarchy of HIERARCHIES) {

@@ -1,8 +1,10 @@
 // Shared by the checkpoint tests: a Checkpointer on temporary directories, and counters to watch.
 
+import assert from 'node:assert/strict';
 import { readFileSync, readdirSync } from 'node:fs';
 import { Checkpointer } from '../../src/checkpoint/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
+import { isAgentError, type ErrorCode } from '../../src/errors/index.js';
 import { join } from 'node:path';
 import { resolveCgroup, type CgroupRef, type Hierarchy } from '../../src/cgroup/index.js';
 import { waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
@@ -49,4 +51,14 @@ export function childNamed(comm: string): number | undefined {
     }
   }
   return undefined;
+}
+
+/** For assert.rejects: an AgentError with this code whose message matches `pattern`. */
+export function rejectsWith(code: ErrorCode, pattern: RegExp) {
+  return (err: unknown) => {
+    assert.ok(isAgentError(err), `expected an AgentError, got ${String(err)}`);
+    assert.equal(err.code, code, err.message);
+    assert.match(err.message, pattern);
+    return true;
+  };
 }

@@ -11,7 +11,7 @@ import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import type { ProgressEvent } from '../../src/checkpoint/index.js';
 import { CGEXEC, HIERARCHIES, Lab, processState, unavailable, waitUntil, workload } from '../helpers/lab.js';
-import { checkpointerIn, countingTree, refOf } from './helpers.js';
+import { checkpointerIn, countingTree, refOf, rejectsWith } from './helpers.js';
 
 const lab = new Lab('restore-refused');
 const strays: string[] = [];
@@ -45,15 +45,6 @@ async function refusal(run: (onProgress: (e: ProgressEvent) => void) => Promise<
 }
 
 const comm = (pid: number): string => readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
-
-function rejectsWith(code: string, pattern: RegExp) {
-  return (err: unknown) => {
-    assert.ok(isAgentError(err), `expected an AgentError, got ${String(err)}`);
-    assert.equal(err.code, code, err.message);
-    assert.match(err.message, pattern);
-    return true;
-  };
-}
 
 for (const hierarchy of HIERARCHIES) {
   describe(`refused restores, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
