@@ -98,10 +98,16 @@ function inWindow(phase: string | undefined): boolean {
   return phase !== undefined && phase !== 'started' && phase !== 'finished';
 }
 
-/** What a restarted agentd must have made of the cgroup: its prior state, or the policy when the image was published. */
-function acceptableAfterRecovery(prior: 'THAWED' | 'FROZEN', afterPolicy: string, published: boolean): string[] {
+/**
+ * What a restarted agentd must have made of the cgroup: its prior state, or the policy when the
+ * image was published, or THAWED when the kill came after an `--after thawed` checkpoint had
+ * thawed the workload (the lock's phase `after-thawed`): the image is published after that thaw
+ * (docs/freezer.md, "The image after the thaw"), and a failure then leaves the workload running.
+ */
+function acceptableAfterRecovery(prior: 'THAWED' | 'FROZEN', afterPolicy: string, published: boolean, phase?: string): string[] {
   const states = [prior];
   if (published) states.push(afterPolicy === 'thawed' ? 'THAWED' : afterPolicy === 'frozen' ? 'FROZEN' : prior);
+  if (afterPolicy === 'thawed' && phase === 'after-thawed') states.push('THAWED');
   return states;
 }
 
@@ -162,7 +168,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
         if (left.length) problems.push(`${label}: CRIU ${left.join(',')} still running 60 s after the kill`);
         if (!flockFree(lockFile)) problems.push(`${label}: the lock is held after the kill`);
         const state = await settledState(w.cgroup);
-        const acceptable = ['FROZEN', ...acceptableAfterRecovery(prior, afterPolicy, auditImages(dirs.imagesDir).good.length > 0)];
+        const acceptable = ['FROZEN', ...acceptableAfterRecovery(prior, afterPolicy, auditImages(dirs.imagesDir).good.length > 0, phase)];
         if (!acceptable.includes(state)) {
           problems.push(`${label}: after the kill (phase ${phase}) the cgroup is ${state}, not ${[...new Set(acceptable)].join(' or ')}`);
           figures.cgroupsLeftWrong++;
@@ -189,7 +195,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
       if (audit.partial.length) problems.push(`${label}: temporary image directories left after recovery: ${audit.partial.join(', ')}`);
       if (audit.bad.length) problems.push(`${label}: images that look good but are not: ${audit.bad.join('; ')}`);
       const state = await settledState(w.cgroup);
-      const acceptable = acceptableAfterRecovery(prior, afterPolicy, published.length > 0);
+      const acceptable = acceptableAfterRecovery(prior, afterPolicy, published.length > 0, phase);
       if (!acceptable.includes(state)) {
         problems.push(`${label}: after recovery the cgroup is ${state}, expected ${acceptable.join(' or ')} (lock phase at the kill: ${phase})`);
         figures.cgroupsLeftWrong++;
