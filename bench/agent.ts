@@ -127,7 +127,14 @@ export function call(socket: string, method: string, path: string, body?: unknow
 }
 
 /** Like call, but fails unless the status is the expected one. */
-export async function callOk(socket: string, method: string, path: string, body?: unknown, agent?: HttpAgent, expect = 200): Promise<CallResult> {
+export async function callOk(
+  socket: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  agent?: HttpAgent,
+  expect = 200,
+): Promise<CallResult> {
   const result = await call(socket, method, path, body, agent);
   if (result.status !== expect) {
     throw new Error(`${method} ${path} answered ${result.status}: ${JSON.stringify(result.body).slice(0, 500)}`);

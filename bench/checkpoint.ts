@@ -126,7 +126,12 @@ function assertRunning(cgroup: BenchCgroup, processes: number, after: string): v
   if (!thawed) throw new Error(`after ${after}: the cgroup is not running (${file}: ${text.trim()})`);
 }
 
-export async function measureCheckpointCase(lab: BenchLab, options: CheckpointOptions, fixture: CheckpointFixture, criuPath: string): Promise<CheckpointCase> {
+export async function measureCheckpointCase(
+  lab: BenchLab,
+  options: CheckpointOptions,
+  fixture: CheckpointFixture,
+  criuPath: string,
+): Promise<CheckpointCase> {
   const cgroup = lab.cgroup(options.hierarchy, `checkpoint-${fixture}`);
   try {
     const { pid, processes } = await startFixture(lab, fixture, cgroup);

@@ -11,7 +11,14 @@ import { BenchLab, hierarchyRoot, sweepStale } from './lab.js';
 import { measureLatency, type LatencyCase } from './latency.js';
 import { buildNative, type WorkKind } from './native.js';
 import { evaluateTargets, type Target } from './targets.js';
-import { measureConcurrent, measureMemory, measureStateThroughput, type ConcurrentCase, type MemoryResult, type StateThroughput } from './throughput.js';
+import {
+  measureConcurrent,
+  measureMemory,
+  measureStateThroughput,
+  type ConcurrentCase,
+  type MemoryResult,
+  type StateThroughput,
+} from './throughput.js';
 
 export interface BenchOptions {
   readonly hierarchies: readonly Hierarchy[];
@@ -125,11 +132,20 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     let throughput: BenchResults['throughput'];
     if (options.throughput && agent) {
       log(`state requests per second (${options.clients.join(', ')} clients)`);
-      const state = await measureStateThroughput(lab, tools, agent, options.hierarchies[options.hierarchies.length - 1], options.clients, options.throughputMs);
+      const state = await measureStateThroughput(
+        lab,
+        tools,
+        agent,
+        options.hierarchies[options.hierarchies.length - 1],
+        options.clients,
+        options.throughputMs,
+      );
       const concurrent: ConcurrentCase[] = [];
       for (const hierarchy of options.hierarchies) {
         log(`${options.concurrentCgroups} cgroups at once, ${hierarchy}`);
-        concurrent.push(await measureConcurrent(lab, tools, agent, hierarchy, options.concurrentCgroups, options.concurrentRuns, options.gapMs));
+        concurrent.push(
+          await measureConcurrent(lab, tools, agent, hierarchy, options.concurrentCgroups, options.concurrentRuns, options.gapMs),
+        );
       }
       throughput = { state, concurrent };
     }

@@ -68,7 +68,10 @@ async function timed(fn: () => Promise<unknown>): Promise<number> {
   return performance.now() - started;
 }
 
-function drivers(methods: readonly Method[], ctx: { probe: FreezerProbe; freezer: Freezer; control: CgroupControl; dir: string; socket?: string }): Driver[] {
+function drivers(
+  methods: readonly Method[],
+  ctx: { probe: FreezerProbe; freezer: Freezer; control: CgroupControl; dir: string; socket?: string },
+): Driver[] {
   const ref = ctx.freezer.cgroup;
   return methods.map((method): Driver => {
     switch (method) {

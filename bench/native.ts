@@ -22,7 +22,9 @@ export function buildNative(lab: BenchLab): NativeTools {
   const out = lab.tempDir('bin');
   const build = (name: string) => {
     const binary = join(out, name);
-    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, join(BENCH_FIXTURES, `${name}.c`)], { stdio: ['ignore', 'pipe', 'pipe'] });
+    execFileSync('gcc', ['-O2', '-Wall', '-Wextra', '-Werror', '-o', binary, join(BENCH_FIXTURES, `${name}.c`)], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     return binary;
   };
   const compiler = execFileSync('gcc', ['--version'], { encoding: 'utf8' }).split('\n')[0];
@@ -76,7 +78,13 @@ export interface Workload {
 
 export type WorkKind = 'sleep' | 'busy';
 
-export async function startWorkload(lab: BenchLab, tools: NativeTools, cgroup: BenchCgroup, count: number, kind: WorkKind): Promise<Workload> {
+export async function startWorkload(
+  lab: BenchLab,
+  tools: NativeTools,
+  cgroup: BenchCgroup,
+  count: number,
+  kind: WorkKind,
+): Promise<Workload> {
   const procs = [join(cgroup.dir, 'cgroup.procs'), ...(cgroup.cpuDir ? [join(cgroup.cpuDir, 'cgroup.procs')] : [])];
   const child = lab.spawn(tools.forker, [String(count), kind, ...procs], { stdio: ['ignore', 'pipe', 'inherit'] });
   const reader = new LineReader(child);

@@ -28,7 +28,13 @@ function table(header: string[], rows: string[][], leftColumns = 3): string {
 }
 
 const LATENCY_METHODS: readonly Method[] = ['c', 'poll10', 'library', 'control', 'api'];
-const METHOD_TITLE: Record<Method, string> = { c: 'C baseline', poll10: 'poll 10ms', library: 'library', control: 'CgroupControl', api: 'API' };
+const METHOD_TITLE: Record<Method, string> = {
+  c: 'C baseline',
+  poll10: 'poll 10ms',
+  library: 'library',
+  control: 'CgroupControl',
+  api: 'API',
+};
 
 function latencyTable(cases: readonly LatencyCase[], op: Operation): string {
   const methods = LATENCY_METHODS.filter((m) => cases.some((c) => c.methods[m]));

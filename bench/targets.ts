@@ -189,7 +189,14 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
           unit: 'MB',
           met: memory.idleBytes < 80 * MB,
         }
-      : { name: 'idle-memory', target: 'agentd idle resident memory < 80 MB', measured: null, unit: 'MB', met: null, where: 'not measured in this run' },
+      : {
+          name: 'idle-memory',
+          target: 'agentd idle resident memory < 80 MB',
+          measured: null,
+          unit: 'MB',
+          met: null,
+          where: 'not measured in this run',
+        },
   );
   const growthTarget = `no growth after ${memory?.operations ?? 1000} operations: RSS after them <= idle RSS + ${MEMORY_GROWTH_TOLERANCE_MB} MB`;
   const mb = (bytes: number) => round(bytes / MB, 1);

@@ -64,7 +64,9 @@ export class V1Freezer implements Freezer {
     const state = this.state();
     const selfFreezing = this.readFlag('freezer.self_freezing');
     const parentFreezing = this.readFlag('freezer.parent_freezing');
-    return parentFreezing ? { state, selfFreezing, parentFreezing, frozenBy: this.freezingAncestor() } : { state, selfFreezing, parentFreezing };
+    return parentFreezing
+      ? { state, selfFreezing, parentFreezing, frozenBy: this.freezingAncestor() }
+      : { state, selfFreezing, parentFreezing };
   }
 
   async freeze(options: FreezeOptions = {}): Promise<void> {
@@ -90,7 +92,10 @@ export class V1Freezer implements Freezer {
   async thaw(): Promise<void> {
     const status = this.status();
     if (status.parentFreezing) {
-      throw new AgentError('EBUSY', `cgroup ${this.name} is frozen by its parent ${status.frozenBy ?? '(an ancestor)'}; thaw that cgroup instead`);
+      throw new AgentError(
+        'EBUSY',
+        `cgroup ${this.name} is frozen by its parent ${status.frozenBy ?? '(an ancestor)'}; thaw that cgroup instead`,
+      );
     }
     // A v1 thaw is complete when the write returns (docs/freezer.md).
     this.stateFile.write('THAWED');

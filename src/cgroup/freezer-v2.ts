@@ -56,7 +56,10 @@ export class V2Freezer implements Freezer {
     const timeoutMs = options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
     if (await this.writeAndWait('1', timeoutMs)) return;
     this.freezeFile.write('0');
-    throw new AgentError('ETIMEDOUT', `cgroup ${this.name} did not report "frozen 1" in cgroup.events within ${timeoutMs} ms; thawed it again`);
+    throw new AgentError(
+      'ETIMEDOUT',
+      `cgroup ${this.name} did not report "frozen 1" in cgroup.events within ${timeoutMs} ms; thawed it again`,
+    );
   }
 
   async thaw(): Promise<void> {

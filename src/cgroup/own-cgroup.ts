@@ -40,6 +40,9 @@ export function assertNotOwnCgroup(ref: CgroupRef, consequence = 'freezing it wo
   const own = ownPaths[ref.hierarchy];
   if (own === undefined) return;
   if (own === ref.path || own.startsWith(ref.path + '/')) {
-    throw new AgentError('EINVAL', `cgroup ${ref.hierarchy}:${ref.path} contains agentd itself (pid ${process.pid}, in ${own || '/'}); ${consequence}`);
+    throw new AgentError(
+      'EINVAL',
+      `cgroup ${ref.hierarchy}:${ref.path} contains agentd itself (pid ${process.pid}, in ${own || '/'}); ${consequence}`,
+    );
   }
 }

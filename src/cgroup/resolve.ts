@@ -87,7 +87,10 @@ function existingCgroup(hierarchy: Hierarchy, root: string, segments: string[], 
     throw new AgentError('EIO', `cannot resolve cgroup "${shown}" at ${dir}: ${errno ?? String(err)}`, { cause: err });
   }
   if (!under(real, realRoot) || real === realRoot) {
-    throw new AgentError('EINVAL', `invalid cgroup path "${shown}": ${dir} resolves to ${real}, outside the ${hierarchy} hierarchy at ${root}`);
+    throw new AgentError(
+      'EINVAL',
+      `invalid cgroup path "${shown}": ${dir} resolves to ${real}, outside the ${hierarchy} hierarchy at ${root}`,
+    );
   }
   if (!statSync(real).isDirectory() || !existsSync(join(real, FREEZER_FILE[hierarchy]))) {
     throw new AgentError('ENOENT', `"${shown}" is not a ${hierarchy} freezer cgroup (no ${FREEZER_FILE[hierarchy]} in ${real})`);
@@ -141,7 +144,13 @@ export function resolveCgroup(arg: unknown, options: ResolveOptions = {}): Cgrou
  * and an argument that is plainly a path elsewhere on the file system (`/etc/passwd`, a cgroup of
  * another v1 controller such as `/sys/fs/cgroup/memory/x`) is called what it is.
  */
-function refineMissing(err: unknown, input: string, segments: string[], mounts: CgroupMounts, hierarchies: readonly Hierarchy[] = ['v2', 'v1']): unknown {
+function refineMissing(
+  err: unknown,
+  input: string,
+  segments: string[],
+  mounts: CgroupMounts,
+  hierarchies: readonly Hierarchy[] = ['v2', 'v1'],
+): unknown {
   if (!isAgentError(err, 'ENOENT')) return err;
   if (input.startsWith('/') && existsSync(`/${segments[0]}`)) {
     return new AgentError(

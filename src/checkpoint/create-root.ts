@@ -25,7 +25,8 @@ const NOT_STORAGE: Readonly<Record<number, string>> = {
 
 function refuseNotStorage(dir: string, root: string): void {
   const kind = NOT_STORAGE[Number(statfsSync(dir).type)];
-  if (kind) throw new AgentError('EINVAL', `image directory ${root} would be on a ${kind} filesystem (${dir}), which is no place for images`);
+  if (kind)
+    throw new AgentError('EINVAL', `image directory ${root} would be on a ${kind} filesystem (${dir}), which is no place for images`);
 }
 
 function statOrUndefined(path: string, follow: boolean): Stats | undefined {
@@ -70,7 +71,8 @@ export function makeImageRoot(root: string): void {
   // shared directory such as /tmp that a request named): it is refused instead.
   const st = lstatSync(root);
   const euid = process.geteuid?.() ?? st.uid;
-  if (st.uid !== euid) throw new AgentError('EACCES', `image directory ${root} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`);
+  if (st.uid !== euid)
+    throw new AgentError('EACCES', `image directory ${root} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`);
   if ((st.mode & 0o022) !== 0) {
     throw new AgentError(
       'EACCES',

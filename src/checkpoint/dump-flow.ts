@@ -94,11 +94,19 @@ function checkNothingMissing(lease: CgroupLease, trees: readonly TreeRecord[], n
   const saved = new Set(trees.flatMap((t) => t.processes.map((p) => p.pid)));
   const missing = lease.freezer.processes().filter((pid) => !saved.has(pid));
   if (missing.length > 0) {
-    throw new AgentError('EINCONSISTENT', `cgroup ${name}: processes ${missing.join(', ')} appeared during the checkpoint and are not in the image`);
+    throw new AgentError(
+      'EINCONSISTENT',
+      `cgroup ${name}: processes ${missing.join(', ')} appeared during the checkpoint and are not in the image`,
+    );
   }
 }
 
-export async function runCheckpoint(ctx: FlowContext, ref: CgroupRef, options: CheckpointOptions, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
+export async function runCheckpoint(
+  ctx: FlowContext,
+  ref: CgroupRef,
+  options: CheckpointOptions,
+  hooks: OperationHooks = {},
+): Promise<CheckpointSummary> {
   const startedAt = Date.now();
   const name = `${ref.hierarchy}:${ref.path}`;
   const progress = (stage: Stage, extra: Record<string, unknown> = {}) => hooks.onProgress?.({ stage, ...extra });
@@ -192,7 +200,13 @@ export async function runCheckpoint(ctx: FlowContext, ref: CgroupRef, options: C
       createdAt: new Date(frozenAt).toISOString(),
       kernel: kernelRelease(),
       criuVersion: ctx.criu.version,
-      options: { after, shellJob: !!options.shellJob, tcpEstablished: !!options.tcpEstablished, fileLocks: !!options.fileLocks, timeoutMs: deadline.timeoutMs },
+      options: {
+        after,
+        shellJob: !!options.shellJob,
+        tcpEstablished: !!options.tcpEstablished,
+        fileLocks: !!options.fileLocks,
+        timeoutMs: deadline.timeoutMs,
+      },
       priorState: prior,
       trees,
       files,
@@ -256,7 +270,14 @@ export async function runCheckpoint(ctx: FlowContext, ref: CgroupRef, options: C
       lost.length ? { text: describeLost(lost, survivors, prior ?? 'THAWED'), processes: lost } : undefined,
     );
     if (failedDir)
-      recordFailure(failedDir, { id, cgroup: ref.path, hierarchy: ref.hierarchy, startedAt: new Date(startedAt).toISOString(), error: failure, lost });
+      recordFailure(failedDir, {
+        id,
+        cgroup: ref.path,
+        hierarchy: ref.hierarchy,
+        startedAt: new Date(startedAt).toISOString(),
+        error: failure,
+        lost,
+      });
     throw failure;
   } finally {
     lease.release();
@@ -305,12 +326,19 @@ function recordFailure(
   }
 }
 
-function annotateFailure(err: unknown, name: string, failedDir: string | undefined, lost?: { text: string; processes: readonly LostProcess[] }): AgentError {
+function annotateFailure(
+  err: unknown,
+  name: string,
+  failedDir: string | undefined,
+  lost?: { text: string; processes: readonly LostProcess[] },
+): AgentError {
   const base = isAgentError(err) ? err : new AgentError('EIO', `checkpoint of ${name} failed: ${String(err)}`, { cause: err });
   if (!failedDir && !lost) return base;
   const signal = base.details?.signal;
   const how = lost && signal ? `CRIU was killed by ${String(signal)} from outside agentd while it held them (docs/criu-faults.md); ` : '';
-  const message = [base.message, lost ? `${how}${lost.text}` : undefined, failedDir ? `CRIU logs kept in ${failedDir}` : undefined].filter(Boolean).join('; ');
+  const message = [base.message, lost ? `${how}${lost.text}` : undefined, failedDir ? `CRIU logs kept in ${failedDir}` : undefined]
+    .filter(Boolean)
+    .join('; ');
   return new AgentError(base.code, message, {
     cause: base.cause ?? base,
     details: { ...base.details, ...(failedDir ? { failedDir } : {}), ...(lost ? { lost: lost.processes } : {}) },

@@ -10,7 +10,8 @@ export interface HashRequest {
   readonly id: number;
   readonly path: string;
 }
-export type HashReply = { readonly id: number; readonly sha256: string } | { readonly id: number; readonly error: { message: string; code?: string } };
+export type HashReply =
+  { readonly id: number; readonly sha256: string } | { readonly id: number; readonly error: { message: string; code?: string } };
 
 const READ_BYTES = 1024 * 1024;
 const buffer = Buffer.allocUnsafe(READ_BYTES);

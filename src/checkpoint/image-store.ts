@@ -63,7 +63,8 @@ export class ImageStore {
     } catch (err) {
       // The root may come from a request: a name the filesystem cannot take is the client's error.
       const errno = systemErrno(err);
-      if (errno === 'ENAMETOOLONG' || errno === 'ELOOP') throw new AgentError('EINVAL', `cannot create image directory ${this.root}: ${errno}`, { cause: err });
+      if (errno === 'ENAMETOOLONG' || errno === 'ELOOP')
+        throw new AgentError('EINVAL', `cannot create image directory ${this.root}: ${errno}`, { cause: err });
       throw fromSystemError(err, `cannot create image directory ${this.root}`);
     }
   }
@@ -192,7 +193,12 @@ export class ImageStore {
       const manifest = JSON.parse(text) as Manifest;
       if (manifest.formatVersion !== 1 || manifest.id !== id) throw new Error('unexpected format or id');
       // Readers use these without further checks: a manifest lacking them is unreadable, not a crash.
-      if (typeof manifest.options !== 'object' || manifest.options === null || !Array.isArray(manifest.trees) || !Array.isArray(manifest.files)) {
+      if (
+        typeof manifest.options !== 'object' ||
+        manifest.options === null ||
+        !Array.isArray(manifest.trees) ||
+        !Array.isArray(manifest.files)
+      ) {
         throw new Error('options, trees or files missing');
       }
       return manifest;
@@ -351,5 +357,8 @@ export async function verifyFiles(dir: string, files: readonly ImageFile[]): Pro
 }
 
 function mismatch(dir: string, file: ImageFile): AgentError {
-  return new AgentError('EIO', `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`);
+  return new AgentError(
+    'EIO',
+    `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`,
+  );
 }

@@ -100,7 +100,10 @@ function shortCommand(command: string): string {
 /** One sentence for an error message: who died, and the kernel's word on it. */
 export function describeLost(lost: readonly LostProcess[], survivors: number, state: string): string {
   const who = lost
-    .map((p) => `process ${p.pid} (${shortCommand(p.command)})${p.kernel.length ? ` died: the kernel logged "${p.kernel[p.kernel.length - 1]}"` : ' is gone'}`)
+    .map(
+      (p) =>
+        `process ${p.pid} (${shortCommand(p.command)})${p.kernel.length ? ` died: the kernel logged "${p.kernel[p.kernel.length - 1]}"` : ' is gone'}`,
+    )
     .join('; ');
   return `${who}; the other ${survivors} process${survivors === 1 ? ' is' : 'es are'} back to ${state}`;
 }

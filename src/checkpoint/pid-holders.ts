@@ -84,7 +84,11 @@ export async function waitForSavedPids(
       throw taken(manifest, holders, `CRIU restores every process with its saved pid, so stop those processes first (${hint(manifest)})`);
     }
     if (Date.now() >= deadline) {
-      throw taken(manifest, holders, `their parents did not reap them within ${options.waitMs ?? ZOMBIE_WAIT_MS} ms; the pids are free once they do (or exit)`);
+      throw taken(
+        manifest,
+        holders,
+        `their parents did not reap them within ${options.waitMs ?? ZOMBIE_WAIT_MS} ms; the pids are free once they do (or exit)`,
+      );
     }
     if (options.signal?.aborted) {
       throw new AgentError(

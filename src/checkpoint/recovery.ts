@@ -43,7 +43,11 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<R
     if (record.operation === 'checkpoint' && record.priorState) {
       const prior = record.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED';
       await returnToPrior(lease.freezer, prior);
-      return { ...base, found: `${found}, kernel state ${state}`, action: `returned to its prior state ${prior} (now ${lease.freezer.state()})` };
+      return {
+        ...base,
+        found: `${found}, kernel state ${state}`,
+        action: `returned to its prior state ${prior} (now ${lease.freezer.state()})`,
+      };
     }
     if (state === 'FREEZING') {
       // A freeze that never finished: FREEZING is never a state to leave a cgroup in.
@@ -60,7 +64,11 @@ async function recoverOne(control: CgroupControl, record: LockHolder): Promise<R
  * The `.partial-*` directories of every image root that exists and passes its check (ensureRoot):
  * a root others may write to is not cleaned as root (anyone could have planted what is there).
  */
-function leftoverPartials(stores: readonly ImageStore[]): { partials: string[]; deletions: string[]; skipped: { dir: string; reason: string }[] } {
+function leftoverPartials(stores: readonly ImageStore[]): {
+  partials: string[];
+  deletions: string[];
+  skipped: { dir: string; reason: string }[];
+} {
   const partials: string[] = [];
   const deletions: string[] = [];
   const skipped: { dir: string; reason: string }[] = [];

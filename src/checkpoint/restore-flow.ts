@@ -53,7 +53,10 @@ export interface RestoreHooks extends OperationHooks {
 function planTarget(manifest: Manifest, options: RestoreOptions): CgroupPlan {
   const hierarchy = options.hierarchy ?? manifest.hierarchy;
   if (hierarchy !== manifest.hierarchy) {
-    throw new AgentError('EINVAL', `checkpoint ${manifest.id} was taken in the ${manifest.hierarchy} hierarchy; it cannot be restored into ${hierarchy}`);
+    throw new AgentError(
+      'EINVAL',
+      `checkpoint ${manifest.id} was taken in the ${manifest.hierarchy} hierarchy; it cannot be restored into ${hierarchy}`,
+    );
   }
   const plan = planCgroup(options.cgroup ?? manifest.cgroup, hierarchy);
   const decides = plan.existing ?? plan.ancestor;
@@ -99,7 +102,8 @@ function isStopped(pid: number): boolean {
 async function waitUntilStopped(tree: TreeRecord, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (let attempt = 0; !tree.processes.every((p) => isStopped(p.pid)); attempt++) {
-    if (Date.now() > deadline) throw new AgentError('ETIMEDOUT', `restored tree ${tree.index} (root ${tree.root}) never reached its stopped state`);
+    if (Date.now() > deadline)
+      throw new AgentError('ETIMEDOUT', `restored tree ${tree.index} (root ${tree.root}) never reached its stopped state`);
     await backoff(attempt);
   }
 }
@@ -154,7 +158,8 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     }
     workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
     const work = workDir;
-    const cgroupRoots: CriuCgroupRoot[] = target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
+    const cgroupRoots: CriuCgroupRoot[] =
+      target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const shellJob = !!manifest.options.shellJob;
     await restoreInOrder(
@@ -200,7 +205,10 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     const astray = pids.filter((pid) => !inCgroup.has(pid));
     if (astray.length > 0) {
       await Promise.all(manifest.trees.map(killTree));
-      throw new AgentError('ECRIU', `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`);
+      throw new AgentError(
+        'ECRIU',
+        `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
+      );
     }
     await startTogether(lease.freezer, pids);
     succeeded = true;

@@ -48,7 +48,9 @@ export function cancellable(client: ClientOptions, whatHappens: () => string, be
       // ENOENT: the operation had just ended and its answer is on its way. Anything else: leaving
       // closes the connection, which cancels the operation too.
       if (isAgentError(err, 'ENOENT')) return;
-      say(`cannot ask the agent to cancel (${isAgentError(err) ? `${err.code}: ` : ''}${(err as Error).message}); leaving, which cancels it`);
+      say(
+        `cannot ask the agent to cancel (${isAgentError(err) ? `${err.code}: ` : ''}${(err as Error).message}); leaving, which cancels it`,
+      );
       process.exit(EXIT_INTERRUPTED);
     });
   };

@@ -32,7 +32,8 @@ export interface CallOptions {
 }
 
 const START_HINT =
-  'start it with `npm run setup` (from the agentd checkout), `systemctl start agentd` where systemd runs it, ' + 'or `bin/agentd &` in the foreground';
+  'start it with `npm run setup` (from the agentd checkout), `systemctl start agentd` where systemd runs it, ' +
+  'or `bin/agentd &` in the foreground';
 
 /** What is at the socket path, for a connection that was refused: a socket, or what instead. */
 function kindOf(path: string): 'socket' | 'missing' | string {
@@ -62,7 +63,9 @@ function unreachable(socket: string, err: unknown): AgentError {
         { cause: err },
       );
     }
-    return new AgentError('EUNREACHABLE', `agentd is not running: nothing listens on ${socket} (a stale socket); ${START_HINT}`, { cause: err });
+    return new AgentError('EUNREACHABLE', `agentd is not running: nothing listens on ${socket} (a stale socket); ${START_HINT}`, {
+      cause: err,
+    });
   }
   if (errno === 'EACCES' || errno === 'EPERM') {
     return new AgentError(

@@ -16,7 +16,9 @@ const ASK_WAIT_MS = 1500;
 const VALUE_OPTIONS = new Set(['--socket', '--timeout', '--hierarchy', '--after', '--images-dir', '--cgroup']);
 
 async function checkpointIds(socket: string): Promise<string[]> {
-  const reply = (await call({ socket, timeoutMs: ASK_WAIT_MS }, 'GET', '/v1/checkpoints')) as { checkpoints: { id: string; status: string }[] };
+  const reply = (await call({ socket, timeoutMs: ASK_WAIT_MS }, 'GET', '/v1/checkpoints')) as {
+    checkpoints: { id: string; status: string }[];
+  };
   return reply.checkpoints.filter((c) => c.status === 'good').map((c) => c.id);
 }
 

@@ -21,7 +21,9 @@ const MAX_TIMEOUT_SECONDS = 86_400;
 function checkTimeout(timeout: number | undefined): void {
   if (timeout === undefined) return;
   if (!Number.isFinite(timeout) || Math.round(timeout * 1000) < 1 || timeout > MAX_TIMEOUT_SECONDS) {
-    throw new Error(`--timeout must be a duration in seconds from 0.001 (1 ms) to ${MAX_TIMEOUT_SECONDS} (one day), got ${String(timeout)}`);
+    throw new Error(
+      `--timeout must be a duration in seconds from 0.001 (1 ms) to ${MAX_TIMEOUT_SECONDS} (one day), got ${String(timeout)}`,
+    );
   }
 }
 
@@ -63,7 +65,9 @@ function usageError(message: string, argv: readonly string[]): string {
 export function parser(argv: string[]): Argv {
   return yargs(argv)
     .scriptName('agentctl')
-    .usage('$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.')
+    .usage(
+      '$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.',
+    )
     .option('socket', {
       type: 'string',
       default: process.env.AGENTD_SOCKET || DEFAULT_SOCKET,

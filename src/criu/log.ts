@@ -133,7 +133,9 @@ export function knownRefusal(text: string, tracerOf: TracerLookup): string | und
   if (!unseizable) return undefined;
   const pid = Number(unseizable[1]);
   const tracer = tracerOf(pid);
-  const who = tracer ? `it is traced by pid ${tracer.pid} (${tracer.comm})` : 'CRIU was not allowed to trace it (another process traces it, or did)';
+  const who = tracer
+    ? `it is traced by pid ${tracer.pid} (${tracer.comm})`
+    : 'CRIU was not allowed to trace it (another process traces it, or did)';
   return (
     `process ${pid} cannot be checkpointed: ${who}, and CRIU must trace every process it dumps (ptrace allows one ` +
     'tracer per process); detach the debugger or strace first'

@@ -134,10 +134,12 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
       if (stop || settled || child.pid === undefined) return;
       stop = why;
       if (opts.stop === 'when-safe') {
-        void stopCriuSafely(child.pid, { hungAfterMs: opts.hungAfterMs, ended: () => exited, onHeld: () => (heldAtStop = true) }).then((result) => {
-          safeStop = result;
-          if (result.how !== 'ended') afterKill();
-        });
+        void stopCriuSafely(child.pid, { hungAfterMs: opts.hungAfterMs, ended: () => exited, onHeld: () => (heldAtStop = true) }).then(
+          (result) => {
+            safeStop = result;
+            if (result.how !== 'ended') afterKill();
+          },
+        );
         return;
       }
       try {
@@ -210,7 +212,13 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   }
   if (outcome.code === 0) return { exitCode: 0, durationMs, logPath, args: allArgs };
 
-  throw await criuFailure(what, logPath, { exitCode: outcome.code, signal: outcome.signal, stderr: outcome.stderr, args: allArgs, durationMs });
+  throw await criuFailure(what, logPath, {
+    exitCode: outcome.code,
+    signal: outcome.signal,
+    stderr: outcome.stderr,
+    args: allArgs,
+    durationMs,
+  });
 }
 
 /**
@@ -228,7 +236,11 @@ export async function criuFailure(
   const errors = [...logErrors, ...stderrLines(stderr).filter((line) => !logErrors.includes(line))];
   const exit = run.exitCode !== null ? `exit ${run.exitCode}` : `killed by signal ${run.signal}`;
   const quoted =
-    errors.length > 0 ? errors.slice(0, 6).join(' | ') : log === undefined ? `no log at ${logPath} and nothing on stderr` : `no error lines in ${logPath}`;
+    errors.length > 0
+      ? errors.slice(0, 6).join(' | ')
+      : log === undefined
+        ? `no log at ${logPath} and nothing on stderr`
+        : `no error lines in ${logPath}`;
   let code = failureCode(`${log ?? ''}\n${stderr}`);
   let cause = quoted;
   // A CRIU too old for this kernel: say what to install, then what CRIU said.

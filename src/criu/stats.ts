@@ -114,7 +114,10 @@ export function decodeStatsFile(buffer: Buffer, what = 'stats file'): DecodedEnt
   }
 }
 
-function pick<T extends Record<string, number>>(fields: readonly [keyof T, number, string][], values: Record<string, number> | undefined): T {
+function pick<T extends Record<string, number>>(
+  fields: readonly [keyof T, number, string][],
+  values: Record<string, number> | undefined,
+): T {
   const out: Record<string, number> = {};
   for (const [name] of fields) out[name as string] = Number(values?.[name as string] ?? 0);
   return out as T;

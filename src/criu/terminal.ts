@@ -59,7 +59,10 @@ export async function startCriuRestoreOnTerminal(opts: CriuTerminalRestoreOption
       env: criuEnv(opts.useBreakpoints) as Record<string, string>,
     });
   } catch (err) {
-    throw new AgentError('ECRIU', `${what}: could not run ${opts.criuPath}: ${(err as Error).message}`, { cause: err, details: { logPath, args } });
+    throw new AgentError('ECRIU', `${what}: could not run ${opts.criuPath}: ${(err as Error).message}`, {
+      cause: err,
+      details: { logPath, args },
+    });
   }
   let exit: { exitCode: number; signal?: number } | undefined;
   const exited = new Promise<{ exitCode: number; signal?: number }>((resolve) => {

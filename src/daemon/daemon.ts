@@ -51,9 +51,17 @@ function logCriu(criu: CriuFacts, logger: Logger): void {
     return;
   }
   if (criu.check.ok) logger.info('CRIU found', { path: criu.path, version: criu.version, selfTest: criu.selfTest.status });
-  else logger.warn('CRIU fails `criu check`: checkpoints will be refused', { path: criu.path, version: criu.version, output: criu.check.output });
+  else
+    logger.warn('CRIU fails `criu check`: checkpoints will be refused', {
+      path: criu.path,
+      version: criu.version,
+      output: criu.check.output,
+    });
   if (criu.selfTest.status === 'failed') {
-    logger.warn('CRIU failed its self-test on this kernel (npm run setup installs one that passes)', { path: criu.path, reason: criu.selfTest.record.reason });
+    logger.warn('CRIU failed its self-test on this kernel (npm run setup installs one that passes)', {
+      path: criu.path,
+      reason: criu.selfTest.record.reason,
+    });
   }
 }
 
@@ -61,7 +69,8 @@ async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Pro
   try {
     const report = await checkpointer.recover();
     for (const c of report.cgroups) logger.warn('recovered a cgroup an interrupted checkpoint left', c);
-    for (const dir of report.removedTemporaryImages) logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
+    for (const dir of report.removedTemporaryImages)
+      logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
     for (const dir of report.finishedDeletes) logger.warn('finished removing the files of a delete cut short', { dir });
     if (report.removedLockFiles.length > 0) logger.info('removed lock files nothing held', { count: report.removedLockFiles.length });
     for (const s of report.skippedImageDirs)
@@ -98,7 +107,15 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   await recoverLeftovers(checkpointer, logger);
 
   const operations = new Operations();
-  const agent = { version, pid: process.pid, socket, runDir, imagesDir, allowedImagesDirs: [...checkpointer.imageRoots], startedAt: startedAt.toISOString() };
+  const agent = {
+    version,
+    pid: process.pid,
+    socket,
+    runDir,
+    imagesDir,
+    allowedImagesDirs: [...checkpointer.imageRoots],
+    startedAt: startedAt.toISOString(),
+  };
   const host = new HostFactsSource(agent, () => criuFacts(checkpointer));
   host.warm();
   let stopping: Promise<void> | undefined;
@@ -118,7 +135,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const notifier: Notifier = createNotifier(process.env, (message) => logger.warn(message));
   notifier.send(`READY=1\nSTATUS=listening on ${listening.path}\nMAINPID=${process.pid}`);
   notifier.startWatchdog();
-  logger.info('agentd ready', { socket: listening.path, activated: listening.activated, group: listening.group, notify: notifier.socketPath });
+  logger.info('agentd ready', {
+    socket: listening.path,
+    activated: listening.activated,
+    group: listening.group,
+    notify: notifier.socketPath,
+  });
 
   const stop = (reason: string): Promise<void> => {
     stopping ??= (async () => {

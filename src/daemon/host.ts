@@ -20,7 +20,14 @@ export interface HostFacts {
   hostname: string;
   cpu: { manufacturer: string; brand: string; cores: number; physicalCores: number; speedGHz: number };
   memory: { totalBytes: number; availableBytes: number };
-  imagesDir: { path: string; mount?: string; filesystem?: string; sizeBytes: number; freeBytes: number; source: 'systeminformation' | 'statfs' };
+  imagesDir: {
+    path: string;
+    mount?: string;
+    filesystem?: string;
+    sizeBytes: number;
+    freeBytes: number;
+    source: 'systeminformation' | 'statfs';
+  };
   cgroups: { mode: string; v1Freezer?: string; v2?: string };
   criu: CriuFacts;
   agent: {
@@ -64,10 +71,24 @@ async function imagesDirSpace(path: string): Promise<HostFacts['imagesDir']> {
   // ask the kernel directly, so a directory on a tmpfs below `/` is not reported with `/`'s space.
   const listed = holder ? (await si.fsSize()).find((fs) => fs.mount === holder.mount) : undefined;
   if (listed) {
-    return { path, mount: listed.mount, filesystem: listed.type, sizeBytes: listed.size, freeBytes: listed.available, source: 'systeminformation' };
+    return {
+      path,
+      mount: listed.mount,
+      filesystem: listed.type,
+      sizeBytes: listed.size,
+      freeBytes: listed.available,
+      source: 'systeminformation',
+    };
   }
   const st = statfsSync(real);
-  return { path, mount: holder?.mount, filesystem: holder?.type, sizeBytes: st.blocks * st.bsize, freeBytes: st.bavail * st.bsize, source: 'statfs' };
+  return {
+    path,
+    mount: holder?.mount,
+    filesystem: holder?.type,
+    sizeBytes: st.blocks * st.bsize,
+    freeBytes: st.bavail * st.bsize,
+    source: 'statfs',
+  };
 }
 
 export class HostFactsSource {

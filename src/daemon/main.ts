@@ -28,7 +28,8 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
     .check((a) => {
       const relative = (a['allow-images-dir'] ?? []).filter((dir) => !isAbsolute(dir));
-      if (relative.length > 0) throw new Error(`--allow-images-dir takes an absolute path, got ${relative.map((d) => JSON.stringify(d)).join(', ')}`);
+      if (relative.length > 0)
+        throw new Error(`--allow-images-dir takes an absolute path, got ${relative.map((d) => JSON.stringify(d)).join(', ')}`);
       return true;
     })
     .example('$0', 'listen on /run/agentd/agentd.sock')

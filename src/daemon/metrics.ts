@@ -74,7 +74,11 @@ export class Metrics {
   readonly requests = new Counter('agentd_requests_total', 'HTTP requests answered, by method, route and status.');
   readonly errors = new Counter('agentd_errors_total', 'Error replies, by error code.');
   readonly freezes = new Histogram('agentd_freeze_duration_seconds', 'Time to freeze a cgroup on request.', FREEZE_BUCKETS);
-  readonly checkpoints = new Histogram('agentd_checkpoint_duration_seconds', 'Time of successful checkpoints, request to policy applied.', CHECKPOINT_BUCKETS);
+  readonly checkpoints = new Histogram(
+    'agentd_checkpoint_duration_seconds',
+    'Time of successful checkpoints, request to policy applied.',
+    CHECKPOINT_BUCKETS,
+  );
   readonly frozenWindows = new Histogram(
     'agentd_checkpoint_frozen_window_seconds',
     'How long a successful checkpoint kept its workload stopped.',

@@ -45,7 +45,9 @@ export function matchRoute(routes: readonly Route[], method: string, path: strin
     allowed.push(route.method);
   }
   if (allowed.length > 0) {
-    throw new ProtocolError(405, 'EINVAL', `${method} is not allowed on ${path} (allowed: ${allowed.join(', ')})`, { Allow: allowed.join(', ') });
+    throw new ProtocolError(405, 'EINVAL', `${method} is not allowed on ${path} (allowed: ${allowed.join(', ')})`, {
+      Allow: allowed.join(', '),
+    });
   }
   throw new ProtocolError(404, 'ENOENT', `no such route: ${method} ${path.slice(0, 200)} (see GET /v1 for the list)`);
 }

@@ -31,23 +31,32 @@ export class ApiServer {
   private idleWaiters: (() => void)[] = [];
 
   constructor(handler: Handler, onError: (message: string) => void) {
-    this.server = createServer({ headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES }, (req, res) => {
-      this.inFlight++;
-      handler(req, res)
-        .catch((err) => {
-          onError(`request handler failed: ${(err as Error).stack ?? String(err)}`);
-          if (!res.headersSent) res.writeHead(500);
-          res.end();
-        })
-        .finally(() => {
-          this.inFlight--;
-          if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
-        });
-    });
+    this.server = createServer(
+      { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES },
+      (req, res) => {
+        this.inFlight++;
+        handler(req, res)
+          .catch((err) => {
+            onError(`request handler failed: ${(err as Error).stack ?? String(err)}`);
+            if (!res.headersSent) res.writeHead(500);
+            res.end();
+          })
+          .finally(() => {
+            this.inFlight--;
+            if (this.inFlight === 0) for (const wake of this.idleWaiters.splice(0)) wake();
+          });
+      },
+    );
     this.server.on('connection', (socket: Socket) => recordPeer(socket));
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'HPE_HEADER_OVERFLOW') {
-        return rawJsonError(socket, 431, 'Request Header Fields Too Large', 'EINVAL', `request headers are larger than ${MAX_HEADER_BYTES} bytes`);
+        return rawJsonError(
+          socket,
+          431,
+          'Request Header Fields Too Large',
+          'EINVAL',
+          `request headers are larger than ${MAX_HEADER_BYTES} bytes`,
+        );
       }
       if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT') {
         return rawJsonError(socket, 408, 'Request Timeout', 'EINVAL', 'the request was not received in time');

@@ -4,4 +4,13 @@
 // checkpoint orchestration.
 
 export { CgroupControl } from './control.js';
-export type { AgentState, Breach, CgroupLease, CgroupStatus, CheckpointConsistency, CheckpointHold, LockHolder, LockOperation } from './types.js';
+export type {
+  AgentState,
+  Breach,
+  CgroupLease,
+  CgroupStatus,
+  CheckpointConsistency,
+  CheckpointHold,
+  LockHolder,
+  LockOperation,
+} from './types.js';

@@ -124,9 +124,13 @@ export class Lease implements CgroupLease {
     }
     if (state !== 'FROZEN') {
       watch.stop();
-      throw new AgentError('EBUSY', `cgroup ${describeCgroup(this.ref)} is ${state}, not FROZEN: a checkpoint can only start from FROZEN (freeze it first)`, {
-        details: { cgroup: this.ref.path, hierarchy: this.ref.hierarchy, kernelState: state },
-      });
+      throw new AgentError(
+        'EBUSY',
+        `cgroup ${describeCgroup(this.ref)} is ${state}, not FROZEN: a checkpoint can only start from FROZEN (freeze it first)`,
+        {
+          details: { cgroup: this.ref.path, hierarchy: this.ref.hierarchy, kernelState: state },
+        },
+      );
     }
     try {
       this.update({ phase: PHASE_CHECKPOINTING });
@@ -166,7 +170,10 @@ export class Lease implements CgroupLease {
 
   private openFd(): number {
     if (this.fd === undefined) {
-      throw new AgentError('EINVAL', `the lease on cgroup ${describeCgroup(this.ref)} (request ${this.current.requestId}) was already released`);
+      throw new AgentError(
+        'EINVAL',
+        `the lease on cgroup ${describeCgroup(this.ref)} (request ${this.current.requestId}) was already released`,
+      );
     }
     return this.fd;
   }

@@ -55,11 +55,17 @@ export function ensureLockDir(runDir: string, locksDir: string): void {
     // directory, never a symlink that could move every lock somewhere else.
     const st = lstatSync(locksDir);
     if (!st.isDirectory()) {
-      throw new AgentError('EACCES', `lock directory ${locksDir} is not a directory (a symlink or file was planted there); refusing to use it`);
+      throw new AgentError(
+        'EACCES',
+        `lock directory ${locksDir} is not a directory (a symlink or file was planted there); refusing to use it`,
+      );
     }
     const euid = process.geteuid?.() ?? st.uid;
     if (st.uid !== euid) {
-      throw new AgentError('EACCES', `lock directory ${locksDir} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`);
+      throw new AgentError(
+        'EACCES',
+        `lock directory ${locksDir} is owned by uid ${st.uid}, not by agentd (uid ${euid}); refusing to use it`,
+      );
     }
     if ((st.mode & 0o7777) !== 0o700) chmodSync(locksDir, 0o700);
   } catch (err) {
@@ -70,10 +76,14 @@ export function ensureLockDir(runDir: string, locksDir: string): void {
 function openFailure(err: unknown, path: string): AgentError {
   // O_NOFOLLOW makes open() fail with ELOOP on a symlink in the last component.
   if (systemErrno(err) === 'ELOOP') {
-    return new AgentError('EACCES', `lock file ${path} is a symbolic link; refusing to follow it (remove it if nobody should have put it there)`, {
-      cause: err,
-      details: { lockFile: path },
-    });
+    return new AgentError(
+      'EACCES',
+      `lock file ${path} is a symbolic link; refusing to follow it (remove it if nobody should have put it there)`,
+      {
+        cause: err,
+        details: { lockFile: path },
+      },
+    );
   }
   return fromSystemError(err, `failed to open lock file ${path}`);
 }

@@ -235,7 +235,12 @@ function validateSignals(value: unknown): readonly NodeJS.Signals[] {
 }
 
 /** The countdown: resolves when every participant has joined; ESRCH when one cannot. */
-async function awaitEverybody(session: CoordinatorSession, expected: number, joinTimeoutMs: number, interruption: Interruption): Promise<void> {
+async function awaitEverybody(
+  session: CoordinatorSession,
+  expected: number,
+  joinTimeoutMs: number,
+  interruption: Interruption,
+): Promise<void> {
   // Node cannot wait for a pid that is not its child to exit, so the countdown also polls the saved
   // pids of those not yet joined: a participant that died before joining fails the restart with
   // ESRCH at once instead of at the join timeout. 100 ms of latency, a few syscalls per poll.

@@ -25,7 +25,8 @@ import { AgentError, isErrorCode, type ErrorCode } from '../errors/index.js';
 
 const MAX_LINE_BYTES = 64 * 1024;
 
-export type ParticipantMessage = { type: 'join'; id: string; pid: number } | { type: 'done'; id: string } | { type: 'abort'; code: ErrorCode; message: string };
+export type ParticipantMessage =
+  { type: 'join'; id: string; pid: number } | { type: 'done'; id: string } | { type: 'abort'; code: ErrorCode; message: string };
 
 export type CoordinatorMessage = { type: 'turn' } | { type: 'done' } | { type: 'abort'; code: ErrorCode; message: string };
 
@@ -88,7 +89,9 @@ export function parseParticipantMessage(value: unknown): ParticipantMessage | un
   if (!isRecord(value)) return undefined;
   switch (value.type) {
     case 'join':
-      return typeof value.id === 'string' && Number.isSafeInteger(value.pid) ? { type: 'join', id: value.id, pid: value.pid as number } : undefined;
+      return typeof value.id === 'string' && Number.isSafeInteger(value.pid)
+        ? { type: 'join', id: value.id, pid: value.pid as number }
+        : undefined;
     case 'done':
       return typeof value.id === 'string' ? { type: 'done', id: value.id } : undefined;
     case 'abort':

@@ -81,10 +81,20 @@ export async function restoreInOrder(steps: RestoreStep[], options: RestoreInOrd
     }
     const undid = undone.length > 0 ? `; undid ${undone.join(', ')}` : '';
     const notUndone = undoFailures.length > 0 ? `; could not undo ${undoFailures.map((f) => `${f.id} (${f.message})`).join(', ')}` : '';
-    throw new AgentError(error.code, `restore failed at step ${id} (${position + 1} of ${checked.length}): ${error.message}${undid}${notUndone}`, {
-      cause: error,
-      details: { failedStep: id, restored: outcome.finished, undone, undoFailures, notStarted: checked.slice(position + 1).map((s) => s.id) },
-    });
+    throw new AgentError(
+      error.code,
+      `restore failed at step ${id} (${position + 1} of ${checked.length}): ${error.message}${undid}${notUndone}`,
+      {
+        cause: error,
+        details: {
+          failedStep: id,
+          restored: outcome.finished,
+          undone,
+          undoFailures,
+          notStarted: checked.slice(position + 1).map((s) => s.id),
+        },
+      },
+    );
   } finally {
     interruption.dispose();
   }

@@ -54,7 +54,9 @@ export function validateParticipants(participants: unknown, options: { coordinat
   });
   const first = checked[0]!;
   if (first.pid !== options.coordinatorPid) {
-    throw invalid(`the coordinator is missing: the first participant (${first.id}, pid ${first.pid}) is not this process (pid ${options.coordinatorPid})`);
+    throw invalid(
+      `the coordinator is missing: the first participant (${first.id}, pid ${first.pid}) is not this process (pid ${options.coordinatorPid})`,
+    );
   }
   return checked;
 }

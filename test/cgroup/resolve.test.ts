@@ -116,7 +116,11 @@ describe('resolving cgroup arguments on the real hierarchies (a hybrid host)', {
     rejects(() => resolveCgroup(`/${name}`), 'ENOENT', new RegExp(`no ${v2}; no ${v1}`));
     rejects(() => resolveCgroup(name, { hierarchy: 'v1' }), 'ENOENT', new RegExp(`does not exist \\(no ${v1}\\)$`));
     // Only in v1 there, as a directory without the v2 freezer file: not a freezer cgroup of v2.
-    rejects(() => resolveCgroup(`${onlyV1.path}/missing`), 'ENOENT', new RegExp(`no ${escape(join(lab.mount('v2'), onlyV1.path, 'missing'))}; no `));
+    rejects(
+      () => resolveCgroup(`${onlyV1.path}/missing`),
+      'ENOENT',
+      new RegExp(`no ${escape(join(lab.mount('v2'), onlyV1.path, 'missing'))}; no `),
+    );
   });
 });
 
@@ -135,7 +139,9 @@ describe('resolving cgroup arguments on whichever hierarchy this host has', () =
     const mounts = discoverMounts();
     const listed = [mounts.v2, mounts.v1Freezer].filter((m): m is string => m !== undefined);
     // On a pure v2 host /sys/fs/cgroup/memory/foo lies under the v2 mount: a missing v2 cgroup there.
-    const outside = ['/etc/passwd', '/sys/fs/cgroup/memory/foo', '/proc/1', '/tmp/no-such-thing'].filter((arg) => !listed.some((m) => arg.startsWith(`${m}/`)));
+    const outside = ['/etc/passwd', '/sys/fs/cgroup/memory/foo', '/proc/1', '/tmp/no-such-thing'].filter(
+      (arg) => !listed.some((m) => arg.startsWith(`${m}/`)),
+    );
     for (const arg of outside) {
       for (const options of [{}, { hierarchy }]) {
         rejects(() => resolveCgroup(arg, options), 'EINVAL', /outside the freezer hierarchies; cgroups live under /);

@@ -67,7 +67,10 @@ for (const hierarchy of HIERARCHIES) {
       const manifest = checkpointer.show(summary.id);
       const t = manifest.timings;
       assert.ok(t.hashMs !== undefined && t.publishMs !== undefined, 'hashMs and publishMs recorded');
-      assert.ok(t.frozenWindowMs <= t.totalMs - t.hashMs, `the window (${t.frozenWindowMs} ms) ended before the checksums (${t.hashMs} ms) began`);
+      assert.ok(
+        t.frozenWindowMs <= t.totalMs - t.hashMs,
+        `the window (${t.frozenWindowMs} ms) ended before the checksums (${t.hashMs} ms) began`,
+      );
       assert.deepEqual(
         checkpointer.list().map((c) => [c.id, c.status]),
         [[summary.id, 'good']],

@@ -58,7 +58,10 @@ for (const hierarchy of HIERARCHIES) {
       const w = await counterIn(hierarchy, 'tiny');
       const tiny = tmpfs(1);
       const checkpointer = checkpointerIn(lab, undefined, [tiny]);
-      await assert.rejects(checkpointer.checkpoint(refOf(w.cgroup), { imagesDir: tiny }), rejectsWith('ENOSPC', /not enough space.*MiB free/));
+      await assert.rejects(
+        checkpointer.checkpoint(refOf(w.cgroup), { imagesDir: tiny }),
+        rejectsWith('ENOSPC', /not enough space.*MiB free/),
+      );
       await assertUnharmed(checkpointer, w, 'THAWED');
     });
 
@@ -168,7 +171,10 @@ test('a job on a pseudo-terminal: --shell-job dumps it, and it prints on the new
   const cgroup = lab.cgroup(anyHierarchy(), 'pty');
   const file = join(lab.tempDir('pty'), 'count');
   // node-pty makes the job a session leader with the pty as its controlling terminal, as a login shell's job is.
-  const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'perl', join(FIXTURES, 'criu', 'counter.pl'), file], { cols: 80, rows: 24 });
+  const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'perl', join(FIXTURES, 'criu', 'counter.pl'), file], {
+    cols: 80,
+    rows: 24,
+  });
   lab.track(original.pid);
   let printed = '';
   original.onData((d) => (printed += d));

@@ -11,11 +11,20 @@ import { waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.j
 
 /** allowedImagesDirs: the directories its checkpoints may name as `imagesDir` besides its own. */
 export function checkpointerIn(lab: Lab, criuPath?: string, allowedImagesDirs: string[] = []): Checkpointer {
-  return new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: lab.tempDir('images'), allowedImagesDirs, criuPath });
+  return new Checkpointer({
+    control: new CgroupControl({ runDir: lab.tempDir('run') }),
+    imagesDir: lab.tempDir('images'),
+    allowedImagesDirs,
+    criuPath,
+  });
 }
 
 /** fixtures/workloads/counter-tree.pl in a new cgroup: a parent and one child, each counting in `dir`. */
-export async function countingTree(lab: Lab, hierarchy: Hierarchy, name: string): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
+export async function countingTree(
+  lab: Lab,
+  hierarchy: Hierarchy,
+  name: string,
+): Promise<{ cgroup: TestCgroup; dir: string; pids: number[] }> {
   const cgroup = lab.cgroup(hierarchy, name);
   const dir = lab.tempDir(name);
   lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);

@@ -18,9 +18,13 @@ after(() => lab.cleanup());
 
 /** A separate agent process takes CHECKPOINTING of the (frozen) cgroup and is SIGKILLed holding it. */
 async function dieHolding(checkpointer: Checkpointer, cgroup: TestCgroup, requestId: string): Promise<void> {
-  const holder: ChildProcess = lab.spawn(process.execPath, [CONTENDER, checkpointer.control.runDir, cgroup.hierarchy, cgroup.path, requestId, 'hold'], {
-    stdio: ['ignore', 'pipe', 'inherit'],
-  });
+  const holder: ChildProcess = lab.spawn(
+    process.execPath,
+    [CONTENDER, checkpointer.control.runDir, cgroup.hierarchy, cgroup.path, requestId, 'hold'],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
   const line = await new Promise<string>((resolve) => {
     let out = '';
     holder.stdout!.on('data', (d: Buffer) => {
@@ -49,7 +53,15 @@ test("a dead holder's lock file is recovered, then removed, also when its cgroup
   // directly: the current code never leaves one.)
   mkdirSync(control.locksDir, { recursive: true, mode: 0o700 });
   const old = join(control.locksDir, `${hierarchy}-old%2Fjob.lock`);
-  const finished = { pid: 1, requestId: 'old', operation: 'freeze', phase: 'finished', cgroup: 'old/job', hierarchy, since: new Date().toISOString() };
+  const finished = {
+    pid: 1,
+    requestId: 'old',
+    operation: 'freeze',
+    phase: 'finished',
+    cgroup: 'old/job',
+    hierarchy,
+    since: new Date().toISOString(),
+  };
   writeFileSync(old, JSON.stringify(finished) + '\n', { mode: 0o600 });
   assert.equal(readdirSync(control.locksDir).length, 3);
 

@@ -33,7 +33,9 @@ function unmade(hierarchy: (typeof HIERARCHIES)[number], name: string): { path: 
 }
 
 /** The restore's error, or a failure when it succeeded; and the progress events it sent. */
-async function refusal(run: (onProgress: (e: ProgressEvent) => void) => Promise<unknown>): Promise<{ err: Error & { code: string }; events: ProgressEvent[] }> {
+async function refusal(
+  run: (onProgress: (e: ProgressEvent) => void) => Promise<unknown>,
+): Promise<{ err: Error & { code: string }; events: ProgressEvent[] }> {
   const events: ProgressEvent[] = [];
   try {
     await run((e) => events.push(e));
@@ -103,7 +105,10 @@ for (const hierarchy of HIERARCHIES) {
       const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
       assert.equal(err.code, 'EBUSY', err.message);
       for (const pid of pids)
-        assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+        assert.ok(
+          err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`),
+          `${pid} named in: ${err.message}`,
+        );
       assert.match(err.message, /taken with --after thawed.*--after killed/);
       assert.deepEqual(
         events.map((e) => e.stage),
@@ -120,7 +125,10 @@ for (const hierarchy of HIERARCHIES) {
       const { err, events } = await refusal((onProgress) => checkpointer.restore(summary.id, {}, { onProgress }));
       assert.equal(err.code, 'EBUSY', err.message);
       for (const pid of pids)
-        assert.ok(err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`), `${pid} named in: ${err.message}`);
+        assert.ok(
+          err.message.includes(`pid ${pid}: ${comm(pid)} in cgroup ${hierarchy}:${cgroup.path}`),
+          `${pid} named in: ${err.message}`,
+        );
       assert.match(err.message, /taken with --after killed/);
       assert.doesNotMatch(err.message, /checkpoint with --after killed/);
       assert.deepEqual(
@@ -157,7 +165,10 @@ for (const hierarchy of HIERARCHIES) {
       );
       assert.deepEqual(restored.pids, [pid]);
       assert.equal(waits.length >= 1, true, 'the wait was announced');
-      assert.match(waits[0], new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(${parentComm}\\)`));
+      assert.match(
+        waits[0],
+        new RegExp(`^waiting for zombies to be reaped, to free their pids: pid ${pid}: a zombie of ${parent.pid} \\(${parentComm}\\)`),
+      );
       assert.deepEqual(lab.pidsOf(cgroup), [pid]);
       await lab.killIn(cgroup);
     });

@@ -110,7 +110,12 @@ for (const hierarchy of HIERARCHIES) {
       const hold = beginCheckpoint(control, ref, { requestId: 'cli-test-hold' });
       try {
         assert.equal((await ctl('state', cgroup.path, '--hierarchy', hierarchy)).stdout, 'CHECKPOINTING\n');
-        failed(await ctl('kill', cgroup.path, '--hierarchy', hierarchy), 'EBUSY', 4, new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`));
+        failed(
+          await ctl('kill', cgroup.path, '--hierarchy', hierarchy),
+          'EBUSY',
+          4,
+          new RegExp(`${hierarchy}:${cgroup.path} is CHECKPOINTING`),
+        );
         assert.ok(pidAlive(pid), 'the process lives');
       } finally {
         await hold.end();
@@ -210,7 +215,9 @@ describe('exit codes', () => {
         missing,
         'EINVAL',
         2,
-        new RegExp(`^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`),
+        new RegExp(
+          `^agentctl: EINVAL: missing argument: usage: agentctl ${usage} \\(agentctl ${command} --help shows its options and examples\\)\n$`,
+        ),
       );
       assert.doesNotMatch(missing.stderr, /Not enough non-option arguments/);
     }
@@ -247,7 +254,10 @@ describe('exit codes', () => {
     const cgroup = await sleepers(h, 'busy');
     assert.equal((await ctl('freeze', cgroup.path, '--hierarchy', h)).code, 0);
     assert.equal((await ctl('thaw', cgroup.path, '--hierarchy', h)).code, 0);
-    const tool = await holdWithShellTool(lab, new CgroupControl({ runDir: agent.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: h })));
+    const tool = await holdWithShellTool(
+      lab,
+      new CgroupControl({ runDir: agent.runDir }).lockPath(resolveCgroup(cgroup.path, { hierarchy: h })),
+    );
     try {
       failed(await ctl('freeze', cgroup.path, '--hierarchy', h), 'EBUSY', 4, new RegExp(`${h}:${cgroup.path}.*busy`));
       failed(await ctl('checkpoint', cgroup.path, '--hierarchy', h), 'EBUSY', 4);
@@ -292,7 +302,9 @@ describe('exit codes', () => {
     const stalePath = join(lab.tempDir('stale'), 'agentd.sock');
     closeFd(listeningSocket(stalePath)); // a socket file nobody listens on, as a killed agent leaves it
     failed(await agentctl(['--socket', stalePath, 'state', 'x']), 'EUNREACHABLE', 6, /nothing listens on .*stale socket.*npm run setup/);
-    const asNobody = await agentctl(['--socket', agent.socket, 'state', 'x'], { prefix: ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'] });
+    const asNobody = await agentctl(['--socket', agent.socket, 'state', 'x'], {
+      prefix: ['setpriv', '--reuid=nobody', '--regid=nogroup', '--clear-groups'],
+    });
     failed(asNobody, 'EUNREACHABLE', 6, /permission denied on .*group agentd/);
     const viaEnv = await agentctl(['host'], { env: { AGENTD_SOCKET: join(lab.tempDir('env'), 'x.sock') } });
     failed(viaEnv, 'EUNREACHABLE', 6, /env-.*x\.sock/);
@@ -317,9 +329,13 @@ describe('host, help, version, completion', () => {
   test('agentctl host: a readable summary; --json: the whole object', async () => {
     const host = await ctl('host');
     assert.equal(host.code, 0, host.stderr);
-    for (const key of ['host', 'cpu', 'memory', 'images', 'cgroups', 'criu', 'agentd']) assert.match(host.stdout, new RegExp(`^${key}\\s`, 'm'));
+    for (const key of ['host', 'cpu', 'memory', 'images', 'cgroups', 'criu', 'agentd'])
+      assert.match(host.stdout, new RegExp(`^${key}\\s`, 'm'));
     assert.match(host.stdout, /^criu\s+\d+\.\d+\S* at \S+ \(criu check: Looks good\)$/m);
-    assert.match(host.stdout, /^\s+self-test: (passed on kernel \S+ at \S+ \(dump and restore, \d+ ms\)|FAILED on kernel .+|not run .+: run npm run setup)$/m);
+    assert.match(
+      host.stdout,
+      /^\s+self-test: (passed on kernel \S+ at \S+ \(dump and restore, \d+ ms\)|FAILED on kernel .+|not run .+: run npm run setup)$/m,
+    );
     const json = JSON.parse((await ctl('host', '--json')).stdout);
     assert.equal(json.agent.pid, agent.pid);
     assert.ok(json.cgroups.mode);
@@ -328,7 +344,19 @@ describe('host, help, version, completion', () => {
   test('--help shows examples for every command; --version the package version', async () => {
     const top = await agentctl(['--help']);
     assert.equal(top.code, 0);
-    for (const command of ['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'restore', 'checkpoints', 'show', 'delete', 'host', 'completion']) {
+    for (const command of [
+      'state',
+      'freeze',
+      'thaw',
+      'kill',
+      'checkpoint',
+      'restore',
+      'checkpoints',
+      'show',
+      'delete',
+      'host',
+      'completion',
+    ]) {
       assert.match(top.stdout, new RegExp(`agentctl ${command}\\b`), command);
     }
     assert.match(top.stdout, /Exit status: 0 ok, 1 other failure, 2 invalid usage/);
@@ -386,7 +414,9 @@ describe('host, help, version, completion', () => {
   /** A directory holding an `agentctl` that runs this checkout's, for the shells to find on PATH. */
   function agentctlOnPath(): string {
     const dir = lab.tempDir('path');
-    writeFileSync(join(dir, 'agentctl'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(AGENTCTL)} "$@"\n`, { mode: 0o755 });
+    writeFileSync(join(dir, 'agentctl'), `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(AGENTCTL)} "$@"\n`, {
+      mode: 0o755,
+    });
     return `${dir}:${process.env.PATH}`;
   }
 
@@ -504,25 +534,33 @@ describe('progress', () => {
     const { cgroup } = await counting(anyHierarchy(), 'tty');
     const run = (extra: string[]) =>
       new Promise<{ code: number; output: string }>((resolve) => {
-        const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, 'checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy, ...extra], {
-          cols: 120,
-          rows: 20,
-          env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
-        });
+        const term = spawn(
+          process.execPath,
+          [AGENTCTL, '--socket', agent.socket, 'checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy, ...extra],
+          {
+            cols: 120,
+            rows: 20,
+            env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
+          },
+        );
         let output = '';
         term.onData((d) => (output += d));
         term.onExit(({ exitCode }) => resolve({ code: exitCode, output }));
       });
     const live = await run([]);
     assert.equal(live.code, 0, live.output);
-    for (const stage of ['freeze', 'dump', 'manifest']) assert.match(live.output, new RegExp(`\\r${ERASE_LINE}${stage}`), `stage ${stage} was drawn`);
+    for (const stage of ['freeze', 'dump', 'manifest'])
+      assert.match(live.output, new RegExp(`\\r${ERASE_LINE}${stage}`), `stage ${stage} was drawn`);
     assert.match(live.output, /dump\s+tree 1\/1\s+\d/);
     assert.match(live.output, /cgroup\s+\S+:\S+/);
     const quiet = await run(['--json']);
     assert.equal(quiet.code, 0, quiet.output);
     assert.doesNotMatch(quiet.output, redrawn());
     assert.ok(JSON.parse(quiet.output.slice(quiet.output.indexOf('{'))).id);
-    assert.equal((await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state, 'THAWED');
+    assert.equal(
+      (await api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&hierarchy=${cgroup.hierarchy}`)).body.state,
+      'THAWED',
+    );
   });
 });
 

@@ -10,7 +10,10 @@ test('the window, then the checksums with their throughput and the publishing, t
 });
 
 test('a manifest from before hashMs and publishMs were recorded shows without them', () => {
-  assert.equal(checkpointTimings({ frozenWindowMs: 2264, dumpMs: 450, totalMs: 2302 }, 193_032), 'stopped 2.26 s (dump 450 ms), total 2.30 s');
+  assert.equal(
+    checkpointTimings({ frozenWindowMs: 2264, dumpMs: 450, totalMs: 2302 }, 193_032),
+    'stopped 2.26 s (dump 450 ms), total 2.30 s',
+  );
   assert.equal(
     checkpointTimings({ frozenWindowMs: 5, dumpMs: 4, hashMs: 0, publishMs: 0, totalMs: 6 }, 10),
     'stopped 5 ms (dump 4 ms), checksums 0 ms, publish 0 ms, total 6 ms',

@@ -81,7 +81,11 @@ describe('CRIU arguments', () => {
 
   test('the network lock goes with --tcp-established only, on dump and restore alike', () => {
     const dump = { criuPath: '/usr/local/sbin/criu', pid: 42, imagesDir: '/var/img', freezeCgroup: '/sys/fs/cgroup/x' };
-    assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true, networkLock: 'nftables' }).slice(11), ['--tcp-established', '--network-lock', 'nftables']);
+    assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true, networkLock: 'nftables' }).slice(11), [
+      '--tcp-established',
+      '--network-lock',
+      'nftables',
+    ]);
     assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true }).slice(11), ['--tcp-established'], "no lock known: CRIU's default");
     assert.equal(dumpArgs({ ...dump, networkLock: 'nftables' }).includes('--network-lock'), false, 'no connections to lock');
     const restore = { criuPath: '/usr/local/sbin/criu', imagesDir: '/var/img', tcpEstablished: true, networkLock: 'iptables' as const };

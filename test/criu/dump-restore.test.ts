@@ -46,7 +46,17 @@ for (const h of HIERARCHIES) {
       assert.equal(result.exitCode, 0);
       assert.equal(result.logPath, join(imagesDir, 'dump.log'));
       assert.ok(existsSync(result.logPath));
-      assert.deepEqual(result.args.slice(0, 9), ['dump', '-t', String(counter.pid), '-D', imagesDir, '--freeze-cgroup', cg.dir, '--leave-running', '-o']);
+      assert.deepEqual(result.args.slice(0, 9), [
+        'dump',
+        '-t',
+        String(counter.pid),
+        '-D',
+        imagesDir,
+        '--freeze-cgroup',
+        cg.dir,
+        '--leave-running',
+        '-o',
+      ]);
 
       assert.equal(cg.state(), 'FROZEN');
       await sleep(50);
@@ -114,11 +124,14 @@ for (const h of HIERARCHIES) {
       await waitGone(counter.pid);
       await cg.freeze();
 
-      await assert.rejects(runCriuRestore({ criuPath: criu.path, imagesDir, logName: 'restore-frozen.log', timeoutMs: 3_000 }), (err: unknown) => {
-        assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
-        assert.equal((err.details?.removedYards as string[]).length, 1);
-        return true;
-      });
+      await assert.rejects(
+        runCriuRestore({ criuPath: criu.path, imagesDir, logName: 'restore-frozen.log', timeoutMs: 3_000 }),
+        (err: unknown) => {
+          assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
+          assert.equal((err.details?.removedYards as string[]).length, 1);
+          return true;
+        },
+      );
       const mountinfo = readFileSync('/proc/self/mountinfo', 'utf8');
       assert.ok(!mountinfo.includes('.criu.cgyard.'), 'a cgroup yard is still mounted');
       // CRIU's child froze inside the cgroup; it got the SIGKILL and dies once thawed.

@@ -6,7 +6,17 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { criuFailure, findCriu, runCriuDump, runCriuRestore, type CriuInfo } from '../../src/criu/index.js';
-import { agentError, Cleanup, hierarchyRoot, isAlive, mountTmpfs, startCounter, TestCgroup, unusedPid, type Counter } from '../../fixtures/criu/harness.js';
+import {
+  agentError,
+  Cleanup,
+  hierarchyRoot,
+  isAlive,
+  mountTmpfs,
+  startCounter,
+  TestCgroup,
+  unusedPid,
+  type Counter,
+} from '../../fixtures/criu/harness.js';
 
 const h = hierarchyRoot('v1') ? 'v1' : 'v2';
 
@@ -99,7 +109,10 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     }
     const err = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
     assert.equal(err.code, 'ENOSPC', err.message);
-    assert.match(err.message, /no error lines in .*; No space left on device: the file system of .* is full \(\d+ bytes free\), which cut CRIU's log short/);
+    assert.match(
+      err.message,
+      /no error lines in .*; No space left on device: the file system of .* is full \(\d+ bytes free\), which cut CRIU's log short/,
+    );
     // An error line cut in the middle (CRIU 4.2.1, once in 20 dumps into a 256 KiB tmpfs).
     writeFileSync(join(full, 'dump.log'), '(00.052) Error (criu/page-xfer.c:263): page-xfer: Unable to spice data: No space');
     const cut = await criuFailure('criu dump of pid 1', join(full, 'dump.log'), { exitCode: 1, args: [] });
@@ -144,7 +157,13 @@ describe(`CRIU failures (cgroup ${h})`, () => {
     const before = counter.read();
     await counter.reach(before + 2);
     await assert.rejects(
-      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: images('aborted'), freezeCgroup: cg.dir, signal: AbortSignal.abort() }),
+      runCriuDump({
+        criuPath: criu.path,
+        pid: counter.pid,
+        imagesDir: images('aborted'),
+        freezeCgroup: cg.dir,
+        signal: AbortSignal.abort(),
+      }),
       agentError('EINTR', (err) => assert.match(err.message, /cancelled before it started/)),
     );
   });
@@ -165,7 +184,10 @@ describe(`CRIU failures (cgroup ${h})`, () => {
       runCriuDump({ criuPath: join(work, 'no-criu'), pid: counter.pid, imagesDir: images('nobin'), freezeCgroup: cg.dir }),
       agentError('ECRIU', (err) => assert.match(err.message, /could not run .*no-criu: ENOENT/)),
     );
-    await assert.rejects(runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: 'relative', freezeCgroup: cg.dir }), agentError('EINVAL'));
+    await assert.rejects(
+      runCriuDump({ criuPath: criu.path, pid: counter.pid, imagesDir: 'relative', freezeCgroup: cg.dir }),
+      agentError('EINVAL'),
+    );
     await assert.rejects(runCriuDump({ criuPath: criu.path, pid: -1, imagesDir: work, freezeCgroup: cg.dir }), agentError('EINVAL'));
     await assert.rejects(
       runCriuRestore({ criuPath: criu.path, imagesDir: work, cgroupRoots: [{ controller: 'freezer', path: 'no-slash' }] }),

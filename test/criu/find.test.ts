@@ -83,7 +83,16 @@ describe('the self-test record', () => {
   const sha256 = createHash('sha256').update(readFileSync(binary)).digest('hex');
   const record = (fields: Record<string, unknown> = {}): string => {
     const path = join(scratch, `record-${Math.random().toString(36).slice(2)}.json`);
-    const base = { path: binary, version: '4.2.1', sha256, kernel: release(), result: 'pass', reason: '', testedAt: '2026-12-01T07:58:56Z', durationMs: 316 };
+    const base = {
+      path: binary,
+      version: '4.2.1',
+      sha256,
+      kernel: release(),
+      result: 'pass',
+      reason: '',
+      testedAt: '2026-12-01T07:58:56Z',
+      durationMs: 316,
+    };
     writeFileSync(path, JSON.stringify({ ...base, ...fields }, null, 2));
     return path;
   };

@@ -75,7 +75,10 @@ describe('a known CRIU/kernel mismatch: SO_PASSCRED on Linux >= 6.16 with CRIU <
   test('a log without its head: the versions the caller knows', () => {
     const tail = PASSCRED_LOG.split('\n').slice(2).join('\n');
     assert.equal(knownMismatch(tail), undefined, 'no kernel known: no claim');
-    assert.match(knownMismatch(tail, { kernel: '6.18.1' }) ?? '', /^CRIU \(version unknown\) cannot dump sockets on Linux >= 6\.16 \(this is 6\.18\.1;/);
+    assert.match(
+      knownMismatch(tail, { kernel: '6.18.1' }) ?? '',
+      /^CRIU \(version unknown\) cannot dump sockets on Linux >= 6\.16 \(this is 6\.18\.1;/,
+    );
     assert.match(knownMismatch(tail, { kernel: '6.18.1', criuVersion: '3.17.1' }) ?? '', /^CRIU 3\.17\.1 cannot/);
     assert.equal(knownMismatch(tail, { kernel: '6.18.1', criuVersion: '4.2.1' }), undefined);
   });
@@ -114,8 +117,14 @@ const TRACED_LOG = [
 describe('programs CRIU refuses', () => {
   test('a traced task: named with its tracer, or said plainly when the tracer is gone', () => {
     const traced = knownRefusal(TRACED_LOG, (pid) => (pid === 12662 ? { pid: 12658, comm: 'strace' } : undefined));
-    assert.match(traced ?? '', /^process 12662 cannot be checkpointed: it is traced by pid 12658 \(strace\), and CRIU must trace every process it dumps/);
-    assert.match(knownRefusal(TRACED_LOG, () => undefined) ?? '', /^process 12662 cannot be checkpointed: CRIU was not allowed to trace it/);
+    assert.match(
+      traced ?? '',
+      /^process 12662 cannot be checkpointed: it is traced by pid 12658 \(strace\), and CRIU must trace every process it dumps/,
+    );
+    assert.match(
+      knownRefusal(TRACED_LOG, () => undefined) ?? '',
+      /^process 12662 cannot be checkpointed: CRIU was not allowed to trace it/,
+    );
     assert.equal(
       knownRefusal(LOG, () => ({ pid: 1, comm: 'x' })),
       undefined,

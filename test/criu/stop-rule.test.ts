@@ -12,7 +12,17 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { dumpArgs, findCriu, runCriuDump, type CriuInfo } from '../../src/criu/index.js';
 import { endOrphanedCriu } from '../../src/checkpoint/orphans.js';
-import { agentError, Cleanup, hierarchyRoot, isAlive, startCounter, waitGone, TestCgroup, type Counter, type Hierarchy } from '../../fixtures/criu/harness.js';
+import {
+  agentError,
+  Cleanup,
+  hierarchyRoot,
+  isAlive,
+  startCounter,
+  waitGone,
+  TestCgroup,
+  type Counter,
+  type Hierarchy,
+} from '../../fixtures/criu/harness.js';
 import { waitUntil } from '../helpers/lab.js';
 import {
   childNamed,
@@ -51,7 +61,11 @@ for (const h of HIERARCHIES) {
       return dir;
     };
     const park = (when: number, us = PARK_US): void => {
-      Object.assign(process.env, injectionEnv(criu.path, `delay_enter=${us}:when=${when}`), OOM_REFUSED ? {} : { AGENTD_TEST_OOM_WAIT: '1' });
+      Object.assign(
+        process.env,
+        injectionEnv(criu.path, `delay_enter=${us}:when=${when}`),
+        OOM_REFUSED ? {} : { AGENTD_TEST_OOM_WAIT: '1' },
+      );
     };
     const counting = async (): Promise<void> => {
       if (cg.state() !== 'THAWED') await cg.thaw();
@@ -69,7 +83,10 @@ for (const h of HIERARCHIES) {
       // The reference dump: the same workload, frozen beforehand as a checkpoint freezes it.
       await cg.freeze();
       moments = dumpMoments(
-        ptraceRequests(criu.path, dumpArgs({ criuPath: criu.path, pid: counter.pid, imagesDir: images('reference'), freezeCgroup: cg.dir })),
+        ptraceRequests(
+          criu.path,
+          dumpArgs({ criuPath: criu.path, pid: counter.pid, imagesDir: images('reference'), freezeCgroup: cg.dir }),
+        ),
       );
       await counting();
     });
@@ -102,7 +119,13 @@ for (const h of HIERARCHIES) {
       park(moments.inInjectedSyscall);
       await cg.freeze();
       const cancel = new AbortController();
-      const dumping = runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('cancel'), freezeCgroup: cg.dir, signal: cancel.signal });
+      const dumping = runCriuDump({
+        criuPath: STRACED_CRIU,
+        pid: counter.pid,
+        imagesDir: images('cancel'),
+        freezeCgroup: cg.dir,
+        signal: cancel.signal,
+      });
       await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 20_000);
       cancel.abort();
       await assert.rejects(
@@ -116,7 +139,13 @@ for (const h of HIERARCHIES) {
       park(moments.beforeSeize);
       await cg.freeze();
       const cancel = new AbortController();
-      const dumping = runCriuDump({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: images('early'), freezeCgroup: cg.dir, signal: cancel.signal });
+      const dumping = runCriuDump({
+        criuPath: STRACED_CRIU,
+        pid: counter.pid,
+        imagesDir: images('early'),
+        freezeCgroup: cg.dir,
+        signal: cancel.signal,
+      });
       let seen: { leader: number; criu: number } | undefined;
       await waitUntil('the parked CRIU', () => {
         for (const pid of readFileSync('/proc/self/task/' + process.pid + '/children', 'utf8')
@@ -151,11 +180,15 @@ for (const h of HIERARCHIES) {
       const dir = images('orphan');
       mkdirSync(join(dir, 'tree-0'));
       // Started as runCriu starts CRIU (leading its own group), by an agent that is gone.
-      const orphan = spawn(STRACED_CRIU, dumpArgs({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: join(dir, 'tree-0'), freezeCgroup: cg.dir }), {
-        detached: true,
-        stdio: 'ignore',
-        env: { ...process.env, CRIU_FAULT: '130' },
-      });
+      const orphan = spawn(
+        STRACED_CRIU,
+        dumpArgs({ criuPath: STRACED_CRIU, pid: counter.pid, imagesDir: join(dir, 'tree-0'), freezeCgroup: cg.dir }),
+        {
+          detached: true,
+          stdio: 'ignore',
+          env: { ...process.env, CRIU_FAULT: '130' },
+        },
+      );
       cleanup.pid(orphan.pid!);
       await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 20_000);
       const said = await endOrphanedCriu(dir);

@@ -6,7 +6,15 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isAgentError } from '../../src/errors/index.js';
 import { findCriu, runCriuDump, runCriuRestore, startCriuRestoreOnTerminal, type CriuInfo } from '../../src/criu/index.js';
-import { Cleanup, hierarchyRoot, sleep, startCounterOnTerminal, TestCgroup, waitGone, type TerminalCounter } from '../../fixtures/criu/harness.js';
+import {
+  Cleanup,
+  hierarchyRoot,
+  sleep,
+  startCounterOnTerminal,
+  TestCgroup,
+  waitGone,
+  type TerminalCounter,
+} from '../../fixtures/criu/harness.js';
 
 const h = hierarchyRoot('v2') ? 'v2' : 'v1';
 const TIMEOUT_MS = 60_000;

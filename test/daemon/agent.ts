@@ -154,7 +154,11 @@ export interface ApiOptions {
 /** One raw HTTP request over the Unix socket. */
 export function api(socket: string, method: string, path: string, options: ApiOptions = {}): Promise<ApiResponse> {
   const raw =
-    options.body === undefined ? undefined : typeof options.body === 'string' || Buffer.isBuffer(options.body) ? options.body : JSON.stringify(options.body);
+    options.body === undefined
+      ? undefined
+      : typeof options.body === 'string' || Buffer.isBuffer(options.body)
+        ? options.body
+        : JSON.stringify(options.body);
   const headers: Record<string, string | number> = { ...options.headers };
   if (raw !== undefined) {
     headers['Content-Type'] ??= 'application/json';
@@ -217,7 +221,10 @@ export function agentctl(args: string[], options: { env?: NodeJS.ProcessEnv; pre
   const [file, ...pre] = options.prefix ?? [process.execPath];
   const argv = options.prefix ? [...pre, process.execPath, AGENTCTL, ...args] : [AGENTCTL, ...args];
   return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(file, argv, {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));

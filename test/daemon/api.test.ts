@@ -32,7 +32,13 @@ describe('discovery, health, host facts, metrics', () => {
   test('GET /v1 lists the routes; /v1/health answers with the agent pid and a request id', async () => {
     const routes = await api(agent.socket, 'GET', '/v1');
     assert.equal(routes.status, 200);
-    for (const route of ['GET /v1/health', 'GET /v1/cgroups/state', 'POST /v1/cgroups/freeze', 'POST /v1/checkpoints', 'POST /v1/checkpoints/{id}/restore']) {
+    for (const route of [
+      'GET /v1/health',
+      'GET /v1/cgroups/state',
+      'POST /v1/cgroups/freeze',
+      'POST /v1/checkpoints',
+      'POST /v1/checkpoints/{id}/restore',
+    ]) {
       assert.ok(routes.body.routes.includes(route), `${route} is listed`);
     }
     const health = await api(agent.socket, 'GET', '/v1/health', { headers: { 'X-Request-Id': 'probe-1' } });
@@ -201,7 +207,14 @@ describe('bad requests get 4xx and change nothing', () => {
     await lab.waitForProcesses(cgroup, 1);
   });
 
-  async function refused(label: string, method: string, path: string, options: Parameters<typeof api>[3], status: number, pattern?: RegExp) {
+  async function refused(
+    label: string,
+    method: string,
+    path: string,
+    options: Parameters<typeof api>[3],
+    status: number,
+    pattern?: RegExp,
+  ) {
     const before = snapshot(cgroup);
     const res = await api(agent.socket, method, path, options);
     assert.equal(res.status, status, `${label}: ${res.status} ${res.text}`);
@@ -267,7 +280,14 @@ describe('bad requests get 4xx and change nothing', () => {
     );
     await refused('kill without a cgroup', 'POST', '/v1/cgroups/kill', { body: {} }, 400, /missing field "cgroup"/);
     await refused('cancel with a body', 'POST', '/v1/operations/x/cancel', { body: { now: true } }, 400, /take no body/);
-    await refused('thaw with timeout', 'POST', '/v1/cgroups/thaw', { body: { cgroup: cgroup.path, timeoutMs: 5 } }, 400, /unknown field "timeoutMs"/);
+    await refused(
+      'thaw with timeout',
+      'POST',
+      '/v1/cgroups/thaw',
+      { body: { cgroup: cgroup.path, timeoutMs: 5 } },
+      400,
+      /unknown field "timeoutMs"/,
+    );
     await refused(
       'after policy',
       'POST',
@@ -276,8 +296,22 @@ describe('bad requests get 4xx and change nothing', () => {
       400,
       /"after" must be one of prior, thawed, frozen, killed/,
     );
-    await refused('relative images dir', 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, imagesDir: 'here' } }, 400, /absolute path/);
-    await refused('unknown query', 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&verbose=1`, {}, 400, /unknown query parameter "verbose"/);
+    await refused(
+      'relative images dir',
+      'POST',
+      '/v1/checkpoints',
+      { body: { cgroup: cgroup.path, imagesDir: 'here' } },
+      400,
+      /absolute path/,
+    );
+    await refused(
+      'unknown query',
+      'GET',
+      `/v1/cgroups/state?cgroup=${cgroup.path}&verbose=1`,
+      {},
+      400,
+      /unknown query parameter "verbose"/,
+    );
     await refused('repeated query', 'GET', `/v1/cgroups/state?cgroup=${cgroup.path}&cgroup=x`, {}, 400, /given 2 times/);
     await refused('query on list', 'GET', '/v1/checkpoints?all=1', {}, 400, /takes no query parameters/);
     await refused('body on GET', 'GET', '/v1/health', { body: { x: 1 } }, 400, /take no body/);
@@ -290,7 +324,14 @@ describe('bad requests get 4xx and change nothing', () => {
     await refused('announced', 'POST', '/v1/cgroups/freeze', { body: big }, 413, /limit/);
     const chunks = Array.from({ length: 40 }, () => Buffer.alloc(4096, 0x20));
     await refused('chunked', 'POST', '/v1/cgroups/freeze', { chunks, headers: { 'Content-Type': 'application/json' } }, 413, /limit/);
-    await refused('huge announced', 'POST', '/v1/cgroups/freeze', { body: '{}', headers: { 'Content-Length': 1 << 30 } }, 413, /larger than/);
+    await refused(
+      'huge announced',
+      'POST',
+      '/v1/cgroups/freeze',
+      { body: '{}', headers: { 'Content-Length': 1 << 30 } },
+      413,
+      /larger than/,
+    );
   });
 
   test("Node's own HTTP client gets the 413 for a body of megabytes, never a broken pipe", async () => {

@@ -11,7 +11,17 @@ import { request } from 'node:http';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, CGEXEC, FIXTURES, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
+import {
+  anyHierarchy,
+  CGEXEC,
+  FIXTURES,
+  HIERARCHIES,
+  pidAlive,
+  processState,
+  unavailable,
+  waitUntil,
+  type TestCgroup,
+} from '../helpers/lab.js';
 import { flockFree, kernelState } from '../lock/helpers.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { agentctl, api, ndjson, startAgent, withAgent, type Agent } from './agent.js';
@@ -59,14 +69,18 @@ for (const hierarchy of HIERARCHIES) {
       const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
       assert.equal(listed.status, 200);
       assert.deepEqual(
-        listed.body.checkpoints.filter((c: { id: string }) => c.id === summary.id).map((c: { status: string; cgroup: string }) => [c.status, c.cgroup]),
+        listed.body.checkpoints
+          .filter((c: { id: string }) => c.id === summary.id)
+          .map((c: { status: string; cgroup: string }) => [c.status, c.cgroup]),
         [['good', cgroup.path]],
       );
       const shown = await api(agent.socket, 'GET', `/v1/checkpoints/${summary.id}`);
       assert.equal(shown.status, 200);
       assert.equal(shown.body.id, summary.id);
       assert.deepEqual(
-        shown.body.trees.flatMap((t: { processes: { pid: number }[] }) => t.processes.map((p) => p.pid)).sort((a: number, b: number) => a - b),
+        shown.body.trees
+          .flatMap((t: { processes: { pid: number }[] }) => t.processes.map((p) => p.pid))
+          .sort((a: number, b: number) => a - b),
         pids,
       );
 
@@ -105,7 +119,8 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(last.status, 201);
       assert.equal(last.result.finalState, 'THAWED', 'after: prior, and it was running');
       const stages = lines.filter((l) => l.type === 'progress').map((l) => l.stage);
-      for (const stage of ['preflight', 'freeze', 'lock', 'dump', 'verify', 'manifest', 'done']) assert.ok(stages.includes(stage), `stage ${stage}`);
+      for (const stage of ['preflight', 'freeze', 'lock', 'dump', 'verify', 'manifest', 'done'])
+        assert.ok(stages.includes(stage), `stage ${stage}`);
       assert.ok(lines.some((l) => l.stage === 'dump' && typeof l.bytes === 'number' && l.bytes > 0 && l.tree === 1 && l.trees === 1));
       assert.equal(arrived.length, lines.length, 'each line arrived on its own');
       assert.equal(kernelState(cgroup), 'THAWED');
@@ -253,7 +268,9 @@ test('shellJob through the API: a job on a terminal is dumped; restoring it is r
   try {
     await waitUntil('the job to print on its terminal', () => /tick \d+/.test(printed));
     const [pid] = await lab.waitForProcesses(cgroup, 1);
-    const made = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, shellJob: true } });
+    const made = await api(agent.socket, 'POST', '/v1/checkpoints', {
+      body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, shellJob: true },
+    });
     assert.equal(made.status, 201, made.text);
     assert.equal((await api(agent.socket, 'GET', `/v1/checkpoints/${made.body.id}`)).body.options.shellJob, true);
     const restore = await api(agent.socket, 'POST', `/v1/checkpoints/${made.body.id}/restore`, { body: {} });
@@ -325,7 +342,12 @@ describe('cancellation', () => {
     let req!: ReturnType<typeof request>;
     const dumping = new Promise<void>((resolve, reject) => {
       req = request(
-        { socketPath: agent.socket, method: 'POST', path: '/v1/checkpoints', headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson' } },
+        {
+          socketPath: agent.socket,
+          method: 'POST',
+          path: '/v1/checkpoints',
+          headers: { 'Content-Type': 'application/json', Accept: 'application/x-ndjson' },
+        },
         (res) => res.on('data', (d: Buffer) => d.toString().includes('"stage":"dump"') && resolve()),
       );
       req.on('error', () => undefined);

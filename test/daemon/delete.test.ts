@@ -30,7 +30,16 @@ async function fakeImage(imagesDir: string, id: string): Promise<string> {
     mkdirSync(join(dir, `tree-${t}`), { recursive: true, mode: 0o700 });
     for (let f = 0; f < FILES_PER_TREE; f++) await writeFile(join(dir, `tree-${t}`, `pages-${f}.img`), content);
   }
-  const manifest = { formatVersion: 1, id, cgroup: 'fake/image', hierarchy: 'v2', createdAt: new Date().toISOString(), options: {}, trees: [], files: [] };
+  const manifest = {
+    formatVersion: 1,
+    id,
+    cgroup: 'fake/image',
+    hierarchy: 'v2',
+    createdAt: new Date().toISOString(),
+    options: {},
+    trees: [],
+    files: [],
+  };
   writeFileSync(join(dir, 'manifest.json'), JSON.stringify(manifest));
   return dir;
 }
@@ -72,5 +81,7 @@ test('while a large image is deleted, /v1/health sent after the delete began is 
   assert.equal(deleted.status, 200, deleted.text);
   assert.deepEqual(deleted.body, { deleted: id });
   assert.deepEqual(readdirSync(agent.imagesDir), [], 'every file is gone once the delete is answered');
-  t.diagnostic(`left in the images dir when /v1/health was answered (after ${healthMs} ms): ${leftWhenHealthy.join(', ')}; the delete took ${deleteMs} ms`);
+  t.diagnostic(
+    `left in the images dir when /v1/health was answered (after ${healthMs} ms): ${leftWhenHealthy.join(', ')}; the delete took ${deleteMs} ms`,
+  );
 });

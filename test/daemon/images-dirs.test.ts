@@ -53,16 +53,25 @@ describe('image roots', () => {
         assert.equal(res.status, 403, `${imagesDir}: ${res.text}`);
         assert.equal(res.body.error.code, 'EACCES');
         assert.ok(
-          res.body.error.message.startsWith(`images directory ${imagesDir} is not one agentd may write to (allowed: ${agent.imagesDir}, ${allowed})`),
+          res.body.error.message.startsWith(
+            `images directory ${imagesDir} is not one agentd may write to (allowed: ${agent.imagesDir}, ${allowed})`,
+          ),
           res.body.error.message,
         );
         assert.match(res.body.error.message, /; start agentd with --allow-images-dir \/\S+ to allow it$/);
       }
       // A symlink to an allowed root: allowing the link would not help (a root may not be a symlink).
-      const viaLink = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: join(links, 'to-allowed') } });
+      const viaLink = await api(agent.socket, 'POST', '/v1/checkpoints', {
+        body: { cgroup: cgroup.path, hierarchy: h, imagesDir: join(links, 'to-allowed') },
+      });
       assert.equal(viaLink.status, 403, viaLink.text);
-      assert.equal(viaLink.body.error.message, `images directory ${join(links, 'to-allowed')} leads to ${allowed} through a symlink; name ${allowed} itself`);
-      const sneaky = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, imagesDir: `${allowed}/link/..` } });
+      assert.equal(
+        viaLink.body.error.message,
+        `images directory ${join(links, 'to-allowed')} leads to ${allowed} through a symlink; name ${allowed} itself`,
+      );
+      const sneaky = await api(agent.socket, 'POST', '/v1/checkpoints', {
+        body: { cgroup: cgroup.path, hierarchy: h, imagesDir: `${allowed}/link/..` },
+      });
       assert.equal(sneaky.status, 403, sneaky.text);
       assert.equal(sneaky.body.error.code, 'EACCES');
       assert.equal(
@@ -96,7 +105,9 @@ describe('image roots', () => {
 
   test("a checkpoint into an allowed directory: listed with its dir there beside the agent's own, shown, restored (counters go on), deleted", async () => {
     const { cgroup, dir, pids } = await countingTree(lab, h, 'allowed');
-    const created = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: h, after: 'killed', imagesDir: allowed } });
+    const created = await api(agent.socket, 'POST', '/v1/checkpoints', {
+      body: { cgroup: cgroup.path, hierarchy: h, after: 'killed', imagesDir: allowed },
+    });
     assert.equal(created.status, 201, created.text);
     const { id } = created.body;
     assert.equal(created.body.dir, join(allowed, id));
@@ -168,7 +179,10 @@ describe('image roots', () => {
       assert.deepEqual(readdirSync(other), [], 'an allowed root is cleaned as well');
       assert.deepEqual(readdirSync(loose), [PARTIAL], 'a root anyone may write to is not cleaned as root');
       for (const root of [ownRoot, other])
-        assert.ok(recovering.log().includes(`removed a temporary image directory an interrupted checkpoint left dir=${join(root, PARTIAL)}`), recovering.log());
+        assert.ok(
+          recovering.log().includes(`removed a temporary image directory an interrupted checkpoint left dir=${join(root, PARTIAL)}`),
+          recovering.log(),
+        );
       assert.match(
         recovering.log(),
         new RegExp(`image directory not cleaned after a previous run: it fails its check dir=${loose} .*writable by group or others`),

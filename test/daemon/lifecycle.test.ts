@@ -55,10 +55,15 @@ describe('the socket', () => {
       const member = ['--reuid=nobody', `--regid=${st.gid}`, '--clear-groups'];
       assert.equal(await requestAs(member, agent.socket, 'GET', '/v1/health'), '200');
       const cgroup = lab.cgroup(anyHierarchy(), 'peer');
-      assert.equal(await requestAs(member, agent.socket, 'POST', '/v1/cgroups/thaw', { cgroup: cgroup.path, hierarchy: cgroup.hierarchy }), '200');
+      assert.equal(
+        await requestAs(member, agent.socket, 'POST', '/v1/cgroups/thaw', { cgroup: cgroup.path, hierarchy: cgroup.hierarchy }),
+        '200',
+      );
       assert.match(
         agent.log(),
-        new RegExp(`info: thaw uid=65534 pid=\\d+ operation=thaw cgroup=${cgroup.hierarchy}:${cgroup.path} outcome=ok status=200 ms=[\\d.]+`),
+        new RegExp(
+          `info: thaw uid=65534 pid=\\d+ operation=thaw cgroup=${cgroup.hierarchy}:${cgroup.path} outcome=ok status=200 ms=[\\d.]+`,
+        ),
       );
     } finally {
       assert.equal(await agent.stop(), 0);

@@ -141,11 +141,21 @@ export class Agent {
   /** One request with a JSON body (or none); never throws for an HTTP error status. */
   request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
     const payload = body === undefined ? undefined : typeof body === 'string' || Buffer.isBuffer(body) ? body : JSON.stringify(body);
-    return httpJson(this.socket, method, path, payload, payload === undefined ? headers : { 'Content-Type': 'application/json', ...headers });
+    return httpJson(
+      this.socket,
+      method,
+      path,
+      payload,
+      payload === undefined ? headers : { 'Content-Type': 'application/json', ...headers },
+    );
   }
 
   /** A checkpoint (or restore) with NDJSON progress; onProgress sees each line as it arrives. */
-  stream(path: string, body: unknown, onProgress: (event: StreamReply['progress'][number]) => void = () => undefined): Promise<StreamReply> {
+  stream(
+    path: string,
+    body: unknown,
+    onProgress: (event: StreamReply['progress'][number]) => void = () => undefined,
+  ): Promise<StreamReply> {
     return httpStream(this.socket, path, body, onProgress);
   }
 
@@ -251,7 +261,11 @@ function httpStream(socketPath: string, path: string, body: unknown, onProgress:
  * passes: for requests that Node's own client refuses to build (NUL bytes, bad methods, lies in
  * Content-Length). Returns the parsed status line and body.
  */
-export function rawRequest(socketPath: string, bytes: Buffer, timeoutMs = 15_000): Promise<{ status: number; text: string; json: Json; raw: string }> {
+export function rawRequest(
+  socketPath: string,
+  bytes: Buffer,
+  timeoutMs = 15_000,
+): Promise<{ status: number; text: string; json: Json; raw: string }> {
   return new Promise((resolve, reject) => {
     const socket = connect(socketPath);
     const chunks: Buffer[] = [];

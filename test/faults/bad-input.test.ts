@@ -37,7 +37,16 @@ suite.onCleanup(() => {
   }
 });
 const REQUESTS = 1200;
-const ROUTES = ['/v1', '/v1/health', '/v1/host', '/v1/metrics', '/v1/cgroups/state', '/v1/cgroups/freeze', '/v1/cgroups/thaw', '/v1/checkpoints'];
+const ROUTES = [
+  '/v1',
+  '/v1/health',
+  '/v1/host',
+  '/v1/metrics',
+  '/v1/cgroups/state',
+  '/v1/cgroups/freeze',
+  '/v1/cgroups/thaw',
+  '/v1/checkpoints',
+];
 
 interface Generated {
   readonly kind: string;
@@ -175,7 +184,11 @@ function generate(random: Random, ctx: Context): Generated {
                 ? pick(random, ['relative/dir', '', 5, null, ['/tmp']])
                 : wrongType(random);
       body[field] = value;
-      return { kind, description: `POST ${mutating}, ${field}=${JSON.stringify(value)}`, bytes: httpBytes('POST', mutating, JSON.stringify(body)) };
+      return {
+        kind,
+        description: `POST ${mutating}, ${field}=${JSON.stringify(value)}`,
+        bytes: httpBytes('POST', mutating, JSON.stringify(body)),
+      };
     }
     case 'unknown-field': {
       const body = validBody(random, ctx);
@@ -193,7 +206,11 @@ function generate(random: Random, ctx: Context): Generated {
         '\u0000',
       ]);
       const text = JSON.stringify(body).replace(/}$/, `,${JSON.stringify(key)}:${JSON.stringify(wrongType(random))}}`);
-      return { kind, description: `POST ${mutating}, unknown field ${JSON.stringify(key.slice(0, 20))}`, bytes: httpBytes('POST', mutating, text) };
+      return {
+        kind,
+        description: `POST ${mutating}, unknown field ${JSON.stringify(key.slice(0, 20))}`,
+        bytes: httpBytes('POST', mutating, text),
+      };
     }
     case 'huge-body': {
       const size = int(random, 64 * 1024 + 1, 2 * 1024 * 1024);
@@ -204,7 +221,10 @@ function generate(random: Random, ctx: Context): Generated {
         return {
           kind,
           description: `POST ${mutating}, ${size}-byte chunked body`,
-          bytes: Buffer.concat([httpBytes('POST', mutating, undefined, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' }), chunked]),
+          bytes: Buffer.concat([
+            httpBytes('POST', mutating, undefined, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' }),
+            chunked,
+          ]),
         };
       }
       return { kind, description: `POST ${mutating}, ${size}-byte body`, bytes: httpBytes('POST', mutating, text) };
@@ -229,7 +249,9 @@ function generate(random: Random, ctx: Context): Generated {
     case 'bad-method': {
       const route = pick(random, ROUTES);
       const getRoute = !['/v1/cgroups/freeze', '/v1/cgroups/thaw'].includes(route) && route !== '/v1/checkpoints';
-      const method = getRoute ? pick(random, ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) : pick(random, ['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
+      const method = getRoute
+        ? pick(random, ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'])
+        : pick(random, ['GET', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']);
       const body = method === 'GET' || method === 'OPTIONS' ? undefined : JSON.stringify(validBody(random, ctx));
       if (route === '/v1/checkpoints' && method === 'GET') return generate(random, ctx); // a real listing: not bad
       return { kind, description: `${method} ${route}`, bytes: httpBytes(method, route, body) };
@@ -256,13 +278,26 @@ function generate(random: Random, ctx: Context): Generated {
         '%252e%252e',
       ]);
       const method = pick(random, ['GET', 'DELETE', 'POST'] as const);
-      if (method === 'POST') return { kind, description: `restore ${id.slice(0, 30)}`, bytes: httpBytes('POST', `/v1/checkpoints/${id}/restore`, '{}') };
+      if (method === 'POST')
+        return { kind, description: `restore ${id.slice(0, 30)}`, bytes: httpBytes('POST', `/v1/checkpoints/${id}/restore`, '{}') };
       return { kind, description: `${method} checkpoint ${id.slice(0, 30)}`, bytes: httpBytes(method, `/v1/checkpoints/${id}`) };
     }
     case 'bad-route': {
       for (;;) {
         const segments = Array.from({ length: int(random, 1, 6) }, () =>
-          pick(random, ['..', '.', 'v1', 'v2', 'cgroups', 'checkpoints', '%2e%2e', '', 'etc', 'passwd', randomName(random, int(random, 1, 12))]),
+          pick(random, [
+            '..',
+            '.',
+            'v1',
+            'v2',
+            'cgroups',
+            'checkpoints',
+            '%2e%2e',
+            '',
+            'etc',
+            'passwd',
+            randomName(random, int(random, 1, 12)),
+          ]),
         );
         const target = '/' + segments.join('/');
         const pathname = new URL(`http://agentd${target}`).pathname;
@@ -298,7 +333,13 @@ function generate(random: Random, ctx: Context): Generated {
       };
     }
     case 'content-type': {
-      const type = pick(random, ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx', 'json']);
+      const type = pick(random, [
+        'text/plain',
+        'application/x-www-form-urlencoded',
+        'multipart/form-data; boundary=x',
+        'application/jsonx',
+        'json',
+      ]);
       const body = JSON.stringify(validBody(random, ctx));
       return { kind, description: `POST ${mutating} as ${type}`, bytes: httpBytes('POST', mutating, body, { 'Content-Type': type }) };
     }
@@ -322,8 +363,14 @@ function generate(random: Random, ctx: Context): Generated {
         ['a bad header line', Buffer.from('GET /v1/health HTTP/1.1\r\nHost a\r\nConnection: close\r\n\r\n')],
         ['an absolute-form target', Buffer.from('GET http://evil/v1/health HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')],
         ['an asterisk target', Buffer.from('OPTIONS * HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n')],
-        ['headers over 16 KiB', Buffer.from(`GET /v1/health HTTP/1.1\r\nHost: a\r\nX-Junk: ${'j'.repeat(20_000)}\r\nConnection: close\r\n\r\n`)],
-        ['a negative Content-Length', Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\nConnection: close\r\n\r\n{}')],
+        [
+          'headers over 16 KiB',
+          Buffer.from(`GET /v1/health HTTP/1.1\r\nHost: a\r\nX-Junk: ${'j'.repeat(20_000)}\r\nConnection: close\r\n\r\n`),
+        ],
+        [
+          'a negative Content-Length',
+          Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: -5\r\nConnection: close\r\n\r\n{}'),
+        ],
         [
           'two Content-Lengths',
           Buffer.from('POST /v1/cgroups/thaw HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nContent-Length: 3\r\nConnection: close\r\n\r\n{}'),
@@ -440,8 +487,16 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
         kinds.set(g.kind, (kinds.get(g.kind) ?? 0) + 1);
         statuses.set(reply.status, (statuses.get(reply.status) ?? 0) + 1);
         const message = reply.json?.error?.message;
-        if (reply.status < 400 || reply.status > 499 || typeof message !== 'string' || message.length < 10 || typeof reply.json?.error?.code !== 'string') {
-          failures.push(`#${i + j} ${g.kind}: ${g.description.slice(0, 150)} -> ${reply.status || 'no answer'} ${reply.text.slice(0, 200)}`);
+        if (
+          reply.status < 400 ||
+          reply.status > 499 ||
+          typeof message !== 'string' ||
+          message.length < 10 ||
+          typeof reply.json?.error?.code !== 'string'
+        ) {
+          failures.push(
+            `#${i + j} ${g.kind}: ${g.description.slice(0, 150)} -> ${reply.status || 'no answer'} ${reply.text.slice(0, 200)}`,
+          );
         }
       }
       if (replies.some((r) => r.status === 0) && !(await agent.health())) {
@@ -456,7 +511,9 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
       assert.fail(`agentd no longer answers /v1/health (stuck at 100% CPU?); the last requests sent:\n${failures.slice(-8).join('\n')}`);
     }
     const after = snapshot(ctx, dirs);
-    const changed = (['kernel', 'procs', 'cgroupDirs', 'locks', 'images'] as const).filter((k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]));
+    const changed = (['kernel', 'procs', 'cgroupDirs', 'locks', 'images'] as const).filter(
+      (k) => JSON.stringify(before[k]) !== JSON.stringify(after[k]),
+    );
     figures.cgroupsLeftWrong += before.kernel.filter((k, i) => k !== after.kernel[i]).length;
     for (const w of sentinels) {
       if (kernelState(w.cgroup) !== 'THAWED') continue;
@@ -466,11 +523,18 @@ describe('bad input over the socket', { skip: hierarchies.length === 0 && 'no fr
       );
     }
     assert.deepEqual(failures.slice(0, 30), [], `${failures.length} requests were not answered with a 4xx JSON error`);
-    assert.equal(verifyImage(join(dirs.imagesDir, good.json.id), good.json.id), undefined, 'the good checkpoint is still complete and valid');
+    assert.equal(
+      verifyImage(join(dirs.imagesDir, good.json.id), good.json.id),
+      undefined,
+      'the good checkpoint is still complete and valid',
+    );
     assert.deepEqual(auditImages(dirs.imagesDir).good, [good.json.id]);
     // A real request still works after all of it.
     const w = sentinels[0];
-    const state = await agent.request('GET', `/v1/cgroups/state?cgroup=${encodeURIComponent(w.cgroup.path)}&hierarchy=${w.cgroup.hierarchy}`);
+    const state = await agent.request(
+      'GET',
+      `/v1/cgroups/state?cgroup=${encodeURIComponent(w.cgroup.path)}&hierarchy=${w.cgroup.hierarchy}`,
+    );
     assert.equal(state.status, 200, state.text);
 
     t.diagnostic(`kinds: ${[...kinds].map(([k, n]) => `${k} ${n}`).join(', ')}`);

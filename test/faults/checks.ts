@@ -193,7 +193,12 @@ export function counterValue(file: string): number {
  * with `memoryMiB` MiB as a second tree: two CRIU dumps per checkpoint, the second one long enough
  * to be interrupted in the middle.
  */
-export async function startWorkload(lab: Lab, hierarchy: Hierarchy, name: string, opts: { children?: number; memoryMiB?: number } = {}): Promise<Workload> {
+export async function startWorkload(
+  lab: Lab,
+  hierarchy: Hierarchy,
+  name: string,
+  opts: { children?: number; memoryMiB?: number } = {},
+): Promise<Workload> {
   const cgroup = lab.cgroup(hierarchy, name);
   const dir = lab.tempDir(`${name}-files`);
   const children = opts.children ?? 1;
@@ -208,7 +213,8 @@ export async function startWorkload(lab: Lab, hierarchy: Hierarchy, name: string
   await lab.waitForProcesses(cgroup, expected, 10_000);
   const counters = [join(dir, 'root'), ...Array.from({ length: children }, (_, i) => join(dir, `child-${i + 1}`))];
   for (const file of counters) await waitUntil(`${file} to count`, () => counterValue(file) > 0, 10_000);
-  if (memoryResult) await waitUntil('memory-pattern.pl to fill its memory', () => readFileSync(memoryResult!, 'utf8').startsWith('ready'), 60_000);
+  if (memoryResult)
+    await waitUntil('memory-pattern.pl to fill its memory', () => readFileSync(memoryResult!, 'utf8').startsWith('ready'), 60_000);
   return { cgroup, pids: lab.pidsOf(cgroup), counters, memoryResult };
 }
 

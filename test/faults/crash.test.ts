@@ -145,10 +145,14 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
       const started = Date.now();
       if (trigger === 'delay') void kill();
       let dumpEvents = 0;
-      const streaming = agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy, after: afterPolicy }, (e) => {
-        if (e.stage === 'dump') dumpEvents++;
-        if (matches(trigger, e, dumpEvents)) void kill();
-      });
+      const streaming = agent.stream(
+        '/v1/checkpoints',
+        { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy, after: afterPolicy },
+        (e) => {
+          if (e.stage === 'dump') dumpEvents++;
+          if (matches(trigger, e, dumpEvents)) void kill();
+        },
+      );
       if (trigger.startsWith('phase ')) onPhase(lockFile, trigger.slice('phase '.length), () => void kill(), streaming);
       const reply = await streaming;
       if (reply.final?.type === 'result') typicalMs = Math.max(300, Date.now() - started);
@@ -197,7 +201,9 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
       const state = await settledState(w.cgroup);
       const acceptable = acceptableAfterRecovery(prior, afterPolicy, published.length > 0, phase);
       if (!acceptable.includes(state)) {
-        problems.push(`${label}: after recovery the cgroup is ${state}, expected ${acceptable.join(' or ')} (lock phase at the kill: ${phase})`);
+        problems.push(
+          `${label}: after recovery the cgroup is ${state}, expected ${acceptable.join(' or ')} (lock phase at the kill: ${phase})`,
+        );
         figures.cgroupsLeftWrong++;
       }
       const intact = await assertWorkloadIntact(w, state === 'THAWED');
@@ -210,7 +216,9 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
       // Published images were verified above; drop them so the disk does not fill up.
       for (const id of audit.good) await agent.request('DELETE', `/v1/checkpoints/${id}`);
       for (const name of audit.failed) await agent.request('DELETE', `/v1/checkpoints/${name.replace(/\.failed$/, '')}`);
-      t.diagnostic(`${label}: lock phase at the kill ${phase ?? 'none'}, ${orphans.length ? 'CRIU orphaned' : 'no CRIU running'}, after recovery ${state}`);
+      t.diagnostic(
+        `${label}: lock phase at the kill ${phase ?? 'none'}, ${orphans.length ? 'CRIU orphaned' : 'no CRIU running'}, after recovery ${state}`,
+      );
       if (problems.length > 20) break;
     }
     assert.equal(await agent.stop(), 0, 'the last agentd stops cleanly');
@@ -241,7 +249,9 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     assert.deepEqual(await waitNoCriu(dirs.imagesDir, 60_000), [], 'the orphaned CRIU ends by itself');
     const [partial] = auditImages(dirs.imagesDir).partial;
     assert.ok(partial, 'the unfinished image stays under a temporary name');
-    const logs = readdirSync(join(dirs.imagesDir, partial)).map((tree) => readFileSync(join(dirs.imagesDir, partial, tree, 'dump.log'), 'utf8'));
+    const logs = readdirSync(join(dirs.imagesDir, partial)).map((tree) =>
+      readFileSync(join(dirs.imagesDir, partial, tree, 'dump.log'), 'utf8'),
+    );
     assert.match(logs.at(-1)!, /Dumping finished successfully/, 'the orphan completed its dump');
     assert.equal(await settledState(w.cgroup), 'FROZEN', 'CRIU put the cgroup back to FROZEN, as it found it');
     assert.deepEqual(lostProcesses(w), []);
@@ -287,7 +297,11 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     await next.waitReady();
     const workingAtReady = criuProcessesUnder(dirs.imagesDir);
     assert.deepEqual(await waitNoCriu(dirs.imagesDir, 30_000), []);
-    assert.equal(await settledState(w.cgroup), 'THAWED', 'back to its prior state once every CRIU is gone (nothing re-froze it behind the new agentd)');
+    assert.equal(
+      await settledState(w.cgroup),
+      'THAWED',
+      'back to its prior state once every CRIU is gone (nothing re-froze it behind the new agentd)',
+    );
     assert.deepEqual(workingAtReady, [], 'no CRIU works on the cgroup once the new agentd serves');
     assert.deepEqual(auditImages(dirs.imagesDir).partial, []);
     assert.deepEqual(await assertWorkloadIntact(w, true), []);

@@ -149,7 +149,10 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         const reply = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
         figures.runs++;
         figures.faults++;
-        if (reply.json?.error?.code !== 'ECRIU' || !/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.json.error.message)) {
+        if (
+          reply.json?.error?.code !== 'ECRIU' ||
+          !/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.json.error.message)
+        ) {
           problems.push(`${label}: expected ECRIU saying CRIU was killed, got ${reply.text}`);
           continue;
         }
@@ -171,12 +174,14 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
           problems.push(`${label}: failure.json does not record the loss: ${JSON.stringify(record)}`);
         if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path)
           problems.push(`${label}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
-        if (lostProcesses(w).join() !== String(victim)) problems.push(`${label}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
+        if (lostProcesses(w).join() !== String(victim))
+          problems.push(`${label}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
         figures.lostOnPurpose++;
         const state = await settledState(w.cgroup);
         if (state !== prior) problems.push(`${label}: the cgroup is ${state}, not its prior ${prior}`);
         problems.push(...(await assertWorkloadIntact(survivors, prior === 'THAWED')).map((p) => `${label}: ${p}`));
-        for (const name of auditImages(straced.dirs.imagesDir).failed) rmSync(join(straced.dirs.imagesDir, name), { recursive: true, force: true });
+        for (const name of auditImages(straced.dirs.imagesDir).failed)
+          rmSync(join(straced.dirs.imagesDir, name), { recursive: true, force: true });
         t.diagnostic(`${label}: ${message.slice(message.indexOf('CRIU was killed'), message.indexOf('; CRIU logs'))}`);
         // A fresh workload for the next case.
         await setKernel(w.cgroup, 'THAWED');
@@ -208,20 +213,28 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         // Parked there for 6 s: the stop comes while CRIU is surely inside the task.
         plan.set('-', `inject:delay_enter=6000000:when=${inInjectedSyscall}`);
         const streaming = running.stream('/v1/checkpoints', checkpointBody(w));
-        await waitUntil('CRIU to hold memory-pattern.pl', () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${victim}/status`, 'utf8')), 20_000);
+        await waitUntil(
+          'CRIU to hold memory-pattern.pl',
+          () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${victim}/status`, 'utf8')),
+          20_000,
+        );
         figures.runs++;
         figures.faults++;
         if (how === 'SIGTERM') {
           assert.equal(await running.stop(), 0, 'agentd stops cleanly');
           const reply = await streaming;
           assert.equal(reply.final?.error?.code, 'EINTR', JSON.stringify(reply.final));
-          assert.match(reply.final.error.message, /was cancelled; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/);
+          assert.match(
+            reply.final.error.message,
+            /was cancelled; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/,
+          );
         } else {
           await running.kill();
           await streaming.catch(() => undefined);
         }
         running = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env });
-        if (how === 'SIGKILL') await waitUntil('recovery to end the orphaned CRIU', () => criuProcessesUnder(dirs.imagesDir).length === 0, 30_000);
+        if (how === 'SIGKILL')
+          await waitUntil('recovery to end the orphaned CRIU', () => criuProcessesUnder(dirs.imagesDir).length === 0, 30_000);
         assert.deepEqual(await unharmed(running, w, 'THAWED', label, { memory: true }), []);
         t.diagnostic(`${label}: every process lived`);
       }
@@ -236,7 +249,10 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
       const dir = lab.tempDir('not-a-leader');
       // sh exits at once: its background perl is re-parented, and is not the leader of its session.
       lab.spawnIn(cgroup, 'sh', ['-c', `perl ${workload('counter-tree.pl')} ${dir} 1 &`]);
-      await waitUntil('the orphaned counter tree', () => lab.pidsOf(cgroup).length === 2 && readFileSync(join(dir, 'child-1'), 'utf8').length > 0);
+      await waitUntil(
+        'the orphaned counter tree',
+        () => lab.pidsOf(cgroup).length === 2 && readFileSync(join(dir, 'child-1'), 'utf8').length > 0,
+      );
       const w: Workload = { cgroup, pids: lab.pidsOf(cgroup), counters: [join(dir, 'root'), join(dir, 'child-1')] };
       for (const prior of ['THAWED', 'FROZEN'] as const) {
         await setKernel(cgroup, prior);

@@ -94,7 +94,9 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     assert.ok(await agent.health(), 'root still gets through');
     assert.doesNotMatch(agent.log, /operation=freeze/, 'no freeze ever reached agentd');
     assert.equal(await agent.stop(), 0);
-    t.diagnostic(`nobody: connect ${connect.stdout.trim()}, curl exit ${curl.status}, agentctl exit ${ctl.status}: ${ctl.stderr.trim().slice(0, 120)}`);
+    t.diagnostic(
+      `nobody: connect ${connect.stdout.trim()}, curl exit ${curl.status}, agentctl exit ${ctl.status}: ${ctl.stderr.trim().slice(0, 120)}`,
+    );
   });
 
   test('directories agentd creates (run, locks, images, each image) are not writable by others, and nobody cannot create files there', async () => {
@@ -129,7 +131,10 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     const fake = '20260101T000000Z-f00d00';
     assert.equal(asNobody('mkdir', [join(dirs.imagesDir, fake)]).status, 0);
     assert.equal(
-      asNobody('sh', ['-c', `echo '{"formatVersion":1,"id":"${fake}","trees":[],"files":[]}' > ${join(dirs.imagesDir, fake, 'manifest.json')}`]).status,
+      asNobody('sh', [
+        '-c',
+        `echo '{"formatVersion":1,"id":"${fake}","trees":[],"files":[]}' > ${join(dirs.imagesDir, fake, 'manifest.json')}`,
+      ]).status,
       0,
     );
     const agent = await Agent.start(lab, dirs);
@@ -140,7 +145,8 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
       figures.requests++;
       const tightened = (mode(dir) & 0o022) === 0 && nobodyCanWrite(dir).length === 0;
       const refused = reply.status >= 400 && reply.status < 500 && /writable by group or others/.test(reply.json?.error?.message ?? '');
-      if (!tightened && !refused) problems.push(`${dir} is ${mode(dir).toString(8)} and agentd answered ${reply.status}: ${reply.text.slice(0, 200)}`);
+      if (!tightened && !refused)
+        problems.push(`${dir} is ${mode(dir).toString(8)} and agentd answered ${reply.status}: ${reply.text.slice(0, 200)}`);
     };
     const freeze = await agent.request('POST', '/v1/cgroups/freeze', body);
     judge(dirs.runDir, freeze);
@@ -151,7 +157,8 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     const restore = await agent.request('POST', `/v1/checkpoints/${fake}/restore`, {});
     figures.requests++;
     figures.faults += 2;
-    if (restore.status < 400 || restore.status > 499) problems.push(`restoring a checkpoint nobody planted: ${restore.status} ${restore.text.slice(0, 200)}`);
+    if (restore.status < 400 || restore.status > 499)
+      problems.push(`restoring a checkpoint nobody planted: ${restore.status} ${restore.text.slice(0, 200)}`);
     assert.deepEqual(problems, []);
     assert.equal(kernelState(w.cgroup), 'THAWED');
     assert.equal(await agent.stop(), 0);
@@ -206,7 +213,10 @@ describe('privilege', { skip: hierarchies.length === 0 && 'no freezer hierarchy'
     figures.requests++;
     figures.faults++;
     assert.equal(freeze.status, 403, freeze.text);
-    assert.match(freeze.json.error.message, /lock directory .* is not a directory \(a symlink or file was planted there\); refusing to use it/);
+    assert.match(
+      freeze.json.error.message,
+      /lock directory .* is not a directory \(a symlink or file was planted there\); refusing to use it/,
+    );
     execRm(join(dirs.runDir, 'locks'));
     const checkpoint = await agent.request('POST', '/v1/checkpoints', body);
     figures.requests++;

@@ -88,7 +88,11 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
       assert.equal(winners.length, 1, 'exactly one checkpoint wins');
       assert.equal(busy.length, 19);
       const summary = JSON.parse(winners[0].stdout);
-      assert.deepEqual(auditImages(dirs.imagesDir), { good: [summary.id], partial: [], failed: [], bad: [] }, 'one image, complete and verified');
+      assert.deepEqual(
+        auditImages(dirs.imagesDir),
+        { good: [summary.id], partial: [], failed: [], bad: [] },
+        'one image, complete and verified',
+      );
       assert.equal(await settledState(w.cgroup), 'THAWED');
       assert.ok(flockFree(lockFileOf(dirs.runDir, w.cgroup)));
       assert.deepEqual(await assertWorkloadIntact(w, true), []);
@@ -133,7 +137,9 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
         if (e.stage !== 'lock' || storm) return;
         sampling = true;
         sample();
-        storm = Promise.all(Array.from({ length: 50 }, (_, i) => agent.request('POST', i % 2 ? '/v1/cgroups/freeze' : '/v1/cgroups/thaw', body)));
+        storm = Promise.all(
+          Array.from({ length: 50 }, (_, i) => agent.request('POST', i % 2 ? '/v1/cgroups/freeze' : '/v1/cgroups/thaw', body)),
+        );
         flockDuring = new Promise((resolve) =>
           execFile('sh', ['-c', `flock -n '${lockFile}' true`], (err) => resolve(err ? ((err as { code?: number }).code ?? -1) : 0)),
         );
@@ -145,7 +151,9 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
       figures.requests += 50;
       assert.equal(reply.final?.type, 'result', JSON.stringify(reply.final));
       const replies = await storm!;
-      const notBusy = replies.filter((r) => r.status !== 409 || r.json?.error?.code !== 'EBUSY' || !/is CHECKPOINTING/.test(r.json.error.message));
+      const notBusy = replies.filter(
+        (r) => r.status !== 409 || r.json?.error?.code !== 'EBUSY' || !/is CHECKPOINTING/.test(r.json.error.message),
+      );
       assert.deepEqual(
         notBusy.map((r) => r.text),
         [],
@@ -193,7 +201,12 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
       for (let i = 0; i < 3; i++) {
         const prior = i === 2 ? 'FROZEN' : 'THAWED';
         await setKernel(cgroup, prior);
-        const reply = await agent.request('POST', '/v1/checkpoints', { cgroup: cgroup.path, hierarchy: h, after: 'frozen', timeoutMs: 60_000 });
+        const reply = await agent.request('POST', '/v1/checkpoints', {
+          cgroup: cgroup.path,
+          hierarchy: h,
+          after: 'frozen',
+          timeoutMs: 60_000,
+        });
         figures.runs++;
         if (reply.status === 201) {
           // Still frozen (--after frozen): what is in the cgroup now is exactly what was dumped.

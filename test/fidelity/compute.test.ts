@@ -50,7 +50,9 @@ async function post(path: string, body: Record<string, unknown>): Promise<{ stat
 }
 
 function state(cgroup: TestCgroup): Promise<string> {
-  return api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${encodeURIComponent(cgroup.path)}&hierarchy=${cgroup.hierarchy}`).then((r) => r.body.kernelState);
+  return api(agent.socket, 'GET', `/v1/cgroups/state?cgroup=${encodeURIComponent(cgroup.path)}&hierarchy=${cgroup.hierarchy}`).then(
+    (r) => r.body.kernelState,
+  );
 }
 
 for (const hierarchy of HIERARCHIES) {
@@ -68,7 +70,11 @@ for (const hierarchy of HIERARCHIES) {
         const out = `${file}.xz`;
         lab.spawnIn(cgroup, PROGRAMS.xz, [...XZ_ARGS, file]);
         const [pid] = await lab.waitForProcesses(cgroup, 1);
-        await waitUntil('xz to write its first block and run 2 compressing threads', () => statSync(out).size > 0 && threadCount(pid) >= 3, 20_000);
+        await waitUntil(
+          'xz to write its first block and run 2 compressing threads',
+          () => statSync(out).size > 0 && threadCount(pid) >= 3,
+          20_000,
+        );
 
         // Frozen, the thread count and the output hold still: what the checkpoint sees.
         const frozen = await post('/v1/cgroups/freeze', { cgroup: cgroup.path, hierarchy });
@@ -96,49 +102,59 @@ for (const hierarchy of HIERARCHIES) {
       },
     );
 
-    test('a process traced by strace cannot be checkpointed: ECRIU naming the tracer; it keeps running', { skip: missing('strace') }, async () => {
-      const cgroup = lab.cgroup(hierarchy, 'traced');
-      const dir = lab.tempDir('traced');
-      mkdirSync(join(dir, 'out'));
-      const straced = lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000'], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let straceSaid = '';
-      straced.stderr?.on('data', (d: Buffer) => (straceSaid += d.toString()));
-      let straceExit: string | undefined;
-      straced.on('exit', (code, signal) => (straceExit = `${code ?? signal}`));
-      // strace forks short-lived children of its own at start (probing ptrace): wait for the two that stay.
-      let traced = 0;
-      let tracer = 0;
-      await waitUntil('strace to trace sleep', () => {
-        traced = lab.pidsOf(cgroup).find((pid) => comm(pid) === 'sleep') ?? 0;
-        tracer = traced ? readTracerPid(traced) : 0;
-        return tracer > 0 && comm(tracer) === 'strace' && lab.pidsOf(cgroup).length === 2;
-      });
-      const pids = [tracer, traced].sort((a, b) => a - b);
+    test(
+      'a process traced by strace cannot be checkpointed: ECRIU naming the tracer; it keeps running',
+      { skip: missing('strace') },
+      async () => {
+        const cgroup = lab.cgroup(hierarchy, 'traced');
+        const dir = lab.tempDir('traced');
+        mkdirSync(join(dir, 'out'));
+        const straced = lab.spawnIn(cgroup, PROGRAMS.strace, ['-f', '-o', join(dir, 'out', 'trace'), '/usr/bin/sleep', '1000'], {
+          stdio: ['ignore', 'ignore', 'pipe'],
+        });
+        let straceSaid = '';
+        straced.stderr?.on('data', (d: Buffer) => (straceSaid += d.toString()));
+        let straceExit: string | undefined;
+        straced.on('exit', (code, signal) => (straceExit = `${code ?? signal}`));
+        // strace forks short-lived children of its own at start (probing ptrace): wait for the two that stay.
+        let traced = 0;
+        let tracer = 0;
+        await waitUntil('strace to trace sleep', () => {
+          traced = lab.pidsOf(cgroup).find((pid) => comm(pid) === 'sleep') ?? 0;
+          tracer = traced ? readTracerPid(traced) : 0;
+          return tracer > 0 && comm(tracer) === 'strace' && lab.pidsOf(cgroup).length === 2;
+        });
+        const pids = [tracer, traced].sort((a, b) => a - b);
 
-      const res = await post('/v1/checkpoints', { cgroup: cgroup.path, hierarchy, after: 'killed' });
-      assert.equal(res.status, 500, res.text);
-      assert.equal(res.body.error.code, 'ECRIU');
-      assert.match(res.body.error.message, new RegExp(`process ${traced} cannot be checkpointed: it is traced by pid ${tracer} \\(strace\\)`));
-      assert.match(res.body.error.message, /CRIU must trace every process it dumps .*detach the debugger or strace first/);
-      assert.match(res.body.error.message, /\(CRIU: Error \(criu\/seize\.c:\d+\)/, 'what CRIU said is quoted after the reason');
-      assert.equal(await state(cgroup), 'THAWED', 'the cgroup is as it was');
-      const trace = () =>
-        readFileSync(join(dir, 'out', 'trace'), 'utf8')
-          .split('\n')
-          .slice(-5)
-          .join(' / ');
-      assert.ok(pids.every(pidAlive), `strace and the traced process survived the attempt (strace exit ${straceExit}: ${straceSaid}; trace: ${trace()})`);
-      assert.deepEqual(
-        lab.pidsOf(cgroup).sort((a, b) => a - b),
-        pids,
-      );
-      const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
-      assert.deepEqual(
-        listed.body.checkpoints.filter((c: { status: string; cgroup?: string }) => c.status === 'good' && c.cgroup === cgroup.path),
-        [],
-      );
-    });
+        const res = await post('/v1/checkpoints', { cgroup: cgroup.path, hierarchy, after: 'killed' });
+        assert.equal(res.status, 500, res.text);
+        assert.equal(res.body.error.code, 'ECRIU');
+        assert.match(
+          res.body.error.message,
+          new RegExp(`process ${traced} cannot be checkpointed: it is traced by pid ${tracer} \\(strace\\)`),
+        );
+        assert.match(res.body.error.message, /CRIU must trace every process it dumps .*detach the debugger or strace first/);
+        assert.match(res.body.error.message, /\(CRIU: Error \(criu\/seize\.c:\d+\)/, 'what CRIU said is quoted after the reason');
+        assert.equal(await state(cgroup), 'THAWED', 'the cgroup is as it was');
+        const trace = () =>
+          readFileSync(join(dir, 'out', 'trace'), 'utf8')
+            .split('\n')
+            .slice(-5)
+            .join(' / ');
+        assert.ok(
+          pids.every(pidAlive),
+          `strace and the traced process survived the attempt (strace exit ${straceExit}: ${straceSaid}; trace: ${trace()})`,
+        );
+        assert.deepEqual(
+          lab.pidsOf(cgroup).sort((a, b) => a - b),
+          pids,
+        );
+        const listed = await api(agent.socket, 'GET', '/v1/checkpoints');
+        assert.deepEqual(
+          listed.body.checkpoints.filter((c: { status: string; cgroup?: string }) => c.status === 'good' && c.cgroup === cgroup.path),
+          [],
+        );
+      },
+    );
   });
 }

@@ -20,7 +20,18 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { HIERARCHIES, pidAlive, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { agentctl, api, withAgent } from '../daemon/agent.js';
-import { accepts, freePort, generatedText, HalfRequest, httpGet, missing, PROGRAMS, RedisClient, threadCount, waitListening } from './programs.js';
+import {
+  accepts,
+  freePort,
+  generatedText,
+  HalfRequest,
+  httpGet,
+  missing,
+  PROGRAMS,
+  RedisClient,
+  threadCount,
+  waitListening,
+} from './programs.js';
 
 const { lab, agent } = withAgent('fidelity-servers');
 
@@ -34,7 +45,9 @@ interface Checkpointed {
 
 /** POST /v1/checkpoints, asserting 201. */
 async function checkpoint(cgroup: TestCgroup, options: Record<string, unknown>): Promise<Checkpointed> {
-  const res = await api(agent.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, ...options } });
+  const res = await api(agent.socket, 'POST', '/v1/checkpoints', {
+    body: { cgroup: cgroup.path, hierarchy: cgroup.hierarchy, ...options },
+  });
   assert.equal(res.status, 201, res.text);
   return res.body;
 }
@@ -57,29 +70,33 @@ function commOf(pid: number): string {
 
 for (const hierarchy of HIERARCHIES) {
   describe(`servers from Debian, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
-    test('python3 -m http.server: killed by the checkpoint, restored, it answers on its port again', { skip: missing('python3') }, async () => {
-      const cgroup = lab.cgroup(hierarchy, 'http');
-      const www = lab.tempDir('www');
-      const page = generatedText(64 << 10);
-      writeFileSync(join(www, 'page.txt'), page);
-      const port = await freePort();
-      lab.spawnIn(cgroup, PROGRAMS.python3, ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www]);
-      await waitListening(port, 'http.server');
-      const before = await httpGet(port, '/page.txt');
-      assert.equal(before.status, 200);
-      const pids = sorted(lab.pidsOf(cgroup));
+    test(
+      'python3 -m http.server: killed by the checkpoint, restored, it answers on its port again',
+      { skip: missing('python3') },
+      async () => {
+        const cgroup = lab.cgroup(hierarchy, 'http');
+        const www = lab.tempDir('www');
+        const page = generatedText(64 << 10);
+        writeFileSync(join(www, 'page.txt'), page);
+        const port = await freePort();
+        lab.spawnIn(cgroup, PROGRAMS.python3, ['-m', 'http.server', String(port), '--bind', '127.0.0.1', '--directory', www]);
+        await waitListening(port, 'http.server');
+        const before = await httpGet(port, '/page.txt');
+        assert.equal(before.status, 200);
+        const pids = sorted(lab.pidsOf(cgroup));
 
-      const { id } = await checkpoint(cgroup, { after: 'killed' });
-      await waitKilled(pids);
-      assert.equal(await accepts(port), false, 'nothing listens while it is checkpointed');
+        const { id } = await checkpoint(cgroup, { after: 'killed' });
+        await waitKilled(pids);
+        assert.equal(await accepts(port), false, 'nothing listens while it is checkpointed');
 
-      assert.deepEqual(await restore(id), pids);
-      assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids);
-      const after = await httpGet(port, '/page.txt');
-      assert.equal(after.status, 200);
-      assert.equal(sha256(after.body), sha256(page));
-      assert.equal((await httpGet(port, '/missing')).status, 404);
-    });
+        assert.deepEqual(await restore(id), pids);
+        assert.deepEqual(sorted(lab.pidsOf(cgroup)), pids);
+        const after = await httpGet(port, '/page.txt');
+        assert.equal(after.status, 200);
+        assert.equal(sha256(after.body), sha256(page));
+        assert.equal((await httpGet(port, '/missing')).status, 404);
+      },
+    );
 
     test(
       'http.server with connections open across the checkpoint (tcpEstablished): a half-sent request is answered after it, wget inside goes on, byte-identical',

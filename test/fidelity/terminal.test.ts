@@ -28,7 +28,11 @@ for (const hierarchy of HIERARCHIES) {
         const { spawn } = await import('node-pty');
         const cgroup = lab.cgroup(hierarchy, 'repl');
         // node-pty makes the REPL a session leader with the pty as its controlling terminal, as a login shell's job is.
-        const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), PROGRAMS.python3, '-q', '-i'], { cols: 80, rows: 24, env: REPL_ENV });
+        const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), PROGRAMS.python3, '-q', '-i'], {
+          cols: 80,
+          rows: 24,
+          env: REPL_ENV,
+        });
         lab.track(original.pid);
         let before = '';
         original.onData((d) => (before += d));

@@ -47,7 +47,10 @@ export function ptraceRequests(realCriu: string, args: readonly string[]): strin
   const dir = mkdtempSync(join(tmpdir(), 'agentd-strace-'));
   const log = join(dir, 'strace.log');
   try {
-    execFileSync('strace', ['-o', log, '-qq', '-e', 'trace=ptrace', realCriu, ...args], { env: { ...process.env, CRIU_FAULT: '130' }, stdio: 'ignore' });
+    execFileSync('strace', ['-o', log, '-qq', '-e', 'trace=ptrace', realCriu, ...args], {
+      env: { ...process.env, CRIU_FAULT: '130' },
+      stdio: 'ignore',
+    });
     return readPtraceLog(log);
   } finally {
     rmSync(dir, { recursive: true, force: true });

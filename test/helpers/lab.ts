@@ -68,7 +68,9 @@ export function unavailable(hierarchy: Hierarchy): string | false {
     const listed = expected.split(',').map((h) => h.trim());
     if (!listed.includes(hierarchy)) return `AGENTD_TEST_HIERARCHIES=${expected} leaves out ${hierarchy}`;
     if (!mounted) {
-      throw new Error(`AGENTD_TEST_HIERARCHIES=${expected} lists ${hierarchy}, but this host (cgroup mode ${mounts.mode}) has no ${what} hierarchy`);
+      throw new Error(
+        `AGENTD_TEST_HIERARCHIES=${expected} lists ${hierarchy}, but this host (cgroup mode ${mounts.mode}) has no ${what} hierarchy`,
+      );
     }
     return false;
   }
@@ -184,7 +186,8 @@ export class Lab {
     for (;;) {
       this.emptyCgroup(cgroup);
       if (!existsSync(cgroup.dir) || this.pidsOf(cgroup).length === 0) return;
-      if (Date.now() > deadline) throw new Error(`cgroup ${cgroup.path} still has processes ${this.pidsOf(cgroup).join(' ')} after SIGKILL`);
+      if (Date.now() > deadline)
+        throw new Error(`cgroup ${cgroup.path} still has processes ${this.pidsOf(cgroup).join(' ')} after SIGKILL`);
       await new Promise((r) => setTimeout(r, 10));
     }
   }

@@ -10,7 +10,18 @@ import type { Hierarchy } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { CgroupControl, type LockHolder } from '../../src/lock/index.js';
 import { HIERARCHIES, Lab, processState, sleepSync, unavailable, workload, type TestCgroup } from '../helpers/lab.js';
-import { beginCheckpoint, busy, flockFree, kernelState, makeControl, refOf, sleep, waitForCounter, waitForKernel, writeKernel } from './helpers.js';
+import {
+  beginCheckpoint,
+  busy,
+  flockFree,
+  kernelState,
+  makeControl,
+  refOf,
+  sleep,
+  waitForCounter,
+  waitForKernel,
+  writeKernel,
+} from './helpers.js';
 
 const lab = new Lab('lock-ckpt');
 after(() => lab.cleanup());

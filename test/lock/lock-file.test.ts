@@ -116,7 +116,10 @@ for (const hierarchy of HIERARCHIES) {
         assert.ok(!Number.isNaN(Date.parse(record.since)));
         lease.update({ phase: 'dumping', priorState: 'THAWED', imageDir: '/var/lib/agentd/images/x' });
         const updated = JSON.parse(readFileSync(lockFile, 'utf8'));
-        assert.deepEqual([updated.phase, updated.priorState, updated.imageDir, updated.since], ['dumping', 'THAWED', '/var/lib/agentd/images/x', record.since]);
+        assert.deepEqual(
+          [updated.phase, updated.priorState, updated.imageDir, updated.since],
+          ['dumping', 'THAWED', '/var/lib/agentd/images/x', record.since],
+        );
         assert.equal(control.status(ref).holder?.phase, 'dumping');
 
         // The lock fd is close-on-exec: a child such as CRIU must never inherit (and so prolong) the lock.
@@ -176,7 +179,10 @@ for (const hierarchy of HIERARCHIES) {
       writeFileSync(target, 'root:x:0:0\n');
       mkdirSync(control.locksDir, { recursive: true, mode: 0o700 });
       linkSync(target, control.lockPath(ref));
-      assert.throws(() => control.lease(ref, { requestId: 'h1', operation: 'thaw' }), refused('EACCES', /has 2 hard links; refusing to use it/));
+      assert.throws(
+        () => control.lease(ref, { requestId: 'h1', operation: 'thaw' }),
+        refused('EACCES', /has 2 hard links; refusing to use it/),
+      );
       assert.equal(readFileSync(target, 'utf8'), 'root:x:0:0\n');
 
       const elsewhere = lab.tempDir('elsewhere');
@@ -184,7 +190,10 @@ for (const hierarchy of HIERARCHIES) {
       mkdirSync(runDir, { mode: 0o700 });
       symlinkSync(elsewhere, join(runDir, 'locks'));
       const redirected = new CgroupControl({ runDir });
-      assert.throws(() => redirected.lease(ref, { requestId: 'h2', operation: 'freeze' }), refused('EACCES', /is not a directory \(a symlink/));
+      assert.throws(
+        () => redirected.lease(ref, { requestId: 'h2', operation: 'freeze' }),
+        refused('EACCES', /is not a directory \(a symlink/),
+      );
       assert.deepEqual(readdirSync(elsewhere), []);
 
       // A locks dir left with looser permissions is tightened to 0700.
@@ -211,7 +220,9 @@ for (const hierarchy of HIERARCHIES) {
 
       const lease = control.lease(ref, { requestId: '9b1c', operation: 'freeze' });
       try {
-        const inProgress = new RegExp(`^cgroup ${hierarchy}:${cgroup.path} is busy: a freeze \\(request 9b1c\\) is in progress since \\d\\d:\\d\\d:\\d\\d$`);
+        const inProgress = new RegExp(
+          `^cgroup ${hierarchy}:${cgroup.path} is busy: a freeze \\(request 9b1c\\) is in progress since \\d\\d:\\d\\d:\\d\\d$`,
+        );
         await assert.rejects(control.thaw(ref), busy(inProgress));
         assert.throws(() => control.forget(ref), busy(inProgress));
         assert.equal(kernelState(cgroup), 'FROZEN');

@@ -98,7 +98,11 @@ for (const hierarchy of HIERARCHIES) {
           JSON.stringify(ready),
         );
         for (const child of children) child.stdin!.write('go\n');
-        const outcomes = (await withTimeout(Promise.all(readers.map((next) => next())), 120_000, 'contenders trying')) as unknown as Outcome[];
+        const outcomes = (await withTimeout(
+          Promise.all(readers.map((next) => next())),
+          120_000,
+          'contenders trying',
+        )) as unknown as Outcome[];
 
         const winners = outcomes.filter((o) => o.outcome === 'won');
         const refused = outcomes.filter((o) => o.outcome === 'refused');
@@ -201,9 +205,13 @@ for (const hierarchy of HIERARCHIES) {
       const shared = join(lab.tempDir('hammer'), 'inside');
       writeFileSync(shared, '');
       const children = ['a', 'b'].map((name) =>
-        lab.spawn(process.execPath, [CONTENDER, control.runDir, hierarchy, cgroup.path, `hammer-${name}`, 'hammer', String(HAMMER_ROUNDS), shared], {
-          stdio: ['pipe', 'pipe', 'inherit'],
-        }),
+        lab.spawn(
+          process.execPath,
+          [CONTENDER, control.runDir, hierarchy, cgroup.path, `hammer-${name}`, 'hammer', String(HAMMER_ROUNDS), shared],
+          {
+            stdio: ['pipe', 'pipe', 'inherit'],
+          },
+        ),
       );
       const readers = children.map(jsonLines);
       for (const next of readers) assert.deepEqual(await withTimeout(next(), 30_000, 'hammer starting'), { ready: true });
@@ -217,7 +225,9 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(r.overlaps, 0, `pid ${r.pid} was never inside together with the other`);
         assert.equal(r.foreignRecords, 0, `pid ${r.pid}: the file at the lock's path always was the one it held`);
       }
-      t.diagnostic(`rounds ${HAMMER_ROUNDS} each; won ${results.map((r) => r.won).join(' + ')}, refused ${results.map((r) => r.refused).join(' + ')}`);
+      t.diagnostic(
+        `rounds ${HAMMER_ROUNDS} each; won ${results.map((r) => r.won).join(' + ')}, refused ${results.map((r) => r.refused).join(' + ')}`,
+      );
       assert.deepEqual(readdirSync(control.locksDir), [], 'no lock file left');
     });
 
@@ -240,7 +250,10 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(control.status(ref).locked, true);
         await assert.rejects(control.freeze(ref), (err: unknown) => {
           assert.equal((err as { code?: string }).code, 'EBUSY');
-          assert.match((err as Error).message, new RegExp(`another process holds its lock ${lockFile.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}`));
+          assert.match(
+            (err as Error).message,
+            new RegExp(`another process holds its lock ${lockFile.replace(/[.*+?^${}()|[\]\\%]/g, '\\$&')}`),
+          );
           return true;
         });
         assert.equal(kernelState(cgroup), 'THAWED', 'the refused freeze changed nothing');

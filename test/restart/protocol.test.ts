@@ -248,7 +248,10 @@ test('participant side: the coordinator hanging up without a word is ESRCH', asy
   t.after(() => coordinator.close());
   const joined = joinRestart({ socketPath, id: 'a', restore: () => {} });
   (await coordinator.connected).destroy();
-  await assert.rejects(joined, (err: unknown) => isAgentError(err, 'ESRCH') && /coordinator went away while participant a was waiting/.test(err.message));
+  await assert.rejects(
+    joined,
+    (err: unknown) => isAgentError(err, 'ESRCH') && /coordinator went away while participant a was waiting/.test(err.message),
+  );
 });
 
 test('participant side: no coordinator ever listening is ESRCH after the connect timeout', async (t) => {

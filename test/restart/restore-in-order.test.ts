@@ -45,7 +45,13 @@ test('a failing step: later steps never start, earlier ones are undone last firs
   );
   assert.ok(isAgentError(err, 'ECRIU'));
   assert.match(err.message, /^restore failed at step t3 \(3 of 5\): criu restore of t3 failed; undid t2, t1$/);
-  assert.deepEqual(err.details, { failedStep: 't3', restored: ['t1', 't2'], undone: ['t2', 't1'], undoFailures: [], notStarted: ['t4', 't5'] });
+  assert.deepEqual(err.details, {
+    failedStep: 't3',
+    restored: ['t1', 't2'],
+    undone: ['t2', 't1'],
+    undoFailures: [],
+    notStarted: ['t4', 't5'],
+  });
   assert.deepEqual(log, ['restore t1', 'restore t2', 'restore t3', 'undo t2', 'undo t1']);
 });
 

@@ -109,7 +109,12 @@ test('restores happen in saved order for any tree and any arrival order', { time
       const run = newRun(`tree-${c.shape}-${c.size}`);
       try {
         // Generous bounds: they only matter when something is broken, and the host may be busy.
-        const result = await runTreeRestart(manifest, { workDir: run.workDir, tag: run.tag, joinTimeoutMs: 60_000, startTimeoutMs: 120_000 });
+        const result = await runTreeRestart(manifest, {
+          workDir: run.workDir,
+          tag: run.tag,
+          joinTimeoutMs: 60_000,
+          startTimeoutMs: 120_000,
+        });
         assert.equal(result.error, undefined, `the restart failed: ${result.error?.message}`);
         assert.deepEqual(
           result.participants.map((p) => p.id),

@@ -56,7 +56,9 @@ function installedRoot(): string {
 describe('systemd units', () => {
   test('systemd-analyze verify passes, without a single warning', { skip: !haveAnalyze && 'systemd-analyze is not installed' }, () => {
     const root = installedRoot();
-    const result = spawnSync('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'agentd.socket', 'agentd.service'], { encoding: 'utf8' });
+    const result = spawnSync('systemd-analyze', ['verify', '--man=no', `--root=${root}`, 'agentd.socket', 'agentd.service'], {
+      encoding: 'utf8',
+    });
     assert.equal(result.status, 0, result.stderr);
     assert.equal(result.stderr.trim(), '', 'no warnings');
   });
@@ -146,7 +148,9 @@ describe('systemd units', () => {
     { skip: spawnSync('systemd-tmpfiles', ['--version']).status !== 0 && 'systemd-tmpfiles is not installed' },
     () => {
       const root = lab.tempDir('tmpfiles');
-      const result = spawnSync('systemd-tmpfiles', [`--root=${root}`, '--create', join(UNITS, 'agentd.tmpfiles.conf')], { encoding: 'utf8' });
+      const result = spawnSync('systemd-tmpfiles', [`--root=${root}`, '--create', join(UNITS, 'agentd.tmpfiles.conf')], {
+        encoding: 'utf8',
+      });
       assert.equal(result.status, 0, result.stderr);
       const st = statSync(join(root, DEFAULT_RUN_DIR));
       assert.ok(st.isDirectory());
@@ -160,9 +164,13 @@ describe('systemd units', () => {
     'where setup installed the units on this host, the installed ones verify too',
     { skip: !(haveAnalyze && existsSync('/etc/systemd/system/agentd.service')) && 'setup has not installed the units on this host' },
     () => {
-      const result = spawnSync('systemd-analyze', ['verify', '--man=no', '/etc/systemd/system/agentd.socket', '/etc/systemd/system/agentd.service'], {
-        encoding: 'utf8',
-      });
+      const result = spawnSync(
+        'systemd-analyze',
+        ['verify', '--man=no', '/etc/systemd/system/agentd.socket', '/etc/systemd/system/agentd.service'],
+        {
+          encoding: 'utf8',
+        },
+      );
       assert.equal(result.status, 0, result.stderr);
     },
   );

@@ -21,7 +21,11 @@ export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
   describe: 'print the state of a cgroup: THAWED, FREEZING, FROZEN or CHECKPOINTING',
   builder: (y) =>
     withHierarchy(
-      y.positional('cgroup', { type: 'string', demandOption: true, describe: 'path relative to the hierarchy root, or an absolute cgroup directory' }),
+      y.positional('cgroup', {
+        type: 'string',
+        demandOption: true,
+        describe: 'path relative to the hierarchy root, or an absolute cgroup directory',
+      }),
     )
       .example('$0 state jobs/build-42', 'prints FROZEN, for instance')
       .example('$0 state --hierarchy v1 jobs/build-42 --json', '{"cgroup":…,"hierarchy":"v1","path":…,"state":…}'),
@@ -39,7 +43,11 @@ export const freezeCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 freeze jobs/build-42', 'prints FROZEN once the kernel says so')
       .example('$0 freeze /sys/fs/cgroup/freezer/jobs/build-42 --timeout 2', 'a v1 cgroup, giving up (and thawing) after 2 s'),
   handler: action(async (args: CgroupArgs) => {
-    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000) };
+    const body = {
+      cgroup: args.cgroup,
+      hierarchy: args.hierarchy,
+      timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000),
+    };
     show(args, await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/freeze', { body }));
   }),
 };
@@ -58,13 +66,18 @@ export const thawCommand: CommandModule<GlobalArgs, CgroupArgs> = {
 
 export const killCommand: CommandModule<GlobalArgs, CgroupArgs> = {
   command: 'kill <cgroup>',
-  describe: 'kill every process of a cgroup and of the cgroups below it, frozen or not; wait until they are gone (refused while it is CHECKPOINTING)',
+  describe:
+    'kill every process of a cgroup and of the cgroups below it, frozen or not; wait until they are gone (refused while it is CHECKPOINTING)',
   builder: (y) =>
     withHierarchy(y.positional('cgroup', { type: 'string', demandOption: true, describe: 'the cgroup to empty' }))
       .example('$0 kill jobs/build-42', 'prints "killed v2:jobs/build-42: no process left, THAWED"')
       .example('$0 kill jobs/build-42 --timeout 5 --json', 'give up after 5 s; the resulting state as JSON'),
   handler: action(async (args: CgroupArgs) => {
-    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000) };
+    const body = {
+      cgroup: args.cgroup,
+      hierarchy: args.hierarchy,
+      timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000),
+    };
     const status = (await call(clientOptions(args, { graceMs: 5000 }), 'POST', '/v1/cgroups/kill', { body })) as CgroupStatus;
     if (args.json) printJson(status);
     else print(`killed ${status.hierarchy}:${status.cgroup}: no process left, ${status.state}`);

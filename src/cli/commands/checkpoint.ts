@@ -33,7 +33,11 @@ async function afterCancel(args: GlobalArgs, err: unknown, cgroup?: { cgroup: st
   process.exitCode = EXIT_INTERRUPTED;
   if (!cgroup) return;
   try {
-    const status = (await call(clientOptions(args), 'GET', withQuery('/v1/cgroups/state', cgroup))) as { cgroup: string; hierarchy: string; state: string };
+    const status = (await call(clientOptions(args), 'GET', withQuery('/v1/cgroups/state', cgroup))) as {
+      cgroup: string;
+      hierarchy: string;
+      state: string;
+    };
     process.stderr.write(`agentctl: cancelled: ${status.hierarchy}:${status.cgroup} is ${status.state}\n`);
   } catch {
     // The answer above already says what happened; the state is a courtesy.
@@ -58,7 +62,8 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       .option('file-locks', { type: 'boolean', describe: 'dump file locks (CRIU --file-locks)' })
       .option('images-dir', {
         type: 'string',
-        describe: "image root for this checkpoint (default: the agent's); it must be one the agent allows (agentd --allow-images-dir, listed by agentctl host)",
+        describe:
+          "image root for this checkpoint (default: the agent's); it must be one the agent allows (agentd --allow-images-dir, listed by agentctl host)",
       })
       .example('$0 checkpoint jobs/build-42', 'dump it and put it back as it was; prints the id and directory')
       .example('$0 checkpoint jobs/build-42 --after killed --json', 'dump it, then kill it; the summary as JSON ({"id","dir",…})')
@@ -150,7 +155,9 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     let summary: RestoreSummary;
     try {
       const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/restore`;
-      summary = (await cancel.run(call(options, 'POST', path, { body, onProgress: progress.onProgress, requestId: cancel.requestId }))) as RestoreSummary;
+      summary = (await cancel.run(
+        call(options, 'POST', path, { body, onProgress: progress.onProgress, requestId: cancel.requestId }),
+      )) as RestoreSummary;
     } catch (err) {
       if (!cancel.cancelled()) throw err;
       return afterCancel(args, err);

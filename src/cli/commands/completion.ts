@@ -40,7 +40,10 @@ export function completionScript(shell: Shell, generator: () => Argv): void {
   delete process.env.ZSH_NAME;
   try {
     // Typed loosely: yargs' types leave out the arguments its showCompletionScript takes.
-    (generator() as unknown as { showCompletionScript(name: string, command: string): void }).showCompletionScript('agentctl', `completion ${shell}`);
+    (generator() as unknown as { showCompletionScript(name: string, command: string): void }).showCompletionScript(
+      'agentctl',
+      `completion ${shell}`,
+    );
   } finally {
     for (const [key, value] of Object.entries(saved)) {
       if (value === undefined) delete process.env[key];

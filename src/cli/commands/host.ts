@@ -49,7 +49,9 @@ export const hostCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   handler: action(async (args: GlobalArgs) => {
     const h = (await call(clientOptions(args), 'GET', '/v1/host')) as HostFacts;
     if (args.json) return printJson(h);
-    const mounts = [h.cgroups.v1Freezer && `v1 freezer ${h.cgroups.v1Freezer}`, h.cgroups.v2 && `v2 ${h.cgroups.v2}`].filter(Boolean).join(', ');
+    const mounts = [h.cgroups.v1Freezer && `v1 freezer ${h.cgroups.v1Freezer}`, h.cgroups.v2 && `v2 ${h.cgroups.v2}`]
+      .filter(Boolean)
+      .join(', ');
     print(
       [
         `host      ${h.hostname}: ${h.distro.name} ${h.distro.release} (${h.distro.codename}), kernel ${h.kernel}, ${h.arch}`,

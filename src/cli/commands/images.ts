@@ -13,7 +13,8 @@ interface IdArgs extends GlobalArgs {
 export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'checkpoints',
   describe: "list the agent's checkpoints (good ones, and failed ones kept for diagnosis)",
-  builder: (y) => y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
+  builder: (y) =>
+    y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
   handler: action(async (args: GlobalArgs) => {
     const reply = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: CheckpointListing[] };
     // --json prints what the API answers, as every other command does, so one parser serves both.

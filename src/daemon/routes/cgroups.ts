@@ -6,7 +6,18 @@
 import { performance } from 'node:perf_hooks';
 import { describeCgroup, resolveCgroup, type CgroupRef, type Hierarchy } from '../../cgroup/index.js';
 import { json, type RequestContext, type Reply } from '../context.js';
-import { hierarchy, timeoutMs, optional, queryObject, readJsonObject, refuseQuery, required, validate, expectNoBody, text } from '../request.js';
+import {
+  hierarchy,
+  timeoutMs,
+  optional,
+  queryObject,
+  readJsonObject,
+  refuseQuery,
+  required,
+  validate,
+  expectNoBody,
+  text,
+} from '../request.js';
 import type { Route } from '../router.js';
 
 const CGROUP_FIELDS = { cgroup: required(text), hierarchy: optional(hierarchy) };
@@ -30,7 +41,9 @@ async function changeRequest(
   ctx.audit.operation = operation;
   refuseQuery(ctx.url);
   const input = await readJsonObject(ctx.req);
-  const body: { cgroup: string; hierarchy?: Hierarchy; timeoutMs?: number } = timed ? validate(input, TIMED_FIELDS) : validate(input, CGROUP_FIELDS);
+  const body: { cgroup: string; hierarchy?: Hierarchy; timeoutMs?: number } = timed
+    ? validate(input, TIMED_FIELDS)
+    : validate(input, CGROUP_FIELDS);
   return { ref: resolve(ctx, body), options: { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) } };
 }
 
