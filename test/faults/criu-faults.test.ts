@@ -213,9 +213,14 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         // Parked there for 6 s: the stop comes while CRIU is surely inside the task.
         plan.set('-', `inject:delay_enter=6000000:when=${inInjectedSyscall}`);
         const streaming = running.stream('/v1/checkpoints', checkpointBody(w));
+        // Held by the second tree's CRIU (the parked one): the first tree's CRIU seizes every task
+        // of the cgroup too, memory-pattern.pl included, and lets go before the park.
         await waitUntil(
-          'CRIU to hold memory-pattern.pl',
-          () => /^TracerPid:\s+[1-9]/m.test(readFileSync(`/proc/${victim}/status`, 'utf8')),
+          "the second tree's CRIU to hold memory-pattern.pl",
+          () => {
+            const tracer = Number(/^TracerPid:\s+(\d+)/m.exec(readFileSync(`/proc/${victim}/status`, 'utf8'))?.[1] ?? 0);
+            return tracer > 0 && readFileSync(`/proc/${tracer}/cmdline`, 'utf8').includes('/tree-1\0');
+          },
           20_000,
         );
         figures.runs++;
