@@ -10,7 +10,14 @@ import { execFileSync } from 'node:child_process';
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { waitUntil, workload } from '../helpers/lab.js';
-import { CriuPlan, dumpMoments, readPtraceLog, STRACED_CRIU } from '../helpers/criu-injection.js';
+import {
+  CriuPlan,
+  dumpMoments,
+  killedInsideInjectedSyscall,
+  readPtraceLog,
+  STRACED_CRIU,
+  type DumpMoments,
+} from '../helpers/criu-injection.js';
 import { findCriu } from '../../src/criu/index.js';
 import { leftAtCriuTrap } from '../../src/checkpoint/lost.js';
 import { Agent, FAULT_FIXTURES, type StreamReply } from './agent.js';
@@ -126,67 +133,95 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
     const problems: string[] = [];
     for (const h of hierarchies) {
       let w = await startWorkload(lab, h, `killed-${h}`, { children: 1, memoryMiB: 24 });
-      const reference = join(lab.tempDir('reference'), 'ptrace.log');
-      plan.set('-', `log:${reference}`);
-      const ok = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
-      assert.equal(ok.status, 201, ok.text);
-      await straced.request('DELETE', `/v1/checkpoints/${ok.json.id}`);
-      const moments = dumpMoments(readPtraceLog(reference));
-      t.diagnostic(`${h}: moments of tree 2's dump (ptrace call numbers): ${JSON.stringify(moments)}`);
+      // A dump with no fault, its ptrace calls logged: which call number is which moment.
+      const referenceMoments = async (): Promise<DumpMoments> => {
+        const reference = join(lab.tempDir('reference'), 'ptrace.log');
+        plan.set('-', `log:${reference}`);
+        const ok = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
+        assert.equal(ok.status, 201, ok.text);
+        await straced.request('DELETE', `/v1/checkpoints/${ok.json.id}`);
+        const moments = dumpMoments(readPtraceLog(reference));
+        t.diagnostic(`${h}: moments of tree 2's dump (ptrace call numbers): ${JSON.stringify(moments)}`);
+        return moments;
+      };
+      let moments = await referenceMoments();
       const cases = [
-        ['before it seizes', moments.beforeSeize, 'THAWED'],
-        ['before it seizes', moments.beforeSeize, 'FROZEN'],
-        ['as it lets go', moments.atDetach, 'THAWED'],
-        ['as it lets go', moments.atDetach, 'FROZEN'],
-        ['inside an injected syscall', moments.inInjectedSyscall, 'FROZEN'],
-        ['inside an injected syscall', moments.inInjectedSyscall, 'THAWED'],
+        ['before it seizes', 'beforeSeize', 'THAWED'],
+        ['before it seizes', 'beforeSeize', 'FROZEN'],
+        ['as it lets go', 'atDetach', 'THAWED'],
+        ['as it lets go', 'atDetach', 'FROZEN'],
+        ['inside an injected syscall', 'inInjectedSyscall', 'FROZEN'],
+        ['inside an injected syscall', 'inInjectedSyscall', 'THAWED'],
       ] as const;
-      for (const [moment, when, prior] of cases) {
-        const label = `${h}, prior ${prior}, killed ${moment} (ptrace call ${when})`;
-        const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
-        const fatal = moment === 'inside an injected syscall';
-        await setKernel(w.cgroup, prior);
-        plan.set('-', `inject:signal=SIGKILL:when=${when}`);
-        const reply = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
-        figures.runs++;
-        figures.faults++;
-        if (
-          reply.json?.error?.code !== 'ECRIU' ||
-          !/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.json.error.message)
-        ) {
-          problems.push(`${label}: expected ECRIU saying CRIU was killed, got ${reply.text}`);
-          continue;
+      for (const [moment, key, prior] of cases) {
+        // The kill is aimed at a call number read off the reference; the faulted run's own log
+        // says where it really landed, and that decides what must follow. Where it missed its
+        // moment (the sequence shifted), a new reference is taken and the case tried again.
+        for (let attempt = 1; ; attempt++) {
+          const when = moments[key];
+          const label = `${h}, prior ${prior}, killed ${moment} (ptrace call ${when})`;
+          const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
+          const faultLog = join(lab.tempDir('fault'), 'ptrace.log');
+          await setKernel(w.cgroup, prior);
+          plan.set('-', `inject:signal=SIGKILL:when=${when} log:${faultLog}`);
+          const reply = await straced.request('POST', '/v1/checkpoints', checkpointBody(w));
+          figures.runs++;
+          figures.faults++;
+          const landed = readPtraceLog(faultLog);
+          const fatal = killedInsideInjectedSyscall(landed);
+          const aimed = moment === 'inside an injected syscall';
+          const missed =
+            fatal !== aimed
+              ? `the kill landed on ${landed.at(-1)} (call ${landed.length}), ${fatal ? '' : 'not '}inside an injected syscall`
+              : '';
+          const where = `${label}, landed on ${landed.at(-1)} (call ${landed.length})`;
+          if (
+            reply.json?.error?.code !== 'ECRIU' ||
+            !/criu dump of pid \d+ failed \(killed by signal SIGKILL\)/.test(reply.json.error.message)
+          ) {
+            problems.push(`${where}: expected ECRIU saying CRIU was killed, got ${reply.text}`);
+            break;
+          }
+          const message: string = reply.json.error.message;
+          if (!fatal) {
+            problems.push(...(await unharmed(straced, w, prior, where, { memory: prior === 'THAWED' })));
+            t.diagnostic(`${where}: every process survived${missed && `; ${missed}`}`);
+          } else {
+            // The task CRIU was inside dies of the trap CRIU planted; nothing else does.
+            const survivors = { ...w, pids: w.pids.filter((pid) => pid !== victim) };
+            const expected = new RegExp(
+              `CRIU was killed by SIGKILL from outside agentd while it held them \\(docs/criu-faults.md\\); process ${victim} \\([^)]*memory-pattern.pl[^)]*\\) died: the kernel logged "traps: [^"]*\\[${victim}\\] trap int3[^"]*"; the other ${w.pids.length - 1} processes are back to ${prior}`,
+            );
+            if (!expected.test(message)) problems.push(`${where}: the error does not say who died and why: ${message}`);
+            const failedDir = reply.json.error.details?.failedDir as string;
+            const record = JSON.parse(readFileSync(join(failedDir, 'failure.json'), 'utf8'));
+            if (record.lost?.map((p: { pid: number }) => p.pid).join() !== String(victim))
+              problems.push(`${where}: failure.json does not record the loss: ${JSON.stringify(record)}`);
+            if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path)
+              problems.push(`${where}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
+            if (lostProcesses(w).join() !== String(victim))
+              problems.push(`${where}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
+            figures.lostOnPurpose++;
+            const state = await settledState(w.cgroup);
+            if (state !== prior) problems.push(`${where}: the cgroup is ${state}, not its prior ${prior}`);
+            problems.push(...(await assertWorkloadIntact(survivors, prior === 'THAWED')).map((p) => `${where}: ${p}`));
+            for (const name of auditImages(straced.dirs.imagesDir).failed)
+              rmSync(join(straced.dirs.imagesDir, name), { recursive: true, force: true });
+            t.diagnostic(
+              `${where}: ${message.slice(message.indexOf('CRIU was killed'), message.indexOf('; CRIU logs'))}${missed && `; ${missed}`}`,
+            );
+            // A fresh workload for the next case.
+            await setKernel(w.cgroup, 'THAWED');
+            w = await startWorkload(lab, h, `killed-${h}-${prior}-${attempt}`, { children: 1, memoryMiB: 24 });
+          }
+          if (!missed) break;
+          if (attempt === 3) {
+            problems.push(`${label}: missed its moment ${attempt} times (last: ${missed}); ptrace calls: ${landed.join(' ')}`);
+            break;
+          }
+          await setKernel(w.cgroup, 'THAWED');
+          moments = await referenceMoments();
         }
-        const message: string = reply.json.error.message;
-        if (!fatal) {
-          problems.push(...(await unharmed(straced, w, prior, label, { memory: prior === 'THAWED' })));
-          t.diagnostic(`${label}: every process survived`);
-          continue;
-        }
-        // The task CRIU was inside dies of the trap CRIU planted; nothing else does.
-        const survivors = { ...w, pids: w.pids.filter((pid) => pid !== victim) };
-        const expected = new RegExp(
-          `CRIU was killed by SIGKILL from outside agentd while it held them \\(docs/criu-faults.md\\); process ${victim} \\([^)]*memory-pattern.pl[^)]*\\) died: the kernel logged "traps: [^"]*\\[${victim}\\] trap int3[^"]*"; the other ${w.pids.length - 1} processes are back to ${prior}`,
-        );
-        if (!expected.test(message)) problems.push(`${label}: the error does not say who died and why: ${message}`);
-        const failedDir = reply.json.error.details?.failedDir as string;
-        const record = JSON.parse(readFileSync(join(failedDir, 'failure.json'), 'utf8'));
-        if (record.lost?.map((p: { pid: number }) => p.pid).join() !== String(victim))
-          problems.push(`${label}: failure.json does not record the loss: ${JSON.stringify(record)}`);
-        if (record.error?.code !== 'ECRIU' || record.cgroup !== w.cgroup.path)
-          problems.push(`${label}: failure.json lacks the error or cgroup: ${JSON.stringify(record)}`);
-        if (lostProcesses(w).join() !== String(victim))
-          problems.push(`${label}: expected only ${victim} lost, lost ${lostProcesses(w).join(', ')}`);
-        figures.lostOnPurpose++;
-        const state = await settledState(w.cgroup);
-        if (state !== prior) problems.push(`${label}: the cgroup is ${state}, not its prior ${prior}`);
-        problems.push(...(await assertWorkloadIntact(survivors, prior === 'THAWED')).map((p) => `${label}: ${p}`));
-        for (const name of auditImages(straced.dirs.imagesDir).failed)
-          rmSync(join(straced.dirs.imagesDir, name), { recursive: true, force: true });
-        t.diagnostic(`${label}: ${message.slice(message.indexOf('CRIU was killed'), message.indexOf('; CRIU logs'))}`);
-        // A fresh workload for the next case.
-        await setKernel(w.cgroup, 'THAWED');
-        w = await startWorkload(lab, h, `killed-${h}-${prior}`, { children: 1, memoryMiB: 24 });
       }
       plan.set();
       await setKernel(w.cgroup, 'THAWED');

@@ -20,7 +20,7 @@ export function injectionEnv(realCriu: string, inject: string): Record<string, s
 
 /**
  * A plan for strace-criu.sh (its environment variable AGENTD_TEST_CRIU_PLAN names the file): one
- * step per CRIU run, in order: "-" (no fault), "inject:SPEC" or "log:PATH".
+ * step per CRIU run, in order: "-" (no fault), "inject:SPEC", "log:PATH" or "inject:SPEC log:PATH".
  */
 export class CriuPlan {
   constructor(readonly file: string) {
@@ -82,6 +82,24 @@ export function dumpMoments(requests: readonly string[]): DumpMoments {
     inInjectedSyscall: at(injected, 'injected syscall (PTRACE_CONT then PTRACE_GETSIGINFO)'),
     atDetach: at(requests.indexOf('PTRACE_DETACH', injected), 'PTRACE_DETACH'),
   };
+}
+
+/**
+ * Whether a CRIU killed at its last logged ptrace call (the log of a run with an injected SIGKILL
+ * ends at the call the signal came on) died inside one of its injected syscalls: after a
+ * PTRACE_CONT that ran one (CRIU then reads the stop with PTRACE_GETSIGINFO) and before the
+ * PTRACE_SETREGSET that gives the task its registers back. The task then dies on CRIU's trap
+ * (docs/criu-faults.md). The absolute call number of that window can shift between runs of the same
+ * tree (a busy machine changes how often CRIU must wait), so tests read where a kill landed here
+ * rather than trust the number they aimed at.
+ */
+export function killedInsideInjectedSyscall(requests: readonly string[]): boolean {
+  const killedAt = requests.length - 1;
+  for (let i = killedAt; i > 0; i--) {
+    if (requests[i] === 'PTRACE_SETREGSET' && i < killedAt) return false;
+    if (requests[i] === 'PTRACE_GETSIGINFO' && requests[i - 1] === 'PTRACE_CONT') return true;
+  }
+  return false;
 }
 
 /**
