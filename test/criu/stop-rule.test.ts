@@ -36,8 +36,9 @@ import {
 } from '../helpers/criu-injection.js';
 
 const HIERARCHIES = (['v1', 'v2'] as const).filter((h) => hierarchyRoot(h));
-// Long enough that CRIU is surely parked when the stop comes (it gets there within 0.1 s here).
-const PARK_US = 4_000_000;
+// Long enough that CRIU is surely parked when the stop comes (it gets there within 0.1 s here), and
+// still parked when the stop rule looks, on a machine at load 20 (a park of 6 s ran out there once).
+const PARK_US = 10_000_000;
 const OOM_REFUSED = oomProtectionRefused();
 
 function tracerOf(pid: number): number {

@@ -35,9 +35,23 @@ import {
   type Workload,
 } from './checks.js';
 import { FaultSuite } from './suite.js';
+import { CriuPlan, STRACED_CRIU } from '../helpers/criu-injection.js';
+import { findCriu } from '../../src/criu/index.js';
 
 const suite = new FaultSuite('faults-crash');
 const { lab, figures, hierarchies } = suite;
+
+/**
+ * An agentd whose CRIU (the real one under strace, test/helpers/criu-injection.ts) is parked for 3 s
+ * at the first ptrace call of the second tree's dump, before it seizes anything (harmless,
+ * docs/criu-faults.md): the tests that kill agentd while that CRIU runs then find it running every
+ * time, whatever the load (a small tree's dump can otherwise end before the kill lands).
+ */
+async function parkedAgent(dirs: ReturnType<typeof suite.agentDirs>, name: string): Promise<Agent> {
+  const plan = new CriuPlan(join(lab.tempDir(`plan-${name}`), 'plan'));
+  plan.set('-', 'inject:delay_enter=3000000:when=1');
+  return Agent.start(lab, dirs, { criu: STRACED_CRIU, env: plan.env((await findCriu()).path) });
+}
 const MIN_KILLS_IN_WINDOW = 20;
 const MIN_RUNS = 24;
 const MAX_RUNS = 40;
@@ -233,7 +247,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
   test('an orphaned CRIU finishes on its own: the cgroup ends FROZEN, nothing is lost, and a restart puts it back', async (t) => {
     const w = workloads[0];
     const dirs = suite.agentDirs('orphan-finishes');
-    const agent = await Agent.start(lab, dirs);
+    const agent = await parkedAgent(dirs, 'orphan-finishes');
     await setKernel(w.cgroup, 'THAWED');
     let killing: Promise<number[]> | undefined;
     await agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }, (e) => {
@@ -270,7 +284,7 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
   test('agentd restarted while its orphaned CRIU still dumps: recovery waits for it, then returns the cgroup to its prior state', async (t) => {
     const w = workloads[workloads.length - 1];
     const dirs = suite.agentDirs('orphan-restart');
-    const agent = await Agent.start(lab, dirs);
+    const agent = await parkedAgent(dirs, 'orphan-restart');
     await setKernel(w.cgroup, 'THAWED');
     // The orphan is held with SIGSTOP (as a slow dump of a big workload would hold it) while the
     // new agentd starts, then let go: a CRIU that outlives the new agent's start, every time.

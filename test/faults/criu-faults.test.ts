@@ -14,6 +14,7 @@ import {
   CriuPlan,
   dumpMoments,
   killedInsideInjectedSyscall,
+  parkedAtCall,
   readPtraceLog,
   STRACED_CRIU,
   type DumpMoments,
@@ -45,6 +46,10 @@ suite.onCleanup(() => {
   for (const dir of mounts.splice(0)) execFileSync('umount', ['-l', dir]);
 });
 const FAKE_CRIU = join(FAULT_FIXTURES, 'fake-criu.sh');
+// How long CRIU stays parked inside the task: from the park to agentd's stop rule looking takes
+// well under a second at low load, but a park of 6 s ran out before it at load 18 (agentd then
+// rightly killed a CRIU that held nothing any more, and the test expected a held one).
+const PARKED_US = 20_000_000;
 
 /** Processes of a process group (CRIU and what it forked), read from /proc. */
 function groupMembers(pgid: number): number[] {
@@ -239,12 +244,14 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
       let running = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env });
       const victim = w.pids.find((pid) => readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('memory-pattern.pl'))!;
       for (const how of ['SIGTERM', 'SIGKILL'] as const) {
-        // Park the second tree's CRIU inside memory-pattern.pl, and see that it is there: the task
-        // sits on CRIU's planted int3 (leftAtCriuTrap). The call number comes from a reference dump
-        // just before; where the other tree's busy processes made this dump's sequence differ (it
-        // happened once in 5 runs), the park misses, the checkpoint just ends, and we try again.
+        // Park the second tree's CRIU inside memory-pattern.pl, and see that it is there: its log
+        // ends at the call it is held at (parkedAtCall), and the task sits on CRIU's planted int3
+        // (leftAtCriuTrap). The call number comes from a reference dump just before; where the
+        // other tree's busy processes made this dump's sequence differ (it happened once in 5 runs),
+        // the park lands elsewhere or not at all, the checkpoint just ends, and we try again.
         let streaming: Promise<StreamReply> | undefined;
         let when = 0;
+        let parkLog = '';
         for (let attempt = 1; attempt <= 4 && !streaming; attempt++) {
           const reference = join(lab.tempDir('reference'), 'ptrace.log');
           plan.set('-', `log:${reference}`);
@@ -252,17 +259,15 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
           assert.equal(ok.status, 201, ok.text);
           await running.request('DELETE', `/v1/checkpoints/${ok.json.id}`);
           when = dumpMoments(readPtraceLog(reference)).inInjectedSyscall;
-          plan.set('-', `inject:delay_enter=6000000:when=${when}`);
+          parkLog = join(lab.tempDir('park'), 'ptrace.log');
+          plan.set('-', `inject:delay_enter=${PARKED_US}:when=${when} log:${parkLog}`);
           const trying = running.stream('/v1/checkpoints', checkpointBody(w));
           let done = false;
           trying.then(
             () => (done = true),
             () => (done = true),
           );
-          await waitUntil('CRIU parked inside memory-pattern.pl, or the checkpoint over', () => done || leftAtCriuTrap(victim), 30_000);
-          // Parked means still there half a second later: CRIU passes through the same state for
-          // an instant at every injected syscall, and a poll can catch one it is not parked at.
-          await new Promise((resolve) => setTimeout(resolve, 500));
+          await waitUntil('CRIU parked, or the checkpoint over', () => done || parkedAtCall(parkLog) === when, 60_000);
           if (!done && leftAtCriuTrap(victim)) {
             streaming = trying;
             break;
@@ -277,12 +282,17 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         figures.runs++;
         figures.faults++;
         if (how === 'SIGTERM') {
-          assert.equal(await running.stop(), 0, 'agentd stops cleanly');
+          // agentd lets the parked CRIU end first: up to PARKED_US, then the rest of the dump.
+          const stoppedAt = Date.now();
+          const parkedAtStop = parkedAtCall(parkLog);
+          assert.equal(await running.stop(120_000), 0, 'agentd stops cleanly');
           const reply = await streaming;
           assert.equal(reply.final?.error?.code, 'EINTR', JSON.stringify(reply.final));
+          const calls = readPtraceLog(parkLog);
           assert.match(
             reply.final.error.message,
             /was cancelled; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/,
+            `${label}: parked at call ${parkedAtStop} when SIGTERM was sent; answer after ${Date.now() - stoppedAt} ms; CRIU made ${calls.length} ptrace calls in all, the last ${calls.slice(-4).join(' ')}; agentd's log: ${running.log.split('\n').slice(-8).join(' | ')}`,
           );
         } else {
           await running.kill();
@@ -290,7 +300,7 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
         }
         running = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env });
         if (how === 'SIGKILL')
-          await waitUntil('recovery to end the orphaned CRIU', () => criuProcessesUnder(dirs.imagesDir).length === 0, 30_000);
+          await waitUntil('recovery to end the orphaned CRIU', () => criuProcessesUnder(dirs.imagesDir).length === 0, 60_000);
         assert.deepEqual(await unharmed(running, w, 'THAWED', label, { memory: true }), []);
         t.diagnostic(`${label}: every process lived`);
       }

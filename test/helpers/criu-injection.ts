@@ -85,6 +85,25 @@ export function dumpMoments(requests: readonly string[]): DumpMoments {
 }
 
 /**
+ * Where a run logged with "inject:delay_enter=...:when=N log:PATH" is parked: strace writes each call
+ * as it enters it and finishes the line when it returns, so a CRIU held at its Nth call has logged N
+ * ptrace calls, the last one unfinished. The call number, or undefined while CRIU is not parked.
+ * Unlike a look at the task (which a busy machine can catch in the same state for an instant at
+ * another call), this cannot be wrong about where CRIU is.
+ */
+export function parkedAtCall(log: string): number | undefined {
+  let text: string;
+  try {
+    text = readFileSync(log, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const lines = text.split('\n').filter((line) => line.startsWith('ptrace('));
+  const last = lines.at(-1);
+  return last !== undefined && !/\) += /.test(last) ? lines.length : undefined;
+}
+
+/**
  * Whether a CRIU killed at its last logged ptrace call (the log of a run with an injected SIGKILL
  * ends at the call the signal came on) died inside one of its injected syscalls: after a
  * PTRACE_CONT that ran one (CRIU then reads the stop with PTRACE_GETSIGINFO) and before the

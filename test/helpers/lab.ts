@@ -219,7 +219,10 @@ export class Lab {
   // Synchronous so it can also run from process.on('exit') when a test crashes.
   private cleanupSync(): void {
     const deepestFirst = [...this.cgroups].sort((a, b) => b.path.length - a.path.length);
-    for (let round = 0; round < 200; round++) {
+    // Killed tasks leave their cgroup only once they have exited: at load 20 that took over the
+    // 2 s this loop used to allow (a fault-suite run left an empty cgroup behind). Up to 30 s.
+    const deadline = Date.now() + 30_000;
+    while (Date.now() < deadline) {
       for (const cgroup of deepestFirst) this.emptyCgroup(cgroup);
       for (const pid of this.pids) this.kill(pid);
       for (const cgroup of deepestFirst) {
