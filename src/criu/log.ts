@@ -72,7 +72,7 @@ export function logFacts(text: string): { version?: string; kernel?: string } {
 }
 
 /** The leading numbers of a version or kernel release: "6.18.44-fc-v1045" -> [6, 18, 44]. */
-function versionNumbers(version: string): number[] {
+export function versionNumbers(version: string): number[] {
   return (/^\d+(\.\d+)*/.exec(version)?.[0] ?? '')
     .split('.')
     .filter((p) => p !== '')
@@ -80,7 +80,7 @@ function versionNumbers(version: string): number[] {
 }
 
 /** Whether version a is older than b, comparing their numbers ("4.1.1" < "4.2"). */
-function olderThan(a: string, b: string): boolean {
+export function olderThan(a: string, b: string): boolean {
   const x = versionNumbers(a);
   const y = versionNumbers(b);
   for (let i = 0; i < Math.max(x.length, y.length); i++) {
