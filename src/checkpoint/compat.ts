@@ -72,7 +72,9 @@ export async function checkCompat(manifest: Manifest, dir: string, criu: CriuInf
   if (criuProblem) refused.push({ what: 'criu', message: criuProblem });
   const cpuinfo = manifest.host?.cpuinfo;
   if (cpuinfo === undefined || !existsSync(join(dir, cpuinfo))) {
-    warnings.push(`checkpoint ${manifest.id} has no record of its CPU (taken before agentd recorded one): this CPU was not checked against it`);
+    warnings.push(
+      `checkpoint ${manifest.id} has no record of its CPU (taken before agentd recorded one): this CPU was not checked against it`,
+    );
   } else {
     const verdict = await checkCpuinfo({
       criuPath: criu.path,

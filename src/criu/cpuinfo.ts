@@ -39,7 +39,8 @@ export async function dumpCpuinfo(opts: CpuinfoOptions): Promise<void> {
 }
 
 /** What `criu cpuinfo check` found: ok, or the error lines of its log saying what differs. */
-export type CpuinfoVerdict = { readonly ok: true } | { readonly ok: false; readonly differences: readonly string[]; readonly logPath: string };
+export type CpuinfoVerdict =
+  { readonly ok: true } | { readonly ok: false; readonly differences: readonly string[]; readonly logPath: string };
 
 /**
  * Checks opts.dir/cpuinfo.img against this host's CPU. A mismatch is a verdict, not an error;

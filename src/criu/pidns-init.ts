@@ -19,8 +19,12 @@ const EINTR = 4;
 
 async function main(): Promise<void> {
   const libc = koffi.load('libc.so.6');
-  const waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)') as (pid: number, status: number[], options: number) => number;
-  process.stdout.write("ready\n");
+  const waitpid = libc.func('int waitpid(int pid, _Out_ int *status, int options)') as (
+    pid: number,
+    status: number[],
+    options: number,
+  ) => number;
+  process.stdout.write('ready\n');
   process.stdin.resume();
   process.stdin.on('data', () => undefined);
   await Promise.race([once(process.stdin, 'end'), once(process.stdin, 'close'), once(process.stdin, 'error')]);

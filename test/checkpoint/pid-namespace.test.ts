@@ -61,7 +61,11 @@ function assertPlaced(summary: RestoreSummary, target: TestCgroup, savedPids: re
     summary.pids,
   );
   const inCgroup = lab.pidsOf(target).sort((a, b) => a - b);
-  assert.deepEqual(inCgroup, [...summary.pids, summary.namespaceInit!].sort((a, b) => a - b), 'the restored processes and the init');
+  assert.deepEqual(
+    inCgroup,
+    [...summary.pids, summary.namespaceInit!].sort((a, b) => a - b),
+    'the restored processes and the init',
+  );
   const ns = readlinkSync(`/proc/${summary.namespaceInit}/ns/pid`);
   assert.notEqual(ns, readlinkSync('/proc/self/ns/pid'));
   assert.deepEqual(nsPidsOf(summary.namespaceInit!).slice(-1), [1], 'the init is pid 1 inside');
