@@ -3,7 +3,7 @@
 // CRIU itself runs in; it has no option to make a new one for a tree dumped from the host's. So:
 //
 // - `unshare --pid --fork --mount --mount-proc --propagation slave` starts our init
-//   (./pidns-init.ts) as pid 1 of a new PID namespace, in a new mount namespace that has a /proc
+//   (./pidns-init.ts, a few lines of Perl) as pid 1 of a new PID namespace, in a new mount namespace that has a /proc
 //   of its own (CRIU reads and writes /proc/PID/... and ns_last_pid with the pids of its own
 //   namespace; the host's /proc would show it the host's). Slave propagation: mounts the host
 //   makes later still appear inside, none made inside leak out (CRIU's cgroup yard among them).
@@ -18,15 +18,14 @@
 
 import { spawn, type ChildProcess } from 'node:child_process';
 import { rm } from 'node:fs/promises';
-import { fileURLToPath } from 'node:url';
 import { AgentError } from '../errors/index.js';
 import { readDescendants, readNsPids } from '../proc/index.js';
 import { findInSearchPath } from './find.js';
+import { INIT_PROGRAM } from './pidns-init.js';
 import { readPidFile, restoreArgs, restoreFiles, type CriuRestoreOptions } from './restore.js';
 import { runCriu, type CriuRunResult } from './run.js';
 
-const INIT_SCRIPT = fileURLToPath(new URL('./pidns-init.js', import.meta.url));
-// The init is a Node program: it starts in ~0.1 s here, far longer under software emulation.
+// The init starts in milliseconds here; far longer under software emulation or heavy load.
 const INIT_START_MS = 30_000;
 const DEATH_WAIT_MS = 10_000;
 
@@ -44,7 +43,7 @@ export interface NamespaceRestoreResult extends CriuRunResult {
 function tool(name: string): string {
   const path = findInSearchPath(name);
   if (path === undefined) {
-    throw new AgentError('ECRIU', `restoring into a new PID namespace needs ${name} (util-linux), which is not in the search path`);
+    throw new AgentError('ECRIU', `restoring into a new PID namespace needs ${name}, which is not in the search path`);
   }
   return path;
 }
@@ -69,7 +68,7 @@ export class PidNamespace {
   static async open(options: { signal?: AbortSignal } = {}): Promise<PidNamespace> {
     const unshare = tool('unshare');
     tool('nsenter');
-    const args = ['--pid', '--fork', '--mount', '--mount-proc', '--propagation', 'slave', '--', process.execPath, INIT_SCRIPT];
+    const args = ['--pid', '--fork', '--mount', '--mount-proc', '--propagation', 'slave', '--', tool('perl'), '-e', INIT_PROGRAM];
     // Its own process group: a signal to agentd's group (a terminal's ^C) must not reach the job.
     const child = spawn(unshare, args, { stdio: ['pipe', 'pipe', 'pipe'], detached: true });
     child.on('error', () => undefined);
@@ -98,7 +97,7 @@ export class PidNamespace {
       if (child.pid !== undefined) killGroup(child.pid);
       throw new AgentError(
         options.signal?.aborted ? 'EINTR' : 'ECRIU',
-        `could not start the init of a new PID namespace (${unshare} ${args.join(' ')}): ${output.trim() || (ready ? 'it has no child' : 'it never said it was ready')}`,
+        `could not start the init of a new PID namespace (${unshare} ${args.slice(0, -1).join(' ')} ...): ${output.trim() || (ready ? 'it has no child' : 'it never said it was ready')}`,
       );
     }
     child.stdout!.destroy();
