@@ -161,8 +161,16 @@ export class PidNamespace {
     } catch {
       // gone already
     }
-    const timer = new Promise<boolean>((resolve) => setTimeout(() => resolve(false), DEATH_WAIT_MS).unref());
-    return Promise.race([this.ended.then(() => true), timer]);
+    // Held (ref) until then: the caller waits for it, and nothing else may keep this process alive.
+    this.child.ref();
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), DEATH_WAIT_MS)));
+    try {
+      return await Promise.race([this.ended.then(() => true), late]);
+    } finally {
+      clearTimeout(timer);
+      this.child.unref();
+    }
   }
 }
 

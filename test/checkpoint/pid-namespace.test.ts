@@ -6,9 +6,10 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { readdirSync, readFileSync, readlinkSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { RestoreSummary } from '../../src/checkpoint/index.js';
+import { INIT_PROGRAM } from '../../src/criu/pidns-init.js';
 import { HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 import { checkpointerIn, refOf, rejectsWith } from './helpers.js';
 
@@ -21,9 +22,9 @@ const HOST_NS = /\d+/.exec(readlinkSync('/proc/self/ns/pid'))![0];
 function counts(dir: string): Map<string, number> {
   const found = new Map<string, number>();
   for (const name of readdirSync(dir)) {
-    if (name.endsWith('.tmp')) continue;
-    const value = Number(readFileSync(join(dir, name), 'utf8').trim());
-    if (Number.isInteger(value)) found.set(name, value);
+    const text = readFileSync(join(dir, name), 'utf8').trim();
+    // A file just made is empty until its first write.
+    if (/^\d+$/.test(text)) found.set(name, Number(text));
   }
   return found;
 }
@@ -34,6 +35,20 @@ function nsPidsOf(pid: number): number[] {
     .trim()
     .split(/\s+/)
     .map(Number);
+}
+
+/** Processes running our namespace init (perl -e INIT_PROGRAM), or unshare starting one. */
+function namespaceInits(): number[] {
+  const found: number[] = [];
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      if (readFileSync(`/proc/${entry}/cmdline`, 'utf8').includes(INIT_PROGRAM)) found.push(Number(entry));
+    } catch {
+      // exited
+    }
+  }
+  return found;
 }
 
 /** Two ns-counter.pl trees (a root and a child each) in a new cgroup, each counting into its own directory. */
@@ -148,6 +163,42 @@ for (const hierarchy of HIERARCHIES) {
       for (const { pid } of children) process.kill(pid, 'SIGKILL');
       await waitUntil('the init to exit', () => !pidAlive(init));
       assert.deepEqual(lab.pidsOf(cgroup), []);
+    });
+
+    test('a restore that fails part-way (the second tree cannot be restored) ends the namespace: nothing is left running', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'fails');
+      // counter-tree.pl keeps its count files open, so CRIU needs them back at restore: the second
+      // tree's file removed after the checkpoint makes that tree's restore fail, after the first
+      // tree was restored into the namespace.
+      const dirs = [lab.tempDir('fails-a'), lab.tempDir('fails-b')];
+      for (const dir of dirs) {
+        lab.spawnIn(cgroup, workload('counter-tree.pl'), [dir, '1']);
+        await waitUntil(
+          `${dir} to count`,
+          () => readdirSync(dir).length === 2 && Number(readFileSync(join(dir, 'child-1'), 'utf8')) > 2,
+          30_000,
+        );
+      }
+      await lab.waitForProcesses(cgroup, 4);
+      const checkpointer = checkpointerIn(lab);
+      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
+      const treeOf = (dir: string) =>
+        checkpointer.show(summary.id).trees.findIndex((t) => t.processes.some((p) => p.command.includes(dir)));
+      const second = dirs.find((dir) => treeOf(dir) === 1)!;
+      rmSync(join(second, 'root'));
+      const before = namespaceInits();
+      const target = lab.cgroup(hierarchy, 'fails-target');
+      await assert.rejects(
+        checkpointer.restore(summary.id, { cgroup: target.path, pidNamespace: 'new' }),
+        rejectsWith('ECRIU', /criu restore .* in PID namespace of \d+ failed/),
+      );
+      assert.deepEqual(lab.pidsOf(target), [], 'the first tree was undone');
+      await waitUntil('no init of ours left', () => namespaceInits().filter((pid) => !before.includes(pid)).length === 0);
+      assert.deepEqual(
+        namespaceInits().filter((pid) => !before.includes(pid)),
+        [],
+      );
+      assert.equal(checkpointer.control.status(refOf(target)).locked, false);
     });
   });
 }
