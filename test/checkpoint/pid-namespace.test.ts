@@ -200,5 +200,19 @@ for (const hierarchy of HIERARCHIES) {
       );
       assert.equal(checkpointer.control.status(refOf(target)).locked, false);
     });
+
+    test('a job restored into a new namespace cannot be checkpointed again: ECRIU saying why, and the job runs on', async () => {
+      const { cgroup, pids } = await twoCounterTrees(hierarchy, 'again');
+      const checkpointer = checkpointerIn(lab);
+      const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
+      const restored = await checkpointer.restore(summary.id, { pidNamespace: 'new' });
+      assertPlaced(restored, cgroup, pids);
+      await assert.rejects(
+        checkpointer.checkpoint(refOf(cgroup), { after: 'killed' }),
+        rejectsWith('ECRIU', /is in a time namespace below its tree's root.*--pid-namespace new.*cannot be checkpointed again/),
+      );
+      for (const pid of [...restored.pids, restored.namespaceInit!]) assert.equal(pidAlive(pid), true, `${pid} runs on`);
+      await lab.killIn(cgroup);
+    });
   });
 }
