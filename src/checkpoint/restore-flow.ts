@@ -1,7 +1,8 @@
-// Restoring a checkpoint: verify every image file against the manifest first, make sure the saved
-// pids are free (src/checkpoint/pid-holders.ts), then restore the process trees one by one in their
-// saved order (src/restart), into the original cgroup or another one. A failure part-way kills
-// what was already restored.
+// Restoring a checkpoint: verify every image file against the manifest first, check that it fits
+// this host (./compat.ts), make sure the saved pids are free (./pid-holders.ts; not needed in a new
+// PID namespace, ./pid-placement.ts), then restore the process trees one by one in their saved
+// order (src/restart), into the original cgroup or another one. A failure part-way kills what was
+// already restored.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
