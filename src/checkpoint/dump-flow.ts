@@ -32,6 +32,7 @@ import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
+import { recordHost } from './compat.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
@@ -129,6 +130,8 @@ export async function runCheckpoint(
 
     progress('freeze');
     partialDir = ctx.store.createPartial(id);
+    // Before the freeze: CRIU's record of this CPU does not depend on the workload (0.06 s here).
+    const host = await recordHost(ctx.criu, partialDir, deadline.remainingOrFail(`recording the CPU of this host`), hooks.signal);
     lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
     const freezeStart = Date.now();
     await lease.freezer.freeze({ timeoutMs: Math.min(deadline.remainingOrFail(`freezing ${name}`), 10_000) });
@@ -200,6 +203,7 @@ export async function runCheckpoint(
       createdAt: new Date(frozenAt).toISOString(),
       kernel: kernelRelease(),
       criuVersion: ctx.criu.version,
+      host,
       options: {
         after,
         shellJob: !!options.shellJob,

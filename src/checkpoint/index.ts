@@ -3,7 +3,7 @@
 
 export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
-export { AFTER_POLICIES } from './types.js';
+export { AFTER_POLICIES, PID_NAMESPACE_MODES } from './types.js';
 export type {
   AfterPolicy,
   CheckpointListing,
@@ -12,9 +12,11 @@ export type {
   ImageFile,
   Manifest,
   OperationHooks,
+  PidNamespaceMode,
   ProcessRecord,
   ProgressEvent,
   RecoveryReport,
+  RestoredProcess,
   RestoreOptions,
   RestoreSummary,
   Stage,

@@ -81,7 +81,12 @@ export async function waitForSavedPids(
     const holders = pids.map((pid) => holderOf(pid, manifest.hierarchy)).filter((h): h is PidHolder => h !== undefined);
     if (holders.length === 0) return;
     if (holders.some((h) => !h.zombie)) {
-      throw taken(manifest, holders, `CRIU restores every process with its saved pid, so stop those processes first (${hint(manifest)})`);
+      throw taken(
+        manifest,
+        holders,
+        `CRIU restores every process with its saved pid, so stop those processes first (${hint(manifest)}), ` +
+          `or restore it into a new PID namespace (--pid-namespace new), where the saved pids are its own`,
+      );
     }
     if (Date.now() >= deadline) {
       throw taken(

@@ -1,7 +1,8 @@
-// Restoring a checkpoint: verify every image file against the manifest first, make sure the saved
-// pids are free (src/checkpoint/pid-holders.ts), then restore the process trees one by one in their
-// saved order (src/restart), into the original cgroup or another one. A failure part-way kills
-// what was already restored.
+// Restoring a checkpoint: verify every image file against the manifest first, check that it fits
+// this host (./compat.ts), make sure the saved pids are free (./pid-holders.ts; not needed in a new
+// PID namespace, ./pid-placement.ts), then restore the process trees one by one in their saved
+// order (src/restart), into the original cgroup or another one. A failure part-way kills what was
+// already restored.
 
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
@@ -14,12 +15,11 @@ import {
   openFreezer,
   planCgroup,
   removeCreated,
-  waitForPidsGone,
   type CgroupPlan,
   type Freezer,
 } from '../cgroup/index.js';
 import type { CgroupLease } from '../lock/index.js';
-import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot } from '../criu/index.js';
+import { startCriuRestoreOnTerminal, type CriuCgroupRoot } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
@@ -27,10 +27,10 @@ import { verifyFiles } from './image-store.js';
 import { waitForSavedPids } from './pid-holders.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
+import { checkCompat } from './compat.js';
+import { hostPlacement, newNamespacePlacement, type PidPlacement } from './pid-placement.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
-// How long the processes of a tree killed after a failed restore get to be gone.
-const PIDS_FREE_WAIT_MS = 10_000;
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */
 export interface RestoredTerminal {
@@ -81,20 +81,6 @@ function planTarget(manifest: Manifest, options: RestoreOptions): CgroupPlan {
   return plan;
 }
 
-function killTree(tree: TreeRecord): Promise<boolean> {
-  for (const { pid } of tree.processes) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // not restored, or gone
-    }
-  }
-  return waitForPidsGone(
-    tree.processes.map((p) => p.pid),
-    Date.now() + PIDS_FREE_WAIT_MS,
-  );
-}
-
 function isStopped(pid: number): boolean {
   return readProcStat(pid)?.state === 'T';
 }
@@ -125,6 +111,23 @@ async function startTogether(freezer: Freezer, pids: readonly number[]): Promise
   await freezer.thaw();
 }
 
+/** The compatibility check (./compat.ts), its CRIU log in a directory of its own, removed after. */
+async function checkHost(
+  ctx: FlowContext,
+  manifest: Manifest,
+  dir: string,
+  options: RestoreOptions,
+  timeoutMs: number,
+  signal?: AbortSignal,
+): Promise<string[]> {
+  const workDir = mkdtempSync(join(ctx.control.runDir, `compat-${manifest.id}-`));
+  try {
+    return await checkCompat(manifest, dir, ctx.criu, { force: options.force, workDir, timeoutMs, signal });
+  } finally {
+    rmSync(workDir, { recursive: true, force: true });
+  }
+}
+
 export async function runRestore(ctx: FlowContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
   const started = Date.now();
   const progress = hooks.onProgress ?? (() => undefined);
@@ -135,7 +138,15 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   progress({ stage: 'verify', message: `checking ${manifest.files.length} image files` });
   await verifyFiles(dir, manifest.files);
   const plan = planTarget(manifest, options);
-  await waitForSavedPids(manifest, progress, { signal: hooks.signal });
+  const pidNamespace = options.pidNamespace ?? 'host';
+  const shellJob = !!manifest.options.shellJob;
+  if (pidNamespace === 'new' && shellJob) {
+    throw new AgentError('EINVAL', `checkpoint ${id} was taken with --shell-job: restoring it into a new PID namespace is not supported`);
+  }
+  const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+  const warnings = await checkHost(ctx, manifest, dir, options, timeoutMs, hooks.signal);
+  // In a new namespace the saved pids are free by construction.
+  if (pidNamespace === 'host') await waitForSavedPids(manifest, progress, { signal: hooks.signal });
 
   const { ref: target, created } = createPlanned(plan);
   const name = describeCgroup(target);
@@ -148,6 +159,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   }
   let workDir: string | undefined;
   let succeeded = false;
+  let placement: PidPlacement | undefined;
   // A --shell-job restore keeps CRIU in the foreground on the new pty, with its cgroup yard mounted
   // in the work dir, until the restored root exits: the work dir goes when the last such CRIU does.
   const foregroundCriu: Promise<unknown>[] = [];
@@ -160,8 +172,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     const work = workDir;
     const cgroupRoots: CriuCgroupRoot[] =
       target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
-    const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
-    const shellJob = !!manifest.options.shellJob;
+    const where = (placement = pidNamespace === 'new' ? await newNamespacePlacement(hooks.signal) : hostPlacement());
     await restoreInOrder(
       manifest.trees.map((tree) => ({
         id: `tree-${tree.index}`,
@@ -181,7 +192,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             timeoutMs,
             signal,
           };
-          if (!shellJob) return runCriuRestore(common);
+          if (!shellJob) return where.restoreTree(common);
           const restored = await startCriuRestoreOnTerminal(common);
           foregroundCriu.push(restored.exited);
           // A foreground CRIU writes its pidfile before it stops the tree: a SIGCONT sent before
@@ -196,25 +207,39 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
           });
           return restored;
         },
-        undo: () => killTree(tree),
+        undo: () => where.undoTree(tree),
       })),
       { signal: hooks.signal, timeoutMs },
     );
-    const pids = manifest.trees.flatMap((t) => t.processes.map((p) => p.pid));
+    const processes = where.processes(manifest.trees);
+    const pids = processes.map((p) => p.pid);
     const inCgroup = new Set(lease.freezer.processes());
     const astray = pids.filter((pid) => !inCgroup.has(pid));
     if (astray.length > 0) {
-      await Promise.all(manifest.trees.map(killTree));
+      await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
       throw new AgentError(
         'ECRIU',
         `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
       );
     }
+    where.settle(pids[0]);
     await startTogether(lease.freezer, pids);
     succeeded = true;
     progress({ stage: 'done' });
-    return { id, cgroup: target.path, hierarchy: target.hierarchy, pids, trees: manifest.trees.length, durationMs: Date.now() - started };
+    return {
+      id,
+      cgroup: target.path,
+      hierarchy: target.hierarchy,
+      pids,
+      trees: manifest.trees.length,
+      durationMs: Date.now() - started,
+      pidNamespace,
+      processes,
+      ...(where.namespaceInit === undefined ? {} : { namespaceInit: where.namespaceInit }),
+      warnings,
+    };
   } finally {
+    if (!succeeded) await placement?.discard().catch(() => undefined);
     lease.release();
     // What was restored is killed already (restoreInOrder's undo): a cgroup made for it goes too.
     if (!succeeded) removeCreated(created);

@@ -86,6 +86,12 @@ export interface Timings {
   readonly totalMs: number;
 }
 
+/** What the dumping host was, beside the kernel release and CRIU version (src/checkpoint/compat.ts). */
+export interface HostRecord {
+  /** The checkpoint's cpuinfo.img (`criu cpuinfo dump`), relative to its directory. */
+  readonly cpuinfo: string;
+}
+
 export interface Manifest {
   readonly formatVersion: 1;
   readonly id: string;
@@ -95,6 +101,8 @@ export interface Manifest {
   readonly createdAt: string;
   readonly kernel: string;
   readonly criuVersion: string;
+  /** What CRIU recorded of the dumping host (src/checkpoint/compat.ts); absent in older manifests. */
+  readonly host?: HostRecord;
   readonly options: Omit<CheckpointOptions, 'imagesDir' | 'requestId'>;
   readonly priorState: FreezerState;
   readonly trees: readonly TreeRecord[];
@@ -135,15 +143,40 @@ export interface RestoreOptions {
   readonly hierarchy?: Hierarchy;
   readonly timeoutMs?: number;
   readonly requestId?: string;
+  /**
+   * Which PID namespace the processes come back in. `host` (the default): the host's, each with its
+   * saved pid, so none may be taken. `new`: a new one of their own (docs/pid-namespace.md), where
+   * the saved pids are free by construction; they then have other pids on the host.
+   */
+  readonly pidNamespace?: PidNamespaceMode;
+  /** Restore even when CRIU's version or the CPU differ from the dumping host's (src/checkpoint/compat.ts). */
+  readonly force?: boolean;
+}
+
+export type PidNamespaceMode = 'host' | 'new';
+export const PID_NAMESPACE_MODES: readonly PidNamespaceMode[] = ['host', 'new'];
+
+/** One restored process: its pid on the host and, restored into a new PID namespace, its pid there (the saved one). */
+export interface RestoredProcess {
+  readonly pid: number;
+  readonly nsPid?: number;
 }
 
 export interface RestoreSummary {
   readonly id: string;
   readonly cgroup: string;
   readonly hierarchy: Hierarchy;
+  /** Host pids of the restored processes, in the saved order. */
   readonly pids: readonly number[];
   readonly trees: number;
   readonly durationMs: number;
+  readonly pidNamespace: PidNamespaceMode;
+  /** Every restored process, host pid and namespace pid, in the saved order. */
+  readonly processes: readonly RestoredProcess[];
+  /** With pidNamespace new: the host pid of the namespace's init (agentd's holder, pid 1 inside). */
+  readonly namespaceInit?: number;
+  /** Differences from the dumping host that did not stop the restore (src/checkpoint/compat.ts). */
+  readonly warnings: readonly string[];
 }
 
 export interface RecoveryReport {

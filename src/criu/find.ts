@@ -143,7 +143,8 @@ export function chooseNetworkLock(host: { nftables: boolean; iptablesRestore: bo
   return undefined;
 }
 
-function findInSearchPath(name: string): string | undefined {
+/** An executable called name in the search path (criuSearchPath), or undefined. */
+export function findInSearchPath(name: string): string | undefined {
   return criuSearchPath()
     .map((dir) => join(dir, name))
     .find(isExecutableFile);

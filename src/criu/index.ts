@@ -27,7 +27,11 @@ export {
   type ManageCgroupsMode,
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
-export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, type TracerLookup } from './log.js';
+export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, olderThan, versionNumbers, type TracerLookup } from './log.js';
+/** What CRIU records of the dumping host's CPU, and its check of that record on a restoring host. */
+export { dumpCpuinfo, checkCpuinfo, CPUINFO_IMAGE, type CpuinfoOptions, type CpuinfoVerdict } from './cpuinfo.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */
 export { stopCriuSafely, tasksTracedBy, CRIU_HUNG_AFTER_MS, type SafeStopResult, type HeldTask } from './stop.js';
+/** Restoring into a new PID namespace held by an init of ours (docs/pid-namespace.md). */
+export { PidNamespace, type NamespacedPid, type NamespaceRestoreResult } from './pid-namespace.js';
 export { startCriuRestoreOnTerminal, type CriuTerminalRestoreOptions, type CriuTerminalRestore } from './terminal.js';

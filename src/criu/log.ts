@@ -72,7 +72,7 @@ export function logFacts(text: string): { version?: string; kernel?: string } {
 }
 
 /** The leading numbers of a version or kernel release: "6.18.44-fc-v1045" -> [6, 18, 44]. */
-function versionNumbers(version: string): number[] {
+export function versionNumbers(version: string): number[] {
   return (/^\d+(\.\d+)*/.exec(version)?.[0] ?? '')
     .split('.')
     .filter((p) => p !== '')
@@ -80,7 +80,7 @@ function versionNumbers(version: string): number[] {
 }
 
 /** Whether version a is older than b, comparing their numbers ("4.1.1" < "4.2"). */
-function olderThan(a: string, b: string): boolean {
+export function olderThan(a: string, b: string): boolean {
   const x = versionNumbers(a);
   const y = versionNumbers(b);
   for (let i = 0; i < Math.max(x.length, y.length); i++) {
@@ -121,6 +121,12 @@ export function knownMismatch(text: string, known: { criuVersion?: string; kerne
 // found while seizing" for one in a frozen cgroup (which is what agentd dumps), after retrying 10 s.
 const UNSEIZABLE = /Unable to interrupt task: (\d+) \(Operation not permitted\)/;
 
+// CRIU restores a tree into a new time namespace (so that its CLOCK_MONOTONIC goes on from the
+// dumped value) and dumps only a tree whose tasks share its root's. Measured with 4.2.1, a job
+// restored with --pid-namespace new (root: the namespace's init, in the host's time namespace):
+// "Can't dump nested time namespace for 17899".
+const NESTED_TIMENS = /Can't dump nested time namespace for (\d+)/;
+
 /** Who traces a task: the tracer's pid and command, or undefined (not traced, or gone). */
 export type TracerLookup = (pid: number) => { pid: number; comm: string } | undefined;
 
@@ -129,6 +135,14 @@ export type TracerLookup = (pid: number) => { pid: number; comm: string } | unde
  * undefined for any other failure. `tracerOf` looks up the task's tracer while it still exists.
  */
 export function knownRefusal(text: string, tracerOf: TracerLookup): string | undefined {
+  const nested = NESTED_TIMENS.exec(text);
+  if (nested) {
+    return (
+      `process ${nested[1]} is in a time namespace below its tree's root, and CRIU dumps one time namespace per tree: ` +
+      'a job restored with --pid-namespace new is so (CRIU restored it into a time namespace of its own, the ' +
+      "namespace's init is in the host's), and cannot be checkpointed again (docs/pid-namespace.md)"
+    );
+  }
   const unseizable = UNSEIZABLE.exec(text);
   if (!unseizable) return undefined;
   const pid = Number(unseizable[1]);

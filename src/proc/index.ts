@@ -3,4 +3,4 @@
 
 export { parseProcStat, readProcStat, type ProcStat } from './stat.js';
 export { parseMountinfo, readMountinfo, unescapeMountField, type MountEntry } from './mountinfo.js';
-export { readTracerPid } from './status.js';
+export { readTracerPid, readNsPids, readChildren, readDescendants } from './status.js';

@@ -7,7 +7,7 @@ import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
 import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { bytes, checkpointTimings, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
-import { AFTER_POLICIES } from '../../checkpoint/types.js';
+import { AFTER_POLICIES, PID_NAMESPACE_MODES } from '../../checkpoint/types.js';
 import type { CgroupStatus, CheckpointSummary, RestoreSummary } from '../../daemon/wire.js';
 
 // When --timeout is passed on to the agent, the agent still needs a moment after it to stop CRIU and
@@ -130,6 +130,20 @@ interface RestoreArgs extends GlobalArgs {
   readonly id: string;
   readonly cgroup?: string;
   readonly hierarchy?: 'v1' | 'v2';
+  readonly pidNamespace?: 'host' | 'new';
+  readonly force?: boolean;
+}
+
+/** The line agentctl restore prints: host pids, and with a new PID namespace what they are inside. */
+export function restoreLine(summary: RestoreSummary): string {
+  const trees = `${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)}`;
+  const where = `${summary.hierarchy}:${summary.cgroup}`;
+  if (summary.pidNamespace !== 'new') return `restored ${summary.id} into ${where}: pids ${summary.pids.join(' ')} (${trees})`;
+  const inside = summary.processes.map((p) => p.nsPid).join(' ');
+  return (
+    `restored ${summary.id} into ${where} in a new PID namespace (its init is pid ${summary.namespaceInit}): ` +
+    `pids ${summary.pids.join(' ')}, inside the namespace ${inside} (${trees})`
+  );
 }
 
 export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
@@ -139,12 +153,24 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     withHierarchy(
       y
         .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id (see agentctl checkpoints)' })
-        .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' }),
+        .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' })
+        .option('pid-namespace', {
+          choices: PID_NAMESPACE_MODES,
+          describe: "new: restore inside a new PID namespace, where the saved pids cannot clash with the host's (default: host)",
+        })
+        .option('force', { type: 'boolean', describe: "restore even when CRIU's version or the CPU differ from the dumping host's" }),
     )
       .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
-      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
+      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --pid-namespace new', 'a second copy while the first runs'),
   handler: action(async (args: RestoreArgs) => {
-    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
+    const body = {
+      cgroup: args.cgroup,
+      hierarchy: args.hierarchy,
+      timeoutMs: timeoutMs(args),
+      pidNamespace: args.pidNamespace,
+      force: args.force,
+    };
     const progress = progressFor(args.json);
     const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
     const cancel = cancellable(
@@ -166,9 +192,7 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     }
     if (cancel.cancelled()) process.stderr.write('agentctl: the restore had finished before the cancel reached the agent\n');
     if (args.json) return printJson(summary);
-    print(
-      `restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pids ${summary.pids.join(' ')} ` +
-        `(${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)})`,
-    );
+    for (const warning of summary.warnings ?? []) process.stderr.write(`agentctl: warning: ${warning}\n`);
+    print(restoreLine(summary));
   }),
 };

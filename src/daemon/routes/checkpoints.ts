@@ -13,6 +13,7 @@ import {
   hierarchy,
   timeoutMs,
   optional,
+  pidNamespace,
   readJsonObject,
   refuseQuery,
   required,
@@ -33,7 +34,15 @@ const CHECKPOINT_FIELDS = {
   imagesDir: optional(absolutePath),
 };
 
-const RESTORE_FIELDS = { cgroup: optional(text), hierarchy: optional(hierarchy), timeoutMs: optional(timeoutMs) };
+const RESTORE_FIELDS = {
+  cgroup: optional(text),
+  hierarchy: optional(hierarchy),
+  timeoutMs: optional(timeoutMs),
+  /** `host` (the default) or `new`: restore inside a new PID namespace (docs/pid-namespace.md). */
+  pidNamespace: optional(pidNamespace),
+  /** Restore even when CRIU's version or the CPU differ from the dumping host's. */
+  force: optional(flag),
+};
 
 /** Drops undefined values, so that the orchestration sees only what the client set. */
 function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
