@@ -4,6 +4,7 @@
 // reports as the 'resize' of stdout) is passed on. Ctrl-] detaches: agentctl leaves, the job runs on
 // with agentd holding its terminal, and `agentctl attach <cgroup>` gets it back.
 
+import { spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import { DETACH, EVENT, frame, FrameReader, INPUT, OUTPUT, PROTOCOL, resizeFrame, type TerminalEvent } from '../terminal/frames.js';
@@ -25,6 +26,15 @@ export type AttachOutcome =
   | { readonly how: 'detached'; readonly name: string }
   | { readonly how: 'ended'; readonly message: string; readonly exitCode?: number; readonly signal?: number }
   | { readonly how: 'closed'; readonly message: string };
+
+/**
+ * Output post-processing of the user's terminal, off while attached and back on after. The job's own
+ * pty has already turned its "\n" into "\r\n"; Node's raw mode keeps ONLCR on, so the user's
+ * terminal would make that "\r\r\n" (and a bare "\n" of a full-screen program a new line).
+ */
+function outputProcessing(on: boolean): void {
+  spawnSync('stty', [on ? 'opost' : '-opost'], { stdio: ['inherit', 'ignore', 'ignore'] });
+}
 
 function say(text: string): void {
   // In raw mode a bare \n does not return the carriage: every message starts on a clean line.
@@ -84,7 +94,10 @@ export async function attachTerminal(
       stdin.off('end', onInputEnd);
       process.stdout.off('resize', onResize);
       for (const signal of ['SIGHUP', 'SIGTERM'] as const) process.off(signal, onSignal);
-      if (raw) stdin.setRawMode(false);
+      if (raw) {
+        stdin.setRawMode(false);
+        if (process.stdout.isTTY) outputProcessing(true);
+      }
       stdin.pause();
       conn.end();
       conn.destroy();
@@ -136,7 +149,10 @@ export async function attachTerminal(
       finish({ how: 'closed', message: `the connection to agentd closed; the job may still run (agentctl attach ${name} tries again)` }),
     );
 
-    if (raw) stdin.setRawMode(true);
+    if (raw) {
+      stdin.setRawMode(true);
+      if (process.stdout.isTTY) outputProcessing(false);
+    }
     stdin.on('data', onInput);
     stdin.on('end', onInputEnd);
     stdin.resume();

@@ -186,13 +186,14 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     if (cancel.cancelled()) process.stderr.write('agentctl: the restore had finished before the cancel reached the agent\n');
     if (summary.terminal) {
       const { terminal } = summary;
-      process.stderr.write(
-        `agentctl: restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pid ${terminal.pid} on a terminal agentd holds; ` +
-          `attaching (${DETACH_KEY_NAME} detaches)\n`,
+      // Said once attached (this terminal is raw then), so that what is typed after it goes to the job.
+      const outcome = await attachTerminal(args.socket, { cgroup: terminal.cgroup, hierarchy: terminal.hierarchy as 'v1' | 'v2' }, () =>
+        process.stderr.write(
+          `agentctl: restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pid ${terminal.pid} on a terminal agentd holds; ` +
+            `attached (${DETACH_KEY_NAME} detaches)\r\n`,
+        ),
       );
-      process.exitCode = reportOutcome(
-        await attachTerminal(args.socket, { cgroup: terminal.cgroup, hierarchy: terminal.hierarchy as 'v1' | 'v2' }),
-      );
+      process.exitCode = reportOutcome(outcome);
       return;
     }
     if (args.json) return printJson(summary);
