@@ -109,7 +109,8 @@ test('agentctl: checkpoint --shell-job --after killed warns; restore --attach, k
   );
   assert.ok(pidAlive(pid), 'the job runs on after Ctrl-]');
   // While attached the job's bytes reach the terminal as they are: its pty made the "\r\n", agentctl's adds no "\r".
-  const session = restoring.shown().slice(restoring.shown().indexOf('attached ('), restoring.shown().indexOf('detached from'));
+  const shown = restoring.shown();
+  const session = shown.slice(shown.indexOf('attached ('), shown.indexOf('size 35 110 at 4') + 'size 35 110 at 4\r\n'.length);
   assert.match(session, /line 2: hello\r\n/);
   assert.doesNotMatch(session, /\r\r\n/);
 
