@@ -44,13 +44,11 @@ async function onTerminal(args: string[], size: { cols: number; rows: number }) 
 /** Waits until agentd has resized the job's terminal (the size reaches it before the next keys do). */
 async function waitForSize(cgroup: string, hierarchy: string, cols: number, rows: number): Promise<void> {
   const path = `/v1/cgroups/terminal?cgroup=${encodeURIComponent(cgroup)}&hierarchy=${hierarchy}`;
-  let last = '';
   const deadline = Date.now() + 20_000;
   for (;;) {
     const status = await api(agent.socket, 'GET', path);
-    last = status.text;
     if (status.body?.cols === cols && status.body?.rows === rows) return;
-    if (Date.now() > deadline) throw new Error(`the terminal never became ${cols}x${rows}: ${last}`);
+    if (Date.now() > deadline) throw new Error(`the terminal never became ${cols}x${rows}: ${status.text}`);
     await new Promise((r) => setTimeout(r, 20));
   }
 }
