@@ -2,9 +2,9 @@
 // shellJob and --after killed (the answer warns how to get it back), refused a restore without a
 // terminal (changing nothing), restored with "attach" onto a terminal agentd holds, then driven over
 // the attach protocol: keys reach it, its answers come back, a resize reaches it (stty size, and its
-// SIGWINCH trap), a second client is refused while one is attached, detach leaves it running, a new
-// attach gets it back with what it wrote meanwhile, and its exit ends the session and frees the
-// terminal. The lab kills every process and removes every cgroup whether the test passes or not.
+// SIGWINCH trap), a second client is refused while one is attached (or takes over when it asks),
+// detach leaves it running, a new attach gets it back with what it wrote meanwhile, and its exit
+// ends the session and frees the terminal. The lab kills every process and removes every cgroup whether the test passes or not.
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -85,8 +85,19 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(second.body.error.code, 'EBUSY');
       assert.match(second.body.error.message, /is attached to agentctl pid \d+.*Ctrl-\]/);
 
-      a.detach();
+      // Taking over: the first client is told why its session closed; the job does not notice.
+      const took = await attach(agent.socket, { cgroup: cgroup.path, hierarchy, takeOver: 'true' });
+      assert.ok(isAttached(took), JSON.stringify(took));
+      const t: Attached = took;
       await a.closed;
+      assert.deepEqual(
+        a.events.map((e) => e.type),
+        ['attached', 'closed'],
+      );
+      assert.match(a.events[1].message, /took over the terminal of .*; the job runs on/);
+      await waitUntil('the attached event', () => t.events.length > 0);
+      t.detach();
+      await t.closed;
       assert.ok(pidAlive(pid), 'the job runs on after a detach');
       const status = await api(
         agent.socket,
