@@ -207,9 +207,9 @@ export class TerminalSession {
 
   private output(data: string): void {
     this.scrollback.push(data);
-    this.scrollbackBytes += data.length;
+    this.scrollbackBytes += Buffer.byteLength(data);
     while (this.scrollbackBytes > SCROLLBACK_BYTES && this.scrollback.length > 1) {
-      this.scrollbackBytes -= this.scrollback.shift()!.length;
+      this.scrollbackBytes -= Buffer.byteLength(this.scrollback.shift()!);
     }
     this.client?.send(frame(OUTPUT, data));
   }
