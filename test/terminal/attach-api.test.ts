@@ -9,8 +9,8 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { join } from 'node:path';
-import { CGEXEC, HIERARCHIES, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
-import { api, withAgent } from '../daemon/agent.js';
+import { anyHierarchy, CGEXEC, HIERARCHIES, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
+import { api, startAgent, withAgent } from '../daemon/agent.js';
 import { attach, isAttached, type Attached } from './client.js';
 
 const { lab, agent } = withAgent('attach-api');
@@ -136,3 +136,44 @@ for (const hierarchy of HIERARCHIES) {
     });
   });
 }
+
+test('agentd stopping while a client is attached: the client is told, the agent exits 0, the job loses its terminal', async () => {
+  const { spawn } = await import('node-pty');
+  const hierarchy = anyHierarchy();
+  const own = await startAgent(lab);
+  try {
+    const cgroup = lab.cgroup(hierarchy, 'stopping');
+    const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'bash', workload('line-reader.sh')], {
+      cols: 80,
+      rows: 24,
+      env: JOB_ENV,
+    });
+    lab.track(original.pid);
+    let before = '';
+    original.onData((d) => (before += d));
+    await waitUntil('the job to be ready', () => before.includes('ready'), 20_000);
+    const [pid] = await lab.waitForProcesses(cgroup, 1);
+    const made = await api(own.socket, 'POST', '/v1/checkpoints', {
+      body: { cgroup: cgroup.path, hierarchy, shellJob: true, after: 'killed' },
+    });
+    assert.equal(made.status, 201, made.text);
+    await waitUntil(`the job (${pid}) to be killed`, () => !pidAlive(pid));
+    original.kill();
+    const restored = await api(own.socket, 'POST', `/v1/checkpoints/${made.body.id}/restore`, { body: { attach: true } });
+    assert.equal(restored.status, 200, restored.text);
+    const attached = await attach(own.socket, { cgroup: cgroup.path, hierarchy });
+    assert.ok(isAttached(attached), JSON.stringify(attached));
+    await waitUntil('the attached event', () => attached.events.length > 0);
+    assert.equal(await own.stop(), 0);
+    await attached.closed;
+    assert.deepEqual(
+      attached.events.map((e) => e.type),
+      ['attached', 'closed'],
+    );
+    assert.match(attached.events[1].message, /agentd is stopping \(SIGTERM\): the job's terminal closes with it/);
+    // The pty closes with agentd: the job's next read is an end of file, on which this one ends.
+    await waitUntil(`the job (${pid}) to end once its terminal closed`, () => !pidAlive(pid));
+  } finally {
+    await own.stop();
+  }
+});
