@@ -6,12 +6,18 @@
 //   client -> agentd   0x01 input (bytes for the job's terminal)   0x02 resize {"cols","rows"}   0x03 detach
 //   agentd -> client   0x11 output (bytes the job wrote)            0x12 event {"type": ...}
 
+/** The `Upgrade` token of the attach protocol. */
 export const PROTOCOL = 'agentd-terminal/1';
 
+/** Client to agentd: bytes for the job's terminal. */
 export const INPUT = 0x01;
+/** Client to agentd: `{"cols","rows"}`. */
 export const RESIZE = 0x02;
+/** Client to agentd: it goes; the job runs on. */
 export const DETACH = 0x03;
+/** agentd to client: bytes the job wrote. */
 export const OUTPUT = 0x11;
+/** agentd to client: one TerminalEvent as JSON. */
 export const EVENT = 0x12;
 
 /** A frame larger than this is a broken peer, not a terminal: the connection is closed. */
@@ -27,11 +33,13 @@ export type TerminalEvent =
   /** The session closes while the job runs on (agentd stops, or another client took it over). */
   | { readonly type: 'closed'; readonly message: string };
 
+/** A terminal's size in character cells. */
 export interface Size {
   readonly cols: number;
   readonly rows: number;
 }
 
+/** One frame of `type` carrying `payload` (text is sent as UTF-8). */
 export function frame(type: number, payload: Buffer | string = Buffer.alloc(0)): Buffer {
   const body = typeof payload === 'string' ? Buffer.from(payload, 'utf8') : payload;
   const header = Buffer.alloc(HEADER_BYTES);
@@ -40,10 +48,12 @@ export function frame(type: number, payload: Buffer | string = Buffer.alloc(0)):
   return Buffer.concat([header, body]);
 }
 
+/** An EVENT frame. */
 export function eventFrame(event: TerminalEvent): Buffer {
   return frame(EVENT, JSON.stringify(event));
 }
 
+/** A RESIZE frame. */
 export function resizeFrame(size: Size): Buffer {
   return frame(RESIZE, JSON.stringify({ cols: size.cols, rows: size.rows }));
 }
