@@ -37,6 +37,7 @@ export interface RestoredTerminal {
   readonly tree: number;
   readonly pid: number;
   readonly write: (data: string) => void;
+  readonly resize: (cols: number, rows: number) => void;
   readonly onData: (listener: (data: string) => void) => { dispose(): void };
   readonly exited: Promise<{ exitCode: number; signal?: number }>;
 }
@@ -202,6 +203,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             tree: tree.index,
             pid: restored.pid,
             write: (data) => restored.terminal.write(data),
+            resize: (cols, rows) => restored.terminal.resize(cols, rows),
             onData: (listener) => restored.terminal.onData(listener),
             exited: restored.exited,
           });

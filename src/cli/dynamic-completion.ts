@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { call } from './client.js';
 
 const ID_COMMANDS = new Set(['restore', 'show', 'delete']);
-const CGROUP_COMMANDS = new Set(['state', 'freeze', 'thaw', 'kill', 'checkpoint']);
+const CGROUP_COMMANDS = new Set(['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'attach']);
 // The shell waits for the answer while the operator waits for the shell.
 const ASK_WAIT_MS = 1500;
 

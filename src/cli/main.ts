@@ -3,6 +3,7 @@
 
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { attachCommand } from './commands/attach.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
 import { completionCommand } from './commands/completion.js';
 import { dynamicCompletion } from './dynamic-completion.js';
@@ -34,6 +35,7 @@ const COMMANDS = [
   killCommand,
   checkpointCommand,
   restoreCommand,
+  attachCommand,
   checkpointsCommand,
   showCommand,
   deleteCommand,

@@ -15,10 +15,11 @@ import { cgroupRoutes } from './routes/cgroups.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { operationRoutes } from './routes/operations.js';
 import { systemRoutes } from './routes/system.js';
+import { terminalRoutes } from './routes/terminals.js';
 
 function allRoutes(): Route[] {
   const routes: Route[] = [];
-  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes());
+  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes(), ...terminalRoutes());
   return routes;
 }
 

@@ -9,6 +9,7 @@ import type { Logger } from './logging.js';
 import type { Metrics } from './metrics.js';
 import type { Operations } from './operations.js';
 import type { PeerCredentials } from './peer.js';
+import type { TerminalSessions } from '../terminal/index.js';
 
 export interface Services {
   readonly control: CgroupControl;
@@ -17,6 +18,8 @@ export interface Services {
   readonly metrics: Metrics;
   readonly operations: Operations;
   readonly logger: Logger;
+  /** Terminals held for restored shell jobs (restore with `attach`). */
+  readonly terminals: TerminalSessions;
   readonly version: string;
   readonly startedAt: Date;
   shuttingDown(): boolean;

@@ -14,6 +14,8 @@ import { Metrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
 import { Operations } from './operations.js';
 import { ApiServer } from './server.js';
+import { createUpgradeHandler } from './attach.js';
+import { TerminalSessions } from '../terminal/index.js';
 import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
 
 export interface DaemonOptions {
@@ -126,11 +128,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     metrics: new Metrics(() => operations.checkpointing()),
     operations,
     logger,
+    terminals: new TerminalSessions(),
     version,
     startedAt,
     shuttingDown: () => stopping !== undefined,
   };
-  const api = new ApiServer(createRequestHandler(services), (message) => logger.error(message));
+  const api = new ApiServer(createRequestHandler(services), (message) => logger.error(message), createUpgradeHandler(services));
   const listening = await listenApi(api.server, socket);
   const notifier: Notifier = createNotifier(process.env, (message) => logger.warn(message));
   notifier.send(`READY=1\nSTATUS=listening on ${listening.path}\nMAINPID=${process.pid}`);
@@ -149,6 +152,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
       const running = operations.list();
       logger.info('agentd stopping', { reason, operations: running.length });
       const closed = api.stopAccepting();
+      // Attached clients are told; the jobs lose their terminals when agentd exits (docs/daemon-and-cli.md).
+      services.terminals.closeAll(`agentd is stopping (${reason}): the job's terminal closes with it`);
       // The orchestration answers an abort by putting the cgroup back in its prior state.
       operations.abortAll(`agentd is stopping (${reason})`);
       await api.idle();

@@ -7,6 +7,7 @@ import type { Socket } from 'node:net';
 import { recordPeer } from './peer.js';
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
+type UpgradeHandler = (req: IncomingMessage, socket: Socket, head: Buffer) => void;
 
 // Requests are small and sent at once; a client that dribbles its headers or body is not waited for.
 const HEADERS_TIMEOUT_MS = 10_000;
@@ -30,7 +31,8 @@ export class ApiServer {
   private inFlight = 0;
   private idleWaiters: (() => void)[] = [];
 
-  constructor(handler: Handler, onError: (message: string) => void) {
+  /** `onUpgrade` takes the requests that ask for an HTTP Upgrade (attaching to a terminal, src/daemon/attach.ts). */
+  constructor(handler: Handler, onError: (message: string) => void, onUpgrade?: UpgradeHandler) {
     this.server = createServer(
       { headersTimeout: HEADERS_TIMEOUT_MS, requestTimeout: REQUEST_TIMEOUT_MS, maxHeaderSize: MAX_HEADER_BYTES },
       (req, res) => {
@@ -48,6 +50,7 @@ export class ApiServer {
       },
     );
     this.server.on('connection', (socket: Socket) => recordPeer(socket));
+    if (onUpgrade) this.server.on('upgrade', onUpgrade);
     this.server.on('clientError', (err: NodeJS.ErrnoException, socket: Socket) => {
       if (err.code === 'HPE_HEADER_OVERFLOW') {
         return rawJsonError(

@@ -8,3 +8,7 @@ export type { CgroupStatus } from '../lock/index.js';
 export type { AfterPolicy, CheckpointListing, CheckpointSummary, Manifest, RestoreSummary } from '../checkpoint/index.js';
 /** GET /v1/host. */
 export type { HostFacts } from './host.js';
+/** POST /v1/checkpoints/{id}/restore with "attach": true adds `terminal`; a --shell-job --after killed checkpoint adds `warnings`. */
+export type { HeldTerminalReply } from './terminal-restore.js';
+/** GET /v1/terminals, GET /v1/cgroups/terminal. */
+export type { TerminalStatus } from '../terminal/index.js';

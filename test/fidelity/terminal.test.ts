@@ -1,6 +1,6 @@
 // Fidelity, an interactive program on a pseudo-terminal: Debian's python3 REPL, checkpointed with
-// shellJob and --after killed through the Checkpointer library (the daemon's API cannot hand a
-// terminal to its client yet, src/daemon/routes/checkpoints.ts), restored onto a new terminal, on v1
+// shellJob and --after killed through the Checkpointer library (the API's way, restore with
+// "attach", is tested in test/terminal/), restored onto a new terminal, on v1
 // and v2. What it proves: the REPL keeps its state (a variable set before the checkpoint) and goes
 // on reading and answering on the new terminal. The lab kills the processes and removes the
 // cgroups and files whether the test passes or fails.

@@ -8,7 +8,9 @@ import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, wit
 import { bytes, checkpointTimings, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
 import { AFTER_POLICIES, PID_NAMESPACE_MODES } from '../../checkpoint/types.js';
-import type { CgroupStatus, CheckpointSummary, RestoreSummary } from '../../daemon/wire.js';
+import type { CgroupStatus, CheckpointSummary, HeldTerminalReply, RestoreSummary } from '../../daemon/wire.js';
+import { AgentError } from '../../errors/index.js';
+import { attachTerminal, DETACH_KEY_NAME, reportOutcome } from '../attach.js';
 
 // When --timeout is passed on to the agent, the agent still needs a moment after it to stop CRIU and
 // put the cgroup back; the client waits that much longer before it gives up.
@@ -100,10 +102,10 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       () => `putting ${before.hierarchy}:${before.cgroup} back to ${prior}`,
       () => progress.done(),
     );
-    let summary: CheckpointSummary;
+    let summary: CheckpointSummary & { warnings?: readonly string[] };
     try {
       const request = call(options, 'POST', '/v1/checkpoints', { body, onProgress: progress.onProgress, requestId: cancel.requestId });
-      summary = (await cancel.run(request)) as CheckpointSummary;
+      summary = (await cancel.run(request)) as CheckpointSummary & { warnings?: readonly string[] };
     } catch (err) {
       if (!cancel.cancelled()) throw err;
       return afterCancel(args, err, { cgroup: before.cgroup, hierarchy: before.hierarchy });
@@ -111,6 +113,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       progress.done();
     }
     if (cancel.cancelled()) process.stderr.write('agentctl: the checkpoint had finished before the cancel reached the agent\n');
+    for (const warning of summary.warnings ?? []) process.stderr.write(`agentctl: warning: ${warning}\n`);
     if (args.json) return printJson(summary);
     print(
       [
@@ -132,6 +135,7 @@ interface RestoreArgs extends GlobalArgs {
   readonly hierarchy?: 'v1' | 'v2';
   readonly pidNamespace?: 'host' | 'new';
   readonly force?: boolean;
+  readonly attach?: boolean;
 }
 
 /** The line agentctl restore prints: host pids, and with a new PID namespace what they are inside. */
@@ -158,18 +162,29 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
           choices: PID_NAMESPACE_MODES,
           describe: "new: restore inside a new PID namespace, where the saved pids cannot clash with the host's (default: host)",
         })
-        .option('force', { type: 'boolean', describe: "restore even when CRIU's version or the CPU differ from the dumping host's" }),
+        .option('force', { type: 'boolean', describe: "restore even when CRIU's version or the CPU differ from the dumping host's" })
+        .option('attach', {
+          type: 'boolean',
+          describe: `a --shell-job checkpoint: put the job on a new terminal agentd holds and attach this one to it (${DETACH_KEY_NAME} detaches)`,
+        }),
     )
       .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup')
-      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --pid-namespace new', 'a second copy while the first runs'),
+      .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --pid-namespace new', 'a second copy while the first runs')
+      .example(
+        '$0 restore 20261201T063940Z-4bf4d8 --attach',
+        `a shell job, on this terminal; ${DETACH_KEY_NAME} leaves it running (agentctl attach <cgroup>)`,
+      ),
   handler: action(async (args: RestoreArgs) => {
+    if (args.attach && args.json) throw new AgentError('EINVAL', '--attach puts the job on this terminal: it does not mix with --json');
+    const size = args.attach && process.stdout.isTTY ? { cols: process.stdout.columns, rows: process.stdout.rows } : {};
     const body = {
       cgroup: args.cgroup,
       hierarchy: args.hierarchy,
       timeoutMs: timeoutMs(args),
       pidNamespace: args.pidNamespace,
       force: args.force,
+      ...(args.attach ? { attach: true, ...size } : {}),
     };
     const progress = progressFor(args.json);
     const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
@@ -178,12 +193,12 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
       () => `stopping the restore of ${args.id} (what it restored so far is killed)`,
       () => progress.done(),
     );
-    let summary: RestoreSummary;
+    let summary: RestoreSummary & { terminal?: HeldTerminalReply };
     try {
       const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/restore`;
       summary = (await cancel.run(
         call(options, 'POST', path, { body, onProgress: progress.onProgress, requestId: cancel.requestId }),
-      )) as RestoreSummary;
+      )) as RestoreSummary & { terminal?: HeldTerminalReply };
     } catch (err) {
       if (!cancel.cancelled()) throw err;
       return afterCancel(args, err);
@@ -191,6 +206,18 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
       progress.done();
     }
     if (cancel.cancelled()) process.stderr.write('agentctl: the restore had finished before the cancel reached the agent\n');
+    if (summary.terminal) {
+      const { terminal } = summary;
+      // Said once attached (this terminal is raw then), so that what is typed after it goes to the job.
+      const outcome = await attachTerminal(args.socket, { cgroup: terminal.cgroup, hierarchy: terminal.hierarchy as 'v1' | 'v2' }, () =>
+        process.stderr.write(
+          `agentctl: restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pid ${terminal.pid} on a terminal agentd holds; ` +
+            `attached (${DETACH_KEY_NAME} detaches)\r\n`,
+        ),
+      );
+      process.exitCode = reportOutcome(outcome);
+      return;
+    }
     if (args.json) return printJson(summary);
     for (const warning of summary.warnings ?? []) process.stderr.write(`agentctl: warning: ${warning}\n`);
     print(restoreLine(summary));

@@ -22,6 +22,8 @@ import {
   text,
 } from '../request.js';
 import type { Route } from '../router.js';
+import { checkTerminalRestore, shellJobWarnings, terminalHolder } from '../terminal-restore.js';
+import { parseSize } from '../../terminal/index.js';
 
 const CHECKPOINT_FIELDS = {
   cgroup: required(text),
@@ -34,6 +36,14 @@ const CHECKPOINT_FIELDS = {
   imagesDir: optional(absolutePath),
 };
 
+/** A terminal dimension in a body: checked with its partner by parseSize below. */
+const dimension = (value: unknown, field: string): number => {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 10_000) {
+    throw new AgentError('EINVAL', `"${field}" must be a whole number from 1 to 10000`);
+  }
+  return value;
+};
+
 const RESTORE_FIELDS = {
   cgroup: optional(text),
   hierarchy: optional(hierarchy),
@@ -42,6 +52,10 @@ const RESTORE_FIELDS = {
   pidNamespace: optional(pidNamespace),
   /** Restore even when CRIU's version or the CPU differ from the dumping host's. */
   force: optional(flag),
+  // A --shell-job checkpoint: put the job on a new terminal agentd holds (src/daemon/terminal-restore.ts), of this size.
+  attach: optional(flag),
+  cols: optional(dimension),
+  rows: optional(dimension),
 };
 
 /** Drops undefined values, so that the orchestration sees only what the client set. */
@@ -78,7 +92,8 @@ export function checkpointRoutes(): Route[] {
           ctx.audit.checkpoint = summary.id;
           metrics.checkpoints.observe(summary.timings.totalMs / 1000);
           metrics.frozenWindows.observe(summary.timings.frozenWindowMs / 1000);
-          return summary;
+          const warnings = shellJobWarnings(summary.id, options);
+          return warnings.length > 0 ? { ...summary, warnings } : summary;
         });
       },
     },
@@ -116,28 +131,33 @@ export function checkpointRoutes(): Route[] {
       pattern: '/v1/checkpoints/{id}/restore',
       async handle(ctx): Promise<Reply> {
         const id = checkpointRequest(ctx, 'restore');
-        const body = validate(await readJsonObject(ctx.req), RESTORE_FIELDS);
+        const { attach, cols, rows, ...body } = validate(await readJsonObject(ctx.req), RESTORE_FIELDS);
         if (body.hierarchy && !body.cgroup) {
           throw new AgentError('EINVAL', '"hierarchy" names the hierarchy of a target "cgroup"; give "cgroup" too, or neither');
         }
-        if (body.cgroup) ctx.audit.cgroup = body.cgroup;
-        const { checkpointer, metrics } = ctx.services;
-        // A --shell-job image is restored onto a new terminal that someone must hold and read; the
-        // API has no way to hand a terminal to its client, and one held by agentd would hang up on
-        // the job when agentd restarts. Refused before anything is touched.
-        if (checkpointer.show(id).options.shellJob) {
+        const size = parseSize(cols, rows);
+        if ((cols !== undefined || rows !== undefined) && !(size && attach)) {
           throw new AgentError(
             'EINVAL',
-            `checkpoint ${id} was taken with --shell-job: restoring it needs a terminal to put the job on, which the agent's API cannot provide`,
+            '"cols" and "rows" are the size of the terminal an "attach" restore opens: give both, with "attach": true',
           );
         }
+        if (body.cgroup) ctx.audit.cgroup = body.cgroup;
+        const { checkpointer, metrics, terminals } = ctx.services;
+        // Refused before anything is touched: a --shell-job image without a terminal to go on, or the other way round.
+        checkTerminalRestore(checkpointer.show(id), attach === true);
         // A plain 409 before any progress stream starts; restore() itself claims the checkpoint.
         checkpointer.refuseIfInUse(id);
+        const holder = attach ? terminalHolder(terminals, size) : undefined;
         return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
-          const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
+          const summary = await checkpointer.restore(
+            id,
+            { ...defined(body), requestId: ctx.requestId },
+            holder ? { ...hooks, onTerminal: (t) => holder.onTerminal(t) } : hooks,
+          );
           ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
           metrics.restores.observe(summary.durationMs / 1000);
-          return summary;
+          return holder ? { ...summary, terminal: holder.hold(summary) } : summary;
         });
       },
     },
