@@ -11,6 +11,7 @@ import { peerOf } from './peer.js';
 import { REQUEST_ID } from './request.js';
 import { sendError, sendJson, sendText } from './respond.js';
 import { matchRoute, type Route } from './router.js';
+import { archiveRoutes } from './routes/archives.js';
 import { cgroupRoutes } from './routes/cgroups.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { operationRoutes } from './routes/operations.js';
@@ -18,7 +19,7 @@ import { systemRoutes } from './routes/system.js';
 
 function allRoutes(): Route[] {
   const routes: Route[] = [];
-  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes());
+  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...archiveRoutes(), ...operationRoutes());
   return routes;
 }
 

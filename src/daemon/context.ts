@@ -2,6 +2,7 @@
 // (operation, cgroup) so that the dispatcher can log every mutating request with its outcome.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Archives } from '../archive/index.js';
 import type { Checkpointer } from '../checkpoint/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import type { HostFactsSource } from './host.js';
@@ -13,6 +14,7 @@ import type { PeerCredentials } from './peer.js';
 export interface Services {
   readonly control: CgroupControl;
   readonly checkpointer: Checkpointer;
+  readonly archives: Archives;
   readonly host: HostFactsSource;
   readonly metrics: Metrics;
   readonly operations: Operations;
