@@ -47,7 +47,8 @@ function kindOf(path: string): 'socket' | 'missing' | string {
   }
 }
 
-function unreachable(socket: string, err: unknown): AgentError {
+/** The EUNREACHABLE error for a failed connection to the socket, saying what is (or is not) there. */
+export function unreachable(socket: string, err: unknown): AgentError {
   const errno = systemErrno(err);
   const missing = `no agent listening at ${socket}: there is nothing there; is agentd running? ${START_HINT}`;
   if (errno === 'ENOENT' || errno === 'ENOTDIR') return new AgentError('EUNREACHABLE', missing, { cause: err });
@@ -77,7 +78,8 @@ function unreachable(socket: string, err: unknown): AgentError {
   return new AgentError('EUNREACHABLE', `cannot reach agentd at ${socket}: ${errno ?? (err as Error).message}`, { cause: err });
 }
 
-function agentError(status: number, body: unknown): AgentError {
+/** The agent's JSON error body as an AgentError (EIO when there is none). */
+export function agentError(status: number, body: unknown): AgentError {
   const error = (body as { error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> } } | null)?.error;
   if (error && typeof error.message === 'string') {
     return new AgentError(isErrorCode(error.code) ? error.code : 'EIO', error.message, error.details ? { details: error.details } : {});

@@ -3,6 +3,7 @@
 
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
+import { exportCommand, importCommand, keyCommand } from './commands/archive.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
 import { completionCommand } from './commands/completion.js';
 import { dynamicCompletion } from './dynamic-completion.js';
@@ -37,6 +38,9 @@ const COMMANDS = [
   checkpointsCommand,
   showCommand,
   deleteCommand,
+  exportCommand,
+  importCommand,
+  keyCommand,
   hostCommand,
 ] as const;
 
