@@ -7,7 +7,7 @@
 // The reader checks everything here against a strict schema: an archive is hostile input.
 
 import { AgentError } from '../errors/index.js';
-import type { ImageFile, Manifest } from '../checkpoint/index.js';
+import { AFTER_POLICIES, type ImageFile, type Manifest } from '../checkpoint/index.js';
 
 export const VERSION_MEMBER = 'agentd-archive';
 export const FORMAT_VERSION = 1;
@@ -129,8 +129,10 @@ export function parseManifest(bytes: Buffer): Manifest {
   const options = value.options;
   if (!isObject(options)) throw bad('the manifest has no "options" object');
   for (const [k, v] of Object.entries(options)) {
-    if (k === 'after' || k === 'timeoutMs') continue;
-    if (!OPTION_FLAGS.includes(k) || typeof v !== 'boolean') throw bad(`manifest option ${JSON.stringify(k.slice(0, 50))} is unknown or not true/false`);
+    if (k === 'after' && typeof v === 'string' && (AFTER_POLICIES as readonly string[]).includes(v)) continue;
+    if (k === 'timeoutMs' && isCount(v)) continue;
+    if (!OPTION_FLAGS.includes(k) || typeof v !== 'boolean')
+      throw bad(`manifest option ${JSON.stringify(k.slice(0, 50))} is unknown or has the wrong type`);
   }
   checkTrees(value.trees);
   const files = checkFiles(value.files);
@@ -156,9 +158,12 @@ export function parseSignature(bytes: Buffer): SignatureRecord {
   }
   if (!isObject(value)) throw bad('signature.json is not a JSON object');
   const keys = Object.keys(value).sort().join(',');
-  if (keys !== 'algorithm,publicKey,signature') throw bad(`signature.json must hold exactly algorithm, publicKey and signature (has ${keys.slice(0, 100)})`);
+  if (keys !== 'algorithm,publicKey,signature')
+    throw bad(`signature.json must hold exactly algorithm, publicKey and signature (has ${keys.slice(0, 100)})`);
   if (value.algorithm !== 'ed25519') throw bad(`signature algorithm ${JSON.stringify(value.algorithm)} is not ed25519`);
-  if (typeof value.publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(value.publicKey)) throw bad('signature.json publicKey is not 32 bytes of lower-case hex');
-  if (typeof value.signature !== 'string' || !/^[0-9a-f]{128}$/.test(value.signature)) throw bad('signature.json signature is not 64 bytes of lower-case hex');
+  if (typeof value.publicKey !== 'string' || !/^[0-9a-f]{64}$/.test(value.publicKey))
+    throw bad('signature.json publicKey is not 32 bytes of lower-case hex');
+  if (typeof value.signature !== 'string' || !/^[0-9a-f]{128}$/.test(value.signature))
+    throw bad('signature.json signature is not 64 bytes of lower-case hex');
   return value as unknown as SignatureRecord;
 }

@@ -103,10 +103,11 @@ async function writeImageFile(entry: Readable, dir: string, file: ImageFile): Pr
       new Writable({
         write(chunk: Buffer, _encoding, callback) {
           size += chunk.length;
-          if (size > file.size) return callback(refused(`${FILES_PREFIX}${file.path} holds more than the ${file.size} bytes its manifest lists`));
+          if (size > file.size)
+            return callback(refused(`${FILES_PREFIX}${file.path} holds more than the ${file.size} bytes its manifest lists`));
           hash.update(chunk);
           try {
-            for (let off = 0; off < chunk.length; ) off += writeSync(fd, chunk, off);
+            for (let off = 0; off < chunk.length;) off += writeSync(fd, chunk, off);
             callback();
           } catch (err) {
             callback(err as Error);
@@ -228,7 +229,9 @@ export async function readArchive(input: Readable, options: ReadOptions): Promis
       if (!file) throw refused(`entry ${current} is ${describeStray(name)}`);
       if (done.has(name)) throw refused(`entry ${current} appears twice`);
       if (header.size !== file.size) {
-        throw refused(`entry ${current} is ${header.size} bytes, its manifest lists ${file.size}${(header.size ?? 0) > file.size ? ' (larger than the manifest allows)' : ''}`);
+        throw refused(
+          `entry ${current} is ${header.size} bytes, its manifest lists ${file.size}${(header.size ?? 0) > file.size ? ' (larger than the manifest allows)' : ''}`,
+        );
       }
       await beReady();
       await writeImageFile(entry, dir!, file);
@@ -240,7 +243,9 @@ export async function readArchive(input: Readable, options: ReadOptions): Promis
     if (manifest === undefined) throw refused(`the archive ends before its ${MANIFEST_MEMBER}`);
     const missing = [...wanted.keys()].filter((n) => !done.has(n));
     if (missing.length > 0) {
-      throw refused(`the archive ends without ${missing.length} of the manifest's files (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''}): truncated?`);
+      throw refused(
+        `the archive ends without ${missing.length} of the manifest's files (${missing.slice(0, 3).join(', ')}${missing.length > 3 ? ', ...' : ''}): truncated?`,
+      );
     }
     return head();
   } catch (err) {
@@ -266,6 +271,7 @@ function describe(err: unknown, current: string): AgentError {
   if (/Invalid tar header|Header exceeds max size|Invalid header/.test(e?.message ?? '')) {
     return refused(`a tar header after entry ${current} is malformed (${e.message})`);
   }
-  if (typeof e?.code === 'string' && /^E[A-Z]+$/.test(e.code)) return new AgentError('EIO', `import failed at entry ${current}: ${e.message}`);
+  if (typeof e?.code === 'string' && /^E[A-Z]+$/.test(e.code))
+    return new AgentError('EIO', `import failed at entry ${current}: ${e.message}`);
   return refused(`at entry ${current}: ${e?.message ?? String(err)}`);
 }

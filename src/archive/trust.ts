@@ -38,13 +38,17 @@ export function judgeSigner(head: ArchiveHead, trustedKeysDir: string, caller: C
   if (sig) {
     const raw = Buffer.from(sig.publicKey, 'hex');
     fingerprint = `sha256:${createHash('sha256').update(raw).digest('hex')}`;
-    let ok = false;
+    let ok: boolean;
     try {
       ok = verify(null, head.manifestBytes, publicKeyFromRaw(raw), Buffer.from(sig.signature, 'hex'));
     } catch {
       ok = false;
     }
-    if (!ok) throw new AgentError('EINVAL', `archive refused: signature.json does not verify over manifest.json with the key it names (${fingerprint}): the archive was altered`);
+    if (!ok)
+      throw new AgentError(
+        'EINVAL',
+        `archive refused: signature.json does not verify over manifest.json with the key it names (${fingerprint}): the archive was altered`,
+      );
     const { keys, skipped } = readTrustedKeys(trustedKeysDir);
     const found = keys.find((k) => k.key.raw === sig.publicKey);
     if (found) return { signer: fingerprint, trustedBy: found.file };

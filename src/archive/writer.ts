@@ -52,7 +52,12 @@ function verifyingTap(id: string, file: ImageFile, onBytes: (n: number) => void)
     flush(callback) {
       const digest = hash.digest('hex');
       if (size !== file.size || digest !== file.sha256) {
-        callback(new AgentError('EIO', `image file ${file.path} of checkpoint ${id} changed while it was exported (size or sha256 differ from its manifest)`));
+        callback(
+          new AgentError(
+            'EIO',
+            `image file ${file.path} of checkpoint ${id} changed while it was exported (size or sha256 differ from its manifest)`,
+          ),
+        );
       } else callback();
     },
   });

@@ -51,7 +51,12 @@ export function download(
   onResponse: (res: IncomingMessage) => void = () => undefined,
 ): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath: options.socket, method: 'GET', path, headers: { Accept: 'application/x-agentd-archive, application/json' } });
+    const req = httpRequest({
+      socketPath: options.socket,
+      method: 'GET',
+      path,
+      headers: { Accept: 'application/x-agentd-archive, application/json' },
+    });
     const clear = withTimeout(options, req, `GET ${path}`, reject);
     req.on('error', (err) => {
       clear();

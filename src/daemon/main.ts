@@ -39,7 +39,11 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       requiresArg: true,
       describe: 'one more directory a checkpoint request may name as its images directory (repeatable; absolute)',
     })
-    .option('key', { type: 'string', default: DEFAULT_SIGNING_KEY, describe: 'the ed25519 key that signs exported archives (made, mode 0600, if missing)' })
+    .option('key', {
+      type: 'string',
+      default: DEFAULT_SIGNING_KEY,
+      describe: 'the ed25519 key that signs exported archives (made, mode 0600, if missing)',
+    })
     .option('trusted-keys', {
       type: 'string',
       default: DEFAULT_TRUSTED_KEYS_DIR,

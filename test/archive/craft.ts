@@ -103,8 +103,17 @@ export async function packTar(members: readonly Member[], extra?: Buffer): Promi
     const type = m.type ?? 'file';
     const carries = type === 'file';
     const size = carries ? m.content.length : 0;
-    const header = { name: m.name, type, mode: 0o600, mtime: new Date(0), ...(m.linkname ? { linkname: m.linkname } : {}), ...(type.endsWith('device') ? { devmajor: 1, devminor: 3 } : {}) };
-    await new Promise<void>((resolve, reject) => pack.entry(header, carries ? m.content : Buffer.alloc(0), (err) => (err ? reject(err) : resolve())));
+    const header = {
+      name: m.name,
+      type,
+      mode: 0o600,
+      mtime: new Date(0),
+      ...(m.linkname ? { linkname: m.linkname } : {}),
+      ...(type.endsWith('device') ? { devmajor: 1, devminor: 3 } : {}),
+    };
+    await new Promise<void>((resolve, reject) =>
+      pack.entry(header, carries ? m.content : Buffer.alloc(0), (err) => (err ? reject(err) : resolve())),
+    );
     regions.push({ header: offset, data: offset + 512, size });
     offset += 512 + Math.ceil(size / 512) * 512;
   }

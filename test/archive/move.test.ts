@@ -21,7 +21,12 @@ let c: Agent;
 let trustedByB: string;
 
 /** Runs `agentctl export ID` into `agentctl --socket TO import -` through a real pipe (no shell). */
-function pipeExport(from: Agent, id: string, to: Agent, importArgs: string[] = []): Promise<{ exportCode: number | null; importCode: number | null; stdout: string; stderr: string }> {
+function pipeExport(
+  from: Agent,
+  id: string,
+  to: Agent,
+  importArgs: string[] = [],
+): Promise<{ exportCode: number | null; importCode: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const env = { PATH: process.env.PATH, HOME: process.env.HOME };
     const exporter = spawn(process.execPath, [AGENTCTL, '--socket', from.socket, 'export', id], { env, stdio: ['ignore', 'pipe', 'pipe'] });
@@ -148,7 +153,10 @@ describe(`moving a checkpoint between agents, cgroup ${hierarchy}`, { skip: unav
   test('an agent without the key refuses (EACCES, exit 1, nothing left); root with --trust imports it; a member of group agentd is refused even with --trust', async () => {
     const refused = await pipeExport(a, id, c);
     assert.equal(refused.importCode, 1, refused.stderr);
-    assert.match(refused.stderr, /agentctl: EACCES: archive refused: it is signed by sha256:[0-9a-f]{64}, a key not in \S+; put the exporting agent's key there \(agentctl key on it\), or pass --trust/);
+    assert.match(
+      refused.stderr,
+      /agentctl: EACCES: archive refused: it is signed by sha256:[0-9a-f]{64}, a key not in \S+; put the exporting agent's key there \(agentctl key on it\), or pass --trust/,
+    );
     assert.deepEqual(readdirSync(c.imagesDir), []);
 
     const file = join(lab.tempDir('archive-c'), 'moved.agentd-archive');
@@ -194,12 +202,11 @@ describe(`moving a checkpoint between agents, cgroup ${hierarchy}`, { skip: unav
     const out = join(lab.tempDir('corrupt'), 'x.agentd-archive');
     const corrupt = await agentctl(['--socket', c.socket, 'export', copy, '-o', out]);
     assert.equal(corrupt.code, 1, corrupt.stderr);
-    assert.match(corrupt.stderr, new RegExp(`agentctl: EIO: image file ${pages.path.replace(/[.]/g, '\\.')} in \\S+ does not match its manifest`));
-    assert.equal(existsSync(out), false);
-    assert.deepEqual(
-      readdirSync(join(out, '..')),
-      [],
-      'no partial archive either',
+    assert.match(
+      corrupt.stderr,
+      new RegExp(`agentctl: EIO: image file ${pages.path.replace(/[.]/g, '\\.')} in \\S+ does not match its manifest`),
     );
+    assert.equal(existsSync(out), false);
+    assert.deepEqual(readdirSync(join(out, '..')), [], 'no partial archive either');
   });
 });

@@ -17,16 +17,14 @@ import { download, upload } from '../transfer.js';
 
 const ARCHIVE_TYPE = 'application/x-agentd-archive';
 
-interface KeyArgs extends GlobalArgs {}
-
-export const keyCommand: CommandModule<GlobalArgs, KeyArgs> = {
+export const keyCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'key',
   describe: "print the agent's public signing key (PEM): put it in another agent's trusted-keys directory",
   builder: (y) =>
     y
       .example('$0 key > /etc/agentd/trusted-keys/host-a.pem', "on host B, after copying: trust host A's archives")
       .example('$0 key --json', '{"algorithm":"ed25519","pem":…,"raw":…,"fingerprint":"sha256:…",…}'),
-  handler: action(async (args: KeyArgs) => {
+  handler: action(async (args: GlobalArgs) => {
     const reply = (await call(clientOptions(args), 'GET', '/v1/key')) as { pem: string };
     if (args.json) return printJson(reply);
     process.stdout.write(reply.pem);

@@ -32,7 +32,8 @@ const DISCARD_MS = 30_000;
 
 /** Answers an import at once (the body may still be arriving), then drops the rest of the body. */
 function answerNow(ctx: RequestContext, err: unknown): Reply {
-  const reply = err instanceof ArchiveTooLarge ? { status: 413, body: { error: { code: err.code, message: err.message } } } : errorResponse(err);
+  const reply =
+    err instanceof ArchiveTooLarge ? { status: 413, body: { error: { code: err.code, message: err.message } } } : errorResponse(err);
   const res: ServerResponse = ctx.res;
   if (!res.headersSent && !res.destroyed) sendJson(res, reply.status, reply.body);
   if (!ctx.req.complete) {
@@ -100,7 +101,11 @@ export function archiveRoutes(): Route[] {
           const { trust } = validate(queryObject(ctx.url), { trust: optional(queryFlag) }, 'query parameter');
           const type = (ctx.req.headers['content-type'] ?? '').split(';')[0].trim().toLowerCase();
           if (!IMPORT_TYPES.includes(type)) {
-            throw new ProtocolError(415, 'EINVAL', `an import's body is an archive: send Content-Type ${CONTENT_TYPE}, got "${type.slice(0, 100)}"`);
+            throw new ProtocolError(
+              415,
+              'EINVAL',
+              `an import's body is an archive: send Content-Type ${CONTENT_TYPE}, got "${type.slice(0, 100)}"`,
+            );
           }
           const declared = ctx.req.headers['content-length'];
           if (declared !== undefined && Number(declared) > archives.maxImportBytes) throw new ArchiveTooLarge(archives.maxImportBytes);
