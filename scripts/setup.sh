@@ -149,6 +149,22 @@ stop_background_agent() {
   rm -f "$PID_FILE"
 }
 
+# The agent's archive signing key (docs/archive.md): agentd makes it at first start too; made here
+# so that `agentctl key` has something to show the other hosts right after setup. Never replaced.
+SIGNING_KEY=$STATE_DIR/signing-key
+if [ ! -e "$SIGNING_KEY" ]; then
+  mkdir -p "$STATE_DIR" && chmod 0700 "$STATE_DIR"
+  # node rather than openssl(1), which a minimal host may lack; the same PKCS#8 PEM either way.
+  (umask 077 && "$NODE" -e '
+    const { generateKeyPairSync } = require("node:crypto");
+    const pem = generateKeyPairSync("ed25519").privateKey.export({ format: "pem", type: "pkcs8" });
+    require("node:fs").writeFileSync(process.argv[1], pem, { mode: 0o600, flag: "wx" });
+  ' "$SIGNING_KEY.new" && mv -n "$SIGNING_KEY.new" "$SIGNING_KEY")
+  rm -f "$SIGNING_KEY.new"
+  say "made the archive signing key $SIGNING_KEY"
+fi
+mkdir -p /etc/agentd/trusted-keys && chmod 0755 /etc/agentd /etc/agentd/trusted-keys
+
 if [ -d /run/systemd/system ]; then
   mode=systemd
   stop_background_agent

@@ -6,7 +6,7 @@ import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import { randomBytes } from 'node:crypto';
-import { byCreation, checkId } from './image-store.js';
+import { byCreation, checkId, verifyFiles, type ImageStore } from './image-store.js';
 import { claimCheckpoint, refuseIfInUse } from './in-use.js';
 import { ImageRoots } from './allowed-roots.js';
 import { runCheckpoint } from './dump-flow.js';
@@ -129,6 +129,31 @@ export class Checkpointer {
     const store = this.roots.holding(checkId(id));
     refuseIfInUse(store.finalDir(id));
     await store.delete(id);
+  }
+
+  /**
+   * A good checkpoint, verified against its manifest (every file's size and sha256), claimed for an
+   * export until `release` is called: a delete or restore of it meanwhile gets EBUSY.
+   */
+  async openForExport(id: string, requestId: string): Promise<{ dir: string; manifest: Manifest; release: () => void }> {
+    const store = this.roots.holding(checkId(id));
+    const manifest = store.readManifest(id);
+    const dir = store.finalDir(id);
+    const release = claimCheckpoint(dir, id, 'export', requestId);
+    try {
+      await verifyFiles(dir, manifest.files);
+      return { dir, manifest, release };
+    } catch (err) {
+      release();
+      throw err;
+    }
+  }
+
+  /** The image root imported archives land in (the agent's own), checked and made if missing. */
+  importRoot(): ImageStore {
+    const store = this.roots.own;
+    store.ensureRoot();
+    return store;
   }
 
   /** For a freshly started agent: what a crashed one left, in every image root, put right. */

@@ -28,6 +28,8 @@ import { makeImageRoot } from './create-root.js';
 import type { CheckpointListing, ImageFile, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';
+/** An archive being imported (src/archive): removed like a partial checkpoint when an agent died reading it. */
+const IMPORTING_PREFIX = '.importing-';
 const DELETING_PREFIX = '.deleting-';
 const FAILED_SUFFIX = '.failed';
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
@@ -109,6 +111,17 @@ export class ImageStore {
     return dir;
   }
 
+  /** A fresh directory for an archive being imported, under a name no reader takes for a checkpoint. */
+  createImporting(): string {
+    const dir = join(this.root, IMPORTING_PREFIX + randomBytes(6).toString('hex'));
+    try {
+      mkdirSync(dir, { mode: 0o700 });
+    } catch (err) {
+      throw fromSystemError(err, `cannot create import directory ${dir}`);
+    }
+    return dir;
+  }
+
   finalDir(id: string): string {
     return join(this.root, checkId(id));
   }
@@ -138,10 +151,10 @@ export class ImageStore {
     }
   }
 
-  /** Temporary directories left by an agent that died mid-checkpoint. */
+  /** Temporary directories left by an agent that died mid-checkpoint or mid-import. */
   partials(): string[] {
     return this.entries()
-      .filter((name) => name.startsWith(PARTIAL_PREFIX))
+      .filter((name) => name.startsWith(PARTIAL_PREFIX) || name.startsWith(IMPORTING_PREFIX))
       .map((name) => join(this.root, name));
   }
 

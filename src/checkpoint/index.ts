@@ -4,12 +4,14 @@
 export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
 export { AFTER_POLICIES, PID_NAMESPACE_MODES } from './types.js';
+export { fsyncDirectory, newCheckpointId, removeTree, writeFileDurably, MANIFEST_FILE, type ImageStore } from './image-store.js';
 export type {
   AfterPolicy,
   CheckpointListing,
   CheckpointOptions,
   CheckpointSummary,
   ImageFile,
+  ImportRecord,
   Manifest,
   OperationHooks,
   PidNamespaceMode,

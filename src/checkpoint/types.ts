@@ -109,6 +109,18 @@ export interface Manifest {
   readonly files: readonly ImageFile[];
   readonly criuStats: readonly Record<string, number>[];
   readonly timings: Timings;
+  /** Set on a checkpoint that came in as an archive (src/archive): where from, and who signed it. */
+  readonly imported?: ImportRecord;
+}
+
+export interface ImportRecord {
+  /** The checkpoint's id on the agent that exported it. */
+  readonly from: string;
+  readonly at: string;
+  /** `sha256:<hex>` of the signer's key; absent for an unsigned archive. */
+  readonly signer?: string;
+  /** The trusted-keys file holding the signer's key; absent when root imported it with --trust. */
+  readonly trustedBy?: string;
 }
 
 export interface CheckpointSummary {

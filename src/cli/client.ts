@@ -47,7 +47,7 @@ function kindOf(path: string): 'socket' | 'missing' | string {
   }
 }
 
-/** The EUNREACHABLE error for a connection to `socket` that failed with `err`. */
+/** The EUNREACHABLE error for a failed connection to the socket, saying what is (or is not) there. */
 export function unreachable(socket: string, err: unknown): AgentError {
   const errno = systemErrno(err);
   const missing = `no agent listening at ${socket}: there is nothing there; is agentd running? ${START_HINT}`;
@@ -78,7 +78,7 @@ export function unreachable(socket: string, err: unknown): AgentError {
   return new AgentError('EUNREACHABLE', `cannot reach agentd at ${socket}: ${errno ?? (err as Error).message}`, { cause: err });
 }
 
-/** The agent's JSON error body as an AgentError. */
+/** The agent's JSON error body as an AgentError (EIO when there is none). */
 export function agentError(status: number, body: unknown): AgentError {
   const error = (body as { error?: { code?: unknown; message?: unknown; details?: Record<string, unknown> } } | null)?.error;
   if (error && typeof error.message === 'string') {

@@ -4,6 +4,7 @@
 import yargs, { type Argv, type CommandModule } from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { attachCommand } from './commands/attach.js';
+import { exportCommand, importCommand, keyCommand } from './commands/archive.js';
 import { checkpointCommand, restoreCommand } from './commands/checkpoint.js';
 import { completionCommand } from './commands/completion.js';
 import { dynamicCompletion } from './dynamic-completion.js';
@@ -39,6 +40,9 @@ const COMMANDS = [
   checkpointsCommand,
   showCommand,
   deleteCommand,
+  exportCommand,
+  importCommand,
+  keyCommand,
   hostCommand,
 ] as const;
 

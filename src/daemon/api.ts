@@ -11,6 +11,7 @@ import { peerOf } from './peer.js';
 import { REQUEST_ID } from './request.js';
 import { sendError, sendJson, sendText } from './respond.js';
 import { matchRoute, type Route } from './router.js';
+import { archiveRoutes } from './routes/archives.js';
 import { cgroupRoutes } from './routes/cgroups.js';
 import { checkpointRoutes } from './routes/checkpoints.js';
 import { operationRoutes } from './routes/operations.js';
@@ -19,7 +20,14 @@ import { terminalRoutes } from './routes/terminals.js';
 
 function allRoutes(): Route[] {
   const routes: Route[] = [];
-  routes.push(...systemRoutes(() => routes), ...cgroupRoutes(), ...checkpointRoutes(), ...operationRoutes(), ...terminalRoutes());
+  routes.push(
+    ...systemRoutes(() => routes),
+    ...cgroupRoutes(),
+    ...checkpointRoutes(),
+    ...archiveRoutes(),
+    ...operationRoutes(),
+    ...terminalRoutes(),
+  );
   return routes;
 }
 

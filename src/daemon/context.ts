@@ -2,6 +2,7 @@
 // (operation, cgroup) so that the dispatcher can log every mutating request with its outcome.
 
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Archives } from '../archive/index.js';
 import type { Checkpointer } from '../checkpoint/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import type { HostFactsSource } from './host.js';
@@ -14,6 +15,7 @@ import type { TerminalSessions } from '../terminal/index.js';
 export interface Services {
   readonly control: CgroupControl;
   readonly checkpointer: Checkpointer;
+  readonly archives: Archives;
   readonly host: HostFactsSource;
   readonly metrics: Metrics;
   readonly operations: Operations;

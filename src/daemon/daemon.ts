@@ -2,6 +2,7 @@
 // we are ready; on SIGTERM tell systemd we are stopping, stop accepting, cancel running checkpoints
 // (each cgroup goes back to its prior state), wait for every request to end, and exit 0.
 
+import { Archives } from '../archive/index.js';
 import { Checkpointer } from '../checkpoint/index.js';
 import { isAgentError } from '../errors/index.js';
 import { CgroupControl } from '../lock/index.js';
@@ -16,7 +17,15 @@ import { Operations } from './operations.js';
 import { ApiServer } from './server.js';
 import { createUpgradeHandler } from './attach.js';
 import { TerminalSessions } from '../terminal/index.js';
-import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
+import {
+  DEFAULT_IMAGES_DIR,
+  DEFAULT_MAX_IMPORT_BYTES,
+  DEFAULT_RUN_DIR,
+  DEFAULT_SIGNING_KEY,
+  DEFAULT_SOCKET,
+  DEFAULT_TRUSTED_KEYS_DIR,
+  packageVersion,
+} from '../defaults/index.js';
 
 export interface DaemonOptions {
   readonly socket?: string;
@@ -25,6 +34,12 @@ export interface DaemonOptions {
   /** More directories a checkpoint request may name as its `imagesDir` (`--allow-images-dir`). */
   readonly allowedImagesDirs?: readonly string[];
   readonly criu?: string;
+  /** The signing key of exported archives (`--key`); made when missing. */
+  readonly keyFile?: string;
+  /** Public keys whose archives import without --trust (`--trusted-keys`). */
+  readonly trustedKeysDir?: string;
+  /** The largest compressed archive an import reads (`--max-import-bytes`). */
+  readonly maxImportBytes?: number;
   readonly logLevel?: LogLevel;
   readonly logFormat?: LogFormat;
   readonly logger?: Logger;
@@ -105,6 +120,16 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined,
   });
 
+  const archives = new Archives({
+    checkpointer,
+    keyFile: options.keyFile ?? DEFAULT_SIGNING_KEY,
+    trustedKeysDir: options.trustedKeysDir ?? DEFAULT_TRUSTED_KEYS_DIR,
+    maxImportBytes: options.maxImportBytes ?? DEFAULT_MAX_IMPORT_BYTES,
+  });
+  const key = archives.loadKey();
+  if (key instanceof Error) logger.warn('no signing key: exports will be refused', { error: key.message });
+  else logger.info('signing key', { file: archives.keyFile, fingerprint: key.fingerprint, trustedKeys: archives.trustedKeysDir });
+
   logCriu(await criuFacts(checkpointer), logger);
   await recoverLeftovers(checkpointer, logger);
 
@@ -124,6 +149,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const services: Services = {
     control,
     checkpointer,
+    archives,
     host,
     metrics: new Metrics(() => operations.checkpointing()),
     operations,

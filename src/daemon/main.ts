@@ -6,7 +6,23 @@ import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { startDaemon } from './daemon.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS } from './logging.js';
-import { DEFAULT_IMAGES_DIR, DEFAULT_RUN_DIR, DEFAULT_SOCKET, packageVersion } from '../defaults/index.js';
+import {
+  DEFAULT_IMAGES_DIR,
+  DEFAULT_MAX_IMPORT_BYTES,
+  DEFAULT_RUN_DIR,
+  DEFAULT_SIGNING_KEY,
+  DEFAULT_SOCKET,
+  DEFAULT_TRUSTED_KEYS_DIR,
+  packageVersion,
+} from '../defaults/index.js';
+
+/** `64G`, `512M`, `1048576`: a byte count with an optional binary K, M, G or T suffix. */
+export function parseByteCount(text: string): number | undefined {
+  const m = /^(\d+)([KMGT]?)$/i.exec(text.trim());
+  if (!m) return undefined;
+  const n = Number(m[1]) * 1024 ** ' KMGT'.indexOf((m[2] || ' ').toUpperCase());
+  return Number.isSafeInteger(n) && n > 0 ? n : undefined;
+}
 
 export async function main(argv: string[] = hideBin(process.argv)): Promise<void> {
   const args = await yargs(argv)
@@ -23,6 +39,21 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       requiresArg: true,
       describe: 'one more directory a checkpoint request may name as its images directory (repeatable; absolute)',
     })
+    .option('key', {
+      type: 'string',
+      default: DEFAULT_SIGNING_KEY,
+      describe: 'the ed25519 key that signs exported archives (made, mode 0600, if missing)',
+    })
+    .option('trusted-keys', {
+      type: 'string',
+      default: DEFAULT_TRUSTED_KEYS_DIR,
+      describe: 'directory of public keys (one PEM per file) whose archives import without --trust',
+    })
+    .option('max-import-bytes', {
+      type: 'string',
+      default: String(DEFAULT_MAX_IMPORT_BYTES / 1024 ** 3) + 'G',
+      describe: 'largest compressed archive an import reads (bytes, or with K, M, G, T)',
+    })
     .option('criu', { type: 'string', describe: 'the criu binary (default: found on PATH and in the sbin directories)' })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'least severe level logged' })
     .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
@@ -30,6 +61,8 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       const relative = (a['allow-images-dir'] ?? []).filter((dir) => !isAbsolute(dir));
       if (relative.length > 0)
         throw new Error(`--allow-images-dir takes an absolute path, got ${relative.map((d) => JSON.stringify(d)).join(', ')}`);
+      if (parseByteCount(a['max-import-bytes']) === undefined)
+        throw new Error(`--max-import-bytes takes a byte count such as 68719476736 or 64G, got ${JSON.stringify(a['max-import-bytes'])}`);
       return true;
     })
     .example('$0', 'listen on /run/agentd/agentd.sock')
@@ -50,6 +83,9 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       imagesDir: args['images-dir'],
       allowedImagesDirs: args['allow-images-dir'],
       criu: args.criu,
+      keyFile: args.key,
+      trustedKeysDir: args['trusted-keys'],
+      maxImportBytes: parseByteCount(args['max-import-bytes']),
       logger,
     });
   } catch (err) {

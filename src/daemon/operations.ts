@@ -2,7 +2,7 @@
 // it: on SIGTERM the daemon aborts them all and the orchestration puts each cgroup back in its prior
 // state; when a client disconnects mid-operation, its operation is aborted the same way.
 
-export type OperationKind = 'checkpoint' | 'restore';
+export type OperationKind = 'checkpoint' | 'restore' | 'export' | 'import';
 
 export interface RunningOperation {
   readonly kind: OperationKind;
