@@ -4,7 +4,7 @@
 // order (src/restart), into the original cgroup or another one. A failure part-way kills what was
 // already restored.
 
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
@@ -121,7 +121,7 @@ async function checkHost(
   timeoutMs: number,
   signal?: AbortSignal,
 ): Promise<string[]> {
-  const workDir = mkdtempSync(join(ctx.control.runDir, `compat-${manifest.id}-`));
+  const workDir = ctx.control.scratchDir(`compat-${manifest.id}-`);
   try {
     return await checkCompat(manifest, dir, ctx.criu, { force: options.force, workDir, timeoutMs, signal });
   } finally {
@@ -169,7 +169,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     if (lease.freezer.state() !== 'THAWED') {
       throw new AgentError('EBUSY', `cgroup ${name} is ${lease.freezer.state()}: CRIU cannot restore into a frozen cgroup; thaw it first`);
     }
-    workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
+    workDir = ctx.control.scratchDir(`restore-${id}-`);
     const work = workDir;
     const cgroupRoots: CriuCgroupRoot[] =
       target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];

@@ -3,7 +3,7 @@
 // cgroup's lock first and a CHECKPOINTING cgroup refuses them all with EBUSY.
 
 import { randomBytes } from 'node:crypto';
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
@@ -60,6 +60,16 @@ export class CgroupControl {
     return this.underLease(ref, 'kill', 'killing', opts.requestId, (freezer) =>
       freezer.killAll(opts.timeoutMs === undefined ? {} : { timeoutMs: opts.timeoutMs }),
     );
+  }
+
+  /**
+   * A new private directory under the run directory, for an operation's scratch files (CRIU's logs
+   * of a compatibility check or a restore). The run directory is made with the lock directory's
+   * checks if it is not there yet: an agent that has only imported an image has taken no lock.
+   */
+  scratchDir(prefix: string): string {
+    ensureLockDir(this.runDir, this.locksDir);
+    return mkdtempSync(join(this.runDir, prefix));
   }
 
   /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
