@@ -25,6 +25,7 @@ import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
 import { verifyFiles } from './image-store.js';
 import { waitForSavedPids } from './pid-holders.js';
+import { createSubCgroups, planSubCgroups, putBack, rootSubCgroup } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 
@@ -135,12 +136,15 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   progress({ stage: 'verify', message: `checking ${manifest.files.length} image files` });
   await verifyFiles(dir, manifest.files);
   const plan = planTarget(manifest, options);
+  // The sub-cgroups the processes were in, checked now and made before CRIU runs (./subtree.ts).
+  const subPlans = planSubCgroups(manifest, plan.path, plan.hierarchy);
   await waitForSavedPids(manifest, progress, { signal: hooks.signal });
 
   const { ref: target, created } = createPlanned(plan);
   const name = describeCgroup(target);
   let lease: CgroupLease;
   try {
+    created.push(...createSubCgroups(subPlans));
     lease = ctx.control.lease(target, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'restore' });
   } catch (err) {
     removeCreated(created);
@@ -158,8 +162,13 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     }
     workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
     const work = workDir;
-    const cgroupRoots: CriuCgroupRoot[] =
-      target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
+    // Elsewhere than in place, each tree's root goes to its own sub-cgroup of the target, the rest
+    // of the tree follows relative to it (measured, ./subtree.ts).
+    const cgroupRootsOf = (tree: TreeRecord): CriuCgroupRoot[] => {
+      if (target.path === manifest.cgroup) return [];
+      const sub = rootSubCgroup(tree);
+      return [{ controller: controllerOf(target.hierarchy), path: `/${target.path}${sub ? `/${sub}` : ''}` }];
+    };
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const shellJob = !!manifest.options.shellJob;
     await restoreInOrder(
@@ -177,7 +186,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             tcpEstablished: !!manifest.options.tcpEstablished,
             networkLock: ctx.criu.networkLock,
             fileLocks: !!manifest.options.fileLocks,
-            cgroupRoots,
+            cgroupRoots: cgroupRootsOf(tree),
             timeoutMs,
             signal,
           };
@@ -201,14 +210,12 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
       { signal: hooks.signal, timeoutMs },
     );
     const pids = manifest.trees.flatMap((t) => t.processes.map((p) => p.pid));
-    const inCgroup = new Set(lease.freezer.processes());
-    const astray = pids.filter((pid) => !inCgroup.has(pid));
-    if (astray.length > 0) {
+    try {
+      // Each process in its own sub-cgroup while every tree is still stopped; ECRIU if one is not.
+      putBack(target, manifest);
+    } catch (err) {
       await Promise.all(manifest.trees.map(killTree));
-      throw new AgentError(
-        'ECRIU',
-        `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
-      );
+      throw new AgentError('ECRIU', `${(err as Error).message}; killed what was restored`, { cause: err });
     }
     await startTogether(lease.freezer, pids);
     succeeded = true;
