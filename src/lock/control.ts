@@ -10,6 +10,7 @@ import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
+import { guardSubtree } from './subtree-guard.js';
 import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
@@ -62,10 +63,21 @@ export class CgroupControl {
     );
   }
 
-  /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
+  /**
+   * Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it, or naming the
+   * cgroup above or below it whose checkpoint (or, for a checkpoint, whose holder) is in the way.
+   */
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);
-    return Lease.acquire(ref, this.lockPath(ref), info);
+    const lease = Lease.acquire(ref, this.lockPath(ref), info);
+    try {
+      // The cgroups above and below it: a checkpoint covers the whole subtree (./subtree-guard.ts).
+      guardSubtree(this.locksDir, ref, info.operation);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    return lease;
   }
 
   /**
