@@ -39,11 +39,13 @@ export function subtreeMembers(ref: CgroupRef): SubtreeMember[] {
   return members;
 }
 
-/** The descendants of the cgroup, relative to it, parents before their children (empty ones too). */
+/** The descendants of the cgroup, relative to it (empty ones too): shallower first, then by name, so parents come before their children. */
 export function subCgroups(ref: CgroupRef): string[] {
+  const depth = (sub: string) => sub.split('/').length;
   return subtreeDirs(ref.dir)
     .slice(1)
-    .map((dir) => relative(ref, dir));
+    .map((dir) => relative(ref, dir))
+    .sort((a, b) => depth(a) - depth(b) || (a < b ? -1 : a > b ? 1 : 0));
 }
 
 /** The reference of a descendant given relative to the cgroup (it need not exist). */
