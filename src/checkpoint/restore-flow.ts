@@ -8,7 +8,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   backoff,
-  controllerOf,
   createPlanned,
   describeCgroup,
   openFreezer,
@@ -19,13 +18,13 @@ import {
   type Freezer,
 } from '../cgroup/index.js';
 import type { CgroupLease } from '../lock/index.js';
-import { runCriuRestore, startCriuRestoreOnTerminal, type CriuCgroupRoot } from '../criu/index.js';
+import { runCriuRestore, startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
 import { verifyFiles } from './image-store.js';
 import { waitForSavedPids } from './pid-holders.js';
-import { createSubCgroups, planSubCgroups, putBack, rootSubCgroup } from './subtree.js';
+import { createSubCgroups, planSubCgroups, putBack, treeCgroups } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 
@@ -162,13 +161,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     }
     workDir = mkdtempSync(join(ctx.control.runDir, `restore-${id}-`));
     const work = workDir;
-    // Elsewhere than in place, each tree's root goes to its own sub-cgroup of the target, the rest
-    // of the tree follows relative to it (measured, ./subtree.ts).
-    const cgroupRootsOf = (tree: TreeRecord): CriuCgroupRoot[] => {
-      if (target.path === manifest.cgroup) return [];
-      const sub = rootSubCgroup(tree);
-      return [{ controller: controllerOf(target.hierarchy), path: `/${target.path}${sub ? `/${sub}` : ''}` }];
-    };
+    const cgroupsOf = (tree: TreeRecord) => treeCgroups(tree, target.path !== manifest.cgroup ? target : undefined);
     const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     const shellJob = !!manifest.options.shellJob;
     await restoreInOrder(
@@ -186,7 +179,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             tcpEstablished: !!manifest.options.tcpEstablished,
             networkLock: ctx.criu.networkLock,
             fileLocks: !!manifest.options.fileLocks,
-            cgroupRoots: cgroupRootsOf(tree),
+            ...cgroupsOf(tree),
             timeoutMs,
             signal,
           };

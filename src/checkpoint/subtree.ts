@@ -11,6 +11,7 @@
 // every tree is stopped, before anything runs.
 
 import {
+  controllerOf,
   createPlanned,
   describeCgroup,
   moveToSubCgroup,
@@ -22,6 +23,7 @@ import {
   type CgroupRef,
   type SubtreeMember,
 } from '../cgroup/index.js';
+import type { CriuCgroupRoot, ManageCgroupsMode } from '../criu/index.js';
 import { AgentError } from '../errors/index.js';
 import type { Manifest, TreeRecord } from './types.js';
 
@@ -92,11 +94,34 @@ export function rootSubCgroup(tree: TreeRecord): string {
   return tree.processes.find((p) => p.pid === tree.root)?.cgroup ?? '';
 }
 
+function within(sub: string, base: string): boolean {
+  return base === '' || sub === base || sub.startsWith(base + '/');
+}
+
 /**
- * Puts every restored process in its own sub-cgroup of the target, while all are still stopped:
- * CRIU placed them already in every case measured, so this moves only what it did not (a child
- * recorded in a cgroup above its tree's root, say). Returns the pids moved; ECRIU naming those that
- * are not in the target's subtree afterwards.
+ * How CRIU is told where a tree's processes go. In place (no target given): nothing, the image's
+ * own paths are right. Elsewhere: `--cgroup-root` at the root's own sub-cgroup of the target, which
+ * places the rest of the tree relative to it. A tree with a process outside its root's sub-cgroup
+ * (a child in P while its parent is in P/a) cannot be described that way: CRIU 4.2.1 then makes up
+ * a path and fails (`Can't move PID into .../Q/a-moved/a/cgroup.procs`, measured), so CRIU leaves
+ * such a tree's cgroups alone (`--manage-cgroups=ignore`, the tasks come back stopped in CRIU's own
+ * cgroups) and putBack moves every process into its sub-cgroup before any runs.
+ */
+export function treeCgroups(
+  tree: TreeRecord,
+  elsewhere: CgroupRef | undefined,
+): { cgroupRoots: CriuCgroupRoot[]; manageCgroups?: ManageCgroupsMode } {
+  if (!elsewhere) return { cgroupRoots: [] };
+  const base = rootSubCgroup(tree);
+  if (!tree.processes.every((p) => within(p.cgroup ?? '', base))) return { cgroupRoots: [], manageCgroups: 'ignore' };
+  return { cgroupRoots: [{ controller: controllerOf(elsewhere.hierarchy), path: `/${elsewhere.path}${base ? `/${base}` : ''}` }] };
+}
+
+/**
+ * Puts every restored process in its own sub-cgroup of the target, while all are still stopped.
+ * CRIU placed them itself in every case measured but one: a tree restored with
+ * `--manage-cgroups=ignore` (treeCgroups), whose processes this moves. Returns the pids moved;
+ * ECRIU naming any process that is not in its own sub-cgroup afterwards.
  */
 export function putBack(target: CgroupRef, manifest: Manifest): number[] {
   const where = new Map(subtreeMembers(target).map((m) => [m.pid, m.sub]));

@@ -130,6 +130,39 @@ for (const hierarchy of HIERARCHIES) {
       await countingOn(dir, names, valuesOf(dir, names));
     });
 
+    test('a tree rooted in P/a with a child in P itself comes back the same way, in place and into a new cgroup', async () => {
+      const top = lab.cgroup(hierarchy, 'upward');
+      const a = lab.cgroup(hierarchy, 'upward/a');
+      const dir = lab.tempDir('upward');
+      lab.spawnIn(a, workload('counter-tree.pl'), [dir, '1']);
+      const pids = await lab.waitForProcesses(a, 2);
+      await waitForCount(join(dir, 'child-1'), 2);
+      const root = pids.find((pid) => !pids.includes(readProcStat(pid)!.ppid))!;
+      const child = pids.find((pid) => pid !== root)!;
+      writeFileSync(join(top.dir, 'cgroup.procs'), String(child));
+      const expected = new Map<number, string>([
+        [root, 'a'],
+        [child, ''],
+      ]);
+      assert.deepEqual(placement({ '': top, a }), expected);
+      const names = ['root', 'child-1'];
+
+      const checkpointer = checkpointerIn(lab);
+      const summary = await checkpointer.checkpoint(refOf(top), { after: 'killed' });
+      assert.equal(summary.trees, 1);
+      await checkpointer.restore(summary.id);
+      assert.deepEqual(placement({ '': top, a }), expected, 'in place');
+      await countingOn(dir, names, valuesOf(dir, names));
+
+      const again = await checkpointer.checkpoint(refOf(top), { after: 'killed' });
+      const target = { '': lab.cgroup(hierarchy, 'upward-moved'), a: lab.cgroup(hierarchy, 'upward-moved/a') };
+      rmdirSync(target.a.dir);
+      await checkpointer.restore(again.id, { cgroup: target[''].path });
+      assert.deepEqual(placement(target), expected, 'into a new cgroup');
+      assert.deepEqual(placement({ '': top, a }), new Map());
+      await countingOn(dir, names, valuesOf(dir, names));
+    });
+
     test('a sub-cgroup frozen on its own is refused before anything is touched, naming it', async () => {
       const top = lab.cgroup(hierarchy, 'self-frozen');
       const below = lab.cgroup(hierarchy, 'self-frozen/below');
