@@ -143,10 +143,7 @@ export async function runCheckpoint(
     hold = lease.beginCheckpoint();
     warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
     const members = subtreeMembers(ref);
-    trees = withSubCgroups(
-      processTrees(members.map((m) => m.pid)),
-      members,
-    );
+    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
     const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];

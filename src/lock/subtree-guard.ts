@@ -94,7 +94,8 @@ function refusal(ref: CgroupRef, other: Related, holder: LockHolder | 'unrecorde
   const where = other.relation === 'ancestor' ? `is inside ${otherName}` : `has ${otherName} below it`;
   let what: string;
   if (holder === 'unrecorded') what = `whose lock ${other.lockFile} another process holds (it has not recorded who)`;
-  else if (holder.phase === PHASE_CHECKPOINTING) what = `which is CHECKPOINTING (request ${holder.requestId}, since ${timeOfDay(holder.since)})`;
+  else if (holder.phase === PHASE_CHECKPOINTING)
+    what = `which is CHECKPOINTING (request ${holder.requestId}, since ${timeOfDay(holder.since)})`;
   else what = `which is busy: a ${holder.operation} (request ${holder.requestId}) is in progress since ${timeOfDay(holder.since)}`;
   return new AgentError('EBUSY', `cgroup ${describeCgroup(ref)} ${where}, ${what}; a checkpoint covers the whole subtree`, {
     details: {

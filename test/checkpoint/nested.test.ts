@@ -70,7 +70,10 @@ for (const hierarchy of HIERARCHIES) {
 
     test('processes in P, P/a, P/a/b and P/c: --after killed, restored each in its own sub-cgroup, in place and into a new cgroup', async () => {
       const subs = ['', 'a', 'a/b', 'c', 'd'] as const;
-      const cgroups = Object.fromEntries(subs.map((s) => [s, lab.cgroup(hierarchy, s ? `tree/${s}` : 'tree')])) as Record<string, TestCgroup>;
+      const cgroups = Object.fromEntries(subs.map((s) => [s, lab.cgroup(hierarchy, s ? `tree/${s}` : 'tree')])) as Record<
+        string,
+        TestCgroup
+      >;
       // One tree rooted in P with a child in P/a and one in P/a/b; a second tree only in P/c; P/d empty.
       const dir = lab.tempDir('tree');
       lab.spawnIn(cgroups[''], workload('counter-tree.pl'), [dir, '2']);
@@ -121,7 +124,10 @@ for (const hierarchy of HIERARCHIES) {
       // Into another cgroup: the same layout below it (per tree, CRIU's --cgroup-root points at the
       // root's own sub-cgroup of the target). P2 and P2/a exist, the rest is made.
       const again = await checkpointer.checkpoint(refOf(cgroups['']), { after: 'killed' });
-      const elsewhere = Object.fromEntries(subs.map((s) => [s, lab.cgroup(hierarchy, s ? `moved/${s}` : 'moved')])) as Record<string, TestCgroup>;
+      const elsewhere = Object.fromEntries(subs.map((s) => [s, lab.cgroup(hierarchy, s ? `moved/${s}` : 'moved')])) as Record<
+        string,
+        TestCgroup
+      >;
       for (const sub of ['a/b', 'c', 'd']) rmdirSync(elsewhere[sub].dir);
       const moved = await checkpointer.restore(again.id, { cgroup: elsewhere[''].path });
       assert.equal(moved.cgroup, elsewhere[''].path);
@@ -194,4 +200,3 @@ for (const hierarchy of HIERARCHIES) {
     });
   });
 }
-

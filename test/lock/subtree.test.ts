@@ -32,7 +32,9 @@ for (const hierarchy of HIERARCHIES) {
       const control = makeControl(lab);
       await control.freeze(refOf(top));
       const hold = beginCheckpoint(control, refOf(top), { requestId: 'subtree-top' });
-      const insideTop = new RegExp(`cgroup ${hierarchy}:${top.path}/a(/b)? is inside ${hierarchy}:${top.path}, which is CHECKPOINTING \\(request subtree-top, since`);
+      const insideTop = new RegExp(
+        `cgroup ${hierarchy}:${top.path}/a(/b)? is inside ${hierarchy}:${top.path}, which is CHECKPOINTING \\(request subtree-top, since`,
+      );
       try {
         assert.equal(control.status(refOf(top)).state, 'CHECKPOINTING');
         for (const below of [a, b]) {
