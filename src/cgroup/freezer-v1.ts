@@ -8,7 +8,7 @@ import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { backoff } from './timing.js';
 import { V1_POLL_MS, watchState } from './state-watch.js';
-import { nearestFreezingAncestor, subtreeDirs } from './ancestry.js';
+import { nearestFreezingAncestor, subtreeDirs, subtreePids } from './ancestry.js';
 import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
@@ -103,6 +103,10 @@ export class V1Freezer implements Freezer {
 
   processes(): number[] {
     return readPids(join(this.cgroup.dir, 'cgroup.procs'), this.name);
+  }
+
+  subtreeProcesses(): number[] {
+    return subtreePids(this.cgroup.dir, this.name);
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {

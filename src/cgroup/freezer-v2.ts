@@ -8,7 +8,7 @@ import { ControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { V2_REREAD_MS, watchState } from './state-watch.js';
-import { nearestFreezingAncestor } from './ancestry.js';
+import { nearestFreezingAncestor, subtreePids } from './ancestry.js';
 import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
@@ -75,6 +75,10 @@ export class V2Freezer implements Freezer {
 
   processes(): number[] {
     return readPids(join(this.cgroup.dir, 'cgroup.procs'), this.name);
+  }
+
+  subtreeProcesses(): number[] {
+    return subtreePids(this.cgroup.dir, this.name);
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {

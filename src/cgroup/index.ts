@@ -13,6 +13,7 @@ export { backoff, waitForPidsGone } from './timing.js';
 export { cgroupOfProcess } from './own-cgroup.js';
 export { createPlanned, planCgroup, removeCreated, type CgroupPlan } from './create.js';
 export { joinCgroupsOf } from './join.js';
+export { moveToSubCgroup, selfFrozenDescendants, subCgroupRef, subCgroups, subtreeMembers, type SubtreeMember } from './subtree.js';
 
 export function openFreezer(cgroup: CgroupRef): Freezer {
   return cgroup.hierarchy === 'v1' ? new V1Freezer(cgroup) : new V2Freezer(cgroup);

@@ -46,6 +46,8 @@ export interface Freezer {
   thaw(): Promise<void>;
   /** Pids of the cgroup's processes, from cgroup.procs. */
   processes(): number[];
+  /** Pids of the processes of the cgroup and of every cgroup below it (docs/nested.md). */
+  subtreeProcesses(): number[];
   /**
    * Kills every process of the cgroup and of its descendant cgroups, and waits until their pids are
    * gone; leaves it THAWED. EBUSY on a v1 cgroup frozen by its parent (its tasks cannot die).

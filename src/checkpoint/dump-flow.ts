@@ -21,7 +21,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { release as kernelRelease } from 'node:os';
 import { randomBytes } from 'node:crypto';
-import type { CgroupRef, FreezerState } from '../cgroup/index.js';
+import { subCgroups, subtreeMembers, type CgroupRef, type FreezerState } from '../cgroup/index.js';
 import type { CgroupLease, CheckpointHold } from '../lock/index.js';
 import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
@@ -30,6 +30,7 @@ import { warmHashThreads } from './hash-pool.js';
 import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
+import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 import { recordHost } from './compat.js';
@@ -72,8 +73,12 @@ function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior:
       `cgroup ${name} is frozen by its parent ${status.frozenBy}; CRIU must thaw it while it seizes the tasks, so thaw ${status.frozenBy} first`,
     );
   }
-  const pids = lease.freezer.processes();
-  if (pids.length === 0) throw new AgentError('ESRCH', `cgroup ${name} has no processes: there is nothing to checkpoint`);
+  // The whole subtree: the processes of every cgroup below this one are dumped with it (docs/nested.md).
+  const pids = lease.freezer.subtreeProcesses();
+  if (pids.length === 0) {
+    throw new AgentError('ESRCH', `cgroup ${name} has no processes, nor has any cgroup below it: there is nothing to checkpoint`);
+  }
+  refuseSelfFrozenDescendants(lease.ref, name);
   ctx.store.ensureRoot();
   const needed = Math.ceil(residentBytes(pids) * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
   const free = ctx.store.freeBytes();
@@ -90,10 +95,10 @@ function mib(bytes: number): string {
   return `${(bytes / (1 << 20)).toFixed(1)} MiB`;
 }
 
-/** Every process of the cgroup must be in one of the dumped trees; anything else is not in the image. */
+/** Every process of the cgroup's subtree must be in one of the dumped trees; anything else is not in the image. */
 function checkNothingMissing(lease: CgroupLease, trees: readonly TreeRecord[], name: string): void {
   const saved = new Set(trees.flatMap((t) => t.processes.map((p) => p.pid)));
-  const missing = lease.freezer.processes().filter((pid) => !saved.has(pid));
+  const missing = lease.freezer.subtreeProcesses().filter((pid) => !saved.has(pid));
   if (missing.length > 0) {
     throw new AgentError(
       'EINCONSISTENT',
@@ -140,7 +145,9 @@ export async function runCheckpoint(
     progress('lock');
     hold = lease.beginCheckpoint();
     warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
-    trees = processTrees(lease.freezer.processes());
+    const members = subtreeMembers(ref);
+    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
+    const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];
     let bytes = 0;
@@ -213,6 +220,7 @@ export async function runCheckpoint(
       },
       priorState: prior,
       trees,
+      subCgroups: subs,
       files,
       criuStats: stats,
       timings: {

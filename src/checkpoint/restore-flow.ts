@@ -9,7 +9,6 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
   backoff,
-  controllerOf,
   createPlanned,
   describeCgroup,
   openFreezer,
@@ -19,12 +18,13 @@ import {
   type Freezer,
 } from '../cgroup/index.js';
 import type { CgroupLease } from '../lock/index.js';
-import { startCriuRestoreOnTerminal, type CriuCgroupRoot } from '../criu/index.js';
+import { startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
 import { verifyFiles } from './image-store.js';
 import { waitForSavedPids } from './pid-holders.js';
+import { createSubCgroups, planSubCgroups, putBack, treeCgroups } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 import { checkCompat } from './compat.js';
@@ -144,6 +144,8 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   if (pidNamespace === 'new' && shellJob) {
     throw new AgentError('EINVAL', `checkpoint ${id} was taken with --shell-job: restoring it into a new PID namespace is not supported`);
   }
+  // The sub-cgroups the processes were in, checked now and made before CRIU runs (./subtree.ts).
+  const subPlans = planSubCgroups(manifest, plan.path, plan.hierarchy);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const warnings = await checkHost(ctx, manifest, dir, options, timeoutMs, hooks.signal);
   // In a new namespace the saved pids are free by construction.
@@ -153,6 +155,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   const name = describeCgroup(target);
   let lease: CgroupLease;
   try {
+    created.push(...createSubCgroups(subPlans));
     lease = ctx.control.lease(target, { requestId: options.requestId ?? randomBytes(4).toString('hex'), operation: 'restore' });
   } catch (err) {
     removeCreated(created);
@@ -171,8 +174,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     }
     workDir = ctx.control.scratchDir(`restore-${id}-`);
     const work = workDir;
-    const cgroupRoots: CriuCgroupRoot[] =
-      target.path === manifest.cgroup ? [] : [{ controller: controllerOf(target.hierarchy), path: `/${target.path}` }];
+    const cgroupsOf = (tree: TreeRecord) => treeCgroups(tree, target.path !== manifest.cgroup ? target : undefined);
     const where = (placement = pidNamespace === 'new' ? await newNamespacePlacement(hooks.signal) : hostPlacement());
     await restoreInOrder(
       manifest.trees.map((tree) => ({
@@ -189,7 +191,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             tcpEstablished: !!manifest.options.tcpEstablished,
             networkLock: ctx.criu.networkLock,
             fileLocks: !!manifest.options.fileLocks,
-            cgroupRoots,
+            ...cgroupsOf(tree),
             timeoutMs,
             signal,
           };
@@ -215,14 +217,23 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     );
     const processes = where.processes(manifest.trees);
     const pids = processes.map((p) => p.pid);
-    const inCgroup = new Set(lease.freezer.processes());
-    const astray = pids.filter((pid) => !inCgroup.has(pid));
+    const inSubtree = new Set(lease.freezer.subtreeProcesses());
+    const astray = pids.filter((pid) => !inSubtree.has(pid));
     if (astray.length > 0) {
       await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
       throw new AgentError(
         'ECRIU',
         `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
       );
+    }
+    // Saved pid -> host pid: the same in the host's namespace, not in a new one.
+    const savedToHost = new Map(manifest.trees.flatMap((t) => t.processes).map((p, i) => [p.pid, pids[i]]));
+    try {
+      // Each process in its own sub-cgroup while every tree is still stopped; ECRIU if one is not.
+      putBack(target, manifest, (saved) => savedToHost.get(saved) ?? saved);
+    } catch (err) {
+      await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
+      throw new AgentError('ECRIU', `${(err as Error).message}; killed what was restored`, { cause: err });
     }
     where.settle(pids[0]);
     await startTogether(lease.freezer, pids);

@@ -56,6 +56,11 @@ export interface ProcessRecord {
   readonly pid: number;
   readonly ppid: number;
   readonly command: string;
+  /**
+   * The sub-cgroup it was in, relative to the checkpointed cgroup: '' for the cgroup itself, `a/b`
+   * for one below it (docs/nested.md). Absent in manifests written before subtrees: the cgroup itself.
+   */
+  readonly cgroup?: string;
 }
 
 export interface TreeRecord {
@@ -106,6 +111,8 @@ export interface Manifest {
   readonly options: Omit<CheckpointOptions, 'imagesDir' | 'requestId'>;
   readonly priorState: FreezerState;
   readonly trees: readonly TreeRecord[];
+  /** Every cgroup below the checkpointed one at dump time, relative, parents first (absent before subtrees). */
+  readonly subCgroups?: readonly string[];
   readonly files: readonly ImageFile[];
   readonly criuStats: readonly Record<string, number>[];
   readonly timings: Timings;

@@ -10,6 +10,7 @@ import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isLive } from './holder.js';
 import { Lease } from './lease.js';
+import { guardSubtree } from './subtree-guard.js';
 import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
@@ -35,13 +36,15 @@ export class CgroupControl {
   status(ref: CgroupRef): CgroupStatus {
     const freezer = openFreezer(ref);
     let kernel;
+    let counts;
     try {
       kernel = freezer.status();
+      counts = countsOf(freezer);
     } finally {
       freezer.close();
     }
     const lock = inspectLock(this.lockPath(ref));
-    return statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked);
+    return statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked, counts);
   }
 
   async freeze(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
@@ -72,10 +75,21 @@ export class CgroupControl {
     return mkdtempSync(join(this.runDir, prefix));
   }
 
-  /** Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it. */
+  /**
+   * Takes the cgroup's lock without waiting; EBUSY naming the holder if someone has it, or naming the
+   * cgroup above or below it whose checkpoint (or, for a checkpoint, whose holder) is in the way.
+   */
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);
-    return Lease.acquire(ref, this.lockPath(ref), info);
+    const lease = Lease.acquire(ref, this.lockPath(ref), info);
+    try {
+      // The cgroups above and below it: a checkpoint covers the whole subtree (./subtree-guard.ts).
+      guardSubtree(this.locksDir, ref, info.operation);
+    } catch (err) {
+      lease.release();
+      throw err;
+    }
+    return lease;
   }
 
   /**
@@ -169,7 +183,17 @@ export class CgroupControl {
   }
 }
 
-function statusOf(ref: CgroupRef, kernel: FreezerStatus, holder: LockHolder | undefined, locked: boolean): CgroupStatus {
+function countsOf(freezer: Freezer): { processes: number; subtreeProcesses: number } {
+  return { processes: freezer.processes().length, subtreeProcesses: freezer.subtreeProcesses().length };
+}
+
+function statusOf(
+  ref: CgroupRef,
+  kernel: FreezerStatus,
+  holder: LockHolder | undefined,
+  locked: boolean,
+  counts: { processes: number; subtreeProcesses: number },
+): CgroupStatus {
   const status: CgroupStatus = {
     cgroup: ref.path,
     hierarchy: ref.hierarchy,
@@ -179,6 +203,7 @@ function statusOf(ref: CgroupRef, kernel: FreezerStatus, holder: LockHolder | un
     selfFreezing: kernel.selfFreezing,
     parentFreezing: kernel.parentFreezing,
     locked,
+    ...counts,
   };
   if (kernel.frozenBy !== undefined) status.frozenBy = kernel.frozenBy;
   if (holder) status.holder = holder;
@@ -189,5 +214,5 @@ function statusOf(ref: CgroupRef, kernel: FreezerStatus, holder: LockHolder | un
 // released (as its caller's finally does at once): reopening the cgroup and probing the lock again
 // afterwards cost a freeze request about half a millisecond for the same answer.
 function releasedStatus(ref: CgroupRef, lease: CgroupLease): CgroupStatus {
-  return statusOf(ref, lease.freezer.status(), undefined, false);
+  return statusOf(ref, lease.freezer.status(), undefined, false, countsOf(lease.freezer));
 }

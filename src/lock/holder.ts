@@ -66,7 +66,7 @@ export function holderOfLocked(record: LockHolder | undefined): LockHolder | und
 }
 
 /** Local wall-clock time of day, as an operator reading the message would say it: 12:01:03. */
-function timeOfDay(iso: string): string {
+export function timeOfDay(iso: string): string {
   const date = new Date(iso);
   if (Number.isNaN(date.getTime())) return iso;
   return date.toTimeString().slice(0, 8);

@@ -216,7 +216,7 @@ class Hold implements CheckpointHold {
     try {
       let state = freezer.state();
       if (state !== 'FROZEN') {
-        if (freezer.processes().length > 0) breaches.push({ at: new Date().toISOString(), observed: state });
+        if (freezer.subtreeProcesses().length > 0) breaches.push({ at: new Date().toISOString(), observed: state });
         // CHECKPOINTING always ends in FROZEN (docs/freezer.md, rule 4): put back what was lost, and let
         // the inconsistency speak for the image.
         try {

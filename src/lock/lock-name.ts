@@ -32,3 +32,17 @@ export function lockFileName(ref: Pick<CgroupRef, 'hierarchy' | 'path'>): string
   const digest = createHash('sha256').update(`${ref.hierarchy}:${ref.path}`).digest('hex');
   return `${ref.hierarchy}+sha256-${digest}${LOCK_SUFFIX}`;
 }
+
+/**
+ * The start every readable lock file name of a cgroup strictly below `ref` has: `v2-jobs%2F` for
+ * v2 `jobs` (escaping is per byte, so a descendant's escaped path begins with the escaped
+ * `path/`). Hashed names carry no path: their records say which cgroup they are for.
+ */
+export function descendantNamePrefix(ref: Pick<CgroupRef, 'hierarchy' | 'path'>): string {
+  return `${ref.hierarchy}-${escapePath(ref.path + '/')}`;
+}
+
+/** Whether a lock file name is of the hashed form (a path too long to be written out). */
+export function isHashedName(name: string): boolean {
+  return /^v[12]\+sha256-/.test(name);
+}

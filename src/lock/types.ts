@@ -44,6 +44,10 @@ export interface CgroupStatus {
   frozenBy?: string;
   /** Whether some process holds the cgroup's lock right now. */
   locked: boolean;
+  /** Processes in the cgroup itself. */
+  processes: number;
+  /** Processes in the cgroup and every cgroup below it: what a checkpoint of it dumps (docs/nested.md). */
+  subtreeProcesses: number;
   /** The live holder's record, when locked and the record is readable. */
   holder?: LockHolder;
 }

@@ -55,7 +55,7 @@ export class FreezerWatch {
         return;
       }
       if (state === this.lastBreachState) return;
-      if (this.freezer.processes().length === 0) return;
+      if (this.freezer.subtreeProcesses().length === 0) return;
       this.lastBreachState = state;
       this.record(state);
     } catch {

@@ -5,6 +5,7 @@ import { call } from '../client.js';
 import { action, clientOptions, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
 import { print, printJson } from '../format.js';
 import type { CgroupStatus } from '../../daemon/wire.js';
+import { stateLine } from '../subtree.js';
 
 interface CgroupArgs extends GlobalArgs {
   readonly cgroup: string;
@@ -18,7 +19,7 @@ function show(args: GlobalArgs, status: unknown): void {
 
 export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
   command: 'state <cgroup>',
-  describe: 'print the state of a cgroup: THAWED, FREEZING, FROZEN or CHECKPOINTING',
+  describe: 'print the state of a cgroup (THAWED, FREEZING, FROZEN or CHECKPOINTING) and how many processes it and its subtree hold',
   builder: (y) =>
     withHierarchy(
       y.positional('cgroup', {
@@ -27,11 +28,13 @@ export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
         describe: 'path relative to the hierarchy root, or an absolute cgroup directory',
       }),
     )
-      .example('$0 state jobs/build-42', 'prints FROZEN, for instance')
+      .example('$0 state jobs/build-42', 'prints "FROZEN  4 processes in the subtree, 1 in the cgroup itself", for instance')
       .example('$0 state --hierarchy v1 jobs/build-42 --json', '{"cgroup":…,"hierarchy":"v1","path":…,"state":…}'),
   handler: action(async (args: CgroupArgs) => {
     const path = withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy });
-    show(args, await call(clientOptions(args), 'GET', path));
+    const status = (await call(clientOptions(args), 'GET', path)) as CgroupStatus;
+    if (args.json) printJson(status);
+    else print(stateLine(status));
   }),
 };
 

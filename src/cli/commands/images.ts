@@ -5,6 +5,7 @@ import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, checkpointTimings, duration, print, printJson, table } from '../format.js';
 import type { CheckpointListing, Manifest } from '../../daemon/wire.js';
+import { processesBySubCgroup } from '../subtree.js';
 
 interface IdArgs extends GlobalArgs {
   readonly id: string;
@@ -61,6 +62,7 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
       lines.push(`  tree ${tree.index} (root ${tree.root})`);
       for (const p of tree.processes) lines.push(`    ${String(p.pid).padStart(7)} ${String(p.ppid).padStart(7)}  ${p.command}`);
     }
+    lines.push(...processesBySubCgroup(m));
     print(lines.join('\n'));
   }),
 };

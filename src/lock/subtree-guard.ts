@@ -1,0 +1,123 @@
+// The CHECKPOINTING lock covers the subtree (docs/lock.md, "Subtrees"). A checkpoint of P dumps
+// every process below P, so while it runs nothing may freeze, thaw, kill, restore into or checkpoint
+// a cgroup below P, and a checkpoint of P may not start while anything holds a cgroup below it or
+// above it. Each cgroup keeps its own lock file; the guard looks at the related ones:
+//
+//   - every operation on X: refused if a live CHECKPOINT holds an ancestor's or a descendant's lock;
+//   - a checkpoint of X besides: refused if anyone holds an ancestor's or a descendant's lock.
+//
+// Why this excludes both orders without any waiting (no deadlock can exist: no flock here blocks):
+// each side first takes its own lock and writes its record (Lease.acquire), then looks at the other's
+// file. Whichever looks second finds the other locked with its record written, and the checkpoint's
+// rule refuses anything locked while the other operations' rule refuses a checkpoint record, so at
+// least one of two conflicting requests gets EBUSY. A lock caught without a record yet (a holder
+// between its flock and its write, or a status probe) is looked at again for up to ~25 ms, as a
+// lease does (./lease.ts).
+
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
+import { AgentError } from '../errors/index.js';
+import { holderOfLocked, timeOfDay } from './holder.js';
+import { inspectLock } from './lock-file.js';
+import { descendantNamePrefix, isHashedName, lockFileName, LOCK_SUFFIX } from './lock-name.js';
+import { PHASE_CHECKPOINTING, type LockHolder, type LockOperation } from './types.js';
+
+const UNRECORDED_RETRIES = 25;
+const UNRECORDED_RETRY_MS = 1;
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+interface Related {
+  readonly path: string;
+  readonly lockFile: string;
+  readonly relation: 'ancestor' | 'descendant';
+}
+
+function ancestorsOf(ref: CgroupRef, locksDir: string): Related[] {
+  const parts = ref.path.split('/');
+  return parts.slice(0, -1).map((_, i) => {
+    const path = parts.slice(0, i + 1).join('/');
+    return { path, lockFile: join(locksDir, lockFileName({ hierarchy: ref.hierarchy, path })), relation: 'ancestor' as const };
+  });
+}
+
+function descendantsOf(ref: CgroupRef, locksDir: string): Related[] {
+  let names: string[];
+  try {
+    names = readdirSync(locksDir);
+  } catch {
+    return [];
+  }
+  const prefix = descendantNamePrefix(ref);
+  const found: Related[] = [];
+  for (const name of names) {
+    if (!name.endsWith(LOCK_SUFFIX)) continue;
+    const lockFile = join(locksDir, name);
+    if (name.startsWith(prefix)) {
+      found.push({ path: decodeURIComponent(name.slice(ref.hierarchy.length + 1, -LOCK_SUFFIX.length)), lockFile, relation: 'descendant' });
+    } else if (isHashedName(name) && name.startsWith(ref.hierarchy)) {
+      // Its record names the cgroup (written right after the flock; an unrecorded one is nobody's yet).
+      const record = inspectQuietly(lockFile)?.record;
+      if (record && record.hierarchy === ref.hierarchy && record.cgroup.startsWith(ref.path + '/')) {
+        found.push({ path: record.cgroup, lockFile, relation: 'descendant' });
+      }
+    }
+  }
+  return found.sort((a, b) => a.path.localeCompare(b.path));
+}
+
+function inspectQuietly(lockFile: string) {
+  try {
+    return inspectLock(lockFile);
+  } catch {
+    return undefined; // not a plain lock file of ours: nothing of agentd's holds it
+  }
+}
+
+/** Who holds the file: a live record, 'unrecorded' (locked, no record after the retries), or undefined when free. */
+function holderOf(lockFile: string): LockHolder | 'unrecorded' | undefined {
+  for (let attempt = 0; ; attempt++) {
+    const state = inspectQuietly(lockFile);
+    if (!state?.locked) return undefined;
+    const live = holderOfLocked(state.record);
+    if (live) return live;
+    if (attempt >= UNRECORDED_RETRIES) return 'unrecorded';
+    sleepSync(UNRECORDED_RETRY_MS);
+  }
+}
+
+function refusal(ref: CgroupRef, other: Related, holder: LockHolder | 'unrecorded'): AgentError {
+  const otherName = `${ref.hierarchy}:${other.path}`;
+  const where = other.relation === 'ancestor' ? `is inside ${otherName}` : `has ${otherName} below it`;
+  let what: string;
+  if (holder === 'unrecorded') what = `whose lock ${other.lockFile} another process holds (it has not recorded who)`;
+  else if (holder.phase === PHASE_CHECKPOINTING)
+    what = `which is CHECKPOINTING (request ${holder.requestId}, since ${timeOfDay(holder.since)})`;
+  else what = `which is busy: a ${holder.operation} (request ${holder.requestId}) is in progress since ${timeOfDay(holder.since)}`;
+  return new AgentError('EBUSY', `cgroup ${describeCgroup(ref)} ${where}, ${what}; a checkpoint covers the whole subtree`, {
+    details: {
+      cgroup: ref.path,
+      hierarchy: ref.hierarchy,
+      [other.relation]: other.path,
+      lockFile: other.lockFile,
+      ...(holder === 'unrecorded' ? {} : { holder }),
+    },
+  });
+}
+
+/**
+ * Throws EBUSY when an operation on `ref` would cross a checkpoint of a cgroup above or below it,
+ * or when a checkpoint of `ref` would cross anything held above or below it. Call with the cgroup's
+ * own lock held and its record written.
+ */
+export function guardSubtree(locksDir: string, ref: CgroupRef, operation: LockOperation): void {
+  for (const other of [...ancestorsOf(ref, locksDir), ...descendantsOf(ref, locksDir)]) {
+    const holder = holderOf(other.lockFile);
+    if (holder === undefined) continue;
+    if (operation === 'checkpoint') throw refusal(ref, other, holder);
+    if (holder !== 'unrecorded' && holder.operation === 'checkpoint') throw refusal(ref, other, holder);
+  }
+}
