@@ -3,7 +3,7 @@
 
 export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
-export { AFTER_POLICIES } from './types.js';
+export { AFTER_POLICIES, RESTORE_POLICIES } from './types.js';
 export type {
   AfterPolicy,
   CheckpointListing,
@@ -16,6 +16,7 @@ export type {
   ProgressEvent,
   RecoveryReport,
   RestoreOptions,
+  RestorePolicy,
   RestoreSummary,
   Stage,
   Timings,

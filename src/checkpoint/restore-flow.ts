@@ -111,9 +111,10 @@ async function waitUntilStopped(tree: TreeRecord, timeoutMs: number): Promise<vo
 /**
  * Every tree was restored stopped (--leave-stopped), so none ran before all were back and a failed
  * later tree could be undone before an earlier one did anything. Freezing around the SIGCONTs
- * starts them all at one instant rather than one by one.
+ * starts them all at one instant rather than one by one; a cgroup to be left FROZEN stays frozen
+ * with them continued, so a later thaw lets them run as they were when checkpointed (not stopped).
  */
-async function startTogether(freezer: Freezer, pids: readonly number[]): Promise<void> {
+async function startTogether(freezer: Freezer, pids: readonly number[], leave: 'THAWED' | 'FROZEN'): Promise<void> {
   await freezer.freeze();
   for (const pid of pids) {
     try {
@@ -122,7 +123,14 @@ async function startTogether(freezer: Freezer, pids: readonly number[]): Promise
       // exited already
     }
   }
-  await freezer.thaw();
+  if (leave === 'THAWED') await freezer.thaw();
+}
+
+/** The state a restore leaves: the checkpoint's prior state unless the request chose. */
+export function restoredState(manifest: Pick<Manifest, 'priorState'>, after: RestoreOptions['after']): 'THAWED' | 'FROZEN' {
+  if (after === 'thawed') return 'THAWED';
+  if (after === 'frozen') return 'FROZEN';
+  return manifest.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED';
 }
 
 export async function runRestore(ctx: FlowContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
@@ -210,10 +218,19 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
         `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
       );
     }
-    await startTogether(lease.freezer, pids);
+    const state = restoredState(manifest, options.after);
+    await startTogether(lease.freezer, pids, state);
     succeeded = true;
     progress({ stage: 'done' });
-    return { id, cgroup: target.path, hierarchy: target.hierarchy, pids, trees: manifest.trees.length, durationMs: Date.now() - started };
+    return {
+      id,
+      cgroup: target.path,
+      hierarchy: target.hierarchy,
+      pids,
+      trees: manifest.trees.length,
+      durationMs: Date.now() - started,
+      state,
+    };
   } finally {
     lease.release();
     // What was restored is killed already (restoreInOrder's undo): a cgroup made for it goes too.

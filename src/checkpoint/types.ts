@@ -129,9 +129,15 @@ export interface CheckpointListing {
   readonly processes?: number;
 }
 
+/** The state a restore leaves the cgroup in: the checkpoint's prior state (default), or as chosen. */
+export type RestorePolicy = 'prior' | 'thawed' | 'frozen';
+export const RESTORE_POLICIES: readonly RestorePolicy[] = ['prior', 'thawed', 'frozen'];
+
 export interface RestoreOptions {
   /** Restore into this cgroup (relative path or absolute dir) instead of the original. */
   readonly cgroup?: string;
+  /** Default `prior`: the state the cgroup had when it was checkpointed (the manifest's priorState). */
+  readonly after?: RestorePolicy;
   readonly hierarchy?: Hierarchy;
   readonly timeoutMs?: number;
   readonly requestId?: string;
@@ -144,6 +150,8 @@ export interface RestoreSummary {
   readonly pids: readonly number[];
   readonly trees: number;
   readonly durationMs: number;
+  /** The state the restore left the cgroup in (`after`). */
+  readonly state: 'THAWED' | 'FROZEN';
 }
 
 export interface RecoveryReport {

@@ -8,6 +8,7 @@ import { completionCommand } from './commands/completion.js';
 import { dynamicCompletion } from './dynamic-completion.js';
 import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
+import { cancelCommand, operationsCommand } from './commands/operations.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
 import type { GlobalArgs } from './context.js';
 import { EXIT_USAGE } from './exit-codes.js';
@@ -37,6 +38,8 @@ const COMMANDS = [
   checkpointsCommand,
   showCommand,
   deleteCommand,
+  operationsCommand,
+  cancelCommand,
   hostCommand,
 ] as const;
 

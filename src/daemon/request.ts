@@ -5,7 +5,7 @@
 
 import type { IncomingMessage } from 'node:http';
 import { isAbsolute } from 'node:path';
-import { AFTER_POLICIES, type AfterPolicy } from '../checkpoint/types.js';
+import { AFTER_POLICIES, RESTORE_POLICIES, type AfterPolicy, type RestorePolicy } from '../checkpoint/types.js';
 import type { Hierarchy } from '../cgroup/index.js';
 import { ProtocolError } from './http-status.js';
 
@@ -116,6 +116,7 @@ function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
 
 export const hierarchy: Checker<Hierarchy> = oneOf<Hierarchy>(['v1', 'v2']);
 export const afterPolicy: Checker<AfterPolicy> = oneOf<AfterPolicy>(AFTER_POLICIES);
+export const restorePolicy: Checker<RestorePolicy> = oneOf<RestorePolicy>(RESTORE_POLICIES);
 
 export interface Rule<T, R extends boolean> {
   readonly check: Checker<T>;

@@ -8,3 +8,5 @@ export type { CgroupStatus } from '../lock/index.js';
 export type { AfterPolicy, CheckpointListing, CheckpointSummary, Manifest, RestoreSummary } from '../checkpoint/index.js';
 /** GET /v1/host. */
 export type { HostFacts } from './host.js';
+/** GET /v1/operations: `{operations: [...]}`, also in GET /v1/health. */
+export type { OperationView } from './operations.js';

@@ -130,6 +130,8 @@ interface RestoreArgs extends GlobalArgs {
   readonly id: string;
   readonly cgroup?: string;
   readonly hierarchy?: 'v1' | 'v2';
+  readonly thawed?: boolean;
+  readonly frozen?: boolean;
 }
 
 export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
@@ -139,12 +141,17 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     withHierarchy(
       y
         .positional('id', { type: 'string', demandOption: true, describe: 'the checkpoint id (see agentctl checkpoints)' })
-        .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' }),
+        .option('cgroup', { type: 'string', describe: 'restore into this cgroup instead of the original' })
+        .option('thawed', { type: 'boolean', describe: 'leave it running (default: the state it was checkpointed in)' })
+        .option('frozen', { type: 'boolean', describe: 'leave it FROZEN (default: the state it was checkpointed in)' })
+        .conflicts('thawed', 'frozen'),
     )
-      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
+      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from, THAWED or FROZEN as it was')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --frozen', 'restored but left FROZEN, for agentctl thaw later')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup'),
   handler: action(async (args: RestoreArgs) => {
-    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args) };
+    const after = args.thawed ? 'thawed' : args.frozen ? 'frozen' : undefined;
+    const body = { cgroup: args.cgroup, hierarchy: args.hierarchy, timeoutMs: timeoutMs(args), after };
     const progress = progressFor(args.json);
     const options = clientOptions(args, { graceMs: CLEANUP_GRACE_MS, defaultMs: null });
     const cancel = cancellable(
@@ -168,7 +175,7 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
     if (args.json) return printJson(summary);
     print(
       `restored ${summary.id} into ${summary.hierarchy}:${summary.cgroup}: pids ${summary.pids.join(' ')} ` +
-        `(${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)})`,
+        `(${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)}), ${summary.state}`,
     );
   }),
 };

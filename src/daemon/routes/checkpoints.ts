@@ -8,6 +8,7 @@ import { runLongOperation } from '../long-operation.js';
 import {
   absolutePath,
   afterPolicy,
+  restorePolicy,
   checkpointId,
   flag,
   hierarchy,
@@ -33,7 +34,12 @@ const CHECKPOINT_FIELDS = {
   imagesDir: optional(absolutePath),
 };
 
-const RESTORE_FIELDS = { cgroup: optional(text), hierarchy: optional(hierarchy), timeoutMs: optional(timeoutMs) };
+const RESTORE_FIELDS = {
+  cgroup: optional(text),
+  hierarchy: optional(hierarchy),
+  timeoutMs: optional(timeoutMs),
+  after: optional(restorePolicy),
+};
 
 /** Drops undefined values, so that the orchestration sees only what the client set. */
 function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
@@ -64,7 +70,7 @@ export function checkpointRoutes(): Route[] {
         const { checkpointer, metrics } = ctx.services;
         // Refused before the operation (and any progress stream) starts: a plain 403, nothing touched.
         checkpointer.checkImagesDir(options.imagesDir);
-        return runLongOperation(ctx, 'checkpoint', target, 201, async (hooks) => {
+        return runLongOperation(ctx, 'checkpoint', target, target, 201, async (hooks) => {
           const summary = await checkpointer.checkpoint(ref, { ...defined(options), requestId: ctx.requestId }, hooks);
           ctx.audit.checkpoint = summary.id;
           metrics.checkpoints.observe(summary.timings.totalMs / 1000);
@@ -116,7 +122,8 @@ export function checkpointRoutes(): Route[] {
         // A --shell-job image is restored onto a new terminal that someone must hold and read; the
         // API has no way to hand a terminal to its client, and one held by agentd would hang up on
         // the job when agentd restarts. Refused before anything is touched.
-        if (checkpointer.show(id).options.shellJob) {
+        const manifest = checkpointer.show(id);
+        if (manifest.options.shellJob) {
           throw new AgentError(
             'EINVAL',
             `checkpoint ${id} was taken with --shell-job: restoring it needs a terminal to put the job on, which the agent's API cannot provide`,
@@ -124,7 +131,9 @@ export function checkpointRoutes(): Route[] {
         }
         // A plain 409 before any progress stream starts; restore() itself claims the checkpoint.
         checkpointer.refuseIfInUse(id);
-        return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
+        // Where it restores to, as the client named it (a new target cgroup does not exist yet).
+        const into = `${body.hierarchy ?? manifest.hierarchy}:${body.cgroup ?? manifest.cgroup}`;
+        return runLongOperation(ctx, 'restore', id, into, 200, async (hooks) => {
           const summary = await checkpointer.restore(id, { ...defined(body), requestId: ctx.requestId }, hooks);
           ctx.audit.cgroup = `${summary.hierarchy}:${summary.cgroup}`;
           metrics.restores.observe(summary.durationMs / 1000);

@@ -32,9 +32,7 @@ export function systemRoutes(all: () => readonly Route[]): Route[] {
           pid: process.pid,
           startedAt: services.startedAt.toISOString(),
           uptimeSeconds: Math.round((Date.now() - services.startedAt.getTime()) / 1000),
-          operations: services.operations
-            .list()
-            .map((op) => ({ kind: op.kind, target: op.target, requestId: op.requestId, since: new Date(op.startedAt).toISOString() })),
+          operations: services.operations.views(),
         });
       },
     },
