@@ -9,6 +9,7 @@ import { dynamicCompletion } from './dynamic-completion.js';
 import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
 import { cancelCommand, operationsCommand } from './commands/operations.js';
+import { pruneCommand } from './commands/prune.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
 import type { GlobalArgs } from './context.js';
 import { EXIT_USAGE } from './exit-codes.js';
@@ -38,6 +39,7 @@ const COMMANDS = [
   checkpointsCommand,
   showCommand,
   deleteCommand,
+  pruneCommand,
   operationsCommand,
   cancelCommand,
   hostCommand,

@@ -105,6 +105,14 @@ export const timeoutMs: Checker<number> = (value, field) => {
   return value;
 };
 
+/** An age or duration: a whole number of milliseconds, 0 or more (prune's olderThanMs). */
+export const wholeMs: Checker<number> = (value, field) => {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid(`"${field}" must be a whole number of milliseconds, 0 or more`);
+  }
+  return value;
+};
+
 function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
   return (value, field) => {
     if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {

@@ -6,6 +6,8 @@
 export type { CgroupStatus } from '../lock/index.js';
 /** POST /v1/checkpoints (201), POST /v1/checkpoints/{id}/restore, GET /v1/checkpoints, GET /v1/checkpoints/{id}. */
 export type { AfterPolicy, CheckpointListing, CheckpointSummary, Manifest, RestoreSummary } from '../checkpoint/index.js';
+/** GET /v1/checkpoints/{id} of a failed attempt; POST /v1/checkpoints/prune. */
+export type { FailureRecord, PruneResult } from '../checkpoint/index.js';
 /** GET /v1/host. */
 export type { HostFacts } from './host.js';
 /** GET /v1/operations: `{operations: [...]}`, also in GET /v1/health. */

@@ -13,6 +13,7 @@ import {
   flag,
   hierarchy,
   timeoutMs,
+  wholeMs,
   optional,
   readJsonObject,
   refuseQuery,
@@ -40,6 +41,8 @@ const RESTORE_FIELDS = {
   timeoutMs: optional(timeoutMs),
   after: optional(restorePolicy),
 };
+
+const PRUNE_FIELDS = { failed: optional(flag), olderThanMs: optional(wholeMs), dryRun: optional(flag) };
 
 /** Drops undefined values, so that the orchestration sees only what the client set. */
 function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
@@ -95,7 +98,20 @@ export function checkpointRoutes(): Route[] {
         refuseQuery(ctx.url);
         const id = checkpointId(ctx.params.id);
         await expectNoBody(ctx.req);
-        return json(200, ctx.services.checkpointer.show(id));
+        return json(200, ctx.services.checkpointer.describe(id));
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/checkpoints/prune',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'prune';
+        refuseQuery(ctx.url);
+        const body = validate(await readJsonObject(ctx.req), PRUNE_FIELDS);
+        if (!body.failed && body.olderThanMs === undefined) {
+          throw new AgentError('EINVAL', 'prune removes nothing unless asked: give "failed": true, "olderThanMs", or both');
+        }
+        return json(200, await ctx.services.checkpointer.prune(defined(body)));
       },
     },
     {
