@@ -75,24 +75,25 @@ async function dumpMomentsOf(cgroup: TestCgroup) {
   return dumpMoments(readPtraceLog(reference));
 }
 
-test('durations for --older-than: units and sums; anything else is refused in the option\'s words', () => {
+test("durations for --older-than: units and sums; anything else is refused in the option's words", () => {
   assert.equal(parseDuration('90s'), 90_000);
   assert.equal(parseDuration('15m'), 900_000);
   assert.equal(parseDuration('1d12h'), 36 * 3_600_000);
   assert.equal(parseDuration('2w'), 14 * 86_400_000);
   assert.equal(parseDuration('0s'), 0);
-  for (const bad of ['', '7', 'd', '1.5h', '-1d', '1y', '1h 30m']) assert.throws(() => parseDuration(bad), /--older-than takes a duration/, bad);
+  for (const bad of ['', '7', 'd', '1.5h', '-1d', '1y', '1h 30m'])
+    assert.throws(() => parseDuration(bad), /--older-than takes a duration/, bad);
 });
 
 for (const hierarchy of HIERARCHIES) {
   describe(`the operator's view on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
-    test('while CRIU holds the tasks (parked at its first PTRACE_DETACH): CHECKPOINTING in every sample past the freeze, kernelState THAWED (CRIU thaws to seize), thaw EBUSY saying CHECKPOINTING; agentctl operations lists it, agentctl cancel ends it with EINTR and the cgroup back THAWED', async () => {
+    test('while CRIU holds the tasks (parked at its first PTRACE_DETACH): CHECKPOINTING in every sample past the freeze, kernelState THAWED (CRIU thaws to seize), thaw EBUSY saying CHECKPOINTING', async () => {
       const cgroup = await sleeper(hierarchy, 'parked');
       const moments = await dumpMomentsOf(cgroup);
-      // Parked for 12 s: room for the agentctl runs below on a loaded machine (each starts node),
-      // not a timing assertion. The cancel ends the wait: CRIU holds the tasks, so it is let end.
-      plan.set(`inject:delay_enter=12000000:when=${moments.atDetach}`);
-      const requestId = `operator-test-${hierarchy}`;
+      // Parked for 20 s: room for one agentctl run on a loaded machine (it starts node), not a
+      // timing assertion; the dump then ends as any other.
+      plan.set(`inject:delay_enter=20000000:when=${moments.atDetach}`);
+      const requestId = `operator-parked-${hierarchy}`;
       const dump = api(agent.socket, 'POST', '/v1/checkpoints', { body: checkpointBody(cgroup), headers: { 'X-Request-Id': requestId } });
       let settled = false;
       void dump.finally(() => (settled = true));
@@ -109,23 +110,65 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(s.state, 'CHECKPOINTING', JSON.stringify(s));
       }
       assert.equal(parked.state, 'CHECKPOINTING');
+      const ops = (await api(agent.socket, 'GET', '/v1/operations')).body.operations;
+      assert.equal(ops.find((o: { requestId: string }) => o.requestId === requestId)?.phase, 'dump');
+      const metrics = (await api(agent.socket, 'GET', '/v1/metrics')).text;
+      assert.match(metrics, /^agentd_checkpointing_cgroups 1$/m);
+      assert.ok(metrics.includes(`agentd_checkpointing{cgroup="${hierarchy}:${cgroup.path}"} 1\n`), metrics);
 
       const thaw = await ctl('thaw', cgroup.path, '--hierarchy', hierarchy);
       failed(thaw, 'EBUSY', 4, new RegExp(`is CHECKPOINTING \\(request ${requestId}, since`));
+      const answer = await dump;
+      assert.equal(answer.status, 201, answer.text);
+      const after = await state(cgroup);
+      assert.deepEqual([after.state, after.kernelState, after.locked], ['THAWED', 'THAWED', false]);
+      ok(await ctl('delete', answer.body.id));
+    });
+
+    test('agentctl operations lists a running checkpoint (CRIU parked before it seizes anything); agentctl cancel ends it with EINTR and the cgroup back THAWED; an unknown id is ENOENT', async () => {
+      const cgroup = await sleeper(hierarchy, 'cancelled');
+      const moments = await dumpMomentsOf(cgroup);
+      // Parked for up to 60 s before its first seize: CRIU holds nothing there, so the cancel may
+      // stop it at once (docs/criu-faults.md); the park is the upper bound, not a timing assertion.
+      plan.set(`inject:delay_enter=60000000:when=${moments.beforeSeize}`);
+      const requestId = `operator-cancel-${hierarchy}`;
+      const dump = api(agent.socket, 'POST', '/v1/checkpoints', { body: checkpointBody(cgroup), headers: { 'X-Request-Id': requestId } });
+      let mine: Json | undefined;
+      for (let i = 0; i < 600 && mine?.phase !== 'dump'; i++) {
+        const ops = (await api(agent.socket, 'GET', '/v1/operations')).body.operations;
+        mine = ops.find((o: { requestId: string }) => o.requestId === requestId);
+        if (mine?.phase !== 'dump') await new Promise((r) => setTimeout(r, 50));
+      }
 
       const listed = JSON.parse(ok(await ctl('operations', '--json')));
-      const mine = listed.operations.find((o: { requestId: string }) => o.requestId === requestId);
+      mine = listed.operations.find((o: { requestId: string }) => o.requestId === requestId);
       assert.deepEqual(
-        { kind: mine?.kind, cgroup: mine?.cgroup, phase: mine?.phase, cancelling: mine?.cancelling },
-        { kind: 'checkpoint', cgroup: `${hierarchy}:${cgroup.path}`, phase: 'dump', cancelling: false },
+        { kind: mine?.kind, target: mine?.target, cgroup: mine?.cgroup, phase: mine?.phase, cancelling: mine?.cancelling },
+        {
+          kind: 'checkpoint',
+          target: `${hierarchy}:${cgroup.path}`,
+          cgroup: `${hierarchy}:${cgroup.path}`,
+          phase: 'dump',
+          cancelling: false,
+        },
       );
       assert.equal(typeof mine.peer?.pid, 'number', 'the peer is known (SO_PEERCRED)');
       assert.equal(mine.peer.uid, 0);
+      assert.match(mine.since, /^\d{4}-\d\d-\d\dT/);
       const health = await api(agent.socket, 'GET', '/v1/health');
-      assert.ok(health.body.operations.some((o: { requestId: string }) => o.requestId === requestId), 'health shows it too');
+      assert.ok(
+        health.body.operations.some((o: { requestId: string }) => o.requestId === requestId),
+        'health shows it too',
+      );
       const table = ok(await ctl('operations'));
       assert.match(table, /^REQUEST\s+KIND\s+CGROUP\s+PHASE\s+STARTED\s+PEER\n/);
-      assert.match(table, new RegExp(`^${requestId}\\s+checkpoint\\s+${hierarchy}:${cgroup.path}\\s+dump\\s+\\d\\d:\\d\\d:\\d\\d \\(\\d+ s ago\\)\\s+pid \\d+ uid 0$`, 'm'));
+      assert.match(
+        table,
+        new RegExp(
+          `^${requestId}\\s+checkpoint\\s+${hierarchy}:${cgroup.path}\\s+dump\\s+\\d\\d:\\d\\d:\\d\\d \\(\\d+ s ago\\)\\s+pid \\d+ uid 0$`,
+          'm',
+        ),
+      );
 
       const cancel = await ctl('cancel', requestId);
       assert.match(ok(cancel), new RegExp(`^cancelling checkpoint of ${hierarchy}:${cgroup.path} \\(request ${requestId}\\)`));
@@ -134,7 +177,10 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(answer.body.error.code, 'EINTR');
       const after = await state(cgroup);
       assert.deepEqual([after.state, after.kernelState, after.locked], ['THAWED', 'THAWED', false]);
-      assert.equal(ok(await ctl('operations')), 'no operations running\n');
+      assert.ok(
+        !JSON.parse(ok(await ctl('operations', '--json'))).operations.some((o: { requestId: string }) => o.requestId === requestId),
+        'gone from the list',
+      );
       failed(await ctl('cancel', requestId), 'ENOENT', 3, /no operation .* is running/);
       failed(await ctl('cancel', 'not an id!'), 'EINVAL', 2, /invalid request id/);
     });
@@ -253,7 +299,10 @@ for (const hierarchy of HIERARCHIES) {
       const table = ok(await ctl('checkpoints'));
       assert.match(
         table,
-        new RegExp(`^${failedOne.id}\\s+failed \\(ECRIU\\)\\s+${hierarchy}:${cgroup.path}\\s+\\d{4}-\\d\\d-\\d\\dT\\S+\\s+\\d+(\\.\\d)? (B|KiB|MiB)\\s+-$`, 'm'),
+        new RegExp(
+          `^${failedOne.id}\\s+failed \\(ECRIU\\)\\s+${hierarchy}:${cgroup.path}\\s+\\d{4}-\\d\\d-\\d\\dT\\S+\\s+\\d+(\\.\\d)? (B|KiB|MiB)\\s+-$`,
+          'm',
+        ),
       );
       const shown = ok(await ctl('show', failedOne.id));
       assert.match(shown, new RegExp(`^${failedOne.id} \\(failed\\)\\n  cgroup     ${hierarchy}:${cgroup.path}\\n`));

@@ -49,7 +49,7 @@ export function systemRoutes(all: () => readonly Route[]): Route[] {
       pattern: '/v1/metrics',
       async handle(ctx): Promise<Reply> {
         await noInput(ctx);
-        return { kind: 'text', status: 200, contentType: METRICS_CONTENT_TYPE, text: ctx.services.metrics.render() };
+        return { kind: 'text', status: 200, contentType: METRICS_CONTENT_TYPE, text: await ctx.services.metrics.render() };
       },
     },
   ];
