@@ -89,7 +89,7 @@ describe('discovery, health, host facts, metrics', () => {
     ]) {
       assert.match(text, new RegExp(`^# HELP ${name} \\S.*\\n# TYPE ${name} ${type}\\n${name}(\\{[^}]*\\})? [0-9.e+-]+$`, 'm'), name);
     }
-    assert.ok(Number(/^process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]) > 10 << 20, 'the agent\'s RSS, above 10 MB');
+    assert.ok(Number(/^process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]) > 10 << 20, "the agent's RSS, above 10 MB");
   });
 });
 
