@@ -85,6 +85,26 @@ test("durations for --older-than: units and sums; anything else is refused in th
     assert.throws(() => parseDuration(bad), /--older-than takes a duration/, bad);
 });
 
+test("--help lists operations, cancel and prune, each with examples; cancel's example ids have the forms of real request ids", async () => {
+  const top = await agentctl(['--help']);
+  assert.equal(top.code, 0);
+  for (const command of ['operations', 'cancel', 'prune']) {
+    assert.match(top.stdout, new RegExp(`agentctl ${command}\\b`), command);
+    const help = await agentctl([command, '--help']);
+    assert.equal(help.code, 0, command);
+    assert.match(help.stdout, /Examples:\n\s+agentctl /, `${command} --help has examples`);
+  }
+  const restore = (await agentctl(['restore', '--help'])).stdout;
+  assert.match(restore, /--thawed/);
+  assert.match(restore, /--frozen/);
+  const cancel = (await agentctl(['cancel', '--help'])).stdout;
+  const ids = [...cancel.slice(cancel.indexOf('Examples:')).matchAll(/agentctl cancel (\S+)/g)].map((m) => m[1]);
+  assert.equal(ids.length, 2);
+  // agentctl's own (src/cli/cancel.ts) and the agent's when the client sent none (a UUID).
+  assert.match(ids[0], /^agentctl-[0-9a-f]{12}$/);
+  assert.match(ids[1], /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/);
+});
+
 for (const hierarchy of HIERARCHIES) {
   describe(`the operator's view on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('while CRIU holds the tasks (parked at its first PTRACE_DETACH): CHECKPOINTING in every sample past the freeze, kernelState THAWED (CRIU thaws to seize), thaw EBUSY saying CHECKPOINTING', async () => {
