@@ -127,7 +127,7 @@ async function startTogether(freezer: Freezer, pids: readonly number[], leave: '
 }
 
 /** The state a restore leaves: the checkpoint's prior state unless the request chose. */
-export function restoredState(manifest: Pick<Manifest, 'priorState'>, after: RestoreOptions['after']): 'THAWED' | 'FROZEN' {
+function restoredState(manifest: Pick<Manifest, 'priorState'>, after: RestoreOptions['after']): 'THAWED' | 'FROZEN' {
   if (after === 'thawed') return 'THAWED';
   if (after === 'frozen') return 'FROZEN';
   return manifest.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED';
