@@ -209,10 +209,13 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(result.breaches.at(-1)?.observed, 'THAWED');
         assert.equal(result.finalState, 'FROZEN');
         assert.equal(kernelState(cgroup), 'FROZEN');
-        assert.equal(control.status(ref).state, 'FROZEN');
+        const status = control.status(ref);
+        // The kernel is FROZEN again; the cgroup reads CHECKPOINTING until the lease is released.
+        assert.deepEqual([status.state, status.kernelState], ['CHECKPOINTING', 'FROZEN']);
       } finally {
         left.lease.release();
       }
+      assert.equal(control.status(ref).state, 'FROZEN', 'released: the kernel state again');
     });
 
     test("6b. a cgroup left THAWED and empty (CRIU's default mode kills the tasks) is no breach", async () => {

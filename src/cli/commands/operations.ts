@@ -51,8 +51,8 @@ export const cancelCommand: CommandModule<GlobalArgs, CancelArgs> = {
   builder: (y) =>
     y
       .positional('request-id', { type: 'string', demandOption: true, describe: 'the REQUEST column of agentctl operations' })
-      .example('$0 cancel agentctl-5f0c2a9b1e34', 'prints "cancelling checkpoint of v2:jobs/build-42 (request agentctl-5f0c2a9b1e34)"')
-      .example('$0 cancel 0b6e2f4c-93d1-4d7a-8f0e-5a1c2b3d4e5f --json', 'the API\'s answer: {"requestId", "kind", "target"}'),
+      .example('$0 cancel agentctl-5f0c2a9b1e34', 'prints "cancelling checkpoint of v2:jobs/build-42 (request ...)"')
+      .example('$0 cancel 0b6e2f4c-93d1-4d7a-8f0e-5a1c2b3d4e5f', 'an id the agent made (a request sent without X-Request-Id)'),
   handler: action(async (args: CancelArgs) => {
     const path = `/v1/operations/${encodeURIComponent(args['request-id'])}/cancel`;
     const reply = (await call(clientOptions(args), 'POST', path)) as { requestId: string; kind: string; target: string };
