@@ -6,6 +6,7 @@ import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
 import { randomBytes } from 'node:crypto';
+import { isAgentError } from '../errors/index.js';
 import { byCreation, checkId, verifyFiles, type ImageStore } from './image-store.js';
 import { claimCheckpoint, refuseIfInUse } from './in-use.js';
 import { ImageRoots } from './allowed-roots.js';
@@ -16,8 +17,11 @@ import type {
   CheckpointListing,
   CheckpointOptions,
   CheckpointSummary,
+  FailureRecord,
   Manifest,
   OperationHooks,
+  PruneOptions,
+  PruneResult,
   RecoveryReport,
   RestoreOptions,
   RestoreSummary,
@@ -119,6 +123,45 @@ export class Checkpointer {
 
   show(id: string): Manifest {
     return this.roots.holding(checkId(id)).readManifest(id);
+  }
+
+  /** A good checkpoint's manifest, or what a failed attempt recorded (its `status` is `failed`). */
+  describe(id: string): Manifest | FailureRecord {
+    const store = this.roots.holding(checkId(id));
+    return store.hasFailed(id) && !store.hasGood(id) ? store.readFailure(id) : store.readManifest(id);
+  }
+
+  /**
+   * Removes the checkpoints that match (failed ones only with `failed`; those created at least
+   * `olderThanMs` ago with it; both when both are given), oldest first, except any an operation
+   * uses right now (a restore), which are kept and named. A dry run removes nothing.
+   */
+  async prune(options: PruneOptions, now = Date.now()): Promise<PruneResult> {
+    const matches = this.list().filter((c) => {
+      if (options.failed && c.status !== 'failed') return false;
+      if (options.olderThanMs !== undefined) {
+        const at = c.createdAt === undefined ? NaN : Date.parse(c.createdAt);
+        // No time at all (a directory named by hand): never old enough to be removed unasked.
+        if (!Number.isFinite(at) || now - at < options.olderThanMs) return false;
+      }
+      return true;
+    });
+    const removed: CheckpointListing[] = [];
+    const kept: { id: string; reason: string }[] = [];
+    for (const c of matches) {
+      try {
+        // delete() refuses one in use too; a dry run asks the same question without deleting.
+        if (options.dryRun) this.refuseIfInUse(c.id);
+        else await this.delete(c.id);
+      } catch (err) {
+        if (isAgentError(err, 'ENOENT')) continue; // deleted meanwhile by someone else
+        if (!isAgentError(err, 'EBUSY')) throw err;
+        kept.push({ id: c.id, reason: err.message });
+        continue;
+      }
+      removed.push(c);
+    }
+    return { dryRun: !!options.dryRun, removed, kept };
   }
 
   /**

@@ -25,7 +25,16 @@ import { subCgroups, subtreeMembers, type CgroupRef, type FreezerState } from '.
 import type { CgroupLease, CheckpointHold } from '../lock/index.js';
 import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
-import { describeFiles, fsyncDirectory, MANIFEST_FILE, newCheckpointId, replaceFileDurably, writeFileDurably } from './image-store.js';
+import {
+  describeFiles,
+  FAILURE_FILE,
+  fsyncDirectory,
+  MANIFEST_FILE,
+  newCheckpointId,
+  replaceFileDurably,
+  treeBytes,
+  writeFileDurably,
+} from './image-store.js';
 import { warmHashThreads } from './hash-pool.js';
 import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
@@ -40,8 +49,6 @@ import { recordHost } from './compat.js';
 const SPACE_MARGIN_BYTES = 16 << 20;
 const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
-/** In a failed attempt's directory: what failed and what was lost (recordFailure). */
-export const FAILURE_FILE = 'failure.json';
 
 class Deadline {
   readonly at: number;
@@ -331,7 +338,13 @@ function recordFailure(
 ): void {
   try {
     const { error, ...rest } = record;
-    const body = { formatVersion: 1, ...rest, failedAt: new Date().toISOString(), error: { code: error.code, message: error.message } };
+    const body = {
+      formatVersion: 1,
+      ...rest,
+      failedAt: new Date().toISOString(),
+      bytes: treeBytes(failedDir),
+      error: { code: error.code, message: error.message },
+    };
     writeFileDurably(join(failedDir, FAILURE_FILE), JSON.stringify(body, null, 2) + '\n');
   } catch {
     // a full disk is a likely reason to be here; the reply still carries the error

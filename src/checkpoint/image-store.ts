@@ -25,7 +25,7 @@ import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
 import { sha256Files } from './hash-pool.js';
 import { makeImageRoot } from './create-root.js';
-import type { CheckpointListing, ImageFile, Manifest } from './types.js';
+import type { CheckpointListing, FailureRecord, ImageFile, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';
 /** An archive being imported (src/archive): removed like a partial checkpoint when an agent died reading it. */
@@ -34,6 +34,10 @@ const DELETING_PREFIX = '.deleting-';
 const FAILED_SUFFIX = '.failed';
 const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$/;
 export const MANIFEST_FILE = 'manifest.json';
+/** In a failed attempt's directory: what failed and what was lost (written by dump-flow.ts). */
+export const FAILURE_FILE = 'failure.json';
+// An id as newCheckpointId makes it: the UTC time of the attempt, then 6 hex digits.
+const ID_TIME = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z-/;
 
 export function newCheckpointId(now = new Date()): string {
   const stamp = now
@@ -50,7 +54,36 @@ export function checkId(id: unknown): string {
   return id;
 }
 
-/** Listing order: oldest first, failed ones (no date) before them, then by id. */
+/** The time an id of newCheckpointId's form was made at, ISO; undefined for any other id. */
+export function timeOfId(id: string): string | undefined {
+  const m = ID_TIME.exec(id);
+  return m ? `${m[1]}-${m[2]}-${m[3]}T${m[4]}:${m[5]}:${m[6]}.000Z` : undefined;
+}
+
+/** Bytes of every regular file under dir (lstat, no symlink followed); 0 for what cannot be read. */
+export function treeBytes(dir: string): number {
+  let total = 0;
+  let entries;
+  try {
+    entries = readdirSync(dir, { withFileTypes: true });
+  } catch {
+    return 0;
+  }
+  for (const entry of entries) {
+    const path = join(dir, entry.name);
+    if (entry.isDirectory()) total += treeBytes(path);
+    else if (entry.isFile()) {
+      try {
+        total += lstatSync(path).size;
+      } catch {
+        // removed meanwhile
+      }
+    }
+  }
+  return total;
+}
+
+/** Listing order: oldest first (a failed attempt by the time it began), then by id. */
 export function byCreation(a: CheckpointListing, b: CheckpointListing): number {
   return (a.createdAt ?? '').localeCompare(b.createdAt ?? '') || a.id.localeCompare(b.id);
 }
@@ -164,7 +197,7 @@ export class ImageStore {
       if (name.startsWith('.')) continue;
       const dir = join(this.root, name);
       if (name.endsWith(FAILED_SUFFIX)) {
-        listings.push({ id: name.slice(0, -FAILED_SUFFIX.length), dir, status: 'failed' });
+        listings.push(failedListing(this.readFailure(name.slice(0, -FAILED_SUFFIX.length))));
         continue;
       }
       if (!ID_PATTERN.test(name)) continue;
@@ -181,10 +214,49 @@ export class ImageStore {
           processes: manifest.trees.reduce((sum, t) => sum + t.processes.length, 0),
         });
       } catch {
-        listings.push({ id: name, dir, status: 'failed' });
+        listings.push({ id: name, dir, status: 'failed', ...(timeOfId(name) ? { createdAt: timeOfId(name) } : {}) });
       }
     }
     return listings.sort(byCreation);
+  }
+
+  /** Whether `id` is a good checkpoint here (its final directory). */
+  hasGood(id: string): boolean {
+    return existsSync(this.finalDir(id));
+  }
+
+  /** Whether `id` is a failed attempt here (`<id>.failed`). */
+  hasFailed(id: string): boolean {
+    return existsSync(this.finalDir(id) + FAILED_SUFFIX);
+  }
+
+  /**
+   * What failed attempt `id` recorded (failure.json), with its size now. An attempt recorded before
+   * failure.json existed, or whose record cannot be read, still has its id's time and its size.
+   */
+  readFailure(id: string): FailureRecord {
+    const dir = this.finalDir(id) + FAILED_SUFFIX;
+    const base: FailureRecord = { id, status: 'failed', dir, bytes: treeBytes(dir), ...(timeOfId(id) ? { startedAt: timeOfId(id) } : {}) };
+    let record: Record<string, unknown>;
+    try {
+      record = JSON.parse(readFileSync(join(dir, FAILURE_FILE), 'utf8')) as Record<string, unknown>;
+    } catch {
+      return base;
+    }
+    const text = (v: unknown) => (typeof v === 'string' ? v : undefined);
+    const error = record.error as { code?: unknown; message?: unknown } | undefined;
+    const hierarchy = record.hierarchy === 'v1' || record.hierarchy === 'v2' ? record.hierarchy : undefined;
+    return {
+      ...base,
+      ...(text(record.cgroup) ? { cgroup: text(record.cgroup) } : {}),
+      ...(hierarchy ? { hierarchy } : {}),
+      ...(text(record.startedAt) ? { startedAt: text(record.startedAt) } : {}),
+      ...(text(record.failedAt) ? { failedAt: text(record.failedAt) } : {}),
+      ...(typeof error?.code === 'string' && typeof error.message === 'string'
+        ? { error: { code: error.code, message: error.message } }
+        : {}),
+      ...(Array.isArray(record.lost) ? { lost: record.lost as FailureRecord['lost'] } : {}),
+    };
   }
 
   readManifest(id: string): Manifest {
@@ -374,4 +446,18 @@ function mismatch(dir: string, file: ImageFile): AgentError {
     'EIO',
     `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`,
   );
+}
+
+/** A failed attempt as listings show it: its cgroup, time, size and error. */
+function failedListing(f: FailureRecord): CheckpointListing {
+  return {
+    id: f.id,
+    dir: f.dir,
+    status: 'failed',
+    ...(f.cgroup !== undefined ? { cgroup: f.cgroup } : {}),
+    ...(f.hierarchy !== undefined ? { hierarchy: f.hierarchy } : {}),
+    ...(f.startedAt !== undefined ? { createdAt: f.startedAt } : {}),
+    ...(f.bytes !== undefined ? { bytes: f.bytes } : {}),
+    ...(f.error !== undefined ? { error: f.error } : {}),
+  };
 }

@@ -3,13 +3,14 @@
 
 export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
-export { AFTER_POLICIES, PID_NAMESPACE_MODES } from './types.js';
+export { AFTER_POLICIES, PID_NAMESPACE_MODES, RESTORE_POLICIES } from './types.js';
 export { fsyncDirectory, newCheckpointId, removeTree, writeFileDurably, MANIFEST_FILE, type ImageStore } from './image-store.js';
 export type {
   AfterPolicy,
   CheckpointListing,
   CheckpointOptions,
   CheckpointSummary,
+  FailureRecord,
   ImageFile,
   ImportRecord,
   Manifest,
@@ -17,9 +18,12 @@ export type {
   PidNamespaceMode,
   ProcessRecord,
   ProgressEvent,
+  PruneOptions,
+  PruneResult,
   RecoveryReport,
   RestoredProcess,
   RestoreOptions,
+  RestorePolicy,
   RestoreSummary,
   Stage,
   Timings,

@@ -98,9 +98,10 @@ async function waitUntilStopped(tree: TreeRecord, timeoutMs: number): Promise<vo
 /**
  * Every tree was restored stopped (--leave-stopped), so none ran before all were back and a failed
  * later tree could be undone before an earlier one did anything. Freezing around the SIGCONTs
- * starts them all at one instant rather than one by one.
+ * starts them all at one instant rather than one by one; a cgroup to be left FROZEN stays frozen
+ * with them continued, so a later thaw lets them run as they were when checkpointed (not stopped).
  */
-async function startTogether(freezer: Freezer, pids: readonly number[]): Promise<void> {
+async function startTogether(freezer: Freezer, pids: readonly number[], leave: 'THAWED' | 'FROZEN'): Promise<void> {
   await freezer.freeze();
   for (const pid of pids) {
     try {
@@ -109,7 +110,14 @@ async function startTogether(freezer: Freezer, pids: readonly number[]): Promise
       // exited already
     }
   }
-  await freezer.thaw();
+  if (leave === 'THAWED') await freezer.thaw();
+}
+
+/** The state a restore leaves: the checkpoint's prior state unless the request chose. */
+function restoredState(manifest: Pick<Manifest, 'priorState'>, after: RestoreOptions['after']): 'THAWED' | 'FROZEN' {
+  if (after === 'thawed') return 'THAWED';
+  if (after === 'frozen') return 'FROZEN';
+  return manifest.priorState === 'FROZEN' ? 'FROZEN' : 'THAWED';
 }
 
 /** The compatibility check (./compat.ts), its CRIU log in a directory of its own, removed after. */
@@ -236,7 +244,8 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
       throw new AgentError('ECRIU', `${(err as Error).message}; killed what was restored`, { cause: err });
     }
     where.settle(pids[0]);
-    await startTogether(lease.freezer, pids);
+    const state = restoredState(manifest, options.after);
+    await startTogether(lease.freezer, pids, state);
     succeeded = true;
     progress({ stage: 'done' });
     return {
@@ -250,6 +259,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
       processes,
       ...(where.namespaceInit === undefined ? {} : { namespaceInit: where.namespaceInit }),
       warnings,
+      state,
     };
   } finally {
     if (!succeeded) await placement?.discard().catch(() => undefined);

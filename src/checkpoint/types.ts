@@ -151,14 +151,56 @@ export interface CheckpointListing {
   readonly status: 'good' | 'failed';
   readonly cgroup?: string;
   readonly hierarchy?: Hierarchy;
+  /** A good one: when it was frozen. A failed one: when the attempt began (from its failure.json, else its id). */
   readonly createdAt?: string;
   readonly bytes?: number;
   readonly processes?: number;
+  /** A failed one: why (from its failure.json; absent for attempts recorded before it was). */
+  readonly error?: { readonly code: string; readonly message: string };
 }
+
+/** What a failed attempt left in `<id>.failed/failure.json`, as GET /v1/checkpoints/{id} shows it. */
+export interface FailureRecord {
+  readonly id: string;
+  readonly status: 'failed';
+  readonly dir: string;
+  readonly cgroup?: string;
+  readonly hierarchy?: Hierarchy;
+  readonly startedAt?: string;
+  readonly failedAt?: string;
+  /** Bytes CRIU had written when the attempt failed (its logs and partial images). */
+  readonly bytes?: number;
+  readonly error?: { readonly code: string; readonly message: string };
+  /** Processes that did not come out of the attempt, with the kernel's word on each. */
+  readonly lost?: readonly (ProcessRecord & { readonly kernel: readonly string[] })[];
+}
+
+export interface PruneOptions {
+  /** Only failed attempts. */
+  readonly failed?: boolean;
+  /** Only checkpoints created (or attempted) at least this long ago. */
+  readonly olderThanMs?: number;
+  /** Say what would be removed; remove nothing. */
+  readonly dryRun?: boolean;
+}
+
+export interface PruneResult {
+  readonly dryRun: boolean;
+  /** Removed (or, in a dry run, to be removed), oldest first. */
+  readonly removed: readonly CheckpointListing[];
+  /** Matched but left: in use by a running operation. */
+  readonly kept: readonly { readonly id: string; readonly reason: string }[];
+}
+
+/** The state a restore leaves the cgroup in: the checkpoint's prior state (default), or as chosen. */
+export type RestorePolicy = 'prior' | 'thawed' | 'frozen';
+export const RESTORE_POLICIES: readonly RestorePolicy[] = ['prior', 'thawed', 'frozen'];
 
 export interface RestoreOptions {
   /** Restore into this cgroup (relative path or absolute dir) instead of the original. */
   readonly cgroup?: string;
+  /** Default `prior`: the state the cgroup had when it was checkpointed (the manifest's priorState). */
+  readonly after?: RestorePolicy;
   readonly hierarchy?: Hierarchy;
   readonly timeoutMs?: number;
   readonly requestId?: string;
@@ -196,6 +238,8 @@ export interface RestoreSummary {
   readonly namespaceInit?: number;
   /** Differences from the dumping host that did not stop the restore (src/checkpoint/compat.ts). */
   readonly warnings: readonly string[];
+  /** The state the restore left the cgroup in (`after`). */
+  readonly state: 'THAWED' | 'FROZEN';
 }
 
 export interface RecoveryReport {

@@ -10,6 +10,8 @@ import { completionCommand } from './commands/completion.js';
 import { dynamicCompletion } from './dynamic-completion.js';
 import { freezeCommand, killCommand, stateCommand, thawCommand } from './commands/cgroup.js';
 import { hostCommand } from './commands/host.js';
+import { cancelCommand, operationsCommand } from './commands/operations.js';
+import { pruneCommand } from './commands/prune.js';
 import { checkpointsCommand, deleteCommand, showCommand } from './commands/images.js';
 import type { GlobalArgs } from './context.js';
 import { EXIT_USAGE } from './exit-codes.js';
@@ -43,6 +45,9 @@ const COMMANDS = [
   exportCommand,
   importCommand,
   keyCommand,
+  pruneCommand,
+  operationsCommand,
+  cancelCommand,
   hostCommand,
 ] as const;
 

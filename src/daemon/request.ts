@@ -5,7 +5,14 @@
 
 import type { IncomingMessage } from 'node:http';
 import { isAbsolute } from 'node:path';
-import { AFTER_POLICIES, PID_NAMESPACE_MODES, type AfterPolicy, type PidNamespaceMode } from '../checkpoint/types.js';
+import {
+  AFTER_POLICIES,
+  PID_NAMESPACE_MODES,
+  RESTORE_POLICIES,
+  type AfterPolicy,
+  type PidNamespaceMode,
+  type RestorePolicy,
+} from '../checkpoint/types.js';
 import type { Hierarchy } from '../cgroup/index.js';
 import { ProtocolError } from './http-status.js';
 
@@ -105,6 +112,14 @@ export const timeoutMs: Checker<number> = (value, field) => {
   return value;
 };
 
+/** An age or duration: a whole number of milliseconds, 0 or more (prune's olderThanMs). */
+export const wholeMs: Checker<number> = (value, field) => {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0) {
+    throw invalid(`"${field}" must be a whole number of milliseconds, 0 or more`);
+  }
+  return value;
+};
+
 function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
   return (value, field) => {
     if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
@@ -117,6 +132,7 @@ function oneOf<T extends string>(allowed: readonly T[]): Checker<T> {
 export const hierarchy: Checker<Hierarchy> = oneOf<Hierarchy>(['v1', 'v2']);
 export const afterPolicy: Checker<AfterPolicy> = oneOf<AfterPolicy>(AFTER_POLICIES);
 export const pidNamespace: Checker<PidNamespaceMode> = oneOf<PidNamespaceMode>(PID_NAMESPACE_MODES);
+export const restorePolicy: Checker<RestorePolicy> = oneOf<RestorePolicy>(RESTORE_POLICIES);
 
 export interface Rule<T, R extends boolean> {
   readonly check: Checker<T>;

@@ -8,12 +8,12 @@ import { join } from 'node:path';
 import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
-import { busyError, holderOfLocked, isLive } from './holder.js';
+import { busyError, holderOfLocked, isCheckpointing, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { guardSubtree } from './subtree-guard.js';
 import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
-import { PHASE_CHECKPOINTING, type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
+import { type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
 
 function newRequestId(): string {
   return randomBytes(4).toString('hex');
@@ -32,7 +32,7 @@ export class CgroupControl {
     return join(this.locksDir, lockFileName(ref));
   }
 
-  /** The kernel's state, and CHECKPOINTING iff a live checkpoint holds the lock in phase 'checkpointing'. */
+  /** The kernel's state, and CHECKPOINTING iff a live checkpoint holds the lock past its freeze (isCheckpointing). */
   status(ref: CgroupRef): CgroupStatus {
     const freezer = openFreezer(ref);
     let kernel;
@@ -198,7 +198,7 @@ function statusOf(
     cgroup: ref.path,
     hierarchy: ref.hierarchy,
     path: ref.dir,
-    state: holder?.phase === PHASE_CHECKPOINTING ? 'CHECKPOINTING' : kernel.state,
+    state: isCheckpointing(holder) ? 'CHECKPOINTING' : kernel.state,
     kernelState: kernel.state,
     selfFreezing: kernel.selfFreezing,
     parentFreezing: kernel.parentFreezing,

@@ -48,7 +48,17 @@ export function parseHolder(text: string, lockFile: string): LockHolder | undefi
   };
   if (typeof r.priorState === 'string' && STATES.includes(r.priorState)) holder.priorState = r.priorState as LockHolder['priorState'];
   if (typeof r.imageDir === 'string') holder.imageDir = r.imageDir;
+  if (typeof r.checkpointingSince === 'string') holder.checkpointingSince = r.checkpointingSince;
   return holder;
+}
+
+/**
+ * Whether the holder's cgroup reads CHECKPOINTING: a checkpoint that has begun CHECKPOINTING (from
+ * FROZEN) and not yet released its lock: through CRIU's dump, the checksums, the manifest and the
+ * policy alike, since every freezer change is refused with EBUSY through all of them.
+ */
+export function isCheckpointing(holder: LockHolder | undefined): boolean {
+  return isLive(holder) && holder.operation === 'checkpoint' && holder.checkpointingSince !== undefined;
 }
 
 /** A record of an operation that never finished: what a live holder says, or what a dead one left. */
@@ -72,6 +82,12 @@ export function timeOfDay(iso: string): string {
   return date.toTimeString().slice(0, 8);
 }
 
+/** What a checkpoint past CRIU's dump is doing, for an EBUSY message. */
+function phaseText(phase: string): string {
+  if (phase.startsWith('after-')) return `its image is being checksummed and published, --after ${phase.slice('after-'.length)}`;
+  return `its image is being checksummed and published`;
+}
+
 /**
  * `cgroup v2:jobs/x is CHECKPOINTING (request 7f3a, since 12:01:03)` or
  * `cgroup v1:jobs/x is busy: a freeze (request 9b1c) is in progress since 12:01:03`; the whole
@@ -85,9 +101,8 @@ export function busyError(ref: CgroupRef, holder: LockHolder | undefined, lockFi
     });
   }
   const since = timeOfDay(holder.since);
-  const message =
-    holder.phase === PHASE_CHECKPOINTING
-      ? `cgroup ${name} is CHECKPOINTING (request ${holder.requestId}, since ${since})`
-      : `cgroup ${name} is busy: a ${holder.operation} (request ${holder.requestId}) is in progress since ${since}`;
+  const message = isCheckpointing(holder)
+    ? `cgroup ${name} is CHECKPOINTING (request ${holder.requestId}, since ${since}${holder.phase === PHASE_CHECKPOINTING ? '' : `; ${phaseText(holder.phase)}`})`
+    : `cgroup ${name} is busy: a ${holder.operation} (request ${holder.requestId}) is in progress since ${since}`;
   return new AgentError('EBUSY', message, { details: { cgroup: ref.path, hierarchy: ref.hierarchy, lockFile, holder } });
 }

@@ -133,6 +133,7 @@ export class Lease implements CgroupLease {
       );
     }
     try {
+      this.current = { ...this.current, checkpointingSince: new Date().toISOString() };
       this.update({ phase: PHASE_CHECKPOINTING });
     } catch (err) {
       watch.stop();

@@ -3,7 +3,11 @@
 
 import type { CgroupRef, Freezer, FreezerState, Hierarchy } from '../cgroup/index.js';
 
-/** The kernel's three states plus agentd's own: FROZEN in the kernel with a checkpoint holding the lock. */
+/**
+ * The kernel's three states plus agentd's own: CHECKPOINTING while a checkpoint that began from
+ * FROZEN holds the lock (the kernel's word then is in kernelState: CRIU thaws the freezer while it
+ * holds the tasks, and an early policy thaws before the checksums).
+ */
 export type AgentState = FreezerState | 'CHECKPOINTING';
 
 export type LockOperation = 'freeze' | 'thaw' | 'checkpoint' | 'restore' | 'kill';
@@ -27,6 +31,12 @@ export interface LockHolder {
   since: string;
   priorState?: FreezerState;
   imageDir?: string;
+  /**
+   * ISO time the checkpoint began CHECKPOINTING (beginCheckpoint). Kept in every later record of
+   * the same lease: the cgroup reads CHECKPOINTING from then until the lease is released (its image
+   * published and its policy applied), whatever the kernel says meanwhile.
+   */
+  checkpointingSince?: string;
   /** The lock file this record was read from (filled in when read back, never written). */
   lockFile?: string;
 }

@@ -79,6 +79,17 @@ describe('discovery, health, host facts, metrics', () => {
     assert.match(text, /^# TYPE agentd_freeze_duration_seconds histogram$/m);
     assert.match(text, /^# TYPE agentd_checkpoint_duration_seconds histogram$/m);
     assert.match(text, /^agentd_checkpointing_cgroups 0$/m);
+    // prom-client's own: process, heap and event loop, each with its HELP and TYPE.
+    for (const [name, type] of [
+      ['process_resident_memory_bytes', 'gauge'],
+      ['process_cpu_seconds_total', 'counter'],
+      ['nodejs_heap_size_used_bytes', 'gauge'],
+      ['nodejs_eventloop_lag_seconds', 'gauge'],
+      ['nodejs_eventloop_lag_p99_seconds', 'gauge'],
+    ]) {
+      assert.match(text, new RegExp(`^# HELP ${name} \\S.*\\n# TYPE ${name} ${type}\\n${name}(\\{[^}]*\\})? [0-9.e+-]+$`, 'm'), name);
+    }
+    assert.ok(Number(/^process_resident_memory_bytes (\d+)$/m.exec(text)?.[1]) > 10 << 20, "the agent's RSS, above 10 MB");
   });
 });
 

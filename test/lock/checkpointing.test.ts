@@ -134,13 +134,15 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(result.consistent, true);
         assert.equal(await hold.end(), result, 'end() is idempotent');
         const after = control.status(ref);
-        assert.equal(after.state, 'FROZEN');
+        // Still CHECKPOINTING until the lease is released (docs/lock.md): every change is still
+        // refused with EBUSY, so the state must not say FROZEN as if one could thaw it.
+        assert.equal(after.state, 'CHECKPOINTING');
         assert.equal(after.kernelState, 'FROZEN');
         assert.equal(after.locked, true, 'the lease stays held for the caller to apply its policy');
         assert.equal(after.holder?.phase, 'checkpoint-ended');
         assert.throws(
           () => beginCheckpoint(control, ref, { requestId: 'e2' }),
-          busy(/is busy: a checkpoint \(request e1\) is in progress since \d\d:\d\d:\d\d$/),
+          busy(/is CHECKPOINTING \(request e1, since \d\d:\d\d:\d\d; its image is being checksummed and published\)$/),
         );
         assert.equal(flockFree(lockFile), false);
       } finally {
@@ -207,10 +209,13 @@ for (const hierarchy of HIERARCHIES) {
         assert.equal(result.breaches.at(-1)?.observed, 'THAWED');
         assert.equal(result.finalState, 'FROZEN');
         assert.equal(kernelState(cgroup), 'FROZEN');
-        assert.equal(control.status(ref).state, 'FROZEN');
+        const status = control.status(ref);
+        // The kernel is FROZEN again; the cgroup reads CHECKPOINTING until the lease is released.
+        assert.deepEqual([status.state, status.kernelState], ['CHECKPOINTING', 'FROZEN']);
       } finally {
         left.lease.release();
       }
+      assert.equal(control.status(ref).state, 'FROZEN', 'released: the kernel state again');
     });
 
     test("6b. a cgroup left THAWED and empty (CRIU's default mode kills the tasks) is no breach", async () => {

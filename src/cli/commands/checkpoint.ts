@@ -136,17 +136,20 @@ interface RestoreArgs extends GlobalArgs {
   readonly pidNamespace?: 'host' | 'new';
   readonly force?: boolean;
   readonly attach?: boolean;
+  readonly thawed?: boolean;
+  readonly frozen?: boolean;
 }
 
 /** The line agentctl restore prints: host pids, and with a new PID namespace what they are inside. */
 export function restoreLine(summary: RestoreSummary): string {
   const trees = `${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)}`;
   const where = `${summary.hierarchy}:${summary.cgroup}`;
-  if (summary.pidNamespace !== 'new') return `restored ${summary.id} into ${where}: pids ${summary.pids.join(' ')} (${trees})`;
+  if (summary.pidNamespace !== 'new')
+    return `restored ${summary.id} into ${where}: pids ${summary.pids.join(' ')} (${trees}), ${summary.state}`;
   const inside = summary.processes.map((p) => p.nsPid).join(' ');
   return (
     `restored ${summary.id} into ${where} in a new PID namespace (its init is pid ${summary.namespaceInit}): ` +
-    `pids ${summary.pids.join(' ')}, inside the namespace ${inside} (${trees})`
+    `pids ${summary.pids.join(' ')}, inside the namespace ${inside} (${trees}), ${summary.state}`
   );
 }
 
@@ -166,9 +169,13 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
         .option('attach', {
           type: 'boolean',
           describe: `a --shell-job checkpoint: put the job on a new terminal agentd holds and attach this one to it (${DETACH_KEY_NAME} detaches)`,
-        }),
+        })
+        .option('thawed', { type: 'boolean', describe: 'leave it running (default: the state it was checkpointed in)' })
+        .option('frozen', { type: 'boolean', describe: 'leave it FROZEN (default: the state it was checkpointed in)' })
+        .conflicts('thawed', 'frozen'),
     )
-      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from')
+      .example('$0 restore 20261201T063940Z-4bf4d8', 'back into the cgroup it came from, THAWED or FROZEN as it was')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --frozen', 'restored but left FROZEN, for agentctl thaw later')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --pid-namespace new', 'a second copy while the first runs')
       .example(
@@ -178,10 +185,12 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
   handler: action(async (args: RestoreArgs) => {
     if (args.attach && args.json) throw new AgentError('EINVAL', '--attach puts the job on this terminal: it does not mix with --json');
     const size = args.attach && process.stdout.isTTY ? { cols: process.stdout.columns, rows: process.stdout.rows } : {};
+    const after = args.thawed ? 'thawed' : args.frozen ? 'frozen' : undefined;
     const body = {
       cgroup: args.cgroup,
       hierarchy: args.hierarchy,
       timeoutMs: timeoutMs(args),
+      after,
       pidNamespace: args.pidNamespace,
       force: args.force,
       ...(args.attach ? { attach: true, ...size } : {}),

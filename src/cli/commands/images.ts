@@ -4,7 +4,7 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, checkpointTimings, duration, print, printJson, table } from '../format.js';
-import type { CheckpointListing, Manifest } from '../../daemon/wire.js';
+import type { CheckpointListing, FailureRecord, Manifest } from '../../daemon/wire.js';
 import { processesBySubCgroup } from '../subtree.js';
 
 interface IdArgs extends GlobalArgs {
@@ -15,7 +15,9 @@ export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   command: 'checkpoints',
   describe: "list the agent's checkpoints (good ones, and failed ones kept for diagnosis)",
   builder: (y) =>
-    y.example('$0 checkpoints', 'a table, newest last').example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
+    y
+      .example('$0 checkpoints', 'a table, oldest first, failed attempts among them by the time they began')
+      .example('$0 checkpoints --json', 'the API\'s answer: {"checkpoints": [...]}'),
   handler: action(async (args: GlobalArgs) => {
     const reply = (await call(clientOptions(args), 'GET', '/v1/checkpoints')) as { checkpoints: CheckpointListing[] };
     // --json prints what the API answers, as every other command does, so one parser serves both.
@@ -27,7 +29,7 @@ export const checkpointsCommand: CommandModule<GlobalArgs, GlobalArgs> = {
         ['ID', 'STATUS', 'CGROUP', 'CREATED', 'SIZE', 'PROCESSES'],
         checkpoints.map((c) => [
           c.id,
-          c.status,
+          c.error ? `${c.status} (${c.error.code})` : c.status,
           c.cgroup ? `${c.hierarchy}:${c.cgroup}` : '-',
           c.createdAt ?? '-',
           bytes(c.bytes),
@@ -47,8 +49,10 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
       .example('$0 show 20261201T063940Z-4bf4d8', 'a summary')
       .example('$0 show 20261201T063940Z-4bf4d8 --json', 'the whole manifest.json'),
   handler: action(async (args: IdArgs) => {
-    const m = (await call(clientOptions(args), 'GET', `/v1/checkpoints/${encodeURIComponent(args.id)}`)) as Manifest;
-    if (args.json) return printJson(m);
+    const reply = (await call(clientOptions(args), 'GET', `/v1/checkpoints/${encodeURIComponent(args.id)}`)) as Manifest | FailureRecord;
+    if (args.json) return printJson(reply);
+    if ('status' in reply && reply.status === 'failed') return print(failureText(reply));
+    const m = reply as Manifest;
     const size = m.files.reduce((sum, f) => sum + f.size, 0);
     const lines = [
       m.id,
@@ -66,6 +70,20 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
     print(lines.join('\n'));
   }),
 };
+
+/** A failed attempt in short: what, when, why, what was lost, and where CRIU's logs are. */
+function failureText(f: FailureRecord): string {
+  const lines = [
+    `${f.id} (failed)`,
+    `  cgroup     ${f.cgroup ? `${f.hierarchy}:${f.cgroup}` : '-'}`,
+    `  attempted  ${f.startedAt ?? '-'}${f.failedAt ? `, failed ${f.failedAt}` : ''}`,
+    `  error      ${f.error ? `${f.error.code}: ${f.error.message}` : 'not recorded (an attempt from before failure.json)'}`,
+    `  size       ${bytes(f.bytes)} kept in ${f.dir} (CRIU's logs)`,
+  ];
+  for (const p of f.lost ?? [])
+    lines.push(`  lost       ${p.pid} ${p.command}${p.kernel.length ? `: ${p.kernel[p.kernel.length - 1]}` : ''}`);
+  return lines.join('\n');
+}
 
 export const deleteCommand: CommandModule<GlobalArgs, IdArgs> = {
   command: 'delete <id>',

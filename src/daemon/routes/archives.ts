@@ -70,7 +70,8 @@ export function archiveRoutes(): Route[] {
         const { archives, operations } = ctx.services;
         // Verified and claimed before the first byte: a corrupt, failed or busy checkpoint is a plain JSON error.
         const prepared = await archives.prepareExport(id, ctx.requestId);
-        const op = operations.start('export', ctx.requestId, id);
+        const source = ctx.services.checkpointer.show(id);
+        const op = operations.start('export', ctx.requestId, id, `${source.hierarchy}:${source.cgroup}`, ctx.peer);
         try {
           ctx.res.writeHead(200, {
             'Content-Type': CONTENT_TYPE,
@@ -109,7 +110,8 @@ export function archiveRoutes(): Route[] {
           }
           const declared = ctx.req.headers['content-length'];
           if (declared !== undefined && Number(declared) > archives.maxImportBytes) throw new ArchiveTooLarge(archives.maxImportBytes);
-          op = operations.start('import', ctx.requestId, 'archive');
+          // The cgroup an import's checkpoint belongs to is known only once its manifest is read.
+          op = operations.start('import', ctx.requestId, 'archive', '', ctx.peer);
           const body = new PassThrough();
           body.on('error', () => undefined); // a write after the reader gave up: the reader's own error is the answer
           // The request itself is never handed to the reader: a refusal must leave it readable, so

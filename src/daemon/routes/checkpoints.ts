@@ -8,10 +8,12 @@ import { runLongOperation } from '../long-operation.js';
 import {
   absolutePath,
   afterPolicy,
+  restorePolicy,
   checkpointId,
   flag,
   hierarchy,
   timeoutMs,
+  wholeMs,
   optional,
   pidNamespace,
   readJsonObject,
@@ -56,7 +58,10 @@ const RESTORE_FIELDS = {
   attach: optional(flag),
   cols: optional(dimension),
   rows: optional(dimension),
+  after: optional(restorePolicy),
 };
+
+const PRUNE_FIELDS = { failed: optional(flag), olderThanMs: optional(wholeMs), dryRun: optional(flag) };
 
 /** Drops undefined values, so that the orchestration sees only what the client set. */
 function defined<T extends Record<string, unknown>>(value: T): Partial<T> {
@@ -87,7 +92,7 @@ export function checkpointRoutes(): Route[] {
         const { checkpointer, metrics } = ctx.services;
         // Refused before the operation (and any progress stream) starts: a plain 403, nothing touched.
         checkpointer.checkImagesDir(options.imagesDir);
-        return runLongOperation(ctx, 'checkpoint', target, 201, async (hooks) => {
+        return runLongOperation(ctx, 'checkpoint', target, target, 201, async (hooks) => {
           const summary = await checkpointer.checkpoint(ref, { ...defined(options), requestId: ctx.requestId }, hooks);
           ctx.audit.checkpoint = summary.id;
           metrics.checkpoints.observe(summary.timings.totalMs / 1000);
@@ -113,7 +118,20 @@ export function checkpointRoutes(): Route[] {
         refuseQuery(ctx.url);
         const id = checkpointId(ctx.params.id);
         await expectNoBody(ctx.req);
-        return json(200, ctx.services.checkpointer.show(id));
+        return json(200, ctx.services.checkpointer.describe(id));
+      },
+    },
+    {
+      method: 'POST',
+      pattern: '/v1/checkpoints/prune',
+      async handle(ctx): Promise<Reply> {
+        ctx.audit.operation = 'prune';
+        refuseQuery(ctx.url);
+        const body = validate(await readJsonObject(ctx.req), PRUNE_FIELDS);
+        if (!body.failed && body.olderThanMs === undefined) {
+          throw new AgentError('EINVAL', 'prune removes nothing unless asked: give "failed": true, "olderThanMs", or both');
+        }
+        return json(200, await ctx.services.checkpointer.prune(defined(body)));
       },
     },
     {
@@ -149,7 +167,10 @@ export function checkpointRoutes(): Route[] {
         // A plain 409 before any progress stream starts; restore() itself claims the checkpoint.
         checkpointer.refuseIfInUse(id);
         const holder = attach ? terminalHolder(terminals, size) : undefined;
-        return runLongOperation(ctx, 'restore', id, 200, async (hooks) => {
+        // Where it restores to, as the client named it (a new target cgroup does not exist yet).
+        const manifest = checkpointer.show(id);
+        const into = `${body.hierarchy ?? manifest.hierarchy}:${body.cgroup ?? manifest.cgroup}`;
+        return runLongOperation(ctx, 'restore', id, into, 200, async (hooks) => {
           const summary = await checkpointer.restore(
             id,
             { ...defined(body), requestId: ctx.requestId },

@@ -1,5 +1,6 @@
-// Cancelling a long operation (a checkpoint or restore) by its request id, for a client that wants
-// to stop it and still read its answer: agentctl on Ctrl-C. The operation's own request then ends
+// The long operations running now (GET /v1/operations: agentctl operations), and cancelling one (a
+// checkpoint or restore) by its request id, for a client that wants to stop it and still read its
+// answer: agentctl cancel, and agentctl on Ctrl-C. The operation's own request then ends
 // with EINTR once the orchestration has put the cgroup back (a client that just hangs up cancels it
 // too, but never learns how it ended).
 
@@ -10,6 +11,15 @@ import type { Route } from '../router.js';
 
 export function operationRoutes(): Route[] {
   return [
+    {
+      method: 'GET',
+      pattern: '/v1/operations',
+      async handle(ctx): Promise<Reply> {
+        refuseQuery(ctx.url);
+        await expectNoBody(ctx.req);
+        return json(200, { operations: ctx.services.operations.views() });
+      },
+    },
     {
       method: 'POST',
       pattern: '/v1/operations/{requestId}/cancel',
@@ -23,6 +33,7 @@ export function operationRoutes(): Route[] {
         if (!op) throw new AgentError('ENOENT', `no operation ${requestId} is running (it may have just finished)`);
         if (op.kind === 'checkpoint') ctx.audit.cgroup = op.target;
         else ctx.audit.checkpoint = op.target;
+        op.cancelledAt ??= Date.now();
         op.controller.abort(new Error(`cancelled by request ${ctx.requestId}`));
         return json(202, { requestId, kind: op.kind, target: op.target });
       },

@@ -32,9 +32,7 @@ export function systemRoutes(all: () => readonly Route[]): Route[] {
           pid: process.pid,
           startedAt: services.startedAt.toISOString(),
           uptimeSeconds: Math.round((Date.now() - services.startedAt.getTime()) / 1000),
-          operations: services.operations
-            .list()
-            .map((op) => ({ kind: op.kind, target: op.target, requestId: op.requestId, since: new Date(op.startedAt).toISOString() })),
+          operations: services.operations.views(),
         });
       },
     },
@@ -51,7 +49,7 @@ export function systemRoutes(all: () => readonly Route[]): Route[] {
       pattern: '/v1/metrics',
       async handle(ctx): Promise<Reply> {
         await noInput(ctx);
-        return { kind: 'text', status: 200, contentType: METRICS_CONTENT_TYPE, text: ctx.services.metrics.render() };
+        return { kind: 'text', status: 200, contentType: METRICS_CONTENT_TYPE, text: await ctx.services.metrics.render() };
       },
     },
   ];
