@@ -13,17 +13,27 @@ export interface RunningOperation {
   readonly controller: AbortController;
 }
 
+/** What agentd is doing, in a few words: systemd shows it as `Status:` (`systemctl status agentd`). */
+export function describeOperations(ops: readonly RunningOperation[]): string {
+  if (ops.length === 0) return 'idle';
+  return ops.map((op) => `${op.kind} of ${op.target} (request ${op.requestId})`).join('; ');
+}
+
 export class Operations {
   private readonly running = new Map<string, RunningOperation>();
+
+  /** `onChange` hears of every start and finish (the daemon passes the news on to systemd). */
+  constructor(private readonly onChange: (ops: readonly RunningOperation[]) => void = () => {}) {}
 
   start(kind: OperationKind, requestId: string, target: string): RunningOperation {
     const op: RunningOperation = { kind, requestId, target, startedAt: Date.now(), controller: new AbortController() };
     this.running.set(requestId, op);
+    this.onChange(this.list());
     return op;
   }
 
   finish(op: RunningOperation): void {
-    this.running.delete(op.requestId);
+    if (this.running.delete(op.requestId)) this.onChange(this.list());
   }
 
   abortAll(reason: string): number {
