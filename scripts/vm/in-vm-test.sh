@@ -37,6 +37,7 @@ DEFAULT_SUBSET=(
   dist/test/daemon/checkpoint.test.js
   dist/test/systemd/units.test.js
   dist/test/systemd/unit.test.js
+  dist/test/systemd/journal.test.js
   dist/test/systemd/service.test.js
 )
 
