@@ -349,6 +349,43 @@ describe('unit names as targets (systemd as PID 1)', { skip: SKIP }, () => {
   });
 
   test(
+    'systemctl freeze and agentctl: agentd reads the kernel, and systemd and agentd agree on the state afterwards',
+    { skip: !v2 && 'systemctl freeze needs cgroup v2' },
+    async (t) => {
+      const unit = transientService(`${PREFIX}-shared`);
+      const state = async () => (await agentctl(['state', unit])).stdout.trim();
+      const freezerState = () => show(unit, 'FreezerState').get('FreezerState');
+
+      assert.equal(systemctl('freeze', unit).status, 0);
+      assert.equal(await state(), 'FROZEN', 'a unit systemd froze is FROZEN to agentd');
+      const thawed = await agentctl(['thaw', unit]);
+      assert.equal(thawed.code, 0, thawed.stderr);
+      assert.equal(await state(), 'THAWED');
+      // systemd learns of the thaw from cgroup.events (or does not): whichever, it must not contradict the kernel.
+      await waitUntil(`systemd's FreezerState of ${unit} to follow the kernel`, () => freezerState() === 'running', 30_000).catch(
+        () => undefined,
+      );
+      const afterAgentThaw = freezerState();
+      t.diagnostic(`after systemctl freeze + agentctl thaw: FreezerState=${afterAgentThaw}`);
+
+      assert.equal((await agentctl(['freeze', unit])).code, 0);
+      await waitUntil(`systemd's FreezerState of ${unit} to follow the kernel`, () => freezerState() === 'frozen', 30_000).catch(
+        () => undefined,
+      );
+      const afterAgentFreeze = freezerState();
+      const thaw = systemctl('thaw', unit);
+      const kernel = await state();
+      t.diagnostic(
+        `after agentctl freeze: FreezerState=${afterAgentFreeze}; systemctl thaw exit ${thaw.status} ${thaw.stderr.trim()}; kernel ${kernel}`,
+      );
+      assert.equal(thaw.status, 0, thaw.stderr);
+      if (afterAgentFreeze === 'frozen') assert.equal(kernel, 'THAWED', 'systemd knew the unit frozen, so its thaw thaws it');
+      else assert.equal(kernel, 'FROZEN', 'systemd thought the unit running, so its thaw left it frozen');
+      if (kernel === 'FROZEN') assert.equal((await agentctl(['thaw', unit])).code, 0);
+    },
+  );
+
+  test(
     'on cgroup v1 a unit has no freezer cgroup: the error names the path systemd gave',
     { skip: v2 && 'on cgroup v2 every unit with processes has a cgroup the freezer can act on' },
     async () => {
