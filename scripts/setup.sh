@@ -65,7 +65,7 @@ node_major=$("$NODE" -p 'process.versions.node.split(".")[0]')
 
 # --- 1. system packages -------------------------------------------------------------------------
 # One dpkg-query for all of them: each run costs seconds on a slow (emulated) machine.
-installed=" $(dpkg-query -W -f='${Package}:${Status}\n' "${PACKAGES[@]}" 2>/dev/null | sed -n 's/:install ok installed$//p' | tr '\n' ' ') "
+installed=" $( (dpkg-query -W -f='${Package}:${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true) | sed -n 's/:install ok installed$//p' | tr '\n' ' ') "
 missing=()
 for pkg in "${PACKAGES[@]}"; do
   [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg")
