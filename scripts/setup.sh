@@ -3,10 +3,14 @@
 # (/run/agentd/agentd.sock, /run/agentd, /var/lib/agentd/checkpoints). Run as root; safe to run again
 # (a second run rebuilds and restarts the agent, and changes nothing else).
 #
-#  1. system packages agentd and its tests use (only when one is missing: no apt-get otherwise);
+#  1. system packages agentd and its tests use (only when one is missing: no apt-get otherwise; where
+#     apt cannot reach its archive, a missing package agentd itself needs is fatal, one only the test
+#     suite uses is named and left out: those tests skip);
 #  2. a CRIU that passes a functional self-test: a dump and restore of a small program holding
 #     sockets, a pipe, epoll and memory (scripts/install-criu.sh, docs/criu-selection.md);
-#  3. npm ci and npm run build;
+#  3. npm ci, unless node_modules already holds every package of package-lock.json at its version,
+#     and npm run build, unless dist/ is newer than every source file (so a machine with no network,
+#     like the test:vm guests, runs setup as it is when nothing is missing);
 #  4. the group `agentd` (members may use the socket), and the install layout:
 #     /usr/local/lib/agentd -> this checkout, /usr/local/sbin/agentd and /usr/local/bin/agentctl;
 #  5. where systemd is PID 1: agentd.socket, agentd.service and the tmpfiles.d entry, enabled and
@@ -36,6 +40,8 @@ TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # process refused; python3, wget, redis-server, nginx-light, xz-utils: the programs test/fidelity
 # checkpoints and restores (each on a private config and a loopback port of its own).
 PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh strace python3 wget redis-server nginx-light xz-utils)
+# Of those, the ones agentd itself runs; the others only the test suite uses.
+AGENT_PACKAGES=(util-linux iproute2 procps)
 # Of those, the ones whose package starts a system-wide service on install (nginx on port 80, redis
 # on 6379). The tests never use those instances: where this run installed one, it is stopped and
 # disabled again, so setup leaves no new listener behind.
@@ -58,14 +64,39 @@ node_major=$("$NODE" -p 'process.versions.node.split(".")[0]')
 [ "$node_major" -ge 20 ] || die "Node.js $("$NODE" --version) is too old: agentd needs 20 or newer"
 
 # --- 1. system packages -------------------------------------------------------------------------
+# One dpkg-query for all of them: each run costs seconds on a slow (emulated) machine.
+installed=" $( (dpkg-query -W -f='${Package}:${Status}\n' "${PACKAGES[@]}" 2>/dev/null || true) | sed -n 's/:install ok installed$//p' | tr '\n' ' ') "
 missing=()
 for pkg in "${PACKAGES[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+  [[ "$installed" == *" $pkg "* ]] || missing+=("$pkg")
 done
+# A machine with no route but loopback cannot reach any archive: apt-get is not even tried.
+has_route() {
+  awk 'NR > 1 { found = 1 } END { exit !found }' /proc/net/route 2>/dev/null ||
+    awk '$10 != "lo" { found = 1 } END { exit !found }' /proc/net/ipv6_route 2>/dev/null
+}
 if [ "${#missing[@]}" -gt 0 ]; then
   say "installing ${missing[*]}"
-  apt-get update -qq || die "apt-get update failed: check the network and /etc/apt/sources.list.d"
-  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || die "apt-get install ${missing[*]} failed"
+  needed=()
+  for pkg in "${missing[@]}"; do
+    [[ " ${AGENT_PACKAGES[*]} " == *" $pkg "* ]] && needed+=("$pkg")
+  done
+  # apt-get update exits 0 even when it fetched nothing ("Temporary failure resolving"), so only
+  # the install says whether the archive was reached.
+  if ! has_route; then
+    why="no network route but loopback"
+  elif ! apt-get update -qq 2>/dev/null; then
+    why="apt-get update failed"
+  elif ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+    why="apt-get install ${missing[*]} failed"
+  else
+    why=
+  fi
+  if [ -n "$why" ]; then
+    [ "${#needed[@]}" -eq 0 ] || die "$why, and agentd needs ${needed[*]}: check the network and /etc/apt/sources.list.d"
+    say "$why: going on without ${missing[*]}, which only the test suite uses (the tests that need them skip)"
+    missing=()
+  fi
   for entry in "${SERVICE_PACKAGES[@]}"; do
     pkg=${entry%%:*}
     unit=${entry#*:}
@@ -81,13 +112,44 @@ else
 fi
 
 # --- 2. CRIU ------------------------------------------------------------------------------------
-bash scripts/install-criu.sh
+criu_args=()
+# No compiler (a minimal machine, the test:vm guests): the self-test program built elsewhere, when
+# this tree has one (scripts/install-criu.sh --compile-selftest dist/criu-selftest).
+if ! command -v cc >/dev/null && [ -x dist/criu-selftest ]; then
+  criu_args+=(--selftest-program dist/criu-selftest)
+fi
+bash scripts/install-criu.sh "${criu_args[@]}"
 
 # --- 3. build -----------------------------------------------------------------------------------
-say "npm ci"
-npm ci --no-audit --no-fund --loglevel=error
-say "npm run build"
-npm run --silent build
+# Every package package-lock.json lists is in node_modules at the locked version (what npm ci would
+# leave), read from each package's own package.json: nothing to fetch.
+modules_complete() {
+  "$NODE" -e '
+    const { readFileSync } = require("node:fs");
+    const lock = JSON.parse(readFileSync("package-lock.json", "utf8"));
+    for (const [path, entry] of Object.entries(lock.packages ?? {})) {
+      if (path === "" || entry.link) continue;
+      let version;
+      try { version = JSON.parse(readFileSync(path + "/package.json", "utf8")).version; } catch { version = undefined; }
+      if (version !== entry.version && !entry.optional) { console.log(path); process.exit(1); }
+    }' >/dev/null 2>&1
+}
+if modules_complete; then
+  say "node_modules holds every package of package-lock.json: no npm ci"
+else
+  command -v npm >/dev/null || die "node_modules is incomplete and npm is not on PATH"
+  say "npm ci"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+# tsc rewrites every output, so one output of the last build stands for all of them.
+BUILD_STAMP=dist/src/daemon/main.js
+if [ -f "$BUILD_STAMP" ] && [ -z "$(find src test fixtures bench tsconfig.json package-lock.json -newer "$BUILD_STAMP" -print -quit)" ]; then
+  say "dist/ is newer than every source file: no npm run build"
+else
+  command -v npm >/dev/null || die "dist/ is missing or older than the sources and npm is not on PATH"
+  say "npm run build"
+  npm run --silent build
+fi
 
 # --- 4. group and install layout ----------------------------------------------------------------
 if getent group agentd >/dev/null; then

@@ -35,6 +35,10 @@ DEFAULT_SUBSET=(
   dist/test/checkpoint/failures.test.js
   dist/test/daemon/api.test.js
   dist/test/daemon/checkpoint.test.js
+  dist/test/systemd/units.test.js
+  dist/test/systemd/unit.test.js
+  dist/test/systemd/journal.test.js
+  dist/test/systemd/service.test.js
 )
 
 cd "$(dirname "$0")/../.."

@@ -13,7 +13,7 @@ import { listenApi, type Listening } from './listen.js';
 import { createLogger, type LogFormat, type Logger, type LogLevel } from './logging.js';
 import { Metrics } from './metrics.js';
 import { createNotifier, type Notifier } from './notify.js';
-import { Operations } from './operations.js';
+import { describeOperations, Operations } from './operations.js';
 import { ApiServer } from './server.js';
 import { createUpgradeHandler } from './attach.js';
 import { TerminalSessions } from '../terminal/index.js';
@@ -133,7 +133,12 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   logCriu(await criuFacts(checkpointer), logger);
   await recoverLeftovers(checkpointer, logger);
 
-  const operations = new Operations();
+  const notifier: Notifier = createNotifier(process.env, (message) => logger.warn(message));
+  let ready = false;
+  // STATUS= before READY=1 would show a busy agent that is not answering yet; after it, every change.
+  const operations = new Operations((ops) => {
+    if (ready && !stopping) notifier.send(`STATUS=${describeOperations(ops)}`);
+  });
   const agent = {
     version,
     pid: process.pid,
@@ -161,8 +166,8 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   };
   const api = new ApiServer(createRequestHandler(services), (message) => logger.error(message), createUpgradeHandler(services));
   const listening = await listenApi(api.server, socket);
-  const notifier: Notifier = createNotifier(process.env, (message) => logger.warn(message));
-  notifier.send(`READY=1\nSTATUS=listening on ${listening.path}\nMAINPID=${process.pid}`);
+  ready = true;
+  notifier.send(`READY=1\nSTATUS=${describeOperations(operations.list())}\nMAINPID=${process.pid}`);
   notifier.startWatchdog();
   logger.info('agentd ready', {
     socket: listening.path,

@@ -1,10 +1,18 @@
 // agentd's log: winston, one line per event on stderr. Human-readable `time level: message key=value`
-// by default, or one JSON object per line. Under journald (JOURNAL_STREAM names our stderr) each line
-// starts with its syslog priority, `<3>` to `<7>`, which journald strips and stores as PRIORITY, so
-// `journalctl -u agentd -p warning` filters; journald stamps the time, so we leave it out there.
+// by default, or one JSON object per line. Under journald (JOURNAL_STREAM names our stderr) each event
+// is a record of journald's native protocol instead (journal.ts): PRIORITY, so that
+// `journalctl -u agentd -p warning` filters, and fields of its own (CGROUP=, REQUEST_ID=, PEER_UID=,
+// AGENTD_ERROR=). Where that socket is missing, each stderr line starts with its syslog priority,
+// `<3>` to `<7>`, which journald strips and stores as PRIORITY; journald stamps the time, so we leave
+// it out there.
+//
+// Only JOURNAL_STREAM decides, not INVOCATION_ID or the socket's existence alone: every process a unit
+// starts inherits INVOCATION_ID, and an agent a test starts from inside a service must keep writing
+// the stderr its test reads.
 
-import { fstatSync } from 'node:fs';
+import { existsSync, fstatSync } from 'node:fs';
 import winston from 'winston';
+import { JOURNAL_SOCKET, JournalSocket, journalStream, type JournalRecord } from './journal.js';
 
 export const LOG_LEVELS = ['error', 'warn', 'info', 'debug'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
@@ -23,6 +31,11 @@ export interface LoggerOptions {
   readonly stream?: NodeJS.WritableStream;
   /** Force journald's priority prefixes on or off; default: detected from JOURNAL_STREAM. */
   readonly journal?: boolean;
+  /**
+   * Send records to this journald socket (native protocol) instead of writing lines; default: the
+   * system's journal socket when JOURNAL_STREAM names our stderr, `false` for lines.
+   */
+  readonly journalSocket?: string | false;
 }
 
 /**
@@ -64,13 +77,36 @@ function lineFormat(format: LogFormat, journal: boolean): winston.Logform.Format
   });
 }
 
+/** A winston event as a journal record: its fields, and the line stderr gets if journald refuses it. */
+function journalRecord(info: winston.Logform.TransformableInfo): JournalRecord {
+  const { level, message, timestamp: _time, ...meta } = info as Record<string | symbol, unknown> & { level: LogLevel; message: unknown };
+  const line = String(info[Symbol.for('message')] ?? message);
+  for (const sym of Object.getOwnPropertySymbols(meta)) delete meta[sym];
+  return {
+    message: String(message) + keyValues(meta as Record<string, unknown>),
+    priority: SYSLOG_PRIORITY[level],
+    meta: meta as Record<string, unknown>,
+    fallback: line,
+  };
+}
+
+function nativeJournal(options: LoggerOptions): string | undefined {
+  if (options.journalSocket !== undefined) return options.journalSocket || undefined;
+  if (options.journal !== undefined || options.stream !== undefined) return undefined;
+  return stderrIsJournal() && existsSync(JOURNAL_SOCKET) ? JOURNAL_SOCKET : undefined;
+}
+
 export function createLogger(options: LoggerOptions = {}): Logger {
-  const journal = options.journal ?? stderrIsJournal();
+  const native = nativeJournal(options);
+  const journal = options.journal ?? (native !== undefined || stderrIsJournal());
   const format = options.format ?? 'text';
+  const stream = native
+    ? journalStream(new JournalSocket(native), journalRecord, options.stream ?? process.stderr)
+    : (options.stream ?? process.stderr);
   return winston.createLogger({
     levels: SEVERITY,
     level: options.level ?? 'info',
     format: winston.format.combine(winston.format.timestamp(), lineFormat(format, journal)),
-    transports: [new winston.transports.Stream({ stream: options.stream ?? process.stderr })],
+    transports: [new winston.transports.Stream({ stream })],
   }) as unknown as Logger;
 }

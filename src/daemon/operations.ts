@@ -39,8 +39,17 @@ export interface OperationView {
   readonly peer?: { readonly pid: number; readonly uid: number };
 }
 
+/** What agentd is doing, in a few words: systemd shows it as `Status:` (`systemctl status agentd`). */
+export function describeOperations(ops: readonly RunningOperation[]): string {
+  if (ops.length === 0) return 'idle';
+  return ops.map((op) => `${op.kind} of ${op.cgroup || op.target} (request ${op.requestId})`).join('; ');
+}
+
 export class Operations {
   private readonly running = new Map<string, RunningOperation>();
+
+  /** `onChange` hears of every start and finish (the daemon passes the news on to systemd). */
+  constructor(private readonly onChange: (ops: readonly RunningOperation[]) => void = () => {}) {}
 
   start(kind: OperationKind, requestId: string, target: string, cgroup: string, peer?: PeerCredentials): RunningOperation {
     const op: RunningOperation = {
@@ -54,11 +63,12 @@ export class Operations {
       ...(peer ? { peer } : {}),
     };
     this.running.set(requestId, op);
+    this.onChange(this.list());
     return op;
   }
 
   finish(op: RunningOperation): void {
-    this.running.delete(op.requestId);
+    if (this.running.delete(op.requestId)) this.onChange(this.list());
   }
 
   abortAll(reason: string): number {

@@ -150,7 +150,7 @@ describe('systemd integration', () => {
       const agent = await startAgent(lab, { env: { NOTIFY_SOCKET: notifyPath, WATCHDOG_USEC: '200000' } });
       const ready = await receiver.waitFor('READY=1');
       assert.match(ready, new RegExp(`^MAINPID=${agent.pid}$`, 'm'));
-      assert.match(ready, /^STATUS=listening on /m);
+      assert.match(ready, /^STATUS=idle$/m);
       assert.equal((await api(agent.socket, 'GET', '/v1/health')).status, 200, 'ready means it answers');
       await receiver.waitFor('WATCHDOG=1');
       assert.ok(!receiver.messages.some((m) => m.includes('STOPPING=1')));

@@ -3,6 +3,7 @@
 import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { action, clientOptions, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
+import { cgroupTarget } from '../target.js';
 import { print, printJson } from '../format.js';
 import type { CgroupStatus } from '../../daemon/wire.js';
 import { stateLine } from '../subtree.js';
@@ -25,13 +26,14 @@ export const stateCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       y.positional('cgroup', {
         type: 'string',
         demandOption: true,
-        describe: 'path relative to the hierarchy root, or an absolute cgroup directory',
+        describe: 'path relative to the hierarchy root, an absolute cgroup directory, or a systemd unit (NAME.service, .scope, .slice)',
       }),
     )
       .example('$0 state jobs/build-42', 'prints "FROZEN  4 processes in the subtree, 1 in the cgroup itself", for instance')
+      .example('$0 state build-42.service', 'the cgroup systemd runs that unit in')
       .example('$0 state --hierarchy v1 jobs/build-42 --json', '{"cgroup":…,"hierarchy":"v1","path":…,"state":…}'),
   handler: action(async (args: CgroupArgs) => {
-    const path = withQuery('/v1/cgroups/state', { cgroup: args.cgroup, hierarchy: args.hierarchy });
+    const path = withQuery('/v1/cgroups/state', { cgroup: await cgroupTarget(args.cgroup), hierarchy: args.hierarchy });
     const status = (await call(clientOptions(args), 'GET', path)) as CgroupStatus;
     if (args.json) printJson(status);
     else print(stateLine(status));
@@ -47,7 +49,7 @@ export const freezeCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 freeze /sys/fs/cgroup/freezer/jobs/build-42 --timeout 2', 'a v1 cgroup, giving up (and thawing) after 2 s'),
   handler: action(async (args: CgroupArgs) => {
     const body = {
-      cgroup: args.cgroup,
+      cgroup: await cgroupTarget(args.cgroup),
       hierarchy: args.hierarchy,
       timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000),
     };
@@ -63,7 +65,12 @@ export const thawCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 thaw jobs/build-42', 'prints THAWED')
       .example('$0 thaw --hierarchy v2 jobs/build-42 --json', 'the full state as JSON'),
   handler: action(async (args: CgroupArgs) => {
-    show(args, await call(clientOptions(args), 'POST', '/v1/cgroups/thaw', { body: { cgroup: args.cgroup, hierarchy: args.hierarchy } }));
+    show(
+      args,
+      await call(clientOptions(args), 'POST', '/v1/cgroups/thaw', {
+        body: { cgroup: await cgroupTarget(args.cgroup), hierarchy: args.hierarchy },
+      }),
+    );
   }),
 };
 
@@ -77,7 +84,7 @@ export const killCommand: CommandModule<GlobalArgs, CgroupArgs> = {
       .example('$0 kill jobs/build-42 --timeout 5 --json', 'give up after 5 s; the resulting state as JSON'),
   handler: action(async (args: CgroupArgs) => {
     const body = {
-      cgroup: args.cgroup,
+      cgroup: await cgroupTarget(args.cgroup),
       hierarchy: args.hierarchy,
       timeoutMs: args.timeout === undefined ? undefined : Math.round(args.timeout * 1000),
     };

@@ -5,6 +5,7 @@ import type { CommandModule } from 'yargs';
 import { call } from '../client.js';
 import { cancellable, EXIT_INTERRUPTED } from '../cancel.js';
 import { action, clientOptions, DEFAULT_WAIT_MS, reportError, withHierarchy, withQuery, type GlobalArgs } from '../context.js';
+import { cgroupTarget } from '../target.js';
 import { bytes, checkpointTimings, duration, print, printJson } from '../format.js';
 import { progressFor } from '../progress.js';
 import { AFTER_POLICIES, PID_NAMESPACE_MODES } from '../../checkpoint/types.js';
@@ -74,7 +75,8 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
         'into a directory the agent was started to allow (agentd --allow-images-dir /srv/checkpoints)',
       )
       .example('$0 checkpoint --hierarchy v1 jobs/db --timeout 120', 'give up after 2 minutes (the cgroup goes back as it was)'),
-  handler: action(async (args: CheckpointArgs) => {
+  handler: action(async (given: CheckpointArgs) => {
+    const args = { ...given, cgroup: await cgroupTarget(given.cgroup) };
     const body = {
       cgroup: args.cgroup,
       hierarchy: args.hierarchy,

@@ -1,0 +1,13 @@
+// What agentd and agentctl know of systemd beyond the daemon's own protocols (socket activation,
+// sd_notify and the journal live in src/daemon): systemd unit names as targets.
+
+export {
+  /** Whether a target argument is a unit name (`build-42.service`, `.scope`, `.slice`), not a path. */
+  isUnitName,
+  /** Asks systemd for a unit's cgroup (`systemctl show`); clear errors for no unit, no cgroup, no systemd. */
+  resolveUnitCgroup,
+  /** The unit types that own a cgroup: service, scope, slice. */
+  CGROUP_UNIT_TYPES,
+  type UnitCgroup,
+  type ResolveOptions,
+} from './unit.js';

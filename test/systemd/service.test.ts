@@ -1,0 +1,398 @@
+// agentd as `npm run setup` installs it on a host where systemd is PID 1 (the test:vm guests): the
+// units enabled and running on the default socket, socket activation losing no request, Type=notify
+// readiness and Status=, journald records with fields of their own, the socket's group, and systemd
+// unit names as agentctl targets. These tests drive the machine's real agentd.service with systemctl,
+// so they run only where systemd is PID 1 and setup installed the units; elsewhere they skip, saying
+// why. Each leaves agentd.service running as setup left it, and removes the units and users it made.
+
+import { test, describe, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { request } from 'node:http';
+import { DEFAULT_SOCKET } from '../../src/defaults/index.js';
+import { Lab, REPO_ROOT, anyHierarchy, unavailable, waitUntil } from '../helpers/lab.js';
+
+const lab = new Lab('systemd-service');
+const AGENTCTL = '/usr/local/bin/agentctl';
+const PREFIX = `agentd-test-${process.pid}`;
+const madeUnits: string[] = [];
+const madeUsers: string[] = [];
+
+function systemdSkip(): string | false {
+  if (!existsSync('/run/systemd/system')) return 'systemd is not PID 1 here (no /run/systemd/system)';
+  if (process.getuid?.() !== 0) return 'needs root (drives agentd.service with systemctl)';
+  if (spawnSync('systemctl', ['cat', 'agentd.socket'], { stdio: 'ignore' }).status !== 0)
+    return 'agentd.socket is not installed here (sudo npm run setup installs it)';
+  return false;
+}
+const SKIP = systemdSkip();
+
+after(async () => {
+  for (const unit of madeUnits) {
+    spawnSync('systemctl', ['stop', unit], { stdio: 'ignore' });
+    spawnSync('systemctl', ['reset-failed', unit], { stdio: 'ignore' });
+  }
+  for (const user of madeUsers) spawnSync('userdel', [user], { stdio: 'ignore' });
+  if (!SKIP) spawnSync('systemctl', ['start', 'agentd.socket', 'agentd.service'], { stdio: 'ignore' });
+  await lab.cleanup();
+});
+
+function run(command: string, args: string[], timeoutMs = 120_000): SpawnSyncReturns<string> {
+  return spawnSync(command, args, { encoding: 'utf8', timeout: timeoutMs });
+}
+
+function systemctl(...args: string[]): SpawnSyncReturns<string> {
+  return run('systemctl', args);
+}
+
+/** `systemctl show -p A,B UNIT` as a map. */
+function show(unit: string, ...props: string[]): Map<string, string> {
+  const out = systemctl('show', `--property=${props.join(',')}`, '--', unit);
+  assert.equal(out.status, 0, out.stderr);
+  return new Map(
+    out.stdout
+      .split('\n')
+      .filter((l) => l.includes('='))
+      .map((l) => [l.slice(0, l.indexOf('=')), l.slice(l.indexOf('=') + 1)] as [string, string]),
+  );
+}
+
+interface Answer {
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+/** One HTTP request to the system agent; up to 2 minutes (an agent starting under emulation). */
+function api(method: string, path: string, body?: unknown, requestId?: string): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const data = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string> = {};
+    if (data) Object.assign(headers, { 'content-type': 'application/json', 'content-length': String(data.length) });
+    if (requestId) headers['x-request-id'] = requestId;
+    const req = request({ socketPath: DEFAULT_SOCKET, method, path, headers, timeout: 120_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          resolve({ status: res.statusCode ?? 0, body: text ? (JSON.parse(text) as Record<string, unknown>) : {} });
+        } catch {
+          resolve({ status: res.statusCode ?? 0, body: { text } });
+        }
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 120 s`)));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+/** agentctl, as the installed launcher runs it; asynchronous so that several can run at once. */
+function agentctl(args: string[], user?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const [command, argv] = user ? ['runuser', ['-u', user, '--', AGENTCTL, ...args]] : [AGENTCTL, args];
+  return new Promise((resolve, reject) => {
+    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
+function mainPid(): number {
+  return Number(show('agentd.service', 'MainPID').get('MainPID'));
+}
+
+/** The agent answering on the default socket, with its pid. */
+async function agentPid(): Promise<number> {
+  const host = await api('GET', '/v1/host');
+  assert.equal(host.status, 200, JSON.stringify(host.body));
+  return (host.body.agent as { pid: number }).pid;
+}
+
+/** Journal records of agentd.service matching MATCHES (FIELD=value), as JSON objects. */
+function journal(matches: string[], extra: string[] = []): Record<string, string>[] {
+  const out = run('journalctl', ['-u', 'agentd.service', '-o', 'json', '--no-pager', ...extra, ...matches]);
+  assert.equal(out.status, 0, out.stderr);
+  return out.stdout
+    .split('\n')
+    .filter((l) => l.trim().startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, string>);
+}
+
+describe('agentd under systemd (npm run setup, systemd as PID 1)', { skip: SKIP }, () => {
+  test('setup left agentd.socket and agentd.service enabled and running, on the default socket 0660 root:agentd', async () => {
+    for (const unit of ['agentd.socket', 'agentd.service']) {
+      assert.equal(systemctl('is-enabled', unit).stdout.trim(), 'enabled', `${unit} is enabled`);
+      assert.equal(systemctl('is-active', unit).stdout.trim(), 'active', `${unit} is active`);
+    }
+    const st = statSync(DEFAULT_SOCKET);
+    assert.ok(st.isSocket(), `${DEFAULT_SOCKET} is a socket`);
+    assert.equal(st.mode & 0o777, 0o660);
+    assert.equal(st.uid, 0);
+    assert.equal(run('getent', ['group', 'agentd']).stdout.split(':')[2], String(st.gid), 'its group is agentd');
+    const host = await agentctl(['host', '--json']);
+    assert.equal(host.code, 0, host.stderr);
+    const facts = JSON.parse(host.stdout) as { agent: { pid: number; socket: string } };
+    assert.equal(facts.agent.socket, DEFAULT_SOCKET);
+    assert.equal(facts.agent.pid, mainPid(), 'the agent answering is agentd.service');
+  });
+
+  test('socket activation: with the service stopped, the first requests start it and every one is answered', async () => {
+    assert.equal(systemctl('stop', 'agentd.service').status, 0);
+    assert.equal(systemctl('is-active', 'agentd.service').stdout.trim(), 'inactive');
+    assert.equal(systemctl('is-active', 'agentd.socket').stdout.trim(), 'active', 'the socket still listens');
+    // Six clients at once while nothing runs: systemd holds their connections in the socket's
+    // backlog, starts agentd, and agentd takes the socket as fd 3 and answers all of them.
+    const requests = [0, 1, 2, 3, 4].map(() => api('GET', '/v1/host'));
+    const cli = agentctl(['--timeout', '120', 'host', '--json']);
+    const answers = await Promise.all(requests);
+    const fromCli = await cli;
+    assert.equal(fromCli.code, 0, fromCli.stderr);
+    const pid = mainPid();
+    assert.ok(pid > 0, 'agentd.service has a main process again');
+    for (const a of answers) {
+      assert.equal(a.status, 200);
+      assert.equal((a.body.agent as { pid: number }).pid, pid, 'answered by the one agent systemd started');
+    }
+    assert.equal((JSON.parse(fromCli.stdout) as { agent: { pid: number } }).agent.pid, pid);
+    await waitUntil(
+      'the agent to log that it took the socket from systemd',
+      () => journal([`_PID=${pid}`]).some((r) => /agentd ready/.test(r.MESSAGE) && r.AGENTD_ACTIVATED === 'true'),
+      30_000,
+    );
+  });
+
+  test('Type=notify: systemctl start returns once agentd answers; Status= says idle', async () => {
+    assert.equal(systemctl('stop', 'agentd.service').status, 0);
+    const start = systemctl('start', 'agentd.service');
+    assert.equal(start.status, 0, start.stderr);
+    const s = show(
+      'agentd.service',
+      'Type',
+      'ActiveState',
+      'SubState',
+      'StatusText',
+      'MainPID',
+      'ExecMainStartTimestampMonotonic',
+      'ActiveEnterTimestampMonotonic',
+    );
+    assert.equal(s.get('Type'), 'notify');
+    assert.equal(s.get('ActiveState'), 'active');
+    assert.equal(s.get('SubState'), 'running');
+    assert.equal(s.get('StatusText'), 'idle');
+    // For Type=notify systemd enters "active" when READY=1 arrives, which agentd sends once it
+    // listens; under Type=simple the two timestamps would be the fork's.
+    assert.ok(
+      Number(s.get('ActiveEnterTimestampMonotonic')) > Number(s.get('ExecMainStartTimestampMonotonic')),
+      'active only after READY=1',
+    );
+    assert.equal(await agentPid(), Number(s.get('MainPID')));
+    const status = systemctl('status', '--no-pager', '--lines=0', 'agentd.service');
+    assert.match(status.stdout, /^\s*Status: "idle"$/m);
+  });
+
+  test('Status= names the operation and the cgroup while a checkpoint runs, and idle again after it', async () => {
+    const hierarchy = anyHierarchy();
+    const cg = lab.cgroup(hierarchy, 'status');
+    // 32 MiB: a dump of some seconds under emulation, long enough for several looks at Status=.
+    lab.spawnIn(cg, 'perl', [`${REPO_ROOT}/fixtures/workloads/memory-pattern.pl`, '32', `${lab.tempDir('mem')}/result`]);
+    await lab.waitForProcesses(cg, 1);
+    const seen = new Set<string>();
+    let done = false;
+    const checkpoint = api('POST', '/v1/checkpoints', { cgroup: cg.path, hierarchy, after: 'prior' }, `${PREFIX}-status`).finally(() => {
+      done = true;
+    });
+    while (!done) {
+      seen.add(show('agentd.service', 'StatusText').get('StatusText') ?? '');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const answer = await checkpoint;
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    const expected = `checkpoint of ${hierarchy}:${cg.path} (request ${PREFIX}-status)`;
+    assert.ok(seen.has(expected), `Status= showed "${expected}"; seen: ${[...seen].join(' | ')}`);
+    assert.equal(show('agentd.service', 'StatusText').get('StatusText'), 'idle');
+    const id = (answer.body as { id?: string }).id;
+    if (id) await api('DELETE', `/v1/checkpoints/${id}`);
+  });
+
+  test('journald: refused requests are warnings with CGROUP=, REQUEST_ID=, AGENTD_ERROR=, PEER_UID=; routine ones are not', async () => {
+    const hierarchy = anyHierarchy();
+    const parent = lab.cgroup(hierarchy, 'journal');
+    const child = lab.cgroup(hierarchy, 'journal/child');
+    const since = `@${Math.floor(Date.now() / 1000) - 1}`;
+    const ok = `${PREFIX}-routine`;
+    const refused = `${PREFIX}-refused`;
+    assert.equal((await api('POST', '/v1/cgroups/freeze', { cgroup: parent.path, hierarchy }, ok)).status, 200);
+    // Thawing a cgroup its parent holds frozen is refused: EBUSY.
+    const busy = await api('POST', '/v1/cgroups/thaw', { cgroup: child.path, hierarchy }, refused);
+    assert.equal(busy.status, 409, JSON.stringify(busy.body));
+    assert.equal((await api('POST', '/v1/cgroups/thaw', { cgroup: parent.path, hierarchy }, `${ok}-thaw`)).status, 200);
+
+    let records: Record<string, string>[] = [];
+    await waitUntil('journald to store the refused request', () => (records = journal([`REQUEST_ID=${refused}`])).length > 0, 30_000);
+    const r = records[0];
+    assert.equal(r.PRIORITY, '4', 'a warning');
+    assert.equal(r.AGENTD_ERROR, 'EBUSY');
+    assert.equal(r.PEER_UID, '0');
+    assert.equal(r.CGROUP, `${hierarchy}:${child.path}`);
+    assert.equal(r.SYSLOG_IDENTIFIER, 'agentd');
+    assert.equal(r._SYSTEMD_UNIT, 'agentd.service', 'journald puts it under the unit');
+    assert.match(r.MESSAGE, /^thaw /);
+    const byCgroup = journal([`CGROUP=${hierarchy}:${child.path}`]);
+    assert.deepEqual(
+      byCgroup.map((x) => x.REQUEST_ID),
+      [refused],
+    );
+    await waitUntil('journald to store the routine requests', () => journal([`REQUEST_ID=${ok}-thaw`]).length > 0, 30_000);
+    const routine = journal([`REQUEST_ID=${ok}`]);
+    assert.equal(routine[0]?.PRIORITY, '6', 'a routine change is info');
+    assert.equal(routine[0]?.AGENTD_ERROR, undefined);
+    const warnings = journal([], ['-p', 'warning', '--since', since]);
+    const ids = warnings.map((x) => x.REQUEST_ID);
+    assert.ok(ids.includes(refused), '-p warning shows the refused request');
+    assert.ok(!ids.includes(ok) && !ids.includes(`${ok}-thaw`), '-p warning shows nothing routine');
+  });
+
+  test('group agentd: a member may use agentctl; any other user gets the permission message, exit 6', async () => {
+    const member = `agtm${process.pid % 100000}`;
+    const other = `agto${process.pid % 100000}`;
+    for (const [user, groups] of [
+      [member, ['-G', 'agentd']],
+      [other, []],
+    ] as const) {
+      const add = run('useradd', ['--system', '--no-create-home', '--shell', '/usr/sbin/nologin', ...groups, user]);
+      assert.equal(add.status, 0, add.stderr);
+      madeUsers.push(user);
+    }
+    const ok = await agentctl(['host'], member);
+    assert.equal(ok.code, 0, ok.stderr);
+    assert.match(ok.stdout, /cgroup/i);
+    const refused = await agentctl(['host'], other);
+    assert.equal(refused.code, 6, refused.stderr);
+    assert.match(refused.stderr, /^agentctl: EUNREACHABLE: permission denied on \/run\/agentd\/agentd\.sock: .*group agentd/m);
+  });
+});
+
+describe('unit names as targets (systemd as PID 1)', { skip: SKIP }, () => {
+  // systemd puts units in the cgroup2 hierarchy wherever one is mounted (pure v2, hybrid).
+  const v2 = !SKIP && unavailable('v2') === false;
+
+  /** A transient service running a sleeper; its name. */
+  function transientService(name: string, extra: string[] = []): string {
+    const unit = `${name}.service`;
+    const r = run('systemd-run', ['--quiet', `--unit=${unit}`, ...extra, 'sleep', '100000']);
+    assert.equal(r.status, 0, r.stderr);
+    madeUnits.push(unit);
+    return unit;
+  }
+
+  test('a unit that does not exist, and one with no cgroup, are clear errors (exit 3)', async () => {
+    const missing = await agentctl(['state', `${PREFIX}-missing.service`]);
+    assert.equal(missing.code, 3, missing.stderr);
+    assert.match(missing.stderr, /^agentctl: ENOENT: systemd has no unit agentd-test-\d+-missing\.service/m);
+    // emergency.service exists on every systemd host and runs only in emergency mode.
+    const idle = await agentctl(['state', 'emergency.service']);
+    assert.equal(idle.code, 3, idle.stderr);
+    assert.match(idle.stderr, /^agentctl: ENOENT: unit emergency\.service has no cgroup \(ActiveState=inactive\)/m);
+  });
+
+  test(
+    'state, freeze, thaw and checkpoint of NAME.service act on the cgroup systemd gives it',
+    { skip: !v2 && 'systemd makes no freezer cgroup for units on cgroup v1: the v1 test below covers it' },
+    async () => {
+      const unit = transientService(`${PREFIX}-build`);
+      const cgroup = show(unit, 'ControlGroup').get('ControlGroup') ?? '';
+      assert.match(cgroup, new RegExp(`/${unit.replace(/\./g, '\\.')}$`));
+      for (const [cmd, expected] of [
+        ['state', 'THAWED'],
+        ['freeze', 'FROZEN'],
+        ['state', 'FROZEN'],
+        ['thaw', 'THAWED'],
+      ]) {
+        const r = await agentctl([cmd, unit]);
+        assert.equal(r.code, 0, r.stderr);
+        assert.equal(r.stdout.trim(), expected, `agentctl ${cmd} ${unit}`);
+      }
+      const json = await agentctl(['state', unit, '--json']);
+      assert.equal((JSON.parse(json.stdout) as { cgroup: string }).cgroup, cgroup.slice(1));
+      const cp = await agentctl(['--timeout', '300', 'checkpoint', unit, '--json']);
+      assert.equal(cp.code, 0, cp.stderr);
+      const summary = JSON.parse(cp.stdout) as { id: string; cgroup: string; processes: number; finalState: string };
+      assert.equal(summary.cgroup, cgroup.slice(1));
+      assert.equal(summary.processes, 1);
+      assert.equal(summary.finalState, 'THAWED');
+      assert.equal(show(unit, 'ActiveState').get('ActiveState'), 'active', 'the service runs on');
+      await agentctl(['delete', summary.id]);
+    },
+  );
+
+  test('NAME.scope and NAME.slice too', { skip: !v2 && 'systemd makes no freezer cgroup for units on cgroup v1' }, async () => {
+    const scope = `${PREFIX}-job.scope`;
+    const runner = lab.spawn('systemd-run', ['--quiet', '--scope', `--unit=${scope}`, 'sleep', '100000']);
+    madeUnits.push(scope);
+    await waitUntil(`${scope} to run`, () => show(scope, 'ActiveState').get('ActiveState') === 'active', 60_000);
+    const slice = `${PREFIX}.slice`;
+    transientService(`${PREFIX}-in-slice`, [`--slice=${slice}`]);
+    madeUnits.push(slice);
+    for (const unit of [scope, slice]) {
+      const frozen = await agentctl(['freeze', unit]);
+      assert.equal(frozen.code, 0, frozen.stderr);
+      assert.equal(frozen.stdout.trim(), 'FROZEN', unit);
+      const thawed = await agentctl(['thaw', unit]);
+      assert.equal(thawed.stdout.trim(), 'THAWED', unit);
+    }
+    runner.kill('SIGTERM');
+  });
+
+  test(
+    'systemctl freeze and agentctl: agentd reads the kernel, and systemd and agentd agree on the state afterwards',
+    { skip: !v2 && 'systemctl freeze needs cgroup v2' },
+    async (t) => {
+      const unit = transientService(`${PREFIX}-shared`);
+      const state = async () => (await agentctl(['state', unit])).stdout.trim();
+      const freezerState = () => show(unit, 'FreezerState').get('FreezerState');
+
+      assert.equal(systemctl('freeze', unit).status, 0);
+      assert.equal(await state(), 'FROZEN', 'a unit systemd froze is FROZEN to agentd');
+      const thawed = await agentctl(['thaw', unit]);
+      assert.equal(thawed.code, 0, thawed.stderr);
+      assert.equal(await state(), 'THAWED');
+      // systemd learns of the thaw from cgroup.events (or does not): whichever, it must not contradict the kernel.
+      await waitUntil(`systemd's FreezerState of ${unit} to follow the kernel`, () => freezerState() === 'running', 30_000).catch(
+        () => undefined,
+      );
+      const afterAgentThaw = freezerState();
+      t.diagnostic(`after systemctl freeze + agentctl thaw: FreezerState=${afterAgentThaw}`);
+
+      assert.equal((await agentctl(['freeze', unit])).code, 0);
+      await waitUntil(`systemd's FreezerState of ${unit} to follow the kernel`, () => freezerState() === 'frozen', 30_000).catch(
+        () => undefined,
+      );
+      const afterAgentFreeze = freezerState();
+      const thaw = systemctl('thaw', unit);
+      const kernel = await state();
+      t.diagnostic(
+        `after agentctl freeze: FreezerState=${afterAgentFreeze}; systemctl thaw exit ${thaw.status} ${thaw.stderr.trim()}; kernel ${kernel}`,
+      );
+      assert.equal(thaw.status, 0, thaw.stderr);
+      if (afterAgentFreeze === 'frozen') assert.equal(kernel, 'THAWED', 'systemd knew the unit frozen, so its thaw thaws it');
+      else assert.equal(kernel, 'FROZEN', 'systemd thought the unit running, so its thaw left it frozen');
+      if (kernel === 'FROZEN') assert.equal((await agentctl(['thaw', unit])).code, 0);
+    },
+  );
+
+  test(
+    'on cgroup v1 a unit has no freezer cgroup: the error names the path systemd gave',
+    { skip: v2 && 'on cgroup v2 every unit with processes has a cgroup the freezer can act on' },
+    async () => {
+      const unit = transientService(`${PREFIX}-v1`);
+      const r = await agentctl(['state', unit]);
+      assert.equal(r.code, 3, r.stderr);
+      assert.match(r.stderr, new RegExp(`ENOENT: .*system\\.slice/${unit.replace(/\./g, '\\.')}`));
+    },
+  );
+});
