@@ -23,6 +23,8 @@
 # slow under emulation, docs/vm.md) and runs the README's `npm run setup` there, so agentd is
 # installed and started the way a user does it; `test` runs the entry point in that copy.
 #
+# AGENTD_SETUP=0 (offline only): copy the tree but skip `npm run setup`, for a box on which setup
+# cannot run without a network yet (docs/vm.md).
 # AGENTD_TEST_TARGETS: test paths (space-separated) for the entry point instead of its subset.
 # Each phase ends with `provision: setup took N s` or `provision: suite took N s` (test:vagrant's
 # timings are read from those lines).
@@ -96,6 +98,10 @@ setup_offline() {
   tar -C "$(pwd)" --exclude=./.git -cf - . | tar -C "$LOCAL_COPY" -xf -
   say "copied $(pwd) to $LOCAL_COPY in $(($(date +%s) - t0)) s"
   cd "$LOCAL_COPY"
+  if [ "${AGENTD_SETUP:-1}" = 0 ]; then
+    say "AGENTD_SETUP=0: not running npm run setup"
+    return 0
+  fi
   npm_run_setup
 }
 
