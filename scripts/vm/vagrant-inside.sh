@@ -92,7 +92,7 @@ for machine in "${machines[@]}"; do
   vagrant up "$machine" >"$log" 2>&1 &
   up=$!
   # Vagrant draws the box upload's progress bar with carriage returns: one line per update is noise.
-  tail -n +1 -f "$log" --pid "$up" | tr '\r' '\n' | sed -u -e 's/Progress: [0-9]*%//g' -e 's/\x1b\[K//g' |
+  tail -n +1 -f "$log" --pid "$up" | sed -u -e 's/\r/\n/g' -e 's/Progress: [0-9]*%//g' -e 's/\x1b\[K//g' |
     grep --line-buffered -v '^$' | sed -u "s/^/$machine| /" &
   tailer=$!
   up_status=0
