@@ -64,6 +64,9 @@ printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' >"$MNT/etc/systemd/net
 echo 'UseDNS no' >"$MNT/etc/ssh/sshd_config.d/agentd-box.conf"
 chroot "$MNT" systemctl unmask ssh.service >/dev/null 2>&1
 chroot "$MNT" systemctl enable ssh.service systemd-networkd.service >/dev/null 2>&1
+# Enabling networkd enables its wait-online unit too, which holds network-online.target for up to two
+# minutes; nothing on this machine needs that target, and Vagrant waits for sshd, not for it.
+chroot "$MNT" systemctl mask systemd-networkd-wait-online.service >/dev/null 2>&1
 # The image's host keys were made when its openssh-server was installed; one box, one set, which is
 # fine for a machine that only ever listens on a private management network.
 ls "$MNT"/etc/ssh/ssh_host_*_key >/dev/null 2>&1 || chroot "$MNT" ssh-keygen -A >/dev/null
