@@ -8,9 +8,10 @@
 # scripts/vm/in-vm-test.sh (the subset, or TEST_PATHs). Prints both results and a total, and fails
 # if either machine fails, gives no result, or outlives its time limit.
 #
-# By default through Vagrant: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings both machines up
-# with the Vagrantfile, from a box made of the image below, and destroys them. AGENTD_VM_DIRECT=1
-# boots the image with qemu directly instead, as this script did before Vagrant (docs/vm.md):
+# Two paths (AGENTD_VM_PATH). `vagrant`: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings both
+# machines up with the Vagrantfile, from a box made of the image below, and destroys them. `direct`
+# (the default until the Vagrant path has passed a whole run here, docs/vm.md): boots the image with
+# qemu directly:
 #
 #   - The image is built once from Debian's packages and cached (scripts/vm/build-image.sh).
 #   - KVM if the guest kernel boots under it (scripts/vm/accel.sh), software emulation (TCG)
@@ -22,7 +23,7 @@
 #   - Logs of the last run stay in /var/tmp/agentd-vm/last-run/<mode>/ (console.log, suite.log,
 #     dmesg.log, result).
 #
-# Environment: AGENTD_VM_DIRECT (1: the direct qemu boot), AGENTD_VM_TIMEOUT (seconds per boot,
+# Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
 # default 1500: about twice the longest measured run), AGENTD_VM_MEMORY (MiB, default 4096),
 # AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
 # (default /var/tmp/agentd-vm). Through Vagrant, the Vagrantfile's settings apply instead of the
@@ -57,9 +58,11 @@ done
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot build the image; qemu shares the repository)"
 
-if [ "${AGENTD_VM_DIRECT:-0}" != 1 ]; then
-  exec bash scripts/vm/vagrant.sh "${modes[@]}" -- "${targets[@]}"
-fi
+case ${AGENTD_VM_PATH:-direct} in
+  vagrant) exec bash scripts/vm/vagrant.sh "${modes[@]}" -- "${targets[@]}" ;;
+  direct) ;;
+  *) die "AGENTD_VM_PATH must be direct or vagrant, not $AGENTD_VM_PATH" ;;
+esac
 
 # The host's tools, from Debian's archive, when missing.
 need=()
