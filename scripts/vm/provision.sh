@@ -108,7 +108,7 @@ setup_offline() {
 setup() {
   if [ "${AGENTD_OFFLINE:-}" = 1 ]; then
     setup_offline
-    return 0
+    return
   fi
   say "apt-get install build tools, perl, util-linux, procps"
   apt-get update -qq
@@ -136,13 +136,13 @@ test_now() {
   bash scripts/vm/in-vm-test.sh --expect "$expect" ${AGENTD_TEST_TARGETS:-}
 }
 
-# timed NAME COMMAND...: runs COMMAND, then says how long NAME took.
+# timed NAME COMMAND...: runs COMMAND, and on exit says how long NAME took. From a trap, not after
+# `COMMAND || ...`: that would turn off errexit inside COMMAND, and a failed step would go unnoticed.
 timed() {
-  local name=$1 t0=$SECONDS status=0
+  TIMED_NAME=$1 TIMED_T0=$SECONDS
   shift
-  "$@" || status=$?
-  say "$name took $((SECONDS - t0)) s"
-  return "$status"
+  trap 'say "$TIMED_NAME took $((SECONDS - TIMED_T0)) s"' EXIT
+  "$@"
 }
 
 case ${1:-} in
