@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vagrant.sh [MACHINE...] [-- TEST_PATH...]: `npm run test:vagrant`, which `npm run test:vm` runs
+# vagrant.sh [MACHINE...] [-- TEST_PATH...]: `npm run test:vagrant`, also `npm run test:vm` with AGENTD_VM_PATH=vagrant
 # (scripts/vm/run.sh). The Vagrantfile as a user would use it, `vagrant up` and `vagrant destroy`, on
 # a machine with no box to download and no network, like CI's. MACHINE: v2, v1 (default: both), v2b.
 #
