@@ -17,8 +17,17 @@
 # node-gyp needs), so Debian's npm fetches it (integrity-checked) and it is unpacked into /usr/local,
 # ahead of /usr/bin on PATH. Nothing but Debian's archive and the npm registry is used.
 #
-# AGENTD_OFFLINE=1 (test:vagrant, on a box made from the test:vm image with no network): install
-# nothing, build nothing, only check that node, criu and dist/ are there.
+# AGENTD_OFFLINE=1 (test:vm's box, scripts/vm/build-box.sh: Node 20, CRIU, no network, the host's
+# tree with its node_modules and dist/ shared read-only over 9p): nothing is fetched. `setup` copies
+# the tree to the guest's disk (/var/lib/agentd-repo: node opening hundreds of modules over 9p is
+# slow under emulation, docs/vm.md) and runs the README's `npm run setup` there, so agentd is
+# installed and started the way a user does it; `test` runs the entry point in that copy.
+#
+# AGENTD_SETUP=0 (offline only): copy the tree but skip `npm run setup`, for a box on which setup
+# cannot run without a network yet (docs/vm.md).
+# AGENTD_TEST_TARGETS: test paths (space-separated) for the entry point instead of its subset.
+# Each phase ends with `provision: setup took N s` or `provision: suite took N s` (test:vagrant's
+# timings are read from those lines).
 set -euo pipefail
 NODE_VERSION=${AGENTD_NODE_VERSION:-20.20.2}
 V1_ARGS="systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1"
@@ -67,13 +76,39 @@ kernel_args_v1() {
   say "grub now boots with $V1_ARGS: run 'vagrant reload v1' to reboot into legacy cgroup v1"
 }
 
+LOCAL_COPY=/var/lib/agentd-repo
+
+# The README's `npm run setup`; where the box has node but no npm, what that script runs.
+npm_run_setup() {
+  if command -v npm >/dev/null; then
+    npm run setup
+  else
+    say "no npm on this machine: running what npm run setup runs (bash scripts/setup.sh)"
+    bash scripts/setup.sh
+  fi
+}
+
+setup_offline() {
+  local t0
+  [ "$(node_major)" -ge 20 ] || die "offline, and no Node 20 on this machine"
+  [ -d dist/test ] && [ -d node_modules ] || die "offline, and no dist/ or node_modules in $(pwd): build on the host first"
+  t0=$(date +%s)
+  rm -rf "$LOCAL_COPY"
+  mkdir -p "$LOCAL_COPY"
+  tar -C "$(pwd)" --exclude=./.git -cf - . | tar -C "$LOCAL_COPY" -xf -
+  say "copied $(pwd) to $LOCAL_COPY in $(($(date +%s) - t0)) s"
+  cd "$LOCAL_COPY"
+  if [ "${AGENTD_SETUP:-1}" = 0 ]; then
+    say "AGENTD_SETUP=0: not running npm run setup"
+    return 0
+  fi
+  npm_run_setup
+}
+
 setup() {
   if [ "${AGENTD_OFFLINE:-}" = 1 ]; then
-    [ "$(node_major)" -ge 20 ] || die "offline, and no Node 20 on this machine"
-    command -v criu >/dev/null || die "offline, and no criu on this machine"
-    [ -d dist/test ] || die "offline, and no dist/ in $(pwd): build on the host first"
-    say "offline: node $(node --version), $(criu --version | head -n 1), dist/ present"
-    return 0
+    setup_offline
+    return
   fi
   say "apt-get install build tools, perl, util-linux, procps"
   apt-get update -qq
@@ -96,11 +131,22 @@ test_now() {
     say "this v1 machine still runs with its first boot's command line: run 'vagrant reload v1' (the tests run after the reboot)"
     return 0
   fi
-  bash scripts/vm/in-vm-test.sh --expect "$expect"
+  [ "${AGENTD_OFFLINE:-}" = 1 ] && cd "$LOCAL_COPY"
+  # shellcheck disable=SC2086
+  bash scripts/vm/in-vm-test.sh --expect "$expect" ${AGENTD_TEST_TARGETS:-}
+}
+
+# timed NAME COMMAND...: runs COMMAND, and on exit says how long NAME took. From a trap, not after
+# `COMMAND || ...`: that would turn off errexit inside COMMAND, and a failed step would go unnoticed.
+timed() {
+  TIMED_NAME=$1 TIMED_T0=$SECONDS
+  shift
+  trap 'say "$TIMED_NAME took $((SECONDS - TIMED_T0)) s"' EXIT
+  "$@"
 }
 
 case ${1:-} in
-  setup) setup ;;
-  test) test_now ;;
+  setup) timed setup setup ;;
+  test) timed suite test_now ;;
   *) die "usage: $0 setup|test" ;;
 esac

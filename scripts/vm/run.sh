@@ -2,16 +2,20 @@
 # run.sh [--only v2|v1] [TEST_PATH...]: `npm run test:vm`.
 #
 # Proves agentd on the two cgroup layouts this host does not have, on a real separate kernel
-# (Debian 12's 6.1): boots a Debian 12 guest twice under qemu, once pure cgroup v2
-# (systemd.unified_cgroup_hierarchy=1) and once legacy v1 (systemd.unified_cgroup_hierarchy=0 plus
-# systemd.legacy_systemd_cgroup_controller=1: without the latter, Debian 12's systemd comes up
-# hybrid, which is this host's layout). Each guest runs scripts/vm/in-vm-test.sh on this repository,
-# shared read-only over 9p, and powers off. Prints both results and a total, and fails if either
-# guest fails, gives no result, or outlives its time limit.
+# (Debian 12's 6.1): a pure cgroup v2 machine (systemd.unified_cgroup_hierarchy=1) and a legacy v1
+# one (systemd.unified_cgroup_hierarchy=0 plus systemd.legacy_systemd_cgroup_controller=1: without
+# the latter, Debian 12's systemd comes up hybrid, which is this host's layout). Each runs
+# scripts/vm/in-vm-test.sh (the subset, or TEST_PATHs). Prints both results and a total, and fails
+# if either machine fails, gives no result, or outlives its time limit.
+#
+# Two paths (AGENTD_VM_PATH). `vagrant`: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings both
+# machines up with the Vagrantfile, from a box made of the image below, and destroys them. `direct`
+# (the default until the Vagrant path has passed a whole run here, docs/vm.md): boots the image with
+# qemu directly:
 #
 #   - The image is built once from Debian's packages and cached (scripts/vm/build-image.sh).
-#   - KVM when /proc/cpuinfo shows vmx or svm and /dev/kvm opens, software emulation (TCG, about 20
-#     to 30 times slower) otherwise.
+#   - KVM if the guest kernel boots under it (scripts/vm/accel.sh), software emulation (TCG)
+#     otherwise.
 #   - No network: qemu -nic none, and -nodefaults so no device is added behind our back.
 #   - The guest's disk is a throw-away snapshot of the cached image (-snapshot): every boot starts
 #     from the same state.
@@ -19,9 +23,11 @@
 #   - Logs of the last run stay in /var/tmp/agentd-vm/last-run/<mode>/ (console.log, suite.log,
 #     dmesg.log, result).
 #
-# Environment: AGENTD_VM_TIMEOUT (seconds per boot, default 1500: about twice the longest measured run), AGENTD_VM_MEMORY (MiB, default
-# 4096), AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: detected),
-# AGENTD_VM_CACHE (default /var/tmp/agentd-vm).
+# Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
+# default 1500: about twice the longest measured run), AGENTD_VM_MEMORY (MiB, default 4096),
+# AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
+# (default /var/tmp/agentd-vm). Through Vagrant, the Vagrantfile's settings apply instead of the
+# memory, CPU and timeout ones (docs/vm.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/vm/results.sh
@@ -52,6 +58,12 @@ done
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot build the image; qemu shares the repository)"
 
+case ${AGENTD_VM_PATH:-direct} in
+  vagrant) exec bash scripts/vm/vagrant.sh "${modes[@]}" -- "${targets[@]}" ;;
+  direct) ;;
+  *) die "AGENTD_VM_PATH must be direct or vagrant, not $AGENTD_VM_PATH" ;;
+esac
+
 # The host's tools, from Debian's archive, when missing.
 need=()
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
@@ -74,13 +86,7 @@ IMAGE=$(bash scripts/vm/build-image.sh)
 image_time=$((SECONDS - image_started))
 say "image $IMAGE ready in $image_time s"
 
-if [ -n "${AGENTD_VM_ACCEL:-}" ]; then
-  accel=$AGENTD_VM_ACCEL
-elif grep -qE '\b(vmx|svm)\b' /proc/cpuinfo && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
-  accel=kvm
-else
-  accel=tcg
-fi
+accel=${AGENTD_VM_ACCEL:-$(bash scripts/vm/accel.sh "$IMAGE/vmlinuz")}
 if [ "$accel" = kvm ]; then
   machine=(-accel kvm -cpu host)
 else

@@ -1,29 +1,26 @@
 #!/usr/bin/env bash
-# vagrant.sh [v2] [v1]: a future `npm run test:vagrant`, the full Vagrant path (Vagrantfile, provisioning,
-# the in-VM entry point) on a machine with no box to download and no KVM, like this project's.
+# vagrant.sh [MACHINE...] [-- TEST_PATH...]: `npm run test:vagrant`, also `npm run test:vm` with AGENTD_VM_PATH=vagrant
+# (scripts/vm/run.sh). The Vagrantfile as a user would use it, `vagrant up` and `vagrant destroy`, on
+# a machine with no box to download and no network, like CI's. MACHINE: v2, v1 (default: both), v2b.
 #
-#   1. Installs Debian's vagrant, vagrant-libvirt and libvirt when missing, without starting any
-#      service (a policy-rc.d refuses it for the length of the install).
-#   2. Makes a libvirt box from the test:vm image (scripts/vm/build-image.sh) and adds it to a
-#      private VAGRANT_HOME under /var/tmp/agentd-vm: a copy of the image with a `vagrant` user
-#      (Vagrant's well-known insecure key), passwordless sudo, sshd and DHCP on the first NIC. The
-#      image has no boot loader, so the Vagrantfile boots its kernel and initrd directly
-#      (AGENTD_VAGRANT_KERNEL/INITRD), with each machine's cgroup options on the command line.
-#   3. Creates a network namespace and runs everything else inside it: libvirt's management network
-#      (192.168.121.0/24) then exists only there, with no route out. `ip netns exec` remounts /sys,
-#      hiding the cgroup mounts, so they are mounted again inside. libvirt's configuration and state
-#      (/etc/libvirt, /var/lib/libvirt, /run/libvirt) are private copies for the run, so nothing it
-#      defines outlives it.
-#   4. `vagrant up <machine>` with the libvirt driver qemu (software emulation), the repository
-#      shared over 9p (its node_modules and dist/ included: the guest has no network) and
-#      AGENTD_OFFLINE=1; the test provisioner runs the in-VM entry point. Then `vagrant destroy`.
-#   5. Prints each machine's `N passed, N failed` and a total; fails if either fails.
-# The namespace, libvirt's daemons and every mount are removed on any exit.
-# STATUS: a first version, NOT YET RUN END TO END; no npm script runs it (docs/vm.md).
+#   1. Installs Debian's vagrant, vagrant-libvirt, libvirt's daemon and qemu when missing, with
+#      every service start refused for the length of the install (a policy-rc.d).
+#   2. Builds test:vm's guest image (scripts/vm/build-image.sh) and the libvirt box made from it
+#      (scripts/vm/build-box.sh), both cached by recipe hash, and adds the box to a private
+#      VAGRANT_HOME ($AGENTD_VM_CACHE/vagrant-home) when it changed.
+#   3. Chooses the libvirt driver by trying KVM (scripts/vm/accel.sh): kvm if the guest kernel
+#      boots under it, else qemu (software emulation).
+#   4. Creates a network namespace and runs scripts/vm/vagrant-inside.sh in it: libvirtd with a
+#      private configuration and state, `vagrant up` and `vagrant destroy` of each machine.
+#   5. On any exit (also SIGTERM or SIGINT) every process left in the namespace (vagrant, libvirtd,
+#      qemu, dnsmasq) is killed, the namespace deleted, and the run's directory with libvirt's
+#      state removed.
+# Logs of the last run: $AGENTD_VM_CACHE/last-vagrant/ (one log per machine, its serial console,
+# libvirtd's log, timings).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-REPO=$(pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
+export AGENTD_VM_CACHE=$CACHE
 BOX_NAME=agentd-test/bookworm
 
 say() { echo "test:vagrant: $*"; }
@@ -34,18 +31,39 @@ die() {
 
 [ "$(id -u)" = 0 ] || die "must run as root (network namespace, libvirt, loop mount)"
 
-machines=("$@")
+machines=()
+targets=()
+while [ "$#" -gt 0 ]; do
+  case $1 in
+    v2 | v1 | v2b) machines+=("$1") ;;
+    --) shift; targets=("$@"); break ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) die "unknown machine $1 (v2, v1 or v2b)" ;;
+  esac
+  shift
+done
 [ "${#machines[@]}" -gt 0 ] || machines=(v2 v1)
+
+LOGS=$CACHE/last-vagrant
+rm -rf "$LOGS"
+mkdir -p "$LOGS"
+TIMINGS=$LOGS/timings
+# step NAME SECONDS: one line of the run's timings, also printed.
+step() {
+  echo "$1 $2" >>"$TIMINGS"
+  say "$1: $2 s"
+}
 
 install_tools() {
   local need=() made_policy=no
   command -v vagrant >/dev/null || need+=(vagrant)
-  [ -d /usr/share/rubygems-integration/all/gems ] && ls /usr/share/rubygems-integration/all/gems | grep -q '^vagrant-libvirt-' ||
-    need+=(vagrant-libvirt)
-  command -v libvirtd >/dev/null || need+=(libvirt-daemon-system)
+  ls /usr/share/rubygems-integration/all/gems 2>/dev/null | grep -q '^vagrant-libvirt-' || need+=(vagrant-libvirt)
+  command -v libvirtd >/dev/null || need+=(libvirt-daemon-system libvirt-daemon-driver-qemu)
+  command -v virsh >/dev/null || need+=(libvirt-clients)
   command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
   command -v qemu-img >/dev/null || need+=(qemu-utils)
+  command -v iptables >/dev/null || need+=(iptables)
   [ "${#need[@]}" -gt 0 ] || return 0
   say "installing ${need[*]} (no service is started)"
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -53,71 +71,85 @@ install_tools() {
     chmod +x /usr/sbin/policy-rc.d
     made_policy=yes
   fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || {
-    [ "$made_policy" = yes ] && rm -f /usr/sbin/policy-rc.d
-    die "apt-get install ${need[*]} failed"
-  }
+  local ok=yes
+  apt-get update -qq || ok=no
+  [ "$ok" = yes ] && { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null || ok=no; }
   [ "$made_policy" = yes ] && rm -f /usr/sbin/policy-rc.d
-  return 0
+  [ "$ok" = yes ] || die "apt-get install ${need[*]} failed"
 }
 
 NS=
-MNT=
+WORK=
+INSIDE_PID=
 cleanup() {
-  if [ -n "$MNT" ] && mountpoint -q "$MNT"; then umount "$MNT"; fi
-  if [ -n "$NS" ]; then ip netns del "$NS" 2>/dev/null || true; fi
-  rm -rf "${WORK:-}"
+  local round pids
+  trap - INT TERM
+  if [ -n "$INSIDE_PID" ] && kill -0 "$INSIDE_PID" 2>/dev/null; then kill -TERM "$INSIDE_PID" 2>/dev/null || true; fi
+  if [ -n "$NS" ] && [ -e "/run/netns/$NS" ]; then
+    # Whatever is still in the namespace was started by this run: vagrant, libvirtd, its qemu and
+    # dnsmasq. Several rounds, since a dying parent may still fork.
+    for round in 1 2 3 4 5 6 7 8 9 10; do
+      pids=$(ip netns pids "$NS" 2>/dev/null || true)
+      [ -n "$pids" ] || break
+      # shellcheck disable=SC2086
+      kill -KILL $pids 2>/dev/null || true
+      sleep 0.5
+    done
+    ip netns del "$NS" 2>/dev/null || true
+  fi
+  if [ -n "$INSIDE_PID" ]; then wait "$INSIDE_PID" 2>/dev/null || true; fi
+  if [ -n "$WORK" ]; then
+    # libvirtd's own log is worth keeping; its state (the run's disks, domains, networks) is not.
+    cp "$WORK/libvirt/log/libvirtd.log" "$LOGS/" 2>/dev/null || true
+    rm -rf "$WORK"
+  fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'exit 143' TERM
+trap 'exit 130' INT
 
+started=$SECONDS
+t=$SECONDS
 install_tools
+step tools $((SECONDS - t))
+[ -d node_modules ] || die "no node_modules in $(pwd): run npm ci (or npm run setup) first"
+
+t=$SECONDS
 npm run --silent build
 # The box has no compiler: its CRIU self-test (scripts/vm/in-vm-test.sh) runs this build of it.
 bash scripts/install-criu.sh --compile-selftest dist/criu-selftest
+step build $((SECONDS - t))
+
+t=$SECONDS
 IMAGE=$(bash scripts/vm/build-image.sh)
-HASH=${IMAGE##*/image-}
-export VAGRANT_HOME=$CACHE/vagrant-home
+step image $((SECONDS - t))
+
+t=$SECONDS
+BOX=$(bash scripts/vm/build-box.sh "$IMAGE")
+export VAGRANT_HOME=$CACHE/vagrant-home VAGRANT_CHECKPOINT_DISABLE=1 VAGRANT_BOX_UPDATE_CHECK_DISABLE=1
 mkdir -p "$VAGRANT_HOME"
-WORK=$(mktemp -d "$CACHE/vagrant-run.XXXXXX")
-
-# The box: made once per image.
-BOX=$CACHE/box-$HASH.box
-if [ ! -f "$BOX" ]; then
-  say "making the box from $IMAGE"
-  cp --sparse=always "$IMAGE/root.img" "$WORK/root.img"
-  MNT=$WORK/mnt
-  mkdir -p "$MNT"
-  mount -o loop "$WORK/root.img" "$MNT"
-  PUB=$(ls /usr/share/rubygems-integration/all/gems/vagrant-*/keys/vagrant.pub 2>/dev/null | head -n 1)
-  [ -n "$PUB" ] || die "Vagrant's insecure public key (keys/vagrant.pub) is not installed"
-  chroot "$MNT" useradd -m -s /bin/bash vagrant
-  install -d -m 0700 -o 1000 -g 1000 "$MNT/home/vagrant/.ssh"
-  install -m 0600 -o 1000 -g 1000 "$PUB" "$MNT/home/vagrant/.ssh/authorized_keys"
-  [ "$(chroot "$MNT" id -u vagrant)" = 1000 ] || die "the vagrant user is not uid 1000"
-  echo 'vagrant ALL=(ALL) NOPASSWD: ALL' >"$MNT/etc/sudoers.d/vagrant"
-  chmod 0440 "$MNT/etc/sudoers.d/vagrant"
-  printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' >"$MNT/etc/systemd/network/80-vagrant.network"
-  chroot "$MNT" systemctl unmask ssh.service >/dev/null 2>&1
-  chroot "$MNT" systemctl enable ssh.service systemd-networkd.service >/dev/null 2>&1
-  umount "$MNT"
-  MNT=
-  qemu-img convert -O qcow2 "$WORK/root.img" "$WORK/box.img"
-  rm -f "$WORK/root.img"
-  echo '{"provider": "libvirt", "format": "qcow2", "virtual_size": 4}' >"$WORK/metadata.json"
-  tar -C "$WORK" -czf "$BOX.tmp" metadata.json box.img
-  mv "$BOX.tmp" "$BOX"
-  rm -f "$WORK/box.img"
-  for old in "$CACHE"/box-*.box; do [ "$old" = "$BOX" ] || rm -f "$old"; done
+if [ "$(cat "$VAGRANT_HOME/agentd-box" 2>/dev/null)" != "$BOX" ]; then
+  say "adding $BOX to $VAGRANT_HOME as $BOX_NAME"
+  vagrant box add --force --name "$BOX_NAME" --provider libvirt "$BOX" >/dev/null
+  echo "$BOX" >"$VAGRANT_HOME/agentd-box"
 fi
-VAGRANT_CHECKPOINT_DISABLE=1 vagrant box add --force --name "$BOX_NAME" "$BOX" >/dev/null
+step box $((SECONDS - t))
 
+t=$SECONDS
+accel=${AGENTD_VM_ACCEL:-$(bash scripts/vm/accel.sh "$IMAGE/vmlinuz")}
+driver=$([ "$accel" = kvm ] && echo kvm || echo qemu)
+step "kvm-probe($accel)" $((SECONDS - t))
+
+WORK=$(mktemp -d "$CACHE/vagrant-run.XXXXXX")
 NS=agentd-vagrant-$$
 ip netns add "$NS"
-started=$SECONDS
 status=0
-AGENTD_VAGRANT_WORK=$WORK AGENTD_VAGRANT_IMAGE=$IMAGE AGENTD_VAGRANT_BOX=$BOX_NAME \
-  ip netns exec "$NS" bash scripts/vm/vagrant-inside.sh "${machines[@]}" || status=$?
-say "took $((SECONDS - started)) s in the namespace"
+AGENTD_VAGRANT_WORK=$WORK AGENTD_VAGRANT_LOGS=$LOGS AGENTD_VAGRANT_IMAGE=$IMAGE AGENTD_VAGRANT_BOX=$BOX_NAME \
+  AGENTD_VAGRANT_LIBVIRT_DRIVER=$driver \
+  ip netns exec "$NS" bash scripts/vm/vagrant-inside.sh "${machines[@]}" -- "${targets[@]}" &
+INSIDE_PID=$!
+# wait, not a foreground command: a TERM or INT is acted on at once, not when the run ends.
+wait "$INSIDE_PID" || status=$?
+INSIDE_PID=
+say "total $((SECONDS - started)) s (timings in $TIMINGS)"
 exit "$status"

@@ -80,6 +80,35 @@ describe('the Vagrantfile', { skip: missing }, () => {
     assert.deepEqual(machines, ['v1', 'v2']);
   });
 
+  test('AGENTD_VAGRANT_V2B=1 adds v2b, a second machine of the v2 layout', async () => {
+    const run = await vagrant(['validate', '--ignore-provider'], { AGENTD_VAGRANT_V2B: '1' });
+    assert.equal(run.code, 0, run.output);
+    const machines = [...run.output.matchAll(/^==> (\S+): Ignoring provider config/gm)].map((m) => m[1]).sort();
+    assert.deepEqual(machines, ['v1', 'v2', 'v2b']);
+    const bad = await vagrant(['validate', '--ignore-provider'], { AGENTD_VAGRANT_V2B: 'yes' });
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.output, /AGENTD_VAGRANT_V2B must be 0 or 1, not yes/);
+  });
+
+  // What test:vm sets (scripts/vm/vagrant-inside.sh), but with rsync: a 9p folder is checked by asking
+  // a running libvirtd.
+  test('the settings test:vm uses are accepted: offline, direct kernel boot, console files', async () => {
+    const run = await vagrant(validate.args, {
+      ...validate.env,
+      AGENTD_OFFLINE: '1',
+      AGENTD_VAGRANT_LIBVIRT_DRIVER: 'qemu',
+      AGENTD_VAGRANT_KERNEL: '/boot/vmlinuz',
+      AGENTD_VAGRANT_INITRD: '/boot/initrd.img',
+      AGENTD_VAGRANT_CONSOLE_DIR: home,
+      AGENTD_VAGRANT_V2B: '1',
+      AGENTD_TEST_TARGETS: 'dist/test/cgroup/resolve.test.js',
+    });
+    assert.equal(run.code, 0, run.output);
+    const half = await vagrant(validate.args, { ...validate.env, AGENTD_VAGRANT_KERNEL: '/boot/vmlinuz' });
+    assert.notEqual(half.code, 0);
+    assert.match(half.output, /AGENTD_VAGRANT_KERNEL and AGENTD_VAGRANT_INITRD go together/);
+  });
+
   // The synced folder type stays at its default here: Vagrant checks 9p and virtualbox folders by
   // asking the provider itself (a running libvirtd, an installed VirtualBox).
   test('the box, memory, CPUs and libvirt driver can be overridden', async () => {
