@@ -1,11 +1,12 @@
 // Completing what only this host knows: checkpoint ids (asked of the agent) after restore, show and
-// delete, and cgroup names (the directories under the freezer mounts the agent reports) after the
-// commands that take a cgroup. Anything else, and any failure to ask, falls back to yargs' own
+// delete, and cgroup names (the directories under the freezer mounts the agent reports, and on a
+// systemd host the services, scopes and slices systemd knows) after the commands that take a cgroup. Anything else, and any failure to ask, falls back to yargs' own
 // completion of commands, options and choices: a completion must never print an error.
 
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { call } from './client.js';
+import { unitNames } from '../systemd/index.js';
 
 const ID_COMMANDS = new Set(['restore', 'show', 'delete']);
 const CGROUP_COMMANDS = new Set(['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'attach']);
@@ -101,7 +102,13 @@ export async function dynamicCompletion(words: readonly string[], defaultSocket:
   try {
     if (cgroupValue) return cgroupNames(current, await freezerMounts(socket, hierarchy));
     if (ID_COMMANDS.has(command)) return (await checkpointIds(socket)).filter((id) => id.startsWith(current));
-    if (CGROUP_COMMANDS.has(command)) return cgroupNames(current, await freezerMounts(socket, hierarchy));
+    if (CGROUP_COMMANDS.has(command)) {
+      const [cgroups, units] = await Promise.all([
+        freezerMounts(socket, hierarchy).then((mounts) => cgroupNames(current, mounts)),
+        unitNames(current, { timeoutMs: ASK_WAIT_MS }),
+      ]);
+      return [...cgroups, ...units];
+    }
   } catch {
     // no agent, or it did not answer in time: complete as if it had nothing to offer
   }

@@ -6,6 +6,9 @@ export {
   isUnitName,
   /** Asks systemd for a unit's cgroup (`systemctl show`); clear errors for no unit, no cgroup, no systemd. */
   resolveUnitCgroup,
+  /** Unit names for shell completion (`systemctl list-units`); empty without systemd. */
+  unitNames,
+  parseUnitList,
   /** The unit types that own a cgroup: service, scope, slice. */
   CGROUP_UNIT_TYPES,
   type UnitCgroup,

@@ -81,3 +81,32 @@ export async function resolveUnitCgroup(unit: string, options: ResolveOptions = 
   });
   return unitCgroupFrom(unit, parseShow(stdout));
 }
+
+/** The unit names in `systemctl list-units --plain --no-legend` output (its first column), loaded or not. */
+export function parseUnitList(text: string): string[] {
+  const names: string[] = [];
+  for (const line of text.split('\n')) {
+    // A unit that failed to load is marked with a leading `●` even with --plain.
+    const name = line
+      .replace(/^[●*]\s*/, '')
+      .trim()
+      .split(/\s+/)[0];
+    if (name && isUnitName(name)) names.push(name);
+  }
+  return names;
+}
+
+/**
+ * The services, scopes and slices systemd knows whose names begin with `prefix`, for shell
+ * completion: empty, never an error, where systemd is not PID 1 or does not answer within `timeoutMs`.
+ */
+export async function unitNames(prefix: string, options: ResolveOptions & { timeoutMs?: number } = {}): Promise<string[]> {
+  if (prefix.includes('/') || !existsSync(options.runtimeDir ?? SYSTEMD_RUNTIME_DIR)) return [];
+  const args = ['list-units', `--type=${CGROUP_UNIT_TYPES.join(',')}`, '--all', '--plain', '--no-legend', '--no-pager'];
+  const stdout = await new Promise<string>((resolve) => {
+    execFile(options.systemctl ?? 'systemctl', args, { timeout: options.timeoutMs ?? 1500, encoding: 'utf8' }, (err, out) =>
+      resolve(err ? '' : out),
+    );
+  });
+  return parseUnitList(stdout).filter((name) => name.startsWith(prefix));
+}

@@ -8,7 +8,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { isAgentError } from '../../src/errors/index.js';
-import { isUnitName, resolveUnitCgroup } from '../../src/systemd/index.js';
+import { isUnitName, parseUnitList, resolveUnitCgroup, unitNames } from '../../src/systemd/index.js';
 import { parseShow, unitCgroupFrom } from '../../src/systemd/unit.js';
 import { REPO_ROOT } from '../helpers/lab.js';
 
@@ -35,6 +35,20 @@ describe('unit names', () => {
       () => unitCgroupFrom('idle.service', parseShow('LoadState=loaded\nActiveState=inactive\nControlGroup=\n')),
       (err) => isAgentError(err, 'ENOENT') && /unit idle\.service has no cgroup \(ActiveState=inactive\)/.test(err.message),
     );
+  });
+
+  test('completion: the unit names of systemctl list-units, services, scopes and slices only; none without systemd', async () => {
+    const listed = [
+      'build-42.service   loaded active running Build 42',
+      '● broken.service   not-found inactive dead broken.service',
+      'session-3.scope    loaded active running Session 3 of User root',
+      'system.slice       loaded active active  System Slice',
+      'dbus.socket        loaded active running D-Bus System Message Bus Socket',
+      '',
+    ].join('\n');
+    assert.deepEqual(parseUnitList(listed), ['build-42.service', 'broken.service', 'session-3.scope', 'system.slice']);
+    assert.deepEqual(await unitNames('b', { runtimeDir: '/nonexistent/run/systemd/system' }), []);
+    assert.deepEqual(await unitNames('system.slice/', {}), [], 'a path is not a unit name');
   });
 
   test('without systemd: EINVAL saying systemd is not the init system here', async () => {
