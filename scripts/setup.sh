@@ -146,9 +146,15 @@ BUILD_STAMP=dist/src/daemon/main.js
 if [ -f "$BUILD_STAMP" ] && [ -z "$(find src test fixtures bench tsconfig.json package-lock.json -newer "$BUILD_STAMP" -print -quit)" ]; then
   say "dist/ is newer than every source file: no npm run build"
 else
-  command -v npm >/dev/null || die "dist/ is missing or older than the sources and npm is not on PATH"
-  say "npm run build"
-  npm run --silent build
+  if command -v npm >/dev/null; then
+    say "npm run build"
+    npm run --silent build
+  else
+    # No npm (the test:vm guests have node alone): the build script's own command, run by node.
+    [ -f node_modules/typescript/bin/tsc ] || die "dist/ is missing or older than the sources, and there is neither npm nor node_modules/typescript"
+    say "build: tsc -p tsconfig.json (no npm on PATH)"
+    "$NODE" node_modules/typescript/bin/tsc -p tsconfig.json
+  fi
 fi
 
 # --- 4. group and install layout ----------------------------------------------------------------

@@ -225,15 +225,6 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     );
     const processes = where.processes(manifest.trees);
     const pids = processes.map((p) => p.pid);
-    const inSubtree = new Set(lease.freezer.subtreeProcesses());
-    const astray = pids.filter((pid) => !inSubtree.has(pid));
-    if (astray.length > 0) {
-      await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
-      throw new AgentError(
-        'ECRIU',
-        `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
-      );
-    }
     // Saved pid -> host pid: the same in the host's namespace, not in a new one.
     const savedToHost = new Map(manifest.trees.flatMap((t) => t.processes).map((p, i) => [p.pid, pids[i]]));
     try {
@@ -242,6 +233,16 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     } catch (err) {
       await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
       throw new AgentError('ECRIU', `${(err as Error).message}; killed what was restored`, { cause: err });
+    }
+    // Every process in the target's subtree (where putBack put those CRIU did not place itself).
+    const inSubtree = new Set(lease.freezer.subtreeProcesses());
+    const astray = pids.filter((pid) => !inSubtree.has(pid));
+    if (astray.length > 0) {
+      await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
+      throw new AgentError(
+        'ECRIU',
+        `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
+      );
     }
     where.settle(pids[0]);
     const state = restoredState(manifest, options.after);

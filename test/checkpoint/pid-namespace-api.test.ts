@@ -77,7 +77,7 @@ for (const hierarchy of HIERARCHIES) {
       const line = await ctl('restore', id, '--cgroup', first.path, '--hierarchy', hierarchy, '--pid-namespace', 'new');
       assert.equal(line.code, 0, line.stderr);
       const match = new RegExp(
-        `^restored ${id} into ${hierarchy}:${first.path} in a new PID namespace \\(its init is pid (\\d+)\\): pids (\\d+) (\\d+), inside the namespace (\\d+) (\\d+) \\(1 tree, .*\\)$`,
+        `^restored ${id} into ${hierarchy}:${first.path} in a new PID namespace \\(its init is pid (\\d+)\\): pids (\\d+) (\\d+), inside the namespace (\\d+) (\\d+) \\(1 tree, [^)]*\\), THAWED$`,
       ).exec(line.stdout.trim());
       assert.ok(match, line.stdout);
       const [init, host1, host2, ns1, ns2] = match.slice(1).map(Number);
