@@ -308,6 +308,10 @@ const DOOMED_SETTLE_MS = 5_000;
 
 async function settleDoomed(lease: CgroupLease, trees: readonly TreeRecord[]): Promise<void> {
   const pids = trees.flatMap((t) => t.processes.map((p) => p.pid));
+  // Frozen first: CRIU thaws the cgroup to seize it, and a task its death let go that the scheduler
+  // has not run yet reads "running" in /proc/PID/syscall, which hides where it stands; frozen, each
+  // task shows its pc. (At load 20 a doomed task was missed that way, and died after the answer.)
+  await lease.freezer.freeze().catch(() => undefined);
   if (!pids.some(leftAtCriuTrap)) return;
   await lease.freezer.thaw().catch(() => undefined);
   const until = Date.now() + DOOMED_SETTLE_MS;

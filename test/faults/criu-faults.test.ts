@@ -358,8 +358,11 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
           [[id, 'failed']],
         );
         const shown = await fake.request('GET', `/v1/checkpoints/${id}`);
-        assert.equal(shown.status, 404, shown.text);
-        assert.match(shown.json.error.message, /failed and has no usable image/);
+        // Shown as what it is: the failure record (its error), never a manifest.
+        assert.equal(shown.status, 200, shown.text);
+        assert.equal(shown.json.status, 'failed', shown.text);
+        assert.equal(shown.json.error?.code, 'ECRIU', shown.text);
+        assert.equal(shown.json.files, undefined, shown.text);
         const restored = await fake.request('POST', `/v1/checkpoints/${id}/restore`, {});
         assert.ok(restored.status >= 400 && restored.status < 500, restored.text);
         assert.deepEqual(await unharmed(fake, w, prior, `fake failure, ${w.cgroup.hierarchy}, prior ${prior}`), []);
