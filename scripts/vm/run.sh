@@ -34,7 +34,7 @@ cd "$(dirname "$0")/../.."
 source scripts/vm/results.sh
 REPO=$(pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
-TIMEOUT=${AGENTD_VM_TIMEOUT:-1500}
+TIMEOUT=${AGENTD_VM_TIMEOUT:-1800}
 MEMORY=${AGENTD_VM_MEMORY:-4096}
 CPUS=${AGENTD_VM_CPUS:-2}
 export AGENTD_VM_CACHE=$CACHE

@@ -23,7 +23,7 @@ export interface HeldTask {
 }
 
 export interface SafeStopOptions {
-  /** Give up waiting for a safe moment after this long and kill anyway: CRIU is taken for hung. */
+  /** Give up waiting for a safe moment once CRIU has made no progress (used no CPU) for this long, and kill anyway: it is taken for hung. */
   readonly hungAfterMs?: number;
   /** How often to look again while CRIU holds tasks. */
   readonly pollMs?: number;
@@ -117,13 +117,21 @@ export async function stopCriuSafely(
   const hungAfter = options.hungAfterMs ?? CRIU_HUNG_AFTER_MS;
   const poll = options.pollMs ?? POLL_MS;
   const started = Date.now();
+  // Hung means no progress: a CRIU that still uses CPU is working (a big dump under software
+  // emulation in the VM guests held its task for over a minute after the stop, and a kill then
+  // cost the task); one that uses none for hungAfter is waiting for something that will not come.
+  // A CRIU busy for ten times as long is taken for hung as well.
+  let ticks = -1;
+  let progressAt = started;
   for (;;) {
     if (options.ended?.()) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
     if (!signalGroup(pgid, 'SIGSTOP') || !(await waitStopped(pgid))) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
     const members = new Set(groupMembers(pgid));
     // A member traced by another member (CRIU run under strace, say) is not a task CRIU dumps.
     const held = tasksTracedBy(members).filter((t) => !members.has(t.pid));
-    const forced = held.length > 0 && Date.now() - started >= hungAfter;
+    const used = [...members].reduce((sum, pid) => sum + (readProcStat(pid)?.cpuTicks ?? 0), 0);
+    if (used !== ticks) [ticks, progressAt] = [used, Date.now()];
+    const forced = held.length > 0 && (Date.now() - progressAt >= hungAfter || Date.now() - started >= 10 * hungAfter);
     if (held.length === 0 || forced) {
       signalGroup(pgid, 'SIGKILL');
       signalGroup(pgid, 'SIGCONT');

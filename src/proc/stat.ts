@@ -17,6 +17,8 @@ export interface ProcStat {
   readonly session: number;
   /** Field 22: start time in clock ticks since boot; tells a recycled pid apart. */
   readonly startTime: number;
+  /** Fields 14 and 15: CPU time used so far, user and system, in clock ticks. */
+  readonly cpuTicks: number;
 }
 
 /** Parses the text of /proc/PID/stat. */
@@ -31,6 +33,7 @@ export function parseProcStat(pid: number, text: string): ProcStat {
     pgrp: Number(fields[2]),
     session: Number(fields[3]),
     startTime: Number(fields[19]),
+    cpuTicks: Number(fields[11]) + Number(fields[12]),
   };
 }
 

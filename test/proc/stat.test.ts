@@ -7,7 +7,7 @@ import { once } from 'node:events';
 import { parseProcStat, readProcStat } from '../../src/proc/index.js';
 
 test('fields are counted after the last parenthesis, whatever the command name holds', () => {
-  const text = '4242 (a b) (c)) S 1 4242 4242 0 -1 4194560 95 0 0 0 0 0 0 0 20 0 1 0 123456 1000 10\n';
+  const text = '4242 (a b) (c)) S 1 4242 4242 0 -1 4194560 95 0 0 0 7 5 0 0 20 0 1 0 123456 1000 10\n';
   assert.deepEqual(parseProcStat(4242, text), {
     pid: 4242,
     comm: 'a b) (c)',
@@ -16,6 +16,7 @@ test('fields are counted after the last parenthesis, whatever the command name h
     pgrp: 4242,
     session: 4242,
     startTime: 123456,
+    cpuTicks: 12,
   });
 });
 
