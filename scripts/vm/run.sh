@@ -24,7 +24,7 @@
 #     dmesg.log, result).
 #
 # Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
-# default 1500: about twice the longest measured run), AGENTD_VM_MEMORY (MiB, default 4096),
+# default 1800: the longest measured run, 1285 s, and room), AGENTD_VM_MEMORY (MiB, default 4096),
 # AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
 # (default /var/tmp/agentd-vm). Through Vagrant, the Vagrantfile's settings apply instead of the
 # memory, CPU and timeout ones (docs/vm.md).
