@@ -90,8 +90,10 @@ for (const hierarchy of HIERARCHIES) {
         await waitAllGone([pid], `xz (${pid}) to be killed`);
         assert.equal(statSync(out).size, partial, 'nothing wrote the output while it was checkpointed');
 
-        const restored = await post(`/v1/checkpoints/${created.body.id}/restore`, {});
+        // It was checkpointed FROZEN, so a plain restore leaves it FROZEN: it is to run on here.
+        const restored = await post(`/v1/checkpoints/${created.body.id}/restore`, { after: 'thawed' });
         assert.equal(restored.status, 200, restored.text);
+        assert.equal(restored.body.state, 'THAWED');
         assert.deepEqual(restored.body.pids, [pid]);
         assert.equal(threadCount(pid), threads, 'the same threads came back');
         await waitAllGone([pid], 'the restored xz to finish');
