@@ -19,6 +19,16 @@ export function openFreezer(cgroup: CgroupRef): Freezer {
   return cgroup.hierarchy === 'v1' ? new V1Freezer(cgroup) : new V2Freezer(cgroup);
 }
 
+/** The cgroup's freezer state now (the freezer opened and closed again). */
+export function freezerStateOf(cgroup: CgroupRef): ReturnType<Freezer['state']> {
+  const freezer = openFreezer(cgroup);
+  try {
+    return freezer.state();
+  } finally {
+    freezer.close();
+  }
+}
+
 /** Opens a freezer, runs fn, and closes the freezer's control files whatever happens. */
 export async function withFreezer<T>(cgroup: CgroupRef, fn: (freezer: Freezer) => Promise<T> | T): Promise<T> {
   const freezer = openFreezer(cgroup);

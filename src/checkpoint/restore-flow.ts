@@ -11,7 +11,7 @@ import {
   backoff,
   createPlanned,
   describeCgroup,
-  openFreezer,
+  freezerStateOf,
   planCgroup,
   removeCreated,
   type CgroupPlan,
@@ -62,13 +62,7 @@ function planTarget(manifest: Manifest, options: RestoreOptions): CgroupPlan {
   const plan = planCgroup(options.cgroup ?? manifest.cgroup, hierarchy);
   const decides = plan.existing ?? plan.ancestor;
   if (decides) {
-    const freezer = openFreezer(decides);
-    let state: string;
-    try {
-      state = freezer.state();
-    } finally {
-      freezer.close();
-    }
+    const state = freezerStateOf(decides);
     if (state !== 'THAWED') {
       const name = describeCgroup(decides);
       throw new AgentError(

@@ -15,7 +15,7 @@ import {
   createPlanned,
   describeCgroup,
   moveToSubCgroup,
-  openFreezer,
+  freezerStateOf,
   planCgroup,
   selfFrozenDescendants,
   subtreeMembers,
@@ -66,13 +66,7 @@ export function planSubCgroups(manifest: Manifest, targetPath: string, hierarchy
   return subCgroupsOf(manifest).map((sub) => {
     const plan = planCgroup(`${targetPath}/${sub}`, hierarchy);
     if (plan.existing) {
-      const freezer = openFreezer(plan.existing);
-      let state: string;
-      try {
-        state = freezer.state();
-      } finally {
-        freezer.close();
-      }
+      const state = freezerStateOf(plan.existing);
       if (state !== 'THAWED') {
         const name = describeCgroup(plan.existing);
         throw new AgentError('EBUSY', `cgroup ${name} is ${state}: CRIU cannot restore into a frozen cgroup; thaw it first`);
