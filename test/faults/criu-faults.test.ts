@@ -289,9 +289,14 @@ describe('CRIU faults through agentd', { skip: hierarchies.length === 0 && 'no f
           const reply = await streaming;
           assert.equal(reply.final?.error?.code, 'EINTR', JSON.stringify(reply.final));
           const calls = readPtraceLog(parkLog);
+          // Let end while it holds the task; or, on a loaded machine where the park ran out first,
+          // killed once it had let the task go (its log then has its PTRACE_DETACH after the park).
+          const killedAfterDetach = /killed it while it held no task/.test(reply.final.error.message);
+          if (killedAfterDetach)
+            assert.ok(calls.slice(when).includes('PTRACE_DETACH'), `${label}: killed before it let go: ${calls.slice(when).join(' ')}`);
           assert.match(
             reply.final.error.message,
-            /was cancelled; let it end first \(exit 0\) and discarded its result: it held the tasks it dumps/,
+            /was cancelled; (let it end first \(exit 0\) and discarded its result: it held the tasks it dumps|killed it while it held no task)/,
             `${label}: parked at call ${parkedAtStop} when SIGTERM was sent; answer after ${Date.now() - stoppedAt} ms; CRIU made ${calls.length} ptrace calls in all, the last ${calls.slice(-4).join(' ')}; agentd's log: ${running.log.split('\n').slice(-8).join(' | ')}`,
           );
         } else {
