@@ -87,7 +87,8 @@ export function agentError(status: number, body: unknown): AgentError {
   return new AgentError('EIO', `agentd answered HTTP ${status} without an error description`);
 }
 
-function readAll(res: IncomingMessage): Promise<string> {
+/** The whole body of a response, as text. */
+export function readAll(res: IncomingMessage): Promise<string> {
   return new Promise((resolve, reject) => {
     let text = '';
     res.setEncoding('utf8');

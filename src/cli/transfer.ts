@@ -7,20 +7,10 @@ import { request as httpRequest, type ClientRequest, type IncomingMessage } from
 import type { Readable, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { AgentError } from '../errors/index.js';
-import { agentError, unreachable, type ClientOptions } from './client.js';
-
-function readText(res: IncomingMessage): Promise<string> {
-  return new Promise((resolve, reject) => {
-    let text = '';
-    res.setEncoding('utf8');
-    res.on('data', (chunk: string) => (text += chunk));
-    res.on('end', () => resolve(text));
-    res.on('error', reject);
-  });
-}
+import { agentError, readAll, unreachable, type ClientOptions } from './client.js';
 
 async function failure(res: IncomingMessage): Promise<AgentError> {
-  const text = await readText(res).catch(() => '');
+  const text = await readAll(res).catch(() => '');
   let body: unknown;
   try {
     body = JSON.parse(text);
@@ -111,7 +101,7 @@ export function upload(
       answered = true;
       input.unpipe(req);
       input.destroy();
-      void readText(res)
+      void readAll(res)
         .then((text) => {
           let body: unknown;
           try {
