@@ -8,33 +8,19 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { join } from 'node:path';
-import { anyHierarchy, CGEXEC, HIERARCHIES, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
+import { anyHierarchy, HIERARCHIES, pidAlive, unavailable, waitUntil } from '../helpers/lab.js';
 import { api, startAgent, withAgent } from '../daemon/agent.js';
-import { attach, isAttached, type Attached } from './client.js';
+import { attach, isAttached, startLineReader, type Attached } from './client.js';
 
 const { lab, agent } = withAgent('attach-api');
 
 // The job's own environment: nothing of the runner's changes what it prints.
-const JOB_ENV = { PATH: '/usr/bin:/bin', HOME: '/root', TERM: 'dumb', LANG: 'C.UTF-8' };
 
 for (const hierarchy of HIERARCHIES) {
   describe(`a shell job through the API, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
     test('checkpoint --after killed warns; restore without attach is refused; with attach: keys, output, resize, detach, re-attach, exit', async () => {
-      const { spawn } = await import('node-pty');
       const cgroup = lab.cgroup(hierarchy, 'job');
-      const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'bash', workload('line-reader.sh')], {
-        cols: 80,
-        rows: 24,
-        env: JOB_ENV,
-      });
-      lab.track(original.pid);
-      let before = '';
-      original.onData((d) => (before += d));
-      await waitUntil('the job to be ready', () => before.includes('ready'), 20_000);
-      original.write('one\r');
-      await waitUntil('the job to answer', () => before.includes('line 1: one'), 20_000);
-      const [pid] = await lab.waitForProcesses(cgroup, 1);
+      const { pid, pty: original } = await startLineReader(lab, cgroup, 'one');
 
       const made = await api(agent.socket, 'POST', '/v1/checkpoints', {
         body: { cgroup: cgroup.path, hierarchy, shellJob: true, after: 'killed' },
@@ -138,21 +124,11 @@ for (const hierarchy of HIERARCHIES) {
 }
 
 test('agentd stopping while a client is attached: the client is told, the agent exits 0, the job loses its terminal', async () => {
-  const { spawn } = await import('node-pty');
   const hierarchy = anyHierarchy();
   const own = await startAgent(lab);
   try {
     const cgroup = lab.cgroup(hierarchy, 'stopping');
-    const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'bash', workload('line-reader.sh')], {
-      cols: 80,
-      rows: 24,
-      env: JOB_ENV,
-    });
-    lab.track(original.pid);
-    let before = '';
-    original.onData((d) => (before += d));
-    await waitUntil('the job to be ready', () => before.includes('ready'), 20_000);
-    const [pid] = await lab.waitForProcesses(cgroup, 1);
+    const { pid, pty: original } = await startLineReader(lab, cgroup);
     const made = await api(own.socket, 'POST', '/v1/checkpoints', {
       body: { cgroup: cgroup.path, hierarchy, shellJob: true, after: 'killed' },
     });

@@ -9,14 +9,12 @@
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { join } from 'node:path';
 import type { IPty } from 'node-pty';
-import { anyHierarchy, CGEXEC, pidAlive, waitUntil, workload } from '../helpers/lab.js';
+import { anyHierarchy, pidAlive, waitUntil } from '../helpers/lab.js';
 import { AGENTCTL, agentctl, api, withAgent } from '../daemon/agent.js';
+import { startLineReader } from './client.js';
 
 const { lab, agent } = withAgent('attach-cli');
-
-const JOB_ENV = { PATH: '/usr/bin:/bin', HOME: '/root', TERM: 'dumb', LANG: 'C.UTF-8' };
 
 /** agentctl on a terminal of its own, as an operator types it; everything it shows, stdout and stderr. */
 async function onTerminal(args: string[], size: { cols: number; rows: number }) {
@@ -54,21 +52,9 @@ async function waitForSize(cgroup: string, hierarchy: string, cols: number, rows
 }
 
 test('agentctl: checkpoint --shell-job --after killed warns; restore --attach, keys, resize, Ctrl-] detach, attach, exit', async () => {
-  const { spawn } = await import('node-pty');
   const hierarchy = anyHierarchy();
   const cgroup = lab.cgroup(hierarchy, 'job');
-  const original = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'bash', workload('line-reader.sh')], {
-    cols: 80,
-    rows: 24,
-    env: JOB_ENV,
-  });
-  lab.track(original.pid);
-  let before = '';
-  original.onData((d) => (before += d));
-  await waitUntil('the job to be ready', () => before.includes('ready'), 20_000);
-  original.write('one\r');
-  await waitUntil('the job to answer', () => before.includes('line 1: one'), 20_000);
-  const [pid] = await lab.waitForProcesses(cgroup, 1);
+  const { pid, pty: original } = await startLineReader(lab, cgroup, 'one');
 
   const sock = ['--socket', agent.socket];
   const made = await agentctl([...sock, 'checkpoint', cgroup.path, '--hierarchy', hierarchy, '--shell-job', '--after', 'killed', '--json']);

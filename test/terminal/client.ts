@@ -4,7 +4,9 @@
 import { request } from 'node:http';
 import type { Socket } from 'node:net';
 import { DETACH, EVENT, frame, FrameReader, INPUT, OUTPUT, resizeFrame } from '../../src/terminal/index.js';
-import { waitUntil } from '../helpers/lab.js';
+import { join } from 'node:path';
+import type { IPty } from 'node-pty';
+import { CGEXEC, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 import type { Json } from '../helpers/json.js';
 
 export interface Attached {
@@ -83,4 +85,26 @@ export function attach(socket: string, query: Record<string, string>, headers: R
 
 export function isAttached(value: Attached | Refused): value is Attached {
   return 'conn' in value;
+}
+
+const JOB_ENV = { PATH: '/usr/bin:/bin', HOME: '/root', TERM: 'dumb', LANG: 'C.UTF-8' };
+
+/**
+ * The shell job the attach tests checkpoint: bash reading lines (fixtures/workloads/line-reader.sh)
+ * on an 80x24 node-pty terminal of its own, in `cgroup`, ready; with `firstLine`, that line typed
+ * and answered already. The caller kills the terminal.
+ */
+export async function startLineReader(lab: Lab, cgroup: TestCgroup, firstLine?: string): Promise<{ pid: number; pty: IPty }> {
+  const { spawn } = await import('node-pty');
+  const pty = spawn(CGEXEC, [join(cgroup.dir, 'cgroup.procs'), 'bash', workload('line-reader.sh')], { cols: 80, rows: 24, env: JOB_ENV });
+  lab.track(pty.pid);
+  let output = '';
+  pty.onData((d) => (output += d));
+  await waitUntil('the job to be ready', () => output.includes('ready'), 20_000);
+  if (firstLine !== undefined) {
+    pty.write(`${firstLine}\r`);
+    await waitUntil('the job to answer', () => output.includes(`line 1: ${firstLine}`), 20_000);
+  }
+  const [pid] = await lab.waitForProcesses(cgroup, 1);
+  return { pid, pty };
 }
