@@ -150,8 +150,9 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   const subPlans = planSubCgroups(manifest, plan.path, plan.hierarchy);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const warnings = await checkHost(ctx, manifest, dir, options, timeoutMs, hooks.signal);
-  // In a new namespace the saved pids are free by construction.
-  if (pidNamespace === 'host') await waitForSavedPids(manifest, progress, { signal: hooks.signal });
+  // In a new namespace the saved pids are free by construction. A caller that gave a timeout lets
+  // zombies hold the pids that long; otherwise the wait has its own bound (./pid-holders.ts).
+  if (pidNamespace === 'host') await waitForSavedPids(manifest, progress, { signal: hooks.signal, waitMs: options.timeoutMs });
 
   const { ref: target, created } = createPlanned(plan);
   const name = describeCgroup(target);

@@ -43,7 +43,9 @@ function rssKiB(pid: number): number {
 /** A process holding `mib` MiB of touched memory (one memset): its dump takes long enough to interrupt. */
 async function bigMemory(hierarchy: 'v1' | 'v2', name: string, mib: number): Promise<{ cgroup: TestCgroup; pid: number }> {
   const cgroup = lab.cgroup(hierarchy, name);
-  lab.spawnIn(cgroup, 'perl', ['-e', `my $x = "U" x (${mib} << 20); sleep 100000`]);
+  // Sleeps in a loop: a dump that leaves its task running ends the task's sleep early, as a signal
+  // would (docs/criu.md), and a single `sleep 100000` would then end the workload.
+  lab.spawnIn(cgroup, 'perl', ['-e', `my $x = "U" x (${mib} << 20); 1 while sleep 1`]);
   const [pid] = await lab.waitForProcesses(cgroup, 1);
   await waitUntil(`${mib} MiB to be resident`, () => rssKiB(pid) >= mib * 1024, 60_000);
   return { cgroup, pid };
@@ -181,8 +183,10 @@ test('while a restore runs (waiting for a zombie to free its pid), `agentctl del
 
   let onWait!: () => void;
   const waiting = new Promise<void>((resolve) => (onWait = resolve));
+  // The zombie is waited for as long as the restore's timeout (30 s without one): long enough for
+  // the agentctl below, which took over 30 s to start in a loaded VM guest.
   const restoring = api(agent.socket, 'POST', `/v1/checkpoints/${id}/restore`, {
-    body: {},
+    body: { timeoutMs: 600_000 },
     headers: { Accept: 'application/x-ndjson', 'X-Request-Id': 'restore-in-use-1' },
     onLine: (line) => line.stage === 'pids' && onWait(),
   });
@@ -319,7 +323,7 @@ describe('cancellation', () => {
     assert.equal(last.error.code, 'EINTR');
     assert.equal(last.status, 503);
     assert.equal(kernelState(cgroup), 'THAWED', 'back to its prior state');
-    assert.ok(pidAlive(pid), 'its process is alive');
+    assert.ok(pidAlive(pid), `its process is alive; the stream: ${res.text}\nthe agent's log:\n${own.log()}`);
     assert.deepEqual(lab.pidsOf(cgroup), [pid]);
     assert.ok(flockFree(lockFileOf(own, cgroup)), 'the lock is free');
     assert.match(own.log(), /agentd stopping reason=SIGTERM operations=1/);
