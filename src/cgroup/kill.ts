@@ -49,7 +49,11 @@ export function sigkill(pids: readonly number[]): void {
  * gone; true if they are. A frozen cgroup is thawed after the kills: a v1-frozen task takes its
  * SIGKILL only once thawed, and whoever calls this undoes an operation that froze the cgroup itself.
  */
-export async function killListed(freezer: Freezer, pids: readonly number[], timeoutMs: number = DEFAULT_FREEZE_TIMEOUT_MS): Promise<boolean> {
+export async function killListed(
+  freezer: Freezer,
+  pids: readonly number[],
+  timeoutMs: number = DEFAULT_FREEZE_TIMEOUT_MS,
+): Promise<boolean> {
   const deadline = Date.now() + timeoutMs;
   sigkill(pids);
   if (freezer.state() !== 'THAWED') await freezer.thaw();

@@ -228,7 +228,9 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
         id: `tree-${tree.index}`,
         restore: async (signal: AbortSignal) => {
           progress({ stage: 'restore', tree: tree.index + 1, trees: manifest.trees.length });
-          lease.update({ restoringTree: { index: tree.index, pids: where.mode === 'host' ? tree.processes.map((p) => p.pid) : [], notBefore } });
+          lease.update({
+            restoringTree: { index: tree.index, pids: where.mode === 'host' ? tree.processes.map((p) => p.pid) : [], notBefore },
+          });
           const treeWork = join(work, `tree-${tree.index}`);
           mkdirSync(treeWork);
           const common = {

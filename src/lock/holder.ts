@@ -3,7 +3,14 @@
 import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
 import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
-import { PHASE_CHECKPOINTING, PHASE_FINISHED, type LockHolder, type LockOperation, type RecordedProcess, type RestoringTree } from './types.js';
+import {
+  PHASE_CHECKPOINTING,
+  PHASE_FINISHED,
+  type LockHolder,
+  type LockOperation,
+  type RecordedProcess,
+  type RestoringTree,
+} from './types.js';
 
 const OPERATIONS: readonly LockOperation[] = ['freeze', 'thaw', 'checkpoint', 'restore', 'kill'];
 const STATES = ['THAWED', 'FREEZING', 'FROZEN'];

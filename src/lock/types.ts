@@ -36,7 +36,10 @@ export interface RestoringTree {
 }
 
 /** The fields a holder may rewrite with CgroupLease.update(). */
-export type UpdatableFields = Pick<LockHolder, 'phase' | 'priorState' | 'imageDir' | 'restoredProcesses' | 'restoringTree' | 'createdCgroups' | 'workDir'>;
+export type UpdatableFields = Pick<
+  LockHolder,
+  'phase' | 'priorState' | 'imageDir' | 'restoredProcesses' | 'restoringTree' | 'createdCgroups' | 'workDir'
+>;
 
 /** What a lock file records about its holder. */
 export interface LockHolder {

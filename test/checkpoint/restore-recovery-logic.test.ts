@@ -23,7 +23,12 @@ function record(fields: Partial<LockHolder>): LockHolder {
 }
 
 function table(rows: [pid: number, startTime: number, state?: string][]): (pid: number) => ProcStat | undefined {
-  const byPid = new Map(rows.map(([pid, startTime, state]) => [pid, { pid, comm: 'x', state: state ?? 'T', ppid: 1, pgrp: pid, session: pid, startTime, cpuTicks: 0 }]));
+  const byPid = new Map(
+    rows.map(([pid, startTime, state]) => [
+      pid,
+      { pid, comm: 'x', state: state ?? 'T', ppid: 1, pgrp: pid, session: pid, startTime, cpuTicks: 0 },
+    ]),
+  );
   return (pid) => byPid.get(pid);
 }
 

@@ -97,11 +97,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.deepEqual(record.restoringTree?.index, 1);
       const tree1: number[] = trees[0].processes.map((p: Json) => p.pid);
       const tree2: number[] = trees[1].processes.map((p: Json) => p.pid);
-      assert.deepEqual(
-        sortNum(record.restoredProcesses.map((p: Json) => p.pid)),
-        sortNum(tree1),
-        "tree 1's processes recorded",
-      );
+      assert.deepEqual(sortNum(record.restoredProcesses.map((p: Json) => p.pid)), sortNum(tree1), "tree 1's processes recorded");
       for (const p of record.restoredProcesses) {
         assert.equal(readProcStat(p.pid)?.startTime, p.startTime, `pid ${p.pid}'s start time recorded`);
         assert.equal(processState(p.pid), 'T', `restored process ${p.pid} is stopped`);
