@@ -134,7 +134,7 @@ async function undoRestore(control: CgroupControl, record: LockHolder, found: st
   const id = record.imageDir ? basename(record.imageDir) : undefined;
   const what = [
     kill.length > 0
-      ? `killed its ${kill.length} restored process${kill.length === 1 ? '' : 'es'} (${list(kill)}), never started${allGone ? '' : ', but not all were gone 10 s later'}`
+      ? `killed its ${kill.length} restored process${kill.length === 1 ? '' : 'es'} (${list(kill)})${record.phase === RESTORE_PHASE_RESTORING ? ', none had run yet' : ''}${allGone ? '' : ', but not all were gone 10 s later'}`
       : 'no restored process was left',
     ...(gone.length > 0 ? [`${gone.length} recorded (${list(gone)}) had ended already or are other processes now`] : []),
     ...(removed.length > 0 ? [`removed the cgroup${removed.length === 1 ? '' : 's'} it made (${removed.join(', ')})`] : []),
