@@ -10,6 +10,7 @@ export { DEFAULT_FREEZE_TIMEOUT_MS } from './types.js';
 export { controllerOf, discoverMounts, parseMountinfo, type CgroupMounts, type CgroupMode } from './mounts.js';
 export { resolveCgroup, describeCgroup, type ResolveOptions } from './resolve.js';
 export { backoff, waitForPidsGone } from './timing.js';
+export { killListed, sigkill } from './kill.js';
 export { cgroupOfProcess } from './own-cgroup.js';
 export { createPlanned, planCgroup, removeCreated, type CgroupPlan } from './create.js';
 export { joinCgroupsOf } from './join.js';

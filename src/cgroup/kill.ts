@@ -4,7 +4,7 @@
 import { AgentError } from '../errors/index.js';
 import { subtreePids } from './ancestry.js';
 import { backoff, waitForPidsGone } from './timing.js';
-import { DEFAULT_FREEZE_TIMEOUT_MS, type CgroupRef } from './types.js';
+import { DEFAULT_FREEZE_TIMEOUT_MS, type CgroupRef, type Freezer } from './types.js';
 
 /**
  * Repeats `killOnce` over the processes of the cgroup and its descendants until none is left (tasks
@@ -42,4 +42,20 @@ export function sigkill(pids: readonly number[]): void {
       // Already gone.
     }
   }
+}
+
+/**
+ * Kills the listed processes of a cgroup's subtree (not the rest of it) and waits until they are
+ * gone; true if they are. A frozen cgroup is thawed after the kills: a v1-frozen task takes its
+ * SIGKILL only once thawed, and whoever calls this undoes an operation that froze the cgroup itself.
+ */
+export async function killListed(
+  freezer: Freezer,
+  pids: readonly number[],
+  timeoutMs: number = DEFAULT_FREEZE_TIMEOUT_MS,
+): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  sigkill(pids);
+  if (freezer.state() !== 'THAWED') await freezer.thaw();
+  return waitForPidsGone([...pids], deadline);
 }

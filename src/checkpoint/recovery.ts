@@ -2,13 +2,18 @@
 // nobody holds whose record is not finished (the kernel dropped the flock with the dead holder; a
 // holder that lives removes its file when it releases it), `.partial-*` image directories and the
 // `.deleting-*` ones of deletes cut short (in every image root). Cgroups go back to the state the
-// record says they had.
+// record says they had. A restore cut short is undone (docs/restart.md): its orphaned CRIU is ended,
+// the processes it had restored (all still stopped, or frozen) are killed, and the cgroups it made
+// are removed; the checkpoint itself was only read, so it stays good to restore again.
 
-import { rmSync } from 'node:fs';
-import { resolve } from 'node:path';
+import { existsSync, readdirSync, realpathSync, rmSync } from 'node:fs';
+import { basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { resolveCgroup, type CgroupRef } from '../cgroup/index.js';
+import { backoff, killListed, removeCreated, resolveCgroup, sigkill, waitForPidsGone, type CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl, LockHolder } from '../lock/index.js';
+import { removeCgroupYards } from '../criu/index.js';
+import { readMountinfo, readProcStat, type ProcStat } from '../proc/index.js';
+import { RESTORE_PHASE_RESTORING, RESTORE_PHASE_STARTING } from './restore-flow.js';
 import { endOrphanedCriu } from './orphans.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import { removeTree, type ImageStore } from './image-store.js';
@@ -16,9 +21,134 @@ import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.j
 
 type RecoveredCgroup = RecoveryReport['cgroups'][number];
 
+// How long killed processes get to be gone, and emptied cgroups to become removable.
+const KILL_WAIT_MS = 10_000;
+const RMDIR_WAIT_MS = 5_000;
+
+/**
+ * Whether a record is a restore that had not started its processes: its trees were being restored
+ * (every process so far stopped) or being put back and started. Such a restore is undone. Past
+ * that (RESTORED), or with no record of its progress (an older agentd, or the instant between the
+ * lease and its first record), the general rules apply: it is left as it is.
+ */
+export function isUnfinishedRestore(record: LockHolder): boolean {
+  return record.operation === 'restore' && (record.phase === RESTORE_PHASE_RESTORING || record.phase === RESTORE_PHASE_STARTING);
+}
+
+/** The processes an unfinished restore left: those still its own (to kill), and those recorded but gone. */
+export interface RestoreLeftovers {
+  readonly kill: number[];
+  readonly gone: number[];
+}
+
+/**
+ * Which recorded processes are still the restore's, judged by their stat (a ProcStat reader, so the
+ * rule can be tested on its own): a restored process only with the start time recorded for it (a
+ * pid freed and taken since by someone else is not ours); one of the tree being restored, which had
+ * no start time to record yet, only if it started after the agent did (`notBefore`). Zombies are
+ * dead already.
+ */
+export function restoreLeftovers(record: LockHolder, statOf: (pid: number) => ProcStat | undefined): RestoreLeftovers {
+  const kill: number[] = [];
+  const gone: number[] = [];
+  const judge = (pid: number, ours: (startTime: number) => boolean) => {
+    if (kill.includes(pid) || gone.includes(pid)) return;
+    const stat = statOf(pid);
+    (stat !== undefined && stat.state !== 'Z' && ours(stat.startTime) ? kill : gone).push(pid);
+  };
+  for (const p of record.restoredProcesses ?? []) judge(p.pid, (t) => t === p.startTime);
+  const tree = record.restoringTree;
+  for (const pid of tree?.pids ?? []) judge(pid, (t) => t >= tree!.notBefore);
+  return { kill, gone };
+}
+
+/** Removes the cgroups a restore made, innermost first, waiting a little for killed tasks to leave them; those left. */
+async function removeEmptied(created: readonly string[]): Promise<string[]> {
+  const deadline = Date.now() + RMDIR_WAIT_MS;
+  for (let attempt = 0; ; attempt++) {
+    removeCreated(created);
+    const left = created.filter((dir) => existsSync(dir));
+    if (left.length === 0 || Date.now() >= deadline) return left;
+    await backoff(attempt);
+  }
+}
+
+const list = (pids: readonly number[]) => pids.join(', ');
+
+/**
+ * Clears a dead restore's scratch directory: the cgroup yards its killed CRIU left mounted in each
+ * tree's work dir, then the directory itself, unless something is still mounted below it. Only a
+ * directory under the run directory (where scratchDir makes them) is touched. Says what was done.
+ */
+async function clearWorkDir(control: CgroupControl, workDir: string): Promise<string | undefined> {
+  const runDir = resolve(control.runDir);
+  const dir = resolve(workDir);
+  if (!dir.startsWith(runDir + '/') || !existsSync(dir)) return undefined;
+  let entries: string[] = [];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    // unreadable: left for the check below
+  }
+  const yards: string[] = [];
+  for (const entry of entries) yards.push(...(await removeCgroupYards(join(dir, entry))));
+  const real = realpathSync(dir);
+  if (readMountinfo().some((m) => m.mountPoint.startsWith(real + '/'))) return `left its work dir ${dir}: something is still mounted in it`;
+  rmSync(dir, { recursive: true, force: true });
+  return yards.length > 0 ? `unmounted the cgroup yard${yards.length === 1 ? '' : 's'} its CRIU left and removed its work dir` : undefined;
+}
+
+/** Undoes a restore cut short (isUnfinishedRestore): nothing it made is left, and the report says what was found and done. */
+async function undoRestore(control: CgroupControl, record: LockHolder, found: string): Promise<RecoveredCgroup> {
+  const base = { cgroup: record.cgroup, hierarchy: record.hierarchy };
+  // Its CRIU first: one still at work may make more processes (a CRIU holding its tasks is let
+  // finish, then they are killed with the rest).
+  const orphan = record.imageDir ? await endOrphanedCriu(record.imageDir) : undefined;
+  if (orphan) found = `${found}; ${orphan}`;
+  const { kill, gone } = restoreLeftovers(record, readProcStat);
+  let ref: CgroupRef | undefined;
+  try {
+    ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });
+  } catch {
+    // Gone with its subtree: nothing restored can be frozen in it.
+  }
+  let allGone: boolean;
+  if (ref) {
+    const lease = control.lease(ref, { requestId: `recover-${randomBytes(3).toString('hex')}`, operation: 'restore' });
+    try {
+      // The restore took a THAWED cgroup (restore-flow.ts refuses any other) and froze it only to
+      // start its processes: thawing it after the kills puts it back as it was.
+      allGone = await killListed(lease.freezer, kill, KILL_WAIT_MS);
+    } finally {
+      lease.release();
+    }
+  } else {
+    sigkill(kill);
+    allGone = await waitForPidsGone(kill, Date.now() + KILL_WAIT_MS);
+    control.forgetStale(record);
+  }
+  const work = record.workDir ? await clearWorkDir(control, record.workDir) : undefined;
+  const created = record.createdCgroups ?? [];
+  const left = await removeEmptied(created);
+  const removed = created.filter((dir) => !left.includes(dir));
+  const id = record.imageDir ? basename(record.imageDir) : undefined;
+  const what = [
+    kill.length > 0
+      ? `killed its ${kill.length} restored process${kill.length === 1 ? '' : 'es'} (${list(kill)})${record.phase === RESTORE_PHASE_RESTORING ? ', none had run yet' : ''}${allGone ? '' : ', but not all were gone 10 s later'}`
+      : 'no restored process was left',
+    ...(gone.length > 0 ? [`${gone.length} recorded (${list(gone)}) had ended already or are other processes now`] : []),
+    ...(removed.length > 0 ? [`removed the cgroup${removed.length === 1 ? '' : 's'} it made (${removed.join(', ')})`] : []),
+    ...(left.length > 0 ? [`could not remove ${left.join(', ')} (not empty)`] : []),
+    ...(work ? [work] : []),
+    ...(id ? [`checkpoint ${id} is unchanged and can be restored again`] : []),
+  ];
+  return { ...base, found, action: `undid the restore: ${what.join('; ')}` };
+}
+
 async function recoverOne(control: CgroupControl, record: LockHolder): Promise<RecoveredCgroup> {
   const base = { cgroup: record.cgroup, hierarchy: record.hierarchy };
   let found = `an interrupted ${record.operation} (agent pid ${record.pid}, request ${record.requestId}, phase ${record.phase}, since ${record.since})`;
+  if (isUnfinishedRestore(record)) return undoRestore(control, record, found);
   let ref: CgroupRef;
   try {
     ref = resolveCgroup(record.cgroup, { hierarchy: record.hierarchy });

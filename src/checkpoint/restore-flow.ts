@@ -17,7 +17,7 @@ import {
   type CgroupPlan,
   type Freezer,
 } from '../cgroup/index.js';
-import type { CgroupLease } from '../lock/index.js';
+import type { CgroupLease, RecordedProcess } from '../lock/index.js';
 import { startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
@@ -31,6 +31,25 @@ import { checkCompat } from './compat.js';
 import { hostPlacement, newNamespacePlacement, type PidPlacement } from './pid-placement.js';
 
 const DEFAULT_TIMEOUT_MS = 5 * 60_000;
+
+/**
+ * Where a restore stands, in its lock record (src/lock), for the recovery of an agent that dies in
+ * the middle (./recovery.ts, docs/restart.md): RESTORING while CRIU restores the trees one by one
+ * (every process so far is stopped), STARTING from the moment they are put back in their cgroups
+ * and started, RESTORED once all have been started. A record found in one of the first two is
+ * undone; one in the last is left alone, as is a restore whose lease was released.
+ */
+export const RESTORE_PHASE_RESTORING = 'restoring';
+export const RESTORE_PHASE_STARTING = 'starting';
+export const RESTORE_PHASE_RESTORED = 'restored';
+
+/** The processes as the lock record names them: host pid and start time (field 22 of /proc/PID/stat). */
+function recorded(pids: readonly number[]): RecordedProcess[] {
+  return pids.flatMap((pid) => {
+    const stat = readProcStat(pid);
+    return stat ? [{ pid, startTime: stat.startTime }] : [];
+  });
+}
 
 /** A pty a --shell-job tree was restored onto; the caller owns it (its output, its input). */
 export interface RestoredTerminal {
@@ -164,6 +183,16 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     removeCreated(created);
     throw err;
   }
+  // Written in the same synchronous step as the lease: from here on a dead agent's record names
+  // the image (for its orphaned CRIU) and the cgroups to take back.
+  const restored: RecordedProcess[] = [];
+  try {
+    lease.update({ phase: RESTORE_PHASE_RESTORING, imageDir: dir, createdCgroups: created, restoredProcesses: restored });
+  } catch (err) {
+    lease.release();
+    removeCreated(created);
+    throw err;
+  }
   let workDir: string | undefined;
   let succeeded = false;
   let placement: PidPlacement | undefined;
@@ -177,13 +206,31 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     }
     workDir = ctx.control.scratchDir(`restore-${id}-`);
     const work = workDir;
+    // CRIU mounts a cgroup yard in each tree's work dir and a killed CRIU leaves it mounted
+    // (src/criu/restore.ts): recovery clears it.
+    lease.update({ workDir });
     const cgroupsOf = (tree: TreeRecord) => treeCgroups(tree, target.path !== manifest.cgroup ? target : undefined);
     const where = (placement = pidNamespace === 'new' ? await newNamespacePlacement(hooks.signal) : hostPlacement());
+    // A new namespace's init is the restore's too: killing it ends everything restored inside.
+    if (where.namespaceInit !== undefined) {
+      restored.push(...recorded([where.namespaceInit]));
+      lease.update({ restoredProcesses: restored });
+    }
+    // The lower bound on the start time of what CRIU makes for a tree, before it has a start time to
+    // record: this agent's own (every such process is started after it).
+    const notBefore = readProcStat(process.pid)?.startTime ?? 0;
+    const record = (tree: TreeRecord) => {
+      restored.push(...recorded(where.processes([tree]).map((p) => p.pid)));
+      lease.update({ restoredProcesses: restored });
+    };
     await restoreInOrder(
       manifest.trees.map((tree) => ({
         id: `tree-${tree.index}`,
         restore: async (signal: AbortSignal) => {
           progress({ stage: 'restore', tree: tree.index + 1, trees: manifest.trees.length });
+          lease.update({
+            restoringTree: { index: tree.index, pids: where.mode === 'host' ? tree.processes.map((p) => p.pid) : [], notBefore },
+          });
           const treeWork = join(work, `tree-${tree.index}`);
           mkdirSync(treeWork);
           const common = {
@@ -198,12 +245,17 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
             timeoutMs,
             signal,
           };
-          if (!shellJob) return where.restoreTree(common);
+          if (!shellJob) {
+            const done = await where.restoreTree(common);
+            record(tree);
+            return done;
+          }
           const restored = await startCriuRestoreOnTerminal(common);
           foregroundCriu.push(restored.exited);
           // A foreground CRIU writes its pidfile before it stops the tree: a SIGCONT sent before
           // that stop would be lost and leave the tree stopped for good.
           await waitUntilStopped(tree, timeoutMs);
+          record(tree);
           hooks.onTerminal?.({
             tree: tree.index,
             pid: restored.pid,
@@ -220,6 +272,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     );
     const processes = where.processes(manifest.trees);
     const pids = processes.map((p) => p.pid);
+    lease.update({ phase: RESTORE_PHASE_STARTING });
     // Saved pid -> host pid: the same in the host's namespace, not in a new one.
     const savedToHost = new Map(manifest.trees.flatMap((t) => t.processes).map((p, i) => [p.pid, pids[i]]));
     try {
@@ -242,6 +295,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     where.settle(pids[0]);
     const state = restoredState(manifest, options.after);
     await startTogether(lease.freezer, pids, state);
+    lease.update({ phase: RESTORE_PHASE_RESTORED });
     succeeded = true;
     progress({ stage: 'done' });
     return {

@@ -3,7 +3,14 @@
 import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
 import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
-import { PHASE_CHECKPOINTING, PHASE_FINISHED, type LockHolder, type LockOperation } from './types.js';
+import {
+  PHASE_CHECKPOINTING,
+  PHASE_FINISHED,
+  type LockHolder,
+  type LockOperation,
+  type RecordedProcess,
+  type RestoringTree,
+} from './types.js';
 
 const OPERATIONS: readonly LockOperation[] = ['freeze', 'thaw', 'checkpoint', 'restore', 'kill'];
 const STATES = ['THAWED', 'FREEZING', 'FROZEN'];
@@ -49,7 +56,34 @@ export function parseHolder(text: string, lockFile: string): LockHolder | undefi
   if (typeof r.priorState === 'string' && STATES.includes(r.priorState)) holder.priorState = r.priorState as LockHolder['priorState'];
   if (typeof r.imageDir === 'string') holder.imageDir = r.imageDir;
   if (typeof r.checkpointingSince === 'string') holder.checkpointingSince = r.checkpointingSince;
+  // A restore's progress (src/checkpoint/restore-flow.ts): kept only when well formed, since recovery
+  // kills what it names.
+  if (Array.isArray(r.restoredProcesses) && r.restoredProcesses.every(isRecordedProcess)) holder.restoredProcesses = r.restoredProcesses;
+  if (isRestoringTree(r.restoringTree)) holder.restoringTree = r.restoringTree;
+  if (Array.isArray(r.createdCgroups) && r.createdCgroups.every((d) => typeof d === 'string' && d.startsWith('/'))) {
+    holder.createdCgroups = r.createdCgroups as string[];
+  }
+  if (typeof r.workDir === 'string' && r.workDir.startsWith('/')) holder.workDir = r.workDir;
   return holder;
+}
+
+const isPid = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
+
+function isRecordedProcess(v: unknown): v is RecordedProcess {
+  const p = v as Partial<RecordedProcess> | null;
+  return typeof p === 'object' && p !== null && isPid(p.pid) && Number.isSafeInteger(p.startTime);
+}
+
+function isRestoringTree(v: unknown): v is RestoringTree {
+  const t = v as Partial<RestoringTree> | null;
+  return (
+    typeof t === 'object' &&
+    t !== null &&
+    Number.isSafeInteger(t.index) &&
+    Array.isArray(t.pids) &&
+    t.pids.every(isPid) &&
+    Number.isSafeInteger(t.notBefore)
+  );
 }
 
 /**

@@ -13,4 +13,7 @@ export type {
   CheckpointHold,
   LockHolder,
   LockOperation,
+  RecordedProcess,
+  RestoringTree,
+  UpdatableFields,
 } from './types.js';

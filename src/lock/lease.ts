@@ -16,6 +16,7 @@ import {
   type CheckpointHold,
   type LockHolder,
   type LockOperation,
+  type UpdatableFields,
 } from './types.js';
 import { FreezerWatch } from './watch.js';
 
@@ -100,12 +101,16 @@ export class Lease implements CgroupLease {
     return this.fd === undefined;
   }
 
-  update(fields: Partial<Pick<LockHolder, 'phase' | 'priorState' | 'imageDir'>>): void {
+  update(fields: Partial<UpdatableFields>): void {
     const fd = this.openFd();
     const next = { ...this.current };
     if (fields.phase !== undefined) next.phase = fields.phase;
     if (fields.priorState !== undefined) next.priorState = fields.priorState;
     if (fields.imageDir !== undefined) next.imageDir = fields.imageDir;
+    if (fields.restoredProcesses !== undefined) next.restoredProcesses = fields.restoredProcesses;
+    if (fields.restoringTree !== undefined) next.restoringTree = fields.restoringTree;
+    if (fields.createdCgroups !== undefined) next.createdCgroups = fields.createdCgroups;
+    if (fields.workDir !== undefined) next.workDir = fields.workDir;
     writeRecord(fd, this.lockFile, next);
     this.current = next;
   }

@@ -18,6 +18,29 @@ export const PHASE_CHECKPOINTING = 'checkpointing';
 export const PHASE_CHECKPOINT_ENDED = 'checkpoint-ended';
 export const PHASE_FINISHED = 'finished';
 
+/** A process as a lock record names it: its pid and /proc/PID/stat field 22 (start time in clock ticks since boot). */
+export interface RecordedProcess {
+  pid: number;
+  startTime: number;
+}
+
+/**
+ * A tree whose `criu restore` is running: its processes' host pids (saved pids, in the host's PID
+ * namespace; empty in a new one, whose init is recorded as a restored process instead) and a lower
+ * bound on their start time (the agent's own), since they have none to record before CRIU makes them.
+ */
+export interface RestoringTree {
+  index: number;
+  pids: number[];
+  notBefore: number;
+}
+
+/** The fields a holder may rewrite with CgroupLease.update(). */
+export type UpdatableFields = Pick<
+  LockHolder,
+  'phase' | 'priorState' | 'imageDir' | 'restoredProcesses' | 'restoringTree' | 'createdCgroups' | 'workDir'
+>;
+
 /** What a lock file records about its holder. */
 export interface LockHolder {
   pid: number;
@@ -37,6 +60,17 @@ export interface LockHolder {
    * published and its policy applied), whatever the kernel says meanwhile.
    */
   checkpointingSince?: string;
+  /**
+   * A restore's processes restored so far, each with its start time: recovery kills a pid only if
+   * it still has that start time (a pid freed since and taken by another process is not ours).
+   */
+  restoredProcesses?: RecordedProcess[];
+  /** The tree a restore is restoring right now, whose processes CRIU may have made in part. */
+  restoringTree?: RestoringTree;
+  /** Cgroup directories (absolute) the operation made itself, to remove if it is undone. */
+  createdCgroups?: string[];
+  /** The operation's scratch directory under the run directory (a restore's CRIU work dirs and their cgroup yards). */
+  workDir?: string;
   /** The lock file this record was read from (filled in when read back, never written). */
   lockFile?: string;
 }
@@ -86,7 +120,7 @@ export interface CgroupLease {
   /** Opened for the lease, closed by release(). */
   readonly freezer: Freezer;
   /** Rewrites the diagnostic contents of the lock file. */
-  update(fields: Partial<Pick<LockHolder, 'phase' | 'priorState' | 'imageDir'>>): void;
+  update(fields: Partial<UpdatableFields>): void;
   /** EBUSY unless the kernel state is FROZEN; then the state reads CHECKPOINTING and the watch starts. */
   beginCheckpoint(): CheckpointHold;
   /** Idempotent: stops any watch, closes the freezer, marks the record finished and unlocks. */

@@ -19,15 +19,19 @@ export function injectionEnv(realCriu: string, inject: string): Record<string, s
 }
 
 /**
- * A plan for strace-criu.sh (its environment variable AGENTD_TEST_CRIU_PLAN names the file): one
- * step per CRIU run, in order: "-" (no fault), "inject:SPEC", "log:PATH" or "inject:SPEC log:PATH".
+ * A plan for strace-criu.sh (its environment variable AGENTD_TEST_CRIU_PLAN names the file, or
+ * AGENTD_TEST_CRIU_RESTORE_PLAN for a plan of `criu restore` runs): one step per CRIU run of that
+ * command, in order: "-" (no fault), "inject:SPEC", "log:PATH" or "inject:SPEC log:PATH".
  */
 export class CriuPlan {
-  constructor(readonly file: string) {
+  constructor(
+    readonly file: string,
+    readonly command: 'dump' | 'restore' = 'dump',
+  ) {
     writeFileSync(file, '');
   }
   env(realCriu: string): Record<string, string> {
-    return { AGENTD_TEST_CRIU: realCriu, AGENTD_TEST_CRIU_PLAN: this.file };
+    return { AGENTD_TEST_CRIU: realCriu, [this.command === 'dump' ? 'AGENTD_TEST_CRIU_PLAN' : 'AGENTD_TEST_CRIU_RESTORE_PLAN']: this.file };
   }
   set(...steps: string[]): void {
     writeFileSync(this.file, steps.map((s) => s + '\n').join(''));
