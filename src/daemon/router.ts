@@ -11,6 +11,8 @@ export interface Route {
   /** `/v1/checkpoints/{id}`; also the `route` label of metrics. */
   readonly pattern: string;
   readonly handle: Handler;
+  /** A POST that changes nothing (POST /v1/state): logged at debug, as GETs are, not audited at info. */
+  readonly readOnly?: boolean;
 }
 
 export interface Match {

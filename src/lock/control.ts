@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
+import { changeAll, FREEZE_ALL, THAW_ALL } from './batch.js';
 import { busyError, holderOfLocked, isCheckpointing, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { guardSubtree } from './subtree-guard.js';
@@ -56,6 +57,22 @@ export class CgroupControl {
   async thaw(ref: CgroupRef, opts: { requestId?: string } = {}): Promise<CgroupStatus> {
     // The driver refuses (EBUSY) a cgroup frozen by its parent.
     return this.underLease(ref, 'thaw', 'thawing', opts.requestId, (freezer) => freezer.thaw());
+  }
+
+  /**
+   * Freezes every cgroup or none (./batch.ts): all their locks first, then every freezer file
+   * written before any wait. On failure the ones it froze are thawed again and the error (the
+   * failing cgroup's code) carries `details.results`, one BatchResult per cgroup.
+   */
+  async freezeAll(refs: readonly CgroupRef[], opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus[]> {
+    const requestId = opts.requestId ?? newRequestId();
+    return changeAll(refs, FREEZE_ALL(opts.timeoutMs), (ref) => this.lease(ref, { requestId, operation: 'freeze' }), releasedStatus);
+  }
+
+  /** Thaws every cgroup or none, as freezeAll freezes them: on failure the ones it thawed are frozen again. */
+  async thawAll(refs: readonly CgroupRef[], opts: { requestId?: string } = {}): Promise<CgroupStatus[]> {
+    const requestId = opts.requestId ?? newRequestId();
+    return changeAll(refs, THAW_ALL, (ref) => this.lease(ref, { requestId, operation: 'thaw' }), releasedStatus);
   }
 
   /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
