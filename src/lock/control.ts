@@ -201,7 +201,7 @@ export class CgroupControl {
 }
 
 function countsOf(freezer: Freezer): { processes: number; subtreeProcesses: number } {
-  return { processes: freezer.processes().length, subtreeProcesses: freezer.subtreeProcesses().length };
+  return freezer.processCounts();
 }
 
 function statusOf(
