@@ -66,13 +66,20 @@ export class CgroupControl {
    */
   async freezeAll(refs: readonly CgroupRef[], opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus[]> {
     const requestId = opts.requestId ?? newRequestId();
-    return changeAll(refs, FREEZE_ALL(opts.timeoutMs), (ref) => this.lease(ref, { requestId, operation: 'freeze' }), releasedStatus);
+    ensureLockDir(this.runDir, this.locksDir);
+    return changeAll(
+      refs,
+      FREEZE_ALL(opts.timeoutMs),
+      (ref) => this.leaseInCheckedDir(ref, { requestId, operation: 'freeze' }),
+      releasedStatus,
+    );
   }
 
   /** Thaws every cgroup or none, as freezeAll freezes them: on failure the ones it thawed are frozen again. */
   async thawAll(refs: readonly CgroupRef[], opts: { requestId?: string } = {}): Promise<CgroupStatus[]> {
     const requestId = opts.requestId ?? newRequestId();
-    return changeAll(refs, THAW_ALL, (ref) => this.lease(ref, { requestId, operation: 'thaw' }), releasedStatus);
+    ensureLockDir(this.runDir, this.locksDir);
+    return changeAll(refs, THAW_ALL, (ref) => this.leaseInCheckedDir(ref, { requestId, operation: 'thaw' }), releasedStatus);
   }
 
   /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
@@ -98,6 +105,11 @@ export class CgroupControl {
    */
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);
+    return this.leaseInCheckedDir(ref, info);
+  }
+
+  /** lease() once ensureLockDir has run: a batch checks the directory once for all its cgroups. */
+  private leaseInCheckedDir(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     const lease = Lease.acquire(ref, this.lockPath(ref), info);
     try {
       // The cgroups above and below it: a checkpoint covers the whole subtree (./subtree-guard.ts).
