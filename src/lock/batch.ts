@@ -74,10 +74,14 @@ function batchError(change: BatchChange, count: number, failed: number, cause: u
       : putBack > 0
         ? `; ${putBack === 1 ? 'the other one' : `the ${putBack} others`} it had ${change.operation === 'freeze' ? 'frozen' : 'thawed'} ${putBack === 1 ? 'was' : 'were'} ${change.operation === 'freeze' ? 'thawed' : 'frozen'} again`
         : '; nothing was changed';
-  return new AgentError(code, `${change.operation} of ${count} cgroups failed at ${failedRef.hierarchy}:${failedRef.cgroup}: ${message}${after}`, {
-    cause,
-    details: { failed: failed, results },
-  });
+  return new AgentError(
+    code,
+    `${change.operation} of ${count} cgroups failed at ${failedRef.hierarchy}:${failedRef.cgroup}: ${message}${after}`,
+    {
+      cause,
+      details: { failed: failed, results },
+    },
+  );
 }
 
 /**
@@ -96,11 +100,10 @@ export async function changeAll(
   const leases: CgroupLease[] = [];
   const priors: FreezerState[] = [];
   const untouched = (except: number, cause: unknown) =>
-    refs.map(
-      (ref, i): BatchResult =>
-        i === except
-          ? { cgroup: ref.path, hierarchy: ref.hierarchy, outcome: 'failed', error: errorOf(cause) }
-          : { cgroup: ref.path, hierarchy: ref.hierarchy, outcome: 'unchanged' },
+    refs.map((ref, i): BatchResult =>
+      i === except
+        ? { cgroup: ref.path, hierarchy: ref.hierarchy, outcome: 'failed', error: errorOf(cause) }
+        : { cgroup: ref.path, hierarchy: ref.hierarchy, outcome: 'unchanged' },
     );
   try {
     // Every lock and every prior state first: a refusal here leaves everything as it was.
@@ -120,7 +123,9 @@ export async function changeAll(
     const failed = settled.findIndex((s) => s.status === 'rejected');
     if (failed < 0) return leases.map((held, i) => statusOf(refs[i], held));
     const undone = await Promise.allSettled(
-      leases.map((held, i) => (i === failed || priors[i] === change.target ? Promise.resolve(false) : change.undo(held.freezer, priors[i]))),
+      leases.map((held, i) =>
+        i === failed || priors[i] === change.target ? Promise.resolve(false) : change.undo(held.freezer, priors[i]),
+      ),
     );
     const results = refs.map((ref, i): BatchResult => {
       const base = { cgroup: ref.path, hierarchy: ref.hierarchy };

@@ -30,8 +30,7 @@ function lockFiles(): string[] {
 }
 
 const states = (cgroups: readonly TestCgroup[]) => cgroups.map((c) => kernelState(c));
-const outcomes = (body: { error: { details: { results: { outcome: string }[] } } }) =>
-  body.error.details.results.map((r) => r.outcome);
+const outcomes = (body: { error: { details: { results: { outcome: string }[] } } }) => body.error.details.results.map((r) => r.outcome);
 
 for (const hierarchy of HIERARCHIES) {
   describe(`many cgroups in one request, cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
@@ -98,7 +97,9 @@ for (const hierarchy of HIERARCHIES) {
 
     test('a missing cgroup or a `..` path: refused before anything is done, naming it', async () => {
       const a = await sleepers(hierarchy, 'refused/a');
-      const missing = await api(agent.socket, 'POST', '/v1/freeze', { body: { cgroups: [a.path, `${lab.prefix}/refused/none`], hierarchy } });
+      const missing = await api(agent.socket, 'POST', '/v1/freeze', {
+        body: { cgroups: [a.path, `${lab.prefix}/refused/none`], hierarchy },
+      });
       assert.equal(missing.status, 404, missing.text);
       assert.equal(missing.body.error.code, 'ENOENT');
       assert.match(missing.body.error.message, /failed at ".*refused\/none": .*nothing was changed/);

@@ -64,8 +64,7 @@ function show(args: GlobalArgs, status: unknown): void {
 
 export const stateCommand: CommandModule<GlobalArgs, CgroupsArgs> = {
   command: 'state <cgroup..>',
-  describe:
-    'print the state of cgroups (THAWED, FREEZING, FROZEN or CHECKPOINTING) and how many processes each and its subtree hold',
+  describe: 'print the state of cgroups (THAWED, FREEZING, FROZEN or CHECKPOINTING) and how many processes each and its subtree hold',
   builder: (y) =>
     withHierarchy(
       y.positional('cgroup', {
@@ -127,8 +126,7 @@ export const freezeCommand: CommandModule<GlobalArgs, CgroupsArgs> = {
 
 export const thawCommand: CommandModule<GlobalArgs, CgroupsArgs> = {
   command: 'thaw <cgroup..>',
-  describe:
-    'thaw frozen cgroups and print the new state (refused while one is CHECKPOINTING); several are thawed together, all or none',
+  describe: 'thaw frozen cgroups and print the new state (refused while one is CHECKPOINTING); several are thawed together, all or none',
   builder: (y) =>
     withHierarchy(y.positional('cgroup', { type: 'string', array: true, demandOption: true, describe: 'the cgroups to thaw' }))
       .example('$0 thaw jobs/build-42', 'prints THAWED')

@@ -122,7 +122,8 @@ function batchRoute(operation: 'freeze' | 'thaw'): Route {
       const started = performance.now();
       let statuses: CgroupStatus[];
       try {
-        statuses = operation === 'freeze' ? await ctx.services.control.freezeAll(refs, options) : await ctx.services.control.thawAll(refs, options);
+        statuses =
+          operation === 'freeze' ? await ctx.services.control.freezeAll(refs, options) : await ctx.services.control.thawAll(refs, options);
       } catch (err) {
         throw named(err, body.cgroups);
       }
