@@ -118,14 +118,15 @@ export async function changeAll(
         throw batchError(change, refs.length, i, err, untouched(i, err));
       }
     }
-    // Issued together: every apply() writes its file before its first await.
-    const settled = await Promise.allSettled(leases.map((held) => change.apply(held.freezer)));
+    // Issued together: every apply() writes its file before its first await, in the order of
+    // ancestorsFirst, so that a thaw (or a freeze's undo, which thaws) of a cgroup and of one below
+    // it finds the ancestor already thawed instead of refusing the child as frozen by its parent.
+    const order = ancestorsFirst(refs);
+    const settled = await inOrder(order, (i) => change.apply(leases[i].freezer));
     const failed = settled.findIndex((s) => s.status === 'rejected');
     if (failed < 0) return leases.map((held, i) => statusOf(refs[i], held));
-    const undone = await Promise.allSettled(
-      leases.map((held, i) =>
-        i === failed || priors[i] === change.target ? Promise.resolve(false) : change.undo(held.freezer, priors[i]),
-      ),
+    const undone = await inOrder(order, (i) =>
+      i === failed || priors[i] === change.target ? Promise.resolve(false) : change.undo(leases[i].freezer, priors[i]),
     );
     const results = refs.map((ref, i): BatchResult => {
       const base = { cgroup: ref.path, hierarchy: ref.hierarchy };
@@ -142,6 +143,19 @@ export async function changeAll(
   } finally {
     for (const held of leases) held.release();
   }
+}
+
+/** The indices of refs, shallower cgroups first (stable): an ancestor before its descendants. */
+function ancestorsFirst(refs: readonly CgroupRef[]): number[] {
+  const depth = (ref: CgroupRef) => ref.path.split('/').length;
+  return refs.map((_, i) => i).sort((a, b) => depth(refs[a]) - depth(refs[b]) || a - b);
+}
+
+/** Starts fn for each index in `order` (each runs up to its first await before the next starts); settles by index. */
+async function inOrder<T>(order: readonly number[], fn: (i: number) => Promise<T>): Promise<PromiseSettledResult<T>[]> {
+  const started: Promise<T>[] = new Array(order.length);
+  for (const i of order) started[i] = fn(i);
+  return Promise.allSettled(started);
 }
 
 function readStatus(

@@ -278,8 +278,8 @@ describe('exit codes', () => {
     failed(await ctl('frobnicate'), 'EINVAL', 2);
     // A missing argument: the command's usage line and where its help is, not yargs' generic words.
     for (const [command, usage] of [
-      ['state', 'state <cgroup>'],
-      ['freeze', 'freeze <cgroup>'],
+      ['state', 'state <cgroup\\.\\.>'],
+      ['freeze', 'freeze <cgroup\\.\\.>'],
       ['restore', 'restore <id>'],
       ['show', 'show <id>'],
     ]) {
