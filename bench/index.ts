@@ -6,6 +6,7 @@ import { loadavg, cpus, release } from 'node:os';
 import { join } from 'node:path';
 import type { Hierarchy } from '../src/cgroup/index.js';
 import { startAgent, type RunningAgent } from './agent.js';
+import { measureCliStartup, type CliStartup } from './cli-startup.js';
 import { CHECKPOINT_FIXTURES, measureCheckpoints, type CheckpointCase, type CheckpointFixture } from './checkpoint.js';
 import { BenchLab, hierarchyRoot, sweepStale } from './lab.js';
 import { measureLatency, type LatencyCase } from './latency.js';
@@ -42,6 +43,8 @@ export interface BenchOptions {
   readonly memoryOperations: number;
   /** At most this many batches of memoryOperations while waiting for RSS to stop growing. */
   readonly memoryBatches: number;
+  /** Whole `agentctl state` processes (and as many `node -e 0`) timed, in the throughput part. */
+  readonly cliRuns: number;
   /** Progress lines (to stderr in run.ts). */
   readonly log: (line: string) => void;
 }
@@ -69,6 +72,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   concurrentRuns: 10,
   memoryOperations: 1000,
   memoryBatches: 12,
+  cliRuns: 20,
   log: () => undefined,
 };
 
@@ -90,6 +94,7 @@ export interface BenchResults {
   readonly checkpoint?: { readonly tmpfs: string; readonly cases: CheckpointCase[] };
   readonly throughput?: { readonly state: StateThroughput[]; readonly concurrent: ConcurrentCase[] };
   readonly memory?: MemoryResult;
+  readonly cli?: CliStartup;
   readonly targets: Target[];
   /** What the cleanup could not remove (should always be empty). */
   readonly leftovers: string[];
@@ -130,6 +135,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
     );
 
     let throughput: BenchResults['throughput'];
+    let cli: CliStartup | undefined;
     if (options.throughput && agent) {
       log(`state requests per second (${options.clients.join(', ')} clients)`);
       const state = await measureStateThroughput(
@@ -148,6 +154,8 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
         );
       }
       throughput = { state, concurrent };
+      log(`agentctl start-up: ${options.cliRuns} runs of agentctl state and of node -e 0`);
+      cli = await measureCliStartup(lab, tools, agent, options.hierarchies[0], options.cliRuns);
     }
 
     let checkpoint: BenchResults['checkpoint'];
@@ -196,7 +204,15 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       ...(checkpoint ? { checkpoint } : {}),
       ...(throughput ? { throughput } : {}),
       ...(memory ? { memory } : {}),
-      targets: evaluateTargets({ latency, checkpoint: checkpoint?.cases, state: throughput?.state, memory }),
+      ...(cli ? { cli } : {}),
+      targets: evaluateTargets({
+        latency,
+        checkpoint: checkpoint?.cases,
+        state: throughput?.state,
+        concurrent: throughput?.concurrent,
+        memory,
+        cli,
+      }),
       leftovers,
     };
   } finally {

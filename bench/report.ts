@@ -122,7 +122,7 @@ export function formatReport(r: BenchResults): string {
       '',
       `${r.options.concurrentCgroups} CGROUPS AT ONCE (one sleeping task each), ms median/p95 of ${r.options.concurrentRuns} runs`,
       table(
-        ['hier', 'op', '', 'C baseline', 'library', 'API (100 requests)'],
+        ['hier', 'op', '', 'C baseline', 'library', `API (${r.options.concurrentCgroups} requests)`, 'API (1 request)'],
         r.throughput.concurrent.flatMap((c) =>
           (['freeze', 'thaw'] as const).map((op) => [
             c.hierarchy,
@@ -131,9 +131,18 @@ export function formatReport(r: BenchResults): string {
             `${fmt(c.methods.c[op].median)}/${fmt(c.methods.c[op].p95)}`,
             `${fmt(c.methods.library[op].median)}/${fmt(c.methods.library[op].p95)} ${x(c.vsC.library[op])}`,
             `${fmt(c.methods.api[op].median)}/${fmt(c.methods.api[op].p95)} ${x(c.vsC.api[op])}`,
+            `${fmt(c.methods.batch[op].median)}/${fmt(c.methods.batch[op].p95)} ${x(c.vsC.batch[op])}`,
           ]),
         ),
       ),
+    );
+  }
+  if (r.cli) {
+    const c = r.cli;
+    out.push(
+      '',
+      `AGENTCTL START-UP, ms median/p95 of ${c.runs} whole processes: node -e 0 ${fmt(c.node.median)}/${fmt(c.node.p95)}, ` +
+        `agentctl state ${fmt(c.agentctl.median)}/${fmt(c.agentctl.p95)} ${x(c.ratio)}`,
     );
   }
   if (r.memory) {

@@ -71,6 +71,7 @@ function parse(argv: string[]): { options: Partial<BenchOptions>; out: string } 
       concurrentRuns: 3,
       memoryOperations: 200,
       memoryBatches: 3,
+      cliRuns: 6,
     });
   }
   const set = (key: keyof BenchOptions, value: unknown) => {

@@ -1,11 +1,12 @@
-// The benchmark's nine targets (docs/bench.md, Targets), each checked against this run's figures.
+// The benchmark's fourteen targets (docs/bench.md, Targets), each checked against this run's figures.
 // Every target compares agentd with a baseline measured in the same run, except the absolute ones
 // (requests per second, memory). A target whose figures were not measured in this run (a section left out) is
 // reported with measured null and met null rather than guessed.
 
 import type { CheckpointCase } from './checkpoint.js';
+import type { CliStartup } from './cli-startup.js';
 import type { LatencyCase, Method } from './latency.js';
-import type { MemoryResult, StateThroughput } from './throughput.js';
+import type { ConcurrentCase, MemoryResult, StateThroughput } from './throughput.js';
 
 export interface Target {
   readonly name: string;
@@ -22,13 +23,17 @@ export interface TargetInputs {
   readonly latency: readonly LatencyCase[];
   readonly checkpoint?: readonly CheckpointCase[];
   readonly state?: readonly StateThroughput[];
+  readonly concurrent?: readonly ConcurrentCase[];
   readonly memory?: MemoryResult;
+  readonly cli?: CliStartup;
 }
 
 /** MB as the issue writes it: 10^6 bytes. */
 export const MB = 1e6;
 /** RSS moves by a little with the garbage collector's rhythm; more than this is growth. */
 export const MEMORY_GROWTH_TOLERANCE_MB = 2;
+/** Once warm, the agent's RSS may sit this far above its idle figure (and no further). */
+export const MEMORY_STEADY_TOLERANCE_MB = 10;
 
 const round = (x: number, digits = 3) => Math.round(x * 10 ** digits) / 10 ** digits;
 
@@ -216,5 +221,92 @@ export function evaluateTargets(inputs: TargetInputs): Target[] {
         }
       : { name: 'memory-no-growth', target: growthTarget, measured: null, unit: 'MB', met: null, where: 'not measured in this run' },
   );
+  targets.push(...requestPathTargets(inputs));
   return targets;
+}
+
+const NOT_MEASURED = { measured: null, met: null, where: 'not measured in this run' } as const;
+
+/** A target that compares one figure with a limit (lower is better unless `atLeast`). */
+function single(
+  name: string,
+  target: string,
+  unit: string,
+  value: number | undefined,
+  limit: number,
+  where?: string,
+  atLeast = false,
+): Target {
+  if (value === undefined || Number.isNaN(value)) return { name, target, unit, ...NOT_MEASURED };
+  return { name, target, unit, measured: round(value), met: atLeast ? value >= limit : value <= limit, ...(where ? { where } : {}) };
+}
+
+/** The targets of the request path: many cgroups in one request, one task, state throughput, memory, agentctl. */
+function requestPathTargets(inputs: TargetInputs): Target[] {
+  const out: Target[] = [];
+  const batch = worst(inputs.concurrent ?? [], (c) => c.vsC.batch?.freeze);
+  out.push(
+    single(
+      'batch-freeze-within-2x-c',
+      'one API request freezing N cgroups at once (POST /v1/freeze) median <= 2 x the C baseline writing all N then waiting',
+      'x C',
+      batch?.value,
+      2,
+      batch && `worst: ${batch.item.hierarchy}, ${batch.item.cgroups} cgroups`,
+    ),
+  );
+  const one = inputs.latency.filter((c) => c.hierarchy === 'v2' && c.processes === 1);
+  const w = worst(one, (c) => {
+    const a = freezeMedian(c, 'api');
+    const b = freezeMedian(c, 'c');
+    return a === undefined || b === undefined ? undefined : a - b;
+  });
+  out.push(
+    single(
+      'freeze-api-v2-one-task-within-c-plus-1ms',
+      'API freeze of a v2 cgroup of 1 task median <= C baseline median + 1 ms',
+      'ms over C',
+      w?.value,
+      1,
+      w && `worst case: ${caseName(w.item)}`,
+    ),
+  );
+  const eight = (inputs.state ?? []).find((s) => s.clients === 8);
+  out.push(
+    single(
+      'state-8-clients-half-of-node-http',
+      'state requests per second with 8 clients >= 0.5 x a bare node:http server answering the same state',
+      'x node:http',
+      eight?.ratio,
+      0.5,
+      eight && `${eight.agentd.rps} against ${eight.plainNode.rps} requests/s`,
+      true,
+    ),
+  );
+  const memory = inputs.memory;
+  out.push(
+    single(
+      'memory-steady-within-idle-plus-10mb',
+      `steady RSS (once a batch of operations grows it by < 0.5 MB) <= idle RSS + ${MEMORY_STEADY_TOLERANCE_MB} MB`,
+      'MB over idle',
+      memory && (memory.plateauBytes - memory.idleBytes) / MB,
+      MEMORY_STEADY_TOLERANCE_MB,
+      memory &&
+        (memory.plateauAfterOperations !== undefined
+          ? `steady from ${memory.plateauAfterOperations} operations`
+          : `no plateau within ${memory.afterBatches.length * memory.operations} operations: the last batch is taken`),
+    ),
+  );
+  const cli = inputs.cli;
+  out.push(
+    single(
+      'agentctl-state-within-1.5x-node',
+      'one whole `agentctl state` process median <= 1.5 x `node -e 0` median',
+      'x node -e 0',
+      cli?.ratio,
+      1.5,
+      cli && `${round(cli.agentctl.median, 1)} ms against ${round(cli.node.median, 1)} ms`,
+    ),
+  );
+  return out;
 }

@@ -2,8 +2,9 @@
 // - state requests per second over the socket with 1, 8 and 64 concurrent clients (each client one
 //   kept-alive connection sending GET /v1/cgroups/state back to back), against the same load on a
 //   bare node:http server that reads the same freezer file (plain-server.ts);
-// - 100 cgroups (one sleeping process each) frozen and thawed at once: 100 concurrent API requests,
-//   the library's 100 freezes awaited together, and the C probe writing all 100 then waiting;
+// - 100 cgroups (one sleeping process each) frozen and thawed at once: one API request naming all
+//   100 (POST /v1/freeze, /v1/thaw), 100 concurrent API requests, the library's 100 freezes awaited
+//   together, and the C probe writing all 100 then waiting;
 // - agentd's resident memory idle, after 1000 operations (freeze/thaw requests), and then batch
 //   after batch until it stops growing (warm-up of the heap and JIT, told apart from a leak).
 
@@ -115,14 +116,15 @@ export async function measureStateThroughput(
   }
 }
 
-export type ConcurrentMethod = 'c' | 'library' | 'api';
+/** api: one request per cgroup, all sent at once; batch: one request naming every cgroup. */
+export type ConcurrentMethod = 'c' | 'library' | 'api' | 'batch';
 
 export interface ConcurrentCase {
   readonly hierarchy: Hierarchy;
   readonly cgroups: number;
   readonly methods: Record<ConcurrentMethod, { readonly freeze: Summary; readonly thaw: Summary }>;
-  /** api and library medians against the C probe's. */
-  readonly vsC: Record<'library' | 'api', { readonly freeze: number; readonly thaw: number }>;
+  /** The medians of the other methods against the C probe's. */
+  readonly vsC: Record<Exclude<ConcurrentMethod, 'c'>, { readonly freeze: number; readonly thaw: number }>;
 }
 
 export async function measureConcurrent(
@@ -162,13 +164,17 @@ export async function measureConcurrent(
         await Promise.all(cgroups.map((c) => callOk(agent.socket, 'POST', `/v1/cgroups/${op}`, { cgroup: c.dir })));
         return performance.now() - started;
       },
+      batch: async (op) => {
+        const reply = await callOk(agent.socket, 'POST', `/v1/${op}`, { cgroups: cgroups.map((c) => c.dir) });
+        return reply.ms;
+      },
     };
-    const methods: ConcurrentMethod[] = ['c', 'library', 'api'];
+    const methods: ConcurrentMethod[] = ['c', 'library', 'api', 'batch'];
     const times: Record<string, number[]> = {};
     for (const m of methods) for (const op of ['freeze', 'thaw']) times[`${m}:${op}`] = [];
     const warmup = 1;
     for (let round = 0; round < warmup + runs; round++) {
-      for (const m of [...methods.slice(round % 3), ...methods.slice(0, round % 3)]) {
+      for (const m of [...methods.slice(round % methods.length), ...methods.slice(0, round % methods.length)]) {
         for (const op of ['freeze', 'thaw'] as const) {
           await sleep(gapMs);
           const ms = await run[m](op);
@@ -182,11 +188,16 @@ export async function measureConcurrent(
     const methodsResult = Object.fromEntries(
       methods.map((m) => [m, { freeze: summarize(times[`${m}:freeze`]), thaw: summarize(times[`${m}:thaw`]) }]),
     ) as ConcurrentCase['methods'];
-    const vs = (m: 'library' | 'api') => ({
+    const vs = (m: Exclude<ConcurrentMethod, 'c'>) => ({
       freeze: ratio(methodsResult[m].freeze.median, methodsResult.c.freeze.median),
       thaw: ratio(methodsResult[m].thaw.median, methodsResult.c.thaw.median),
     });
-    return { hierarchy, cgroups: count, methods: methodsResult, vsC: { library: vs('library'), api: vs('api') } };
+    return {
+      hierarchy,
+      cgroups: count,
+      methods: methodsResult,
+      vsC: { library: vs('library'), api: vs('api'), batch: vs('batch') },
+    };
   } finally {
     for (const f of freezers) f.close();
     await probe?.stop();

@@ -143,7 +143,7 @@ else
 fi
 # tsc rewrites every output, so one output of the last build stands for all of them.
 BUILD_STAMP=dist/src/daemon/main.js
-if [ -f "$BUILD_STAMP" ] && [ -z "$(find src test fixtures bench tsconfig.json package-lock.json -newer "$BUILD_STAMP" -print -quit)" ]; then
+if [ -f "$BUILD_STAMP" ] && [ -z "$(find src test fixtures bench scripts/bundle-cli.mjs tsconfig.json package-lock.json -newer "$BUILD_STAMP" -print -quit)" ]; then
   say "dist/ is newer than every source file: no npm run build"
 else
   if command -v npm >/dev/null; then
@@ -152,8 +152,9 @@ else
   else
     # No npm (the test:vm guests have node alone): the build script's own command, run by node.
     [ -f node_modules/typescript/bin/tsc ] || die "dist/ is missing or older than the sources, and there is neither npm nor node_modules/typescript"
-    say "build: tsc -p tsconfig.json (no npm on PATH)"
+    say "build: tsc -p tsconfig.json, then scripts/bundle-cli.mjs (no npm on PATH)"
     "$NODE" node_modules/typescript/bin/tsc -p tsconfig.json
+    "$NODE" scripts/bundle-cli.mjs
   fi
 fi
 

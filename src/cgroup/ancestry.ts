@@ -34,7 +34,12 @@ export function subtreeDirs(dir: string): string[] {
 
 /** Pids of every process in the cgroup and its descendants. */
 export function subtreePids(dir: string, name: string): number[] {
-  const pids = readPids(join(dir, 'cgroup.procs'), name);
+  return [...readPids(join(dir, 'cgroup.procs'), name), ...descendantPids(dir, name)];
+}
+
+/** Pids of every process in the cgroup's descendants (not in the cgroup itself). */
+export function descendantPids(dir: string, name: string): number[] {
+  const pids: number[] = [];
   for (const sub of subtreeDirs(dir).slice(1)) {
     try {
       pids.push(...readPids(join(sub, 'cgroup.procs'), name));

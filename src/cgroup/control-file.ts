@@ -5,10 +5,14 @@ import { closeSync, openSync, readSync, writeSync, constants } from 'node:fs';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
 
 const BUFFER_SIZE = 4096;
+// One read buffer for every control file: each read is synchronous and turned into a string (or
+// copied) before it returns, so no two uses can overlap. A buffer per file, as it was, was a 4 KiB
+// allocation outside the heap (too large for Node's pool) for each file every request opened.
+const SCRATCH = Buffer.allocUnsafe(BUFFER_SIZE);
 
 export class ControlFile {
   private fd: number | undefined;
-  private readonly buffer = Buffer.allocUnsafe(BUFFER_SIZE);
+  private readonly buffer = SCRATCH;
 
   constructor(
     readonly path: string,
@@ -31,16 +35,21 @@ export class ControlFile {
     }
   }
 
-  /** Reads to the end, for files that can outgrow one buffer. */
+  /**
+   * Reads to the end, for files that can outgrow one buffer, through the shared buffer: a new
+   * 64 KiB buffer for every read (as it was) made each state request allocate 128 KiB outside the
+   * heap, which the garbage collector gives back late (docs/bench.md). The copies are small and
+   * come from Node's buffer pool.
+   */
   readAll(): string {
     try {
+      const fd = this.openFd();
       const chunks: Buffer[] = [];
       let position = 0;
       for (;;) {
-        const chunk = Buffer.allocUnsafe(65536);
-        const length = readSync(this.openFd(), chunk, 0, chunk.length, position);
+        const length = readSync(fd, this.buffer, 0, BUFFER_SIZE, position);
         if (length === 0) break;
-        chunks.push(chunk.subarray(0, length));
+        chunks.push(Buffer.from(this.buffer.subarray(0, length)));
         position += length;
       }
       return Buffer.concat(chunks).toString('utf8');

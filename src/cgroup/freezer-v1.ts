@@ -8,7 +8,7 @@ import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { backoff } from './timing.js';
 import { V1_POLL_MS, watchState } from './state-watch.js';
-import { nearestFreezingAncestor, subtreeDirs, subtreePids } from './ancestry.js';
+import { descendantPids, nearestFreezingAncestor, subtreeDirs, subtreePids } from './ancestry.js';
 import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
@@ -107,6 +107,11 @@ export class V1Freezer implements Freezer {
 
   subtreeProcesses(): number[] {
     return subtreePids(this.cgroup.dir, this.name);
+  }
+
+  processCounts(): { processes: number; subtreeProcesses: number } {
+    const processes = this.processes().length;
+    return { processes, subtreeProcesses: processes + descendantPids(this.cgroup.dir, this.name).length };
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {

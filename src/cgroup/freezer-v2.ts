@@ -4,11 +4,11 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import { ControlFile, readPids } from './control-file.js';
+import { ControlFile, readControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { V2_REREAD_MS, watchState } from './state-watch.js';
-import { nearestFreezingAncestor, subtreePids } from './ancestry.js';
+import { descendantPids, nearestFreezingAncestor, subtreePids } from './ancestry.js';
 import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
@@ -79,6 +79,15 @@ export class V2Freezer implements Freezer {
 
   subtreeProcesses(): number[] {
     return subtreePids(this.cgroup.dir, this.name);
+  }
+
+  processCounts(): { processes: number; subtreeProcesses: number } {
+    const processes = this.processes().length;
+    // cgroup.stat counts the live descendants: most cgroups have none, and then the walk over the
+    // directory (a readdir of its ~30 interface files) is not needed.
+    const stat = readControlFile(join(this.cgroup.dir, 'cgroup.stat'), this.name);
+    if (/^nr_descendants 0$/m.test(stat)) return { processes, subtreeProcesses: processes };
+    return { processes, subtreeProcesses: processes + descendantPids(this.cgroup.dir, this.name).length };
   }
 
   async killAll(options: { timeoutMs?: number } = {}): Promise<void> {

@@ -48,6 +48,8 @@ export interface Freezer {
   processes(): number[];
   /** Pids of the processes of the cgroup and of every cgroup below it (docs/nested.md). */
   subtreeProcesses(): number[];
+  /** How many processes are in the cgroup itself and in its subtree: the two counts of a status, read once each. */
+  processCounts(): { processes: number; subtreeProcesses: number };
   /**
    * Kills every process of the cgroup and of its descendant cgroups, and waits until their pids are
    * gone; leaves it THAWED. EBUSY on a v1 cgroup frozen by its parent (its tasks cannot die).

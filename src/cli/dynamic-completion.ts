@@ -10,6 +10,9 @@ import { unitNames } from '../systemd/index.js';
 
 const ID_COMMANDS = new Set(['restore', 'show', 'delete']);
 const CGROUP_COMMANDS = new Set(['state', 'freeze', 'thaw', 'kill', 'checkpoint', 'attach']);
+// The commands that take any number of cgroups: a further word is one too once it is begun (an
+// empty one after the first cgroup is left to yargs, which offers the options).
+const MANY_CGROUP_COMMANDS = new Set(['state', 'freeze', 'thaw']);
 // The shell waits for the answer while the operator waits for the shell.
 const ASK_WAIT_MS = 1500;
 
@@ -98,7 +101,8 @@ function completing(words: readonly string[]): {
  */
 export async function dynamicCompletion(words: readonly string[], defaultSocket: string): Promise<string[] | undefined> {
   const { command, positionals, socket = defaultSocket, hierarchy, current, cgroupValue } = completing(words);
-  if (command === undefined || positionals !== 0 || current.startsWith('-')) return undefined;
+  if (command === undefined || current.startsWith('-')) return undefined;
+  if (positionals !== 0 && !(MANY_CGROUP_COMMANDS.has(command) && !cgroupValue && current !== '')) return undefined;
   try {
     if (cgroupValue) return cgroupNames(current, await freezerMounts(socket, hierarchy));
     if (ID_COMMANDS.has(command)) return (await checkpointIds(socket)).filter((id) => id.startsWith(current));

@@ -73,8 +73,22 @@ function usageError(message: string, argv: readonly string[]): string {
   return `${message}\n(run ${help})`;
 }
 
+// yargs renders the full help of the command it is about to run, every time, while the handler's
+// request is on its way (cacheHelpMessage in yargs' lib/command.js), so that a handler could print
+// its own help later; none of ours does. That render (cliui and string-width over every line) was
+// 42 of the 246 ms a whole `agentctl state` took (node --cpu-prof; docs/bench.md, "agentctl
+// start-up"). --help and usage errors render the help themselves and are not affected. If a yargs
+// release renames the method this does nothing, and agentctl is only slower.
+function skipHelpCache(y: Argv): Argv {
+  const internal = (y as unknown as { getInternalMethods?: () => { getUsageInstance?: () => { cacheHelpMessage?: unknown } } })
+    .getInternalMethods?.()
+    .getUsageInstance?.();
+  if (internal && typeof internal.cacheHelpMessage === 'function') internal.cacheHelpMessage = () => undefined;
+  return y;
+}
+
 export function parser(argv: string[]): Argv {
-  return yargs(argv)
+  return skipHelpCache(yargs(argv))
     .scriptName('agentctl')
     .usage(
       '$0 <command> [options]\n\nControls agentd over its Unix socket: freeze, thaw, kill and checkpoint cgroups, restore checkpoints.',

@@ -55,6 +55,7 @@ export function createRequestHandler(services: Services, routes: readonly Route[
     res.setHeader('X-Request-Id', requestId);
     const audit: Audit = {};
     let routeLabel = 'unmatched';
+    let readOnly = false;
     let status = 500;
     let code: string | undefined;
     try {
@@ -65,6 +66,7 @@ export function createRequestHandler(services: Services, routes: readonly Route[
       const url = parseUrl(req);
       const { route, params } = matchRoute(routes, req.method ?? '', url.pathname);
       routeLabel = route.pattern;
+      readOnly = route.readOnly === true;
       const ctx: RequestContext = { req, res, url, params, requestId, peer: peerOf(req.socket), services, audit };
       const reply: Reply = await route.handle(ctx);
       status = reply.status;
@@ -85,14 +87,14 @@ export function createRequestHandler(services: Services, routes: readonly Route[
     const durationMs = Math.round((performance.now() - started) * 10) / 10;
     services.metrics.requests.inc({ method: req.method ?? '', route: routeLabel, status: String(status) });
     if (code) services.metrics.errors.inc({ code });
-    logRequest(services, req, { requestId, audit, status, code, durationMs, route: routeLabel });
+    logRequest(services, req, { requestId, audit, status, code, durationMs, route: routeLabel, readOnly });
   };
 }
 
 function logRequest(
   services: Services,
   req: IncomingMessage,
-  r: { requestId: string; audit: Audit; status: number; code?: string; durationMs: number; route: string },
+  r: { requestId: string; audit: Audit; status: number; code?: string; durationMs: number; route: string; readOnly: boolean },
 ): void {
   const peer = peerOf(req.socket);
   const fields = {
@@ -106,7 +108,7 @@ function logRequest(
     ms: r.durationMs,
     request: r.requestId,
   };
-  const mutating = req.method === 'POST' || req.method === 'DELETE';
+  const mutating = (req.method === 'POST' || req.method === 'DELETE') && !r.readOnly;
   const what = r.audit.operation ?? `${req.method} ${r.route}`;
   if (!mutating) services.logger.debug(what, fields);
   else if (!r.code) services.logger.info(what, fields);

@@ -103,10 +103,19 @@ export function createLogger(options: LoggerOptions = {}): Logger {
   const stream = native
     ? journalStream(new JournalSocket(native), journalRecord, options.stream ?? process.stderr)
     : (options.stream ?? process.stderr);
-  return winston.createLogger({
+  const level = options.level ?? 'info';
+  const logger = winston.createLogger({
     levels: SEVERITY,
-    level: options.level ?? 'info',
+    level,
     format: winston.format.combine(winston.format.timestamp(), lineFormat(format, journal)),
     transports: [new winston.transports.Stream({ stream })],
-  }) as unknown as Logger;
+  });
+  // winston stamps, formats and streams every event, and only then does the transport drop one below
+  // its level: the debug line of every GET (api.ts) cost the agent ~5 % of its time at info level
+  // under 8 clients of state requests (node --cpu-prof, docs/bench.md). The level is fixed at start,
+  // so the quieter levels are made to return at once.
+  for (const quieter of LOG_LEVELS) {
+    if (SEVERITY[quieter] > SEVERITY[level]) (logger as unknown as Record<LogLevel, () => unknown>)[quieter] = () => logger;
+  }
+  return logger as unknown as Logger;
 }

@@ -94,6 +94,16 @@ export const text: Checker<string> = (value, field) => {
   return value;
 };
 
+/** At most this many cgroups in one request (POST /v1/freeze, /v1/thaw, /v1/state). */
+export const MAX_BATCH = 1024;
+
+/** A list of cgroup names: 1 to MAX_BATCH non-empty strings (each checked as `text`). */
+export const cgroupList: Checker<string[]> = (value, field) => {
+  if (!Array.isArray(value) || value.length === 0) throw invalid(`"${field}" must be a non-empty array of cgroup names`);
+  if (value.length > MAX_BATCH) throw invalid(`"${field}" names ${value.length} cgroups, more than ${MAX_BATCH}`);
+  return value.map((item, i) => text(item, `${field}[${i}]`));
+};
+
 export const absolutePath: Checker<string> = (value, field) => {
   const path = text(value, field);
   if (!isAbsolute(path)) throw invalid(`"${field}" must be an absolute path, got "${path}"`);

@@ -11,6 +11,8 @@ export interface Route {
   /** `/v1/checkpoints/{id}`; also the `route` label of metrics. */
   readonly pattern: string;
   readonly handle: Handler;
+  /** A POST that changes nothing (POST /v1/state): logged at debug, as GETs are, not audited at info. */
+  readonly readOnly?: boolean;
 }
 
 export interface Match {
@@ -18,9 +20,15 @@ export interface Match {
   readonly params: Record<string, string>;
 }
 
-function matchPattern(pattern: string, path: string): Record<string, string> | undefined {
-  const want = pattern.split('/');
-  const got = path.split('/');
+// A pattern's segments, split once: matching runs over every route for every request.
+const segmentsOf = new Map<string, string[]>();
+
+function matchPattern(pattern: string, got: readonly string[]): Record<string, string> | undefined {
+  let want = segmentsOf.get(pattern);
+  if (want === undefined) {
+    want = pattern.split('/');
+    segmentsOf.set(pattern, want);
+  }
   if (want.length !== got.length) return undefined;
   const params: Record<string, string> = {};
   for (let i = 0; i < want.length; i++) {
@@ -38,8 +46,9 @@ function matchPattern(pattern: string, path: string): Record<string, string> | u
 
 export function matchRoute(routes: readonly Route[], method: string, path: string): Match {
   const allowed: string[] = [];
+  const got = path.split('/');
   for (const route of routes) {
-    const params = matchPattern(route.pattern, path);
+    const params = matchPattern(route.pattern, got);
     if (!params) continue;
     if (route.method === method) return { route, params };
     allowed.push(route.method);

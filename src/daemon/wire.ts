@@ -16,3 +16,5 @@ export type { HeldTerminalReply } from './terminal-restore.js';
 export type { TerminalStatus } from '../terminal/index.js';
 /** GET /v1/operations: `{operations: [...]}`, also in GET /v1/health. */
 export type { OperationView } from './operations.js';
+/** What POST /v1/freeze and /v1/thaw answer (200), and the outcomes in their error's details. */
+export type { BatchReply, NamedResult, StateBatchReply } from './routes/cgroups.js';

@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { openFreezer, type CgroupRef, type Freezer, type FreezerStatus } from '../cgroup/index.js';
 import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
+import { changeAll, FREEZE_ALL, THAW_ALL } from './batch.js';
 import { busyError, holderOfLocked, isCheckpointing, isLive } from './holder.js';
 import { Lease } from './lease.js';
 import { checkpointingAncestor, guardSubtree } from './subtree-guard.js';
@@ -62,6 +63,29 @@ export class CgroupControl {
     return this.underLease(ref, 'thaw', 'thawing', opts.requestId, (freezer) => freezer.thaw());
   }
 
+  /**
+   * Freezes every cgroup or none (./batch.ts): all their locks first, then every freezer file
+   * written before any wait. On failure the ones it froze are thawed again and the error (the
+   * failing cgroup's code) carries `details.results`, one BatchResult per cgroup.
+   */
+  async freezeAll(refs: readonly CgroupRef[], opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus[]> {
+    const requestId = opts.requestId ?? newRequestId();
+    ensureLockDir(this.runDir, this.locksDir);
+    return changeAll(
+      refs,
+      FREEZE_ALL(opts.timeoutMs),
+      (ref) => this.leaseInCheckedDir(ref, { requestId, operation: 'freeze' }),
+      releasedStatus,
+    );
+  }
+
+  /** Thaws every cgroup or none, as freezeAll freezes them: on failure the ones it thawed are frozen again. */
+  async thawAll(refs: readonly CgroupRef[], opts: { requestId?: string } = {}): Promise<CgroupStatus[]> {
+    const requestId = opts.requestId ?? newRequestId();
+    ensureLockDir(this.runDir, this.locksDir);
+    return changeAll(refs, THAW_ALL, (ref) => this.leaseInCheckedDir(ref, { requestId, operation: 'thaw' }), releasedStatus);
+  }
+
   /** Kills every process of the cgroup and its subtree under the lock (EBUSY while CHECKPOINTING). */
   async kill(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {
     return this.underLease(ref, 'kill', 'killing', opts.requestId, (freezer) =>
@@ -85,6 +109,11 @@ export class CgroupControl {
    */
   lease(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     ensureLockDir(this.runDir, this.locksDir);
+    return this.leaseInCheckedDir(ref, info);
+  }
+
+  /** lease() once ensureLockDir has run: a batch checks the directory once for all its cgroups. */
+  private leaseInCheckedDir(ref: CgroupRef, info: { requestId: string; operation: LockOperation }): CgroupLease {
     const lease = Lease.acquire(ref, this.lockPath(ref), info);
     try {
       // The cgroups above and below it: a checkpoint covers the whole subtree (./subtree-guard.ts).
@@ -188,7 +217,7 @@ export class CgroupControl {
 }
 
 function countsOf(freezer: Freezer): { processes: number; subtreeProcesses: number } {
-  return { processes: freezer.processes().length, subtreeProcesses: freezer.subtreeProcesses().length };
+  return freezer.processCounts();
 }
 
 function statusOf(

@@ -4,6 +4,8 @@
 // checkpoint orchestration.
 
 export { CgroupControl } from './control.js';
+/** What freezeAll and thawAll did to each cgroup, in the details of their error. */
+export type { BatchOutcome, BatchResult } from './batch.js';
 export type {
   AgentState,
   Breach,

@@ -51,6 +51,39 @@ function freezerOf(cgroup: TestCgroup) {
 
 for (const hierarchy of HIERARCHIES) {
   describe(`${hierarchy} freezer on real cgroups`, { skip: unavailable(hierarchy) }, () => {
+    test('processCounts: the cgroup itself and its subtree, with and without sub-cgroups, as processes() and subtreeProcesses() count', async () => {
+      const top = lab.cgroup(hierarchy, 'counts');
+      lab.spawnIn(top, 'sleep', ['100000']);
+      lab.spawnIn(top, 'sleep', ['100000']);
+      await lab.waitForProcesses(top, 2);
+      const leaf = freezerOf(top);
+      try {
+        assert.deepEqual(leaf.processCounts(), { processes: 2, subtreeProcesses: 2 }, 'no sub-cgroup');
+      } finally {
+        leaf.close();
+      }
+      const child = lab.cgroup(hierarchy, 'counts/child');
+      const empty = lab.cgroup(hierarchy, 'counts/child/empty');
+      lab.spawnIn(child, 'sleep', ['100000']);
+      await lab.waitForProcesses(child, 1);
+      const freezer = freezerOf(top);
+      try {
+        assert.deepEqual(freezer.processCounts(), { processes: 2, subtreeProcesses: 3 });
+        assert.deepEqual(freezer.processCounts(), {
+          processes: freezer.processes().length,
+          subtreeProcesses: freezer.subtreeProcesses().length,
+        });
+      } finally {
+        freezer.close();
+      }
+      const inner = freezerOf(empty);
+      try {
+        assert.deepEqual(inner.processCounts(), { processes: 0, subtreeProcesses: 0 });
+      } finally {
+        inner.close();
+      }
+    });
+
     test('freezes and thaws sleepers, busy loops and counters: they really stop, then run again', async () => {
       const cgroup = lab.cgroup(hierarchy, 'mixed');
       const dir = lab.tempDir('counters');

@@ -6,12 +6,23 @@ import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { builtinModules } from 'node:module';
 import { join } from 'node:path';
 import { resolveCgroup } from '../../src/cgroup/index.js';
 import { EXIT_CODES } from '../../src/cli/index.js';
 import { ERROR_CODES } from '../../src/errors/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { anyHierarchy, HIERARCHIES, pidAlive, processState, unavailable, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
+import {
+  anyHierarchy,
+  HIERARCHIES,
+  pidAlive,
+  processState,
+  REPO_ROOT,
+  unavailable,
+  waitUntil,
+  workload,
+  type TestCgroup,
+} from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { beginCheckpoint, holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
 import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
@@ -74,6 +85,68 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(thaw.code, 0, thaw.stderr);
       assert.equal(JSON.parse(thaw.stdout).state, 'THAWED');
       assert.equal(kernelState(cgroup), 'THAWED');
+    });
+  });
+
+  describe(`agentctl state, freeze, thaw of many cgroups on cgroup ${hierarchy}`, { skip: unavailable(hierarchy) }, () => {
+    test('one line per cgroup in the order given; --json gives every result; a missing one sets the exit status', async () => {
+      const [a, b] = [await sleepers(hierarchy, 'many/a'), await sleepers(hierarchy, 'many/b')];
+      const freeze = await ctl('freeze', a.path, b.dir, '--hierarchy', hierarchy);
+      assert.equal(freeze.code, 0, freeze.stderr);
+      assert.equal(freeze.stdout, `CGROUP${' '.repeat(b.dir.length - 4)}STATE\n${a.path.padEnd(b.dir.length)}  FROZEN\n${b.dir}  FROZEN\n`);
+      assert.deepEqual([kernelState(a), kernelState(b)], ['FROZEN', 'FROZEN']);
+
+      const missing = `${lab.prefix}/many/none`;
+      const state = await ctl('state', a.path, missing, '--hierarchy', hierarchy);
+      assert.equal(state.code, EXIT_CODES.ENOENT, state.stderr);
+      const lines = state.stdout.trimEnd().split('\n');
+      assert.match(lines[1], new RegExp(`^${a.path} +FROZEN {2}1 process in the subtree`));
+      assert.match(lines[2], new RegExp(`^${missing} +ENOENT: `));
+      assert.match(state.stderr, /^agentctl: ENOENT: cgroup ".*many\/none" does not exist/);
+
+      const thaw = await ctl('thaw', a.path, b.path, '--hierarchy', hierarchy, '--json');
+      assert.equal(thaw.code, 0, thaw.stderr);
+      const reply = JSON.parse(thaw.stdout);
+      assert.deepEqual(
+        reply.results.map((r: { name: string; outcome: string; status: { state: string } }) => [r.name, r.outcome, r.status.state]),
+        [
+          [a.path, 'done', 'THAWED'],
+          [b.path, 'done', 'THAWED'],
+        ],
+      );
+      assert.deepEqual([kernelState(a), kernelState(b)], ['THAWED', 'THAWED']);
+    });
+
+    test('all or nothing: a CHECKPOINTING one refuses the freeze (exit 4, naming it); --json shows every outcome', async () => {
+      const [a, held] = [await sleepers(hierarchy, 'many-busy/a'), await sleepers(hierarchy, 'many-busy/held')];
+      const control = new CgroupControl({ runDir: agent.runDir });
+      const ref = resolveCgroup(held.path, { hierarchy });
+      await control.freeze(ref);
+      const hold = beginCheckpoint(control, ref, { requestId: 'cli-many-hold' });
+      try {
+        failed(
+          await ctl('freeze', a.path, held.path, '--hierarchy', hierarchy),
+          'EBUSY',
+          EXIT_CODES.EBUSY,
+          new RegExp(`freeze of 2 cgroups failed at ${hierarchy}:${held.path}: .*nothing was changed`),
+        );
+        const json = await ctl('freeze', a.path, held.path, '--hierarchy', hierarchy, '--json');
+        assert.equal(json.code, EXIT_CODES.EBUSY);
+        const { error } = JSON.parse(json.stdout);
+        assert.equal(error.code, 'EBUSY');
+        assert.deepEqual(
+          error.details.results.map((r: { name: string; outcome: string }) => [r.name, r.outcome]),
+          [
+            [a.path, 'unchanged'],
+            [held.path, 'failed'],
+          ],
+        );
+        assert.equal(kernelState(a), 'THAWED');
+      } finally {
+        await hold.end();
+        hold.lease.release();
+      }
+      await control.thaw(ref);
     });
   });
 
@@ -205,8 +278,8 @@ describe('exit codes', () => {
     failed(await ctl('frobnicate'), 'EINVAL', 2);
     // A missing argument: the command's usage line and where its help is, not yargs' generic words.
     for (const [command, usage] of [
-      ['state', 'state <cgroup>'],
-      ['freeze', 'freeze <cgroup>'],
+      ['state', 'state <cgroup\\.\\.>'],
+      ['freeze', 'freeze <cgroup\\.\\.>'],
       ['restore', 'restore <id>'],
       ['show', 'show <id>'],
     ]) {
@@ -339,6 +412,29 @@ describe('host, help, version, completion', () => {
     const json = JSON.parse((await ctl('host', '--json')).stdout);
     assert.equal(json.agent.pid, agent.pid);
     assert.ok(json.cgroups.mode);
+  });
+
+  test('bin/agentctl runs the one-file bundle (scripts/bundle-cli.mjs) of these very sources', () => {
+    const bundle = join(REPO_ROOT, 'dist', 'bin', 'agentctl.js');
+    assert.ok(existsSync(bundle), 'npm run build made the bundle');
+    // One file: nothing but Node's own modules is imported from it.
+    const imports = [...readFileSync(bundle, 'utf8').matchAll(/^import .* from ["']([^"']+)["'];?$/gm)].map((m) => m[1]);
+    assert.ok(imports.length > 0);
+    assert.deepEqual(
+      imports.filter((name) => !name.startsWith('node:') && !builtinModules.includes(name)),
+      [],
+    );
+    // The same help as the modules it was built from: a bundle left from older sources differs.
+    const modules = new URL('../../src/cli/index.js', import.meta.url).href;
+    for (const args of [['--help'], ['freeze', '--help'], ['checkpoint', '--help']]) {
+      const bundled = execFileSync(process.execPath, [AGENTCTL, ...args], { encoding: 'utf8' });
+      const unbundled = execFileSync(
+        process.execPath,
+        ['--input-type=module', '-e', `const m = await import(${JSON.stringify(modules)}); await m.main(${JSON.stringify(args)});`],
+        { encoding: 'utf8' },
+      );
+      assert.equal(bundled, unbundled, args.join(' '));
+    }
   });
 
   test('--help shows examples for every command; --version the package version', async () => {
@@ -487,6 +583,8 @@ describe('host, help, version, completion', () => {
       assert.deepEqual(await complete(command, id.slice(0, -2)), [id]);
     }
     assert.deepEqual(await complete('freeze', `${lab.prefix}/comp`), [`${lab.prefix}/complete`]);
+    // freeze, thaw and state take many cgroups: the second is completed as the first.
+    assert.deepEqual(await complete('freeze', cgroup.path, `${cgroup.path}/child-`), [`${cgroup.path}/child-a`, `${cgroup.path}/child-b`]);
     assert.deepEqual(await complete('kill', '--hierarchy', h, `${cgroup.path}/`), [`${cgroup.path}/child-a`, `${cgroup.path}/child-b`]);
     assert.deepEqual(await complete('state', `${cgroup.dir}/child-`), [`${cgroup.dir}/child-a`, `${cgroup.dir}/child-b`]);
     assert.deepEqual(await complete('restore', id, '--cgroup', `${cgroup.path}/child-b`), [`${cgroup.path}/child-b`]);
