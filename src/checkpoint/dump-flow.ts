@@ -26,7 +26,6 @@ import type { CgroupLease, CheckpointHold } from '../lock/index.js';
 import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import {
-  describeFiles,
   FAILURE_FILE,
   fsyncDirectory,
   MANIFEST_FILE,
@@ -35,7 +34,9 @@ import {
   treeBytes,
   writeFileDurably,
 } from './image-store.js';
-import { warmHashThreads } from './hash-pool.js';
+import { hashThreadCount, holdHashThreads, warmHashThreads } from './hash-pool.js';
+import { describeFiles } from './checksums.js';
+import { ImageFollower } from './follow.js';
 import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
@@ -49,6 +50,7 @@ import { recordHost } from './compat.js';
 const SPACE_MARGIN_BYTES = 16 << 20;
 const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+const PROGRESS_MS = 200;
 
 class Deadline {
   readonly at: number;
@@ -72,7 +74,7 @@ function priorOf(state: FreezerState): 'THAWED' | 'FROZEN' {
   return state === 'FROZEN' ? 'FROZEN' : 'THAWED';
 }
 
-function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
+function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[]; resident: number } {
   const status = lease.freezer.status();
   if (status.parentFreezing) {
     throw new AgentError(
@@ -87,7 +89,8 @@ function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior:
   }
   refuseSelfFrozenDescendants(lease.ref, name);
   ctx.store.ensureRoot();
-  const needed = Math.ceil(residentBytes(pids) * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
+  const resident = residentBytes(pids);
+  const needed = Math.ceil(resident * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
   const free = ctx.store.freeBytes();
   if (free < needed) {
     throw new AgentError(
@@ -95,7 +98,7 @@ function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior:
       `not enough space for a checkpoint of ${name} in ${ctx.store.root}: ${mib(free)} free, ${mib(needed)} needed (resident memory of ${pids.length} processes plus a margin)`,
     );
   }
-  return { prior: priorOf(status.state), pids };
+  return { prior: priorOf(status.state), pids, resident };
 }
 
 function mib(bytes: number): string {
@@ -123,6 +126,14 @@ export async function runCheckpoint(
   const startedAt = Date.now();
   const name = `${ref.hierarchy}:${ref.path}`;
   const progress = (stage: Stage, extra: Record<string, unknown> = {}) => hooks.onProgress?.({ stage, ...extra });
+  // Byte counts arrive every few ms while CRIU writes and pieces are hashed: at most one line per PROGRESS_MS.
+  let lastByteProgress = 0;
+  const byteProgress = (stage: Stage, extra: Record<string, unknown>) => {
+    const now = Date.now();
+    if (now - lastByteProgress < PROGRESS_MS) return;
+    lastByteProgress = now;
+    progress(stage, extra);
+  };
   const deadline = new Deadline(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, hooks.signal);
   const after = options.after ?? 'prior';
   const id = newCheckpointId();
@@ -135,6 +146,8 @@ export async function runCheckpoint(
   let keepFailed = false;
   let thawed = false;
   let trees: TreeRecord[] = [];
+  let follower: ImageFollower | undefined;
+  let liftHold: (() => void) | undefined;
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
@@ -151,17 +164,27 @@ export async function runCheckpoint(
 
     progress('lock');
     hold = lease.beginCheckpoint();
-    warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
+    warmHashThreads(); // ready for the pieces CRIU writes (./follow.ts) and the checksums after it
+    // CRIU dumps on one core; the pieces it has written are hashed on the others meanwhile.
+    liftHold = holdHashThreads(hashThreadCount() - 1);
+    let bytes = 0;
+    let hashed = 0;
+    const expected = checked.resident;
+    follower = new ImageFollower(
+      partialDir,
+      (n) => (hashed += n),
+      (seen) => byteProgress('dump', { bytes: seen, total: expected }),
+    );
     const members = subtreeMembers(ref);
     trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
     const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];
-    let bytes = 0;
     for (const tree of trees) {
       const dir = join(partialDir, `tree-${tree.index}`);
       mkdirSync(dir, { mode: 0o700 });
-      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+      follower.follow(dir);
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
       keepFailed = true; // from here on CRIU's log is worth keeping if anything fails
       await hold.criuWindow(() =>
         runCriuDump({
@@ -180,9 +203,12 @@ export async function runCheckpoint(
       const treeStats = await readDumpStats(dir);
       stats.push(treeStats);
       bytes += treeStats.pagesWritten * 4096;
-      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
     }
     const dumpMs = Date.now() - frozenAt;
+    const followed = follower.stop();
+    const hashedDuringDump = hashed;
+    liftHold();
 
     progress('verify');
     checkNothingMissing(lease, trees, name);
@@ -204,9 +230,17 @@ export async function runCheckpoint(
       thawed = true;
     }
 
-    progress('manifest');
+    const imageBytes = treeBytes(partialDir);
+    progress('manifest', { bytes: hashed, total: imageBytes });
     const hashStart = Date.now();
-    const files = await describeFiles(partialDir);
+    const files = await describeFiles(partialDir, {
+      skip: [MANIFEST_FILE],
+      followed,
+      onBytes: (n) => {
+        hashed += n;
+        byteProgress('manifest', { bytes: hashed, total: imageBytes });
+      },
+    });
     const hashMs = Date.now() - hashStart;
     const manifest: Manifest = {
       formatVersion: 1,
@@ -235,6 +269,7 @@ export async function runCheckpoint(
         frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt,
         dumpMs,
         hashMs,
+        hashedDuringDumpBytes: hashedDuringDump,
         publishMs: 0,
         totalMs: Date.now() - startedAt,
       },
@@ -271,6 +306,8 @@ export async function runCheckpoint(
       timings,
     };
   } catch (err) {
+    follower?.stop();
+    liftHold?.();
     await hold?.end().catch(() => undefined);
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
     // A CRIU killed from outside may have left a task at the trap it planted, doomed to die of

@@ -1,6 +1,7 @@
-// One thread of the hashing pool (./hash-pool.ts): sha256 of whole files, one at a time, with
-// synchronous 1 MiB reads (a worker has no event loop of anyone else's to keep free). A file is
-// opened with O_NOFOLLOW, as everywhere an image is read: a symlink planted in an image is refused.
+// One thread of the hashing pool (./hash-pool.ts): sha256 of a whole file or of one piece of it
+// (./digest.ts), one job at a time, with synchronous 1 MiB reads (a worker has no event loop of
+// anyone else's to keep free). A file is opened with O_NOFOLLOW, as everywhere an image is read: a
+// symlink planted in an image is refused.
 
 import { createHash } from 'node:crypto';
 import { closeSync, constants, openSync, readSync } from 'node:fs';
@@ -9,6 +10,9 @@ import { parentPort } from 'node:worker_threads';
 export interface HashRequest {
   readonly id: number;
   readonly path: string;
+  /** A piece: `length` bytes from `offset`, all of which must be there. Without them: the whole file. */
+  readonly offset?: number;
+  readonly length?: number;
 }
 export type HashReply =
   { readonly id: number; readonly sha256: string } | { readonly id: number; readonly error: { message: string; code?: string } };
@@ -16,15 +20,29 @@ export type HashReply =
 const READ_BYTES = 1024 * 1024;
 const buffer = Buffer.allocUnsafe(READ_BYTES);
 
-function sha256Sync(path: string): string {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+function sha256Sync(request: HashRequest): string {
+  const fd = openSync(request.path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
-    for (;;) {
-      const n = readSync(fd, buffer, 0, buffer.length, null);
-      if (n === 0) return hash.digest('hex');
-      hash.update(buffer.subarray(0, n));
+    if (request.length === undefined) {
+      for (;;) {
+        const n = readSync(fd, buffer, 0, buffer.length, null);
+        if (n === 0) return hash.digest('hex');
+        hash.update(buffer.subarray(0, n));
+      }
     }
+    let position = request.offset ?? 0;
+    let left = request.length;
+    while (left > 0) {
+      const n = readSync(fd, buffer, 0, Math.min(buffer.length, left), position);
+      if (n === 0) {
+        throw Object.assign(new Error(`${request.path} ends at byte ${position}, before the piece it was to hash ends`), { code: 'EIO' });
+      }
+      hash.update(buffer.subarray(0, n));
+      position += n;
+      left -= n;
+    }
+    return hash.digest('hex');
   } finally {
     closeSync(fd);
   }
@@ -33,7 +51,7 @@ function sha256Sync(path: string): string {
 parentPort?.on('message', (request: HashRequest) => {
   let reply: HashReply;
   try {
-    reply = { id: request.id, sha256: sha256Sync(request.path) };
+    reply = { id: request.id, sha256: sha256Sync(request) };
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
     reply = { id: request.id, error: { message: e.message, code: e.code } };

@@ -39,8 +39,10 @@ export type Stage =
 export interface ProgressEvent {
   readonly stage: Stage;
   readonly message?: string;
-  /** Bytes of image written so far (dump) or read (restore). */
+  /** Bytes done so far of the stage: image written (dump), hashed (manifest, verify). */
   readonly bytes?: number;
+  /** The bytes the stage expects in all: resident memory (dump), image bytes (manifest, verify). */
+  readonly total?: number;
   /** 1-based index of the process tree being dumped or restored, and how many there are. */
   readonly tree?: number;
   readonly trees?: number;
@@ -73,7 +75,10 @@ export interface TreeRecord {
 export interface ImageFile {
   readonly path: string; // relative to the checkpoint directory
   readonly size: number;
+  /** sha256 of the bytes, or with chunkBytes the sha256 of the sha256 of each piece (src/checkpoint/digest.ts). */
   readonly sha256: string;
+  /** Piece size of a chunked digest; absent for a plain sha256 (files up to 16 MiB, and older manifests). */
+  readonly chunkBytes?: number;
 }
 
 export interface Timings {
@@ -86,6 +91,8 @@ export interface Timings {
   readonly dumpMs: number;
   /** Checksums of the image files (absent in manifests written before it was recorded). */
   readonly hashMs?: number;
+  /** Image bytes already hashed when CRIU exited (page files followed as they grew, src/checkpoint/follow.ts). */
+  readonly hashedDuringDumpBytes?: number;
   /** Manifest written, fsynced, the directory renamed to its final name (absent likewise). */
   readonly publishMs?: number;
   readonly totalMs: number;
