@@ -169,11 +169,13 @@ export async function runCheckpoint(
     liftHold = holdHashThreads(hashThreadCount() - 1);
     let bytes = 0;
     let hashed = 0;
+    let treeNo = 0;
+    let treeCount = 0;
     const expected = checked.resident;
     follower = new ImageFollower(
       partialDir,
       (n) => (hashed += n),
-      (seen) => byteProgress('dump', { bytes: seen, total: expected }),
+      (seen) => byteProgress('dump', { tree: treeNo, trees: treeCount, bytes: seen, total: expected }),
     );
     const members = subtreeMembers(ref);
     trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
@@ -184,6 +186,8 @@ export async function runCheckpoint(
       const dir = join(partialDir, `tree-${tree.index}`);
       mkdirSync(dir, { mode: 0o700 });
       follower.follow(dir);
+      treeNo = tree.index + 1;
+      treeCount = trees.length;
       progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
       keepFailed = true; // from here on CRIU's log is worth keeping if anything fails
       await hold.criuWindow(() =>
@@ -231,14 +235,14 @@ export async function runCheckpoint(
     }
 
     const imageBytes = treeBytes(partialDir);
-    progress('manifest', { bytes: hashed, total: imageBytes });
+    progress('manifest', { message: 'checksums', bytes: hashed, total: imageBytes });
     const hashStart = Date.now();
     const files = await describeFiles(partialDir, {
       skip: [MANIFEST_FILE],
       followed,
       onBytes: (n) => {
         hashed += n;
-        byteProgress('manifest', { bytes: hashed, total: imageBytes });
+        byteProgress('manifest', { message: 'checksums', bytes: Math.min(hashed, imageBytes), total: imageBytes });
       },
     });
     const hashMs = Date.now() - hashStart;

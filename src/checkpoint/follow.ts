@@ -95,6 +95,6 @@ export class ImageFollower {
         }
       }
     }
-    this.onScan(seen);
+    if (this.dirs.length > 0) this.onScan(seen);
   }
 }
