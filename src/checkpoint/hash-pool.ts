@@ -11,9 +11,11 @@
 // that an idle agent does not carry their memory (each is a V8 isolate, several MB); an idle one
 // never keeps the process alive. A thread that dies is replaced and the file it held fails with EIO.
 //
-// While CRIU runs, the pool may be held to fewer threads (holdThreads): CRIU dumps on one core, and
-// hashing the pieces it has written (./follow.ts) should take the other cores, not CRIU's, since
-// the workload is frozen until CRIU is done.
+// While CRIU runs, the pool may be held to fewer threads (holdHashThreads): CRIU dumps on one
+// core, and hashing the pieces it has written (./follow.ts) should take the other cores, not
+// CRIU's, since the workload is frozen until CRIU is done. The jobs started while it is held also
+// run at nice 19 (./hash-worker.ts), so that on a busy machine they take only CPU nobody else
+// wants: CRIU's dump, which keeps the workload stopped, comes first.
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -76,12 +78,12 @@ class HashThread {
     return this.job !== undefined;
   }
 
-  run(job: Job): void {
+  run(job: Job, background: boolean): void {
     const id = ++this.nextId;
     this.job = { id, job };
     clearTimeout(this.idleTimer);
     this.worker.ref(); // a file in hand keeps the process alive; an idle thread never does
-    this.worker.postMessage({ id, path: job.path, offset: job.offset, length: job.length } satisfies HashRequest);
+    this.worker.postMessage({ id, path: job.path, offset: job.offset, length: job.length, background } satisfies HashRequest);
   }
 }
 
@@ -89,16 +91,19 @@ class HashPool {
   private threads: HashThread[] = [];
   private readonly queue: Job[] = [];
   private limit: number;
+  private held = false;
 
   constructor(private readonly size: number) {
     this.limit = size;
   }
 
-  /** At most `threads` jobs at once (at least 1) until release is called. */
+  /** At most `threads` jobs at once (at least 1), started at nice 19, until the function returned is called. */
   hold(threads: number): () => void {
     this.limit = Math.max(1, Math.min(this.size, threads));
+    this.held = true;
     return () => {
       this.limit = this.size;
+      this.held = false;
       this.dispatch();
     };
   }
@@ -128,7 +133,7 @@ class HashPool {
         this.threads.push(thread);
       }
       if (!thread) return;
-      thread.run(this.queue.shift()!);
+      thread.run(this.queue.shift()!, this.held);
     }
   }
 }

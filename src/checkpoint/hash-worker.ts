@@ -4,7 +4,8 @@
 // symlink planted in an image is refused.
 
 import { createHash } from 'node:crypto';
-import { closeSync, constants, openSync, readSync } from 'node:fs';
+import { closeSync, constants, openSync, readlinkSync, readSync } from 'node:fs';
+import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 
 export interface HashRequest {
@@ -13,6 +14,8 @@ export interface HashRequest {
   /** A piece: `length` bytes from `offset`, all of which must be there. Without them: the whole file. */
   readonly offset?: number;
   readonly length?: number;
+  /** Hash at the lowest CPU priority (nice 19): pieces hashed while CRIU dumps a frozen workload. */
+  readonly background?: boolean;
 }
 export type HashReply =
   { readonly id: number; readonly sha256: string } | { readonly id: number; readonly error: { message: string; code?: string } };
@@ -48,7 +51,30 @@ function sha256Sync(request: HashRequest): string {
   }
 }
 
+// This thread's own id: setpriority(2) given a thread id sets that thread's nice value only (Linux
+// keeps it per thread), so a background piece slows nobody but this thread. None known: no change.
+const threadId = (() => {
+  try {
+    return Number(readlinkSync('/proc/thread-self').split('/').pop()) || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+let nice = 0;
+
+function niceFor(request: HashRequest): void {
+  const wanted = request.background ? 19 : 0;
+  if (threadId === undefined || wanted === nice) return;
+  try {
+    setPriority(threadId, wanted);
+    nice = wanted;
+  } catch {
+    // going back from 19 needs CAP_SYS_NICE (agentd runs as root); without it the thread stays low
+  }
+}
+
 parentPort?.on('message', (request: HashRequest) => {
+  niceFor(request);
   let reply: HashReply;
   try {
     reply = { id: request.id, sha256: sha256Sync(request) };
