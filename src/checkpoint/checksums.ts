@@ -95,7 +95,11 @@ async function fileDigest(
   for (let k = kept.length; k < count; k++) {
     const length = Math.min(piece, size - k * piece);
     const p = sha256Piece(path, k * piece, length);
-    if (onBytes) void p.then(() => onBytes(length), () => undefined);
+    if (onBytes)
+      void p.then(
+        () => onBytes(length),
+        () => undefined,
+      );
     pieces.push(p);
   }
   const digests = await settleAll(pieces);

@@ -17,7 +17,7 @@
 // failure after it leaves the workload running. Either way the lock is released and no image looks
 // good: it stays `.partial-<id>` until the rename and becomes `<id>.failed`.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { release as kernelRelease } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -44,6 +44,7 @@ import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 import { recordHost } from './compat.js';
+import { dropParentLinks, preDumpDir, preDumpTrees, refuseImpossiblePreDump } from './pre-dump.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
@@ -151,12 +152,32 @@ export async function runCheckpoint(
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
+    const preDumps = options.preDumps ?? 0;
+    await refuseImpossiblePreDump(ctx.criu, preDumps, name, prior);
     deadline.remainingOrFail(`checkpoint of ${name}`);
 
-    progress('freeze');
     partialDir = ctx.store.createPartial(id);
     // Before the freeze: CRIU's record of this CPU does not depend on the workload (0.06 s here).
     const host = await recordHost(ctx.criu, partialDir, deadline.remainingOrFail(`recording the CPU of this host`), hooks.signal);
+    let preDumped = new Map<number, { index: number; count: number }>();
+    if (preDumps > 0) {
+      lease.update({ phase: 'pre-dump', priorState: prior, imageDir: partialDir });
+      keepFailed = true;
+      const running = subtreeMembers(ref);
+      const preTrees = withSubCgroups(processTrees(running.map((m) => m.pid)), running);
+      const where = partialDir;
+      preDumped = await preDumpTrees(preTrees, preDumps, {
+        criuPath: ctx.criu.path,
+        partialDir: where,
+        freezeCgroup: ref.dir,
+        shellJob: options.shellJob,
+        timeoutMs: () => deadline.remainingOrFail(`pre-dumping ${name}`),
+        signal: hooks.signal,
+        onStep: (round, tree) => progress('pre-dump', { tree: tree + 1, trees: preTrees.length, message: `round ${round}/${preDumps}` }),
+      });
+    }
+
+    progress('freeze');
     lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
     const freezeStart = Date.now();
     await lease.freezer.freeze({ timeoutMs: Math.min(deadline.remainingOrFail(`freezing ${name}`), 10_000) });
@@ -178,7 +199,12 @@ export async function runCheckpoint(
       (seen) => byteProgress('dump', { tree: treeNo, trees: treeCount, bytes: seen, total: expected }),
     );
     const members = subtreeMembers(ref);
-    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
+    // A tree builds on its pre-dumps when they were of the same root in the same place; otherwise
+    // (the tree changed while it ran) its dump is whole, and its pre-dumps are left unused.
+    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members).map((t) => {
+      const pre = preDumped.get(t.root);
+      return pre && pre.index === t.index ? { ...t, preDumps: pre.count } : t;
+    });
     const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];
@@ -200,6 +226,7 @@ export async function runCheckpoint(
           tcpEstablished: options.tcpEstablished,
           networkLock: ctx.criu.networkLock,
           fileLocks: options.fileLocks,
+          ...(tree.preDumps ? { prevImagesDir: preDumpDir(tree.preDumps) } : {}),
           timeoutMs: deadline.remainingOrFail(`dumping tree ${tree.index} of ${name}`),
           signal: hooks.signal,
         }),
@@ -210,6 +237,9 @@ export async function runCheckpoint(
       progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
     }
     const dumpMs = Date.now() - frozenAt;
+    // Every tree directory with pre-dumps, used or not: the published image holds no symlink (./pre-dump.ts).
+    if (preDumps > 0)
+      for (let k = 0; existsSync(join(partialDir, `tree-${k}`)); k++) dropParentLinks(join(partialDir, `tree-${k}`), preDumps);
     const followed = follower.stop();
     const hashedDuringDump = hashed;
     liftHold();
@@ -261,6 +291,7 @@ export async function runCheckpoint(
         shellJob: !!options.shellJob,
         tcpEstablished: !!options.tcpEstablished,
         fileLocks: !!options.fileLocks,
+        ...(preDumps > 0 ? { preDumps } : {}),
         timeoutMs: deadline.timeoutMs,
       },
       priorState: prior,

@@ -23,6 +23,7 @@ import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
 import { verifyFiles } from './checksums.js';
+import { restoreParentLinks } from './pre-dump.js';
 import { waitForSavedPids } from './pid-holders.js';
 import { createSubCgroups, planSubCgroups, putBack, treeCgroups } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
@@ -196,6 +197,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
           progress({ stage: 'restore', tree: tree.index + 1, trees: manifest.trees.length });
           const treeWork = join(work, `tree-${tree.index}`);
           mkdirSync(treeWork);
+          if (tree.preDumps) restoreParentLinks(join(dir, `tree-${tree.index}`), tree.preDumps);
           const common = {
             criuPath: ctx.criu.path,
             leaveStopped: true,

@@ -14,6 +14,12 @@ export interface CheckpointOptions {
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
   readonly fileLocks?: boolean;
+  /**
+   * Pre-dumps before the frozen dump (0 to 8, default 0): the memory copied while the workload runs,
+   * so that the frozen dump writes only what changed since (src/checkpoint/pre-dump.ts). Refused
+   * before anything is frozen where the kernel does not track dirty memory.
+   */
+  readonly preDumps?: number;
   /** Whole-operation limit; CRIU is killed and the cgroup restored when it is exceeded. */
   readonly timeoutMs?: number;
   /** Image root for this checkpoint; default the agent's images directory. */
@@ -23,6 +29,8 @@ export interface CheckpointOptions {
 
 export type Stage =
   | 'preflight'
+  /** A pre-dump, the workload running (message: round i/N). */
+  | 'pre-dump'
   | 'freeze'
   | 'lock'
   | 'dump'
@@ -70,6 +78,8 @@ export interface TreeRecord {
   readonly index: number;
   readonly root: number;
   readonly processes: readonly ProcessRecord[];
+  /** Pre-dumps under `tree-<index>/pre-<i>` its final dump builds on (absent: none, a self-contained dump). */
+  readonly preDumps?: number;
 }
 
 export interface ImageFile {

@@ -17,7 +17,12 @@ const lab = new Lab('checkpoint');
 /** sha256 of the sha256 of each piece, as docs/criu.md defines a chunked digest. */
 function chunkedSha256(bytes: Buffer, chunk: number): string {
   const outer = createHash('sha256');
-  for (let off = 0; off < bytes.length; off += chunk) outer.update(createHash('sha256').update(bytes.subarray(off, off + chunk)).digest());
+  for (let off = 0; off < bytes.length; off += chunk)
+    outer.update(
+      createHash('sha256')
+        .update(bytes.subarray(off, off + chunk))
+        .digest(),
+    );
   return outer.digest('hex');
 }
 after(() => lab.cleanup());

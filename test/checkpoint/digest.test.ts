@@ -38,7 +38,8 @@ test('files up to 16 MiB keep a plain sha256; larger ones are chunked', () => {
   assert.equal(chunkBytesFor(CHUNK_BYTES), undefined);
   assert.equal(chunkBytesFor(CHUNK_BYTES + 1), CHUNK_BYTES);
   assert.ok(isChunkBytes(CHUNK_BYTES));
-  for (const bad of [0, 1, 4096, (1 << 20) + 1, 2 ** 31, -CHUNK_BYTES, '16777216', 1.5 * (1 << 20)]) assert.equal(isChunkBytes(bad), false, String(bad));
+  for (const bad of [0, 1, 4096, (1 << 20) + 1, 2 ** 31, -CHUNK_BYTES, '16777216', 1.5 * (1 << 20)])
+    assert.equal(isChunkBytes(bad), false, String(bad));
 });
 
 test('a stream read in odd-sized pieces gives the chunked digest; one changed byte changes it', () => {
@@ -78,7 +79,11 @@ test('describeFiles records the chunked digest of a large file, verifyFiles chec
   ]);
   assert.equal(told, big.length + small.length, 'every byte is told once');
   await verifyFiles(dir, files);
-  await assert.rejects(verifyFiles(dir, [{ ...files[0], chunkBytes: 1 << 20 }]), /does not match its manifest/, 'another piece size is another digest');
+  await assert.rejects(
+    verifyFiles(dir, [{ ...files[0], chunkBytes: 1 << 20 }]),
+    /does not match its manifest/,
+    'another piece size is another digest',
+  );
   await assert.rejects(verifyFiles(dir, [{ ...files[0], chunkBytes: 7 }]), /does not match its manifest/);
   big[big.length - 1] ^= 0xff; // the last, one-byte piece
   writeFileSync(join(dir, 'big'), big);

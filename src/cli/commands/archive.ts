@@ -48,7 +48,12 @@ function exportProgress(res: IncomingMessage, progress: Progress): void {
   const counter = createBrotliDecompress();
   counter.on('data', (chunk: Buffer) => {
     inflated += chunk.length;
-    progress.onProgress?.({ stage: 'export', bytes: inflated, ...(Number.isFinite(total) ? { total } : {}), message: `(${bytes(sent)} sent)` });
+    progress.onProgress?.({
+      stage: 'export',
+      bytes: inflated,
+      ...(Number.isFinite(total) ? { total } : {}),
+      message: `(${bytes(sent)} sent)`,
+    });
   });
   counter.on('error', () => undefined); // only a progress meter
   res.on('data', (chunk: Buffer) => {
