@@ -210,7 +210,8 @@ export async function runCheckpoint(
     const stats: DumpStats[] = [];
     for (const tree of trees) {
       const dir = join(partialDir, `tree-${tree.index}`);
-      mkdirSync(dir, { mode: 0o700 });
+      // already there when the tree was pre-dumped (its pre-<i> directories are inside)
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
       follower.follow(dir);
       treeNo = tree.index + 1;
       treeCount = trees.length;
