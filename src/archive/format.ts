@@ -7,7 +7,7 @@
 // The reader checks everything here against a strict schema: an archive is hostile input.
 
 import { AgentError } from '../errors/index.js';
-import { AFTER_POLICIES, type ImageFile, type Manifest } from '../checkpoint/index.js';
+import { AFTER_POLICIES, isChunkBytes, type ImageFile, type Manifest } from '../checkpoint/index.js';
 
 export const VERSION_MEMBER = 'agentd-archive';
 export const FORMAT_VERSION = 1;
@@ -78,7 +78,8 @@ function checkFiles(value: unknown): ImageFile[] {
     seen.add(path);
     if (!isCount(f.size)) throw bad(`manifest file ${path} has no valid size`);
     if (typeof f.sha256 !== 'string' || !/^[0-9a-f]{64}$/.test(f.sha256)) throw bad(`manifest file ${path} has no valid sha256`);
-    files.push({ path, size: f.size, sha256: f.sha256 });
+    if (f.chunkBytes !== undefined && !isChunkBytes(f.chunkBytes)) throw bad(`manifest file ${path} has an invalid chunkBytes`);
+    files.push({ path, size: f.size, sha256: f.sha256, ...(f.chunkBytes !== undefined ? { chunkBytes: f.chunkBytes } : {}) });
   }
   // A file cannot also be a directory of another ("tree-0" and "tree-0/core.img").
   for (const path of seen) {

@@ -6,14 +6,13 @@
 // version, manifest and signature are read and the caller has accepted the signer (ready()): files
 // then go into the directory ready() made, created exclusively, never through a symlink.
 
-import { createHash } from 'node:crypto';
 import { closeSync, fsyncSync, mkdirSync, openSync, writeSync, constants } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Transform, Writable, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { AgentError } from '../errors/index.js';
-import type { ImageFile, Manifest } from '../checkpoint/index.js';
+import { StreamingDigest, type ImageFile, type Manifest } from '../checkpoint/index.js';
 import { createDecompressor } from './codec.js';
 import {
   FILES_PREFIX,
@@ -95,7 +94,7 @@ async function writeImageFile(entry: Readable, dir: string, file: ImageFile): Pr
   const path = join(dir, file.path);
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
   const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  const hash = createHash('sha256');
+  const hash = new StreamingDigest(file.chunkBytes);
   let size = 0;
   try {
     await pipeline(
@@ -116,7 +115,7 @@ async function writeImageFile(entry: Readable, dir: string, file: ImageFile): Pr
       }),
     );
     if (size !== file.size) throw refused(`${FILES_PREFIX}${file.path} holds ${size} bytes, its manifest lists ${file.size}`);
-    if (hash.digest('hex') !== file.sha256) throw refused(`${FILES_PREFIX}${file.path} does not match its sha256 in the manifest`);
+    if (hash.digest() !== file.sha256) throw refused(`${FILES_PREFIX}${file.path} does not match its sha256 in the manifest`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -5,14 +5,14 @@
 // import) if it no longer matches its manifest: the checkpoint was verified before the export began,
 // and this catches a file that changed since.
 
-import { createHash, sign } from 'node:crypto';
+import { sign } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import tar from 'tar-stream';
 import { AgentError } from '../errors/index.js';
-import type { ImageFile } from '../checkpoint/index.js';
+import { StreamingDigest, type ImageFile } from '../checkpoint/index.js';
 import { createCompressor } from './codec.js';
 import { FILES_PREFIX, MANIFEST_MEMBER, SIGNATURE_MEMBER, VERSION_MEMBER, VERSION_TEXT, type SignatureRecord } from './format.js';
 import type { SigningKey } from './keys.js';
@@ -40,7 +40,7 @@ export function signatureBytes(manifestBytes: Buffer, key: SigningKey): Buffer {
 
 /** Passes bytes through, hashing them; checks the digest against the manifest's at the end. */
 function verifyingTap(id: string, file: ImageFile, onBytes: (n: number) => void): Transform {
-  const hash = createHash('sha256');
+  const hash = new StreamingDigest(file.chunkBytes);
   let size = 0;
   return new Transform({
     transform(chunk: Buffer, _encoding, callback) {
@@ -50,7 +50,7 @@ function verifyingTap(id: string, file: ImageFile, onBytes: (n: number) => void)
       callback(null, chunk);
     },
     flush(callback) {
-      const digest = hash.digest('hex');
+      const digest = hash.digest();
       if (size !== file.size || digest !== file.sha256) {
         callback(
           new AgentError(

@@ -17,7 +17,7 @@
 // failure after it leaves the workload running. Either way the lock is released and no image looks
 // good: it stays `.partial-<id>` until the rename and becomes `<id>.failed`.
 
-import { mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { release as kernelRelease } from 'node:os';
 import { randomBytes } from 'node:crypto';
@@ -26,7 +26,6 @@ import type { CgroupLease, CheckpointHold } from '../lock/index.js';
 import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import {
-  describeFiles,
   FAILURE_FILE,
   fsyncDirectory,
   MANIFEST_FILE,
@@ -35,7 +34,9 @@ import {
   treeBytes,
   writeFileDurably,
 } from './image-store.js';
-import { warmHashThreads } from './hash-pool.js';
+import { hashThreadCount, holdHashThreads, warmHashThreads } from './hash-pool.js';
+import { describeFiles } from './checksums.js';
+import { ImageFollower } from './follow.js';
 import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
@@ -43,12 +44,14 @@ import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 import { recordHost } from './compat.js';
+import { dropParentLinks, preDumpDir, preDumpTrees, refuseImpossiblePreDump } from './pre-dump.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
 const SPACE_MARGIN_BYTES = 16 << 20;
 const SPACE_FACTOR = 1.1;
 const DEFAULT_TIMEOUT_MS = 10 * 60_000;
+const PROGRESS_MS = 200;
 
 class Deadline {
   readonly at: number;
@@ -72,7 +75,7 @@ function priorOf(state: FreezerState): 'THAWED' | 'FROZEN' {
   return state === 'FROZEN' ? 'FROZEN' : 'THAWED';
 }
 
-function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[] } {
+function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior: 'THAWED' | 'FROZEN'; pids: number[]; resident: number } {
   const status = lease.freezer.status();
   if (status.parentFreezing) {
     throw new AgentError(
@@ -87,7 +90,8 @@ function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior:
   }
   refuseSelfFrozenDescendants(lease.ref, name);
   ctx.store.ensureRoot();
-  const needed = Math.ceil(residentBytes(pids) * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
+  const resident = residentBytes(pids);
+  const needed = Math.ceil(resident * SPACE_FACTOR) + SPACE_MARGIN_BYTES;
   const free = ctx.store.freeBytes();
   if (free < needed) {
     throw new AgentError(
@@ -95,7 +99,7 @@ function preflight(ctx: FlowContext, lease: CgroupLease, name: string): { prior:
       `not enough space for a checkpoint of ${name} in ${ctx.store.root}: ${mib(free)} free, ${mib(needed)} needed (resident memory of ${pids.length} processes plus a margin)`,
     );
   }
-  return { prior: priorOf(status.state), pids };
+  return { prior: priorOf(status.state), pids, resident };
 }
 
 function mib(bytes: number): string {
@@ -123,6 +127,14 @@ export async function runCheckpoint(
   const startedAt = Date.now();
   const name = `${ref.hierarchy}:${ref.path}`;
   const progress = (stage: Stage, extra: Record<string, unknown> = {}) => hooks.onProgress?.({ stage, ...extra });
+  // Byte counts arrive every few ms while CRIU writes and pieces are hashed: at most one line per PROGRESS_MS.
+  let lastByteProgress = 0;
+  const byteProgress = (stage: Stage, extra: Record<string, unknown>) => {
+    const now = Date.now();
+    if (now - lastByteProgress < PROGRESS_MS) return;
+    lastByteProgress = now;
+    progress(stage, extra);
+  };
   const deadline = new Deadline(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, hooks.signal);
   const after = options.after ?? 'prior';
   const id = newCheckpointId();
@@ -135,15 +147,37 @@ export async function runCheckpoint(
   let keepFailed = false;
   let thawed = false;
   let trees: TreeRecord[] = [];
+  let follower: ImageFollower | undefined;
+  let liftHold: (() => void) | undefined;
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
+    const preDumps = options.preDumps ?? 0;
+    await refuseImpossiblePreDump(ctx.criu, preDumps, name, prior);
     deadline.remainingOrFail(`checkpoint of ${name}`);
 
-    progress('freeze');
     partialDir = ctx.store.createPartial(id);
     // Before the freeze: CRIU's record of this CPU does not depend on the workload (0.06 s here).
     const host = await recordHost(ctx.criu, partialDir, deadline.remainingOrFail(`recording the CPU of this host`), hooks.signal);
+    let preDumped = new Map<number, { index: number; count: number }>();
+    if (preDumps > 0) {
+      lease.update({ phase: 'pre-dump', priorState: prior, imageDir: partialDir });
+      keepFailed = true;
+      const running = subtreeMembers(ref);
+      const preTrees = withSubCgroups(processTrees(running.map((m) => m.pid)), running);
+      const where = partialDir;
+      preDumped = await preDumpTrees(preTrees, preDumps, {
+        criuPath: ctx.criu.path,
+        partialDir: where,
+        freezeCgroup: ref.dir,
+        shellJob: options.shellJob,
+        timeoutMs: () => deadline.remainingOrFail(`pre-dumping ${name}`),
+        signal: hooks.signal,
+        onStep: (round, tree) => progress('pre-dump', { tree: tree + 1, trees: preTrees.length, message: `round ${round}/${preDumps}` }),
+      });
+    }
+
+    progress('freeze');
     lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
     const freezeStart = Date.now();
     await lease.freezer.freeze({ timeoutMs: Math.min(deadline.remainingOrFail(`freezing ${name}`), 10_000) });
@@ -151,17 +185,37 @@ export async function runCheckpoint(
 
     progress('lock');
     hold = lease.beginCheckpoint();
-    warmHashThreads(); // ready for the checksums when CRIU is done (./hash-pool.ts)
+    warmHashThreads(); // ready for the pieces CRIU writes (./follow.ts) and the checksums after it
+    // CRIU dumps on one core; the pieces it has written are hashed on the others meanwhile.
+    liftHold = holdHashThreads(hashThreadCount() - 1);
+    let bytes = 0;
+    let hashed = 0;
+    let treeNo = 0;
+    let treeCount = 0;
+    const expected = checked.resident;
+    follower = new ImageFollower(
+      partialDir,
+      (n) => (hashed += n),
+      (seen) => byteProgress('dump', { tree: treeNo, trees: treeCount, bytes: seen, total: expected }),
+    );
     const members = subtreeMembers(ref);
-    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members);
+    // A tree builds on its pre-dumps when they were of the same root in the same place; otherwise
+    // (the tree changed while it ran) its dump is whole, and its pre-dumps are left unused.
+    trees = withSubCgroups(processTrees(members.map((m) => m.pid)), members).map((t) => {
+      const pre = preDumped.get(t.root);
+      return pre && pre.index === t.index ? { ...t, preDumps: pre.count } : t;
+    });
     const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];
-    let bytes = 0;
     for (const tree of trees) {
       const dir = join(partialDir, `tree-${tree.index}`);
-      mkdirSync(dir, { mode: 0o700 });
-      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+      // already there when the tree was pre-dumped (its pre-<i> directories are inside)
+      mkdirSync(dir, { recursive: true, mode: 0o700 });
+      follower.follow(dir);
+      treeNo = tree.index + 1;
+      treeCount = trees.length;
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
       keepFailed = true; // from here on CRIU's log is worth keeping if anything fails
       await hold.criuWindow(() =>
         runCriuDump({
@@ -173,6 +227,7 @@ export async function runCheckpoint(
           tcpEstablished: options.tcpEstablished,
           networkLock: ctx.criu.networkLock,
           fileLocks: options.fileLocks,
+          ...(tree.preDumps ? { prevImagesDir: preDumpDir(tree.preDumps) } : {}),
           timeoutMs: deadline.remainingOrFail(`dumping tree ${tree.index} of ${name}`),
           signal: hooks.signal,
         }),
@@ -180,9 +235,15 @@ export async function runCheckpoint(
       const treeStats = await readDumpStats(dir);
       stats.push(treeStats);
       bytes += treeStats.pagesWritten * 4096;
-      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes });
+      progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
     }
     const dumpMs = Date.now() - frozenAt;
+    // Every tree directory with pre-dumps, used or not: the published image holds no symlink (./pre-dump.ts).
+    if (preDumps > 0)
+      for (let k = 0; existsSync(join(partialDir, `tree-${k}`)); k++) dropParentLinks(join(partialDir, `tree-${k}`), preDumps);
+    const followed = follower.stop();
+    const hashedDuringDump = hashed;
+    liftHold();
 
     progress('verify');
     checkNothingMissing(lease, trees, name);
@@ -204,9 +265,17 @@ export async function runCheckpoint(
       thawed = true;
     }
 
-    progress('manifest');
+    const imageBytes = treeBytes(partialDir);
+    progress('manifest', { message: 'checksums', bytes: hashed, total: imageBytes });
     const hashStart = Date.now();
-    const files = await describeFiles(partialDir);
+    const files = await describeFiles(partialDir, {
+      skip: [MANIFEST_FILE],
+      followed,
+      onBytes: (n) => {
+        hashed += n;
+        byteProgress('manifest', { message: 'checksums', bytes: Math.min(hashed, imageBytes), total: imageBytes });
+      },
+    });
     const hashMs = Date.now() - hashStart;
     const manifest: Manifest = {
       formatVersion: 1,
@@ -223,6 +292,7 @@ export async function runCheckpoint(
         shellJob: !!options.shellJob,
         tcpEstablished: !!options.tcpEstablished,
         fileLocks: !!options.fileLocks,
+        ...(preDumps > 0 ? { preDumps } : {}),
         timeoutMs: deadline.timeoutMs,
       },
       priorState: prior,
@@ -235,6 +305,7 @@ export async function runCheckpoint(
         frozenWindowMs: (thawedAt ?? Date.now()) - frozenAt,
         dumpMs,
         hashMs,
+        hashedDuringDumpBytes: hashedDuringDump,
         publishMs: 0,
         totalMs: Date.now() - startedAt,
       },
@@ -271,6 +342,8 @@ export async function runCheckpoint(
       timings,
     };
   } catch (err) {
+    follower?.stop();
+    liftHold?.();
     await hold?.end().catch(() => undefined);
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
     // A CRIU killed from outside may have left a task at the trap it planted, doomed to die of

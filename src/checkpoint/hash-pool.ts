@@ -10,6 +10,12 @@
 // and ended after IDLE_MS without work, so
 // that an idle agent does not carry their memory (each is a V8 isolate, several MB); an idle one
 // never keeps the process alive. A thread that dies is replaced and the file it held fails with EIO.
+//
+// While CRIU runs, the pool may be held to fewer threads (holdHashThreads): CRIU dumps on one
+// core, and hashing the pieces it has written (./follow.ts) should take the other cores, not
+// CRIU's, since the workload is frozen until CRIU is done. The jobs started while it is held also
+// run at nice 19 (./hash-worker.ts), so that on a busy machine they take only CPU nobody else
+// wants: CRIU's dump, which keeps the workload stopped, comes first.
 
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
@@ -21,6 +27,8 @@ const IDLE_MS = 30_000;
 
 interface Job {
   readonly path: string;
+  readonly offset?: number;
+  readonly length?: number;
   readonly resolve: (sha256: string) => void;
   readonly reject: (err: Error) => void;
 }
@@ -70,43 +78,62 @@ class HashThread {
     return this.job !== undefined;
   }
 
-  run(job: Job): void {
+  run(job: Job, background: boolean): void {
     const id = ++this.nextId;
     this.job = { id, job };
     clearTimeout(this.idleTimer);
     this.worker.ref(); // a file in hand keeps the process alive; an idle thread never does
-    this.worker.postMessage({ id, path: job.path } satisfies HashRequest);
+    this.worker.postMessage({ id, path: job.path, offset: job.offset, length: job.length, background } satisfies HashRequest);
   }
 }
 
 class HashPool {
   private threads: HashThread[] = [];
   private readonly queue: Job[] = [];
+  private limit: number;
+  private held = false;
 
-  constructor(private readonly size: number) {}
+  constructor(private readonly size: number) {
+    this.limit = size;
+  }
+
+  /** At most `threads` jobs at once (at least 1), started at nice 19, until the function returned is called. */
+  hold(threads: number): () => void {
+    this.limit = Math.max(1, Math.min(this.size, threads));
+    this.held = true;
+    return () => {
+      this.limit = this.size;
+      this.held = false;
+      this.dispatch();
+    };
+  }
+
+  get threadCount(): number {
+    return this.size;
+  }
 
   warm(): void {
     this.threads = this.threads.filter((t) => !t.dead);
     while (this.threads.length < this.size) this.threads.push(new HashThread(() => this.dispatch()));
   }
 
-  sha256(path: string): Promise<string> {
+  sha256(path: string, offset?: number, length?: number): Promise<string> {
     return new Promise((resolve, reject) => {
-      this.queue.push({ path, resolve, reject });
+      this.queue.push({ path, offset, length, resolve, reject });
       this.dispatch();
     });
   }
 
   private dispatch(): void {
     this.threads = this.threads.filter((t) => !t.dead);
-    while (this.queue.length > 0) {
+    while (this.queue.length > 0 && this.threads.filter((t) => t.busy).length < this.limit) {
       let thread = this.threads.find((t) => !t.busy);
       if (!thread && this.threads.length < this.size) {
         thread = new HashThread(() => this.dispatch());
         this.threads.push(thread);
       }
       if (!thread) return;
-      thread.run(this.queue.shift()!);
+      thread.run(this.queue.shift()!, this.held);
     }
   }
 }
@@ -120,6 +147,21 @@ let pool: HashPool | undefined;
  */
 export function sha256Files(paths: readonly string[]): Promise<string>[] {
   return paths.map((path) => thePool().sha256(path));
+}
+
+/** sha256 (hex) of `length` bytes of a file from `offset`; fails (EIO) if the file ends before. */
+export function sha256Piece(path: string, offset: number, length: number): Promise<string> {
+  return thePool().sha256(path, offset, length);
+}
+
+/** Holds the pool to `threads` jobs at once; the function returned lifts it. */
+export function holdHashThreads(threads: number): () => void {
+  return thePool().hold(threads);
+}
+
+/** How many hashing threads the pool has at most. */
+export function hashThreadCount(): number {
+  return thePool().threadCount;
 }
 
 /** Starts the hashing threads now (if they are not running) so that they are ready when needed. */

@@ -20,12 +20,11 @@ import {
   writeSync,
   constants,
 } from 'node:fs';
-import { basename, dirname, join, relative } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { readdir, rmdir, unlink } from 'node:fs/promises';
 import { AgentError, fromSystemError, systemErrno } from '../errors/index.js';
-import { sha256Files } from './hash-pool.js';
 import { makeImageRoot } from './create-root.js';
-import type { CheckpointListing, FailureRecord, ImageFile, Manifest } from './types.js';
+import type { CheckpointListing, FailureRecord, Manifest } from './types.js';
 
 const PARTIAL_PREFIX = '.partial-';
 /** An archive being imported (src/archive): removed like a partial checkpoint when an agent died reading it. */
@@ -392,60 +391,6 @@ export function fsyncDirectory(dir: string): void {
   } finally {
     closeSync(fd);
   }
-}
-
-/**
- * Every regular file under dir with its size and sha256, paths relative to dir, sorted. The files
- * are hashed on the hashing threads (./hash-pool.ts), largest first.
- */
-export async function describeFiles(dir: string, skip: readonly string[] = [MANIFEST_FILE]): Promise<ImageFile[]> {
-  const found: { path: string; size: number }[] = [];
-  const walk = (sub: string) => {
-    for (const entry of readdirSync(sub, { withFileTypes: true })) {
-      const path = join(sub, entry.name);
-      if (entry.isDirectory()) walk(path);
-      else if (entry.isFile() && !skip.includes(relative(dir, path))) found.push({ path: relative(dir, path), size: lstatSync(path).size });
-    }
-  };
-  walk(dir);
-  const bySize = [...found].sort((a, b) => b.size - a.size);
-  const digests = await settleAll(sha256Files(bySize.map((f) => join(dir, f.path))));
-  const files = bySize.map((f, i) => ({ path: f.path, size: f.size, sha256: digests[i] }));
-  return files.sort((a, b) => a.path.localeCompare(b.path));
-}
-
-/** Like Promise.all, but waits for every promise before it throws the first error (no thread left reading a file behind). */
-async function settleAll(promises: readonly Promise<string>[]): Promise<string[]> {
-  const results = await Promise.allSettled(promises);
-  const failed = results.find((r) => r.status === 'rejected');
-  if (failed) throw (failed as PromiseRejectedResult).reason;
-  return results.map((r) => (r as PromiseFulfilledResult<string>).value);
-}
-
-/** Checks every file of a manifest against its recorded size and sha256 (hashed on the hashing threads). */
-export async function verifyFiles(dir: string, files: readonly ImageFile[]): Promise<void> {
-  for (const file of files) {
-    let size: number;
-    try {
-      size = lstatSync(join(dir, file.path)).size;
-    } catch {
-      throw new AgentError('EIO', `image file ${file.path} is missing from ${dir}: the checkpoint is corrupt`);
-    }
-    if (size !== file.size) throw mismatch(dir, file);
-  }
-  const bySize = [...files].sort((a, b) => b.size - a.size);
-  const digests = await Promise.allSettled(sha256Files(bySize.map((f) => join(dir, f.path))));
-  bySize.forEach((file, i) => {
-    const d = digests[i];
-    if (d.status === 'rejected' || d.value !== file.sha256) throw mismatch(dir, file);
-  });
-}
-
-function mismatch(dir: string, file: ImageFile): AgentError {
-  return new AgentError(
-    'EIO',
-    `image file ${file.path} in ${dir} does not match its manifest (size or sha256 differ): the checkpoint is corrupt`,
-  );
 }
 
 /** A failed attempt as listings show it: its cgroup, time, size and error. */

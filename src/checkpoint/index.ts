@@ -4,6 +4,8 @@
 export { Checkpointer, type CheckpointerOptions } from './checkpointer.js';
 export type { RestoredTerminal, RestoreHooks } from './restore-flow.js';
 export { AFTER_POLICIES, PID_NAMESPACE_MODES, RESTORE_POLICIES } from './types.js';
+/** The digest a manifest records for a file read front to back (src/checkpoint/digest.ts), and its piece-size check. */
+export { isChunkBytes, StreamingDigest } from './digest.js';
 export { fsyncDirectory, newCheckpointId, removeTree, writeFileDurably, MANIFEST_FILE, type ImageStore } from './image-store.js';
 export type {
   AfterPolicy,

@@ -22,7 +22,8 @@ import { startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
-import { verifyFiles } from './image-store.js';
+import { verifyFiles } from './checksums.js';
+import { restoreParentLinks } from './pre-dump.js';
 import { waitForSavedPids } from './pid-holders.js';
 import { createSubCgroups, planSubCgroups, putBack, treeCgroups } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
@@ -150,6 +151,8 @@ async function checkHost(
   }
 }
 
+const VERIFY_PROGRESS_MS = 200;
+
 export async function runRestore(ctx: FlowContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
   const started = Date.now();
   const progress = hooks.onProgress ?? (() => undefined);
@@ -157,8 +160,17 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   const dir = ctx.store.finalDir(id);
   // Every check (checksums, target usable, saved pids free) comes before anything changes: a
   // refused restore creates no cgroup and takes no lock.
-  progress({ stage: 'verify', message: `checking ${manifest.files.length} image files` });
-  await verifyFiles(dir, manifest.files);
+  const total = manifest.files.reduce((sum, f) => sum + f.size, 0);
+  let verified = 0;
+  let shownAt = 0;
+  progress({ stage: 'verify', message: `checking ${manifest.files.length} image files`, bytes: 0, total });
+  await verifyFiles(dir, manifest.files, (n) => {
+    verified += n;
+    // one line per VERIFY_PROGRESS_MS at most: a large image has a piece done every few ms
+    if (Date.now() - shownAt < VERIFY_PROGRESS_MS && verified < total) return;
+    shownAt = Date.now();
+    progress({ stage: 'verify', message: `checking ${manifest.files.length} image files`, bytes: verified, total });
+  });
   const plan = planTarget(manifest, options);
   const pidNamespace = options.pidNamespace ?? 'host';
   const shellJob = !!manifest.options.shellJob;
@@ -233,6 +245,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
           });
           const treeWork = join(work, `tree-${tree.index}`);
           mkdirSync(treeWork);
+          if (tree.preDumps) restoreParentLinks(join(dir, `tree-${tree.index}`), tree.preDumps);
           const common = {
             criuPath: ctx.criu.path,
             leaveStopped: true,

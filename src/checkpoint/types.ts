@@ -14,6 +14,12 @@ export interface CheckpointOptions {
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
   readonly fileLocks?: boolean;
+  /**
+   * Pre-dumps before the frozen dump (0 to 8, default 0): the memory copied while the workload runs,
+   * so that the frozen dump writes only what changed since (src/checkpoint/pre-dump.ts). Refused
+   * before anything is frozen where the kernel does not track dirty memory.
+   */
+  readonly preDumps?: number;
   /** Whole-operation limit; CRIU is killed and the cgroup restored when it is exceeded. */
   readonly timeoutMs?: number;
   /** Image root for this checkpoint; default the agent's images directory. */
@@ -23,6 +29,8 @@ export interface CheckpointOptions {
 
 export type Stage =
   | 'preflight'
+  /** A pre-dump, the workload running (message: round i/N). */
+  | 'pre-dump'
   | 'freeze'
   | 'lock'
   | 'dump'
@@ -39,8 +47,10 @@ export type Stage =
 export interface ProgressEvent {
   readonly stage: Stage;
   readonly message?: string;
-  /** Bytes of image written so far (dump) or read (restore). */
+  /** Bytes done so far of the stage: image written (dump), hashed (manifest, verify). */
   readonly bytes?: number;
+  /** The bytes the stage expects in all: resident memory (dump), image bytes (manifest, verify). */
+  readonly total?: number;
   /** 1-based index of the process tree being dumped or restored, and how many there are. */
   readonly tree?: number;
   readonly trees?: number;
@@ -68,12 +78,17 @@ export interface TreeRecord {
   readonly index: number;
   readonly root: number;
   readonly processes: readonly ProcessRecord[];
+  /** Pre-dumps under `tree-<index>/pre-<i>` its final dump builds on (absent: none, a self-contained dump). */
+  readonly preDumps?: number;
 }
 
 export interface ImageFile {
   readonly path: string; // relative to the checkpoint directory
   readonly size: number;
+  /** sha256 of the bytes, or with chunkBytes the sha256 of the sha256 of each piece (src/checkpoint/digest.ts). */
   readonly sha256: string;
+  /** Piece size of a chunked digest; absent for a plain sha256 (files up to 16 MiB, and older manifests). */
+  readonly chunkBytes?: number;
 }
 
 export interface Timings {
@@ -86,6 +101,8 @@ export interface Timings {
   readonly dumpMs: number;
   /** Checksums of the image files (absent in manifests written before it was recorded). */
   readonly hashMs?: number;
+  /** Image bytes already hashed when CRIU exited (page files followed as they grew, src/checkpoint/follow.ts). */
+  readonly hashedDuringDumpBytes?: number;
   /** Manifest written, fsynced, the directory renamed to its final name (absent likewise). */
   readonly publishMs?: number;
   readonly totalMs: number;

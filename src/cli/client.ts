@@ -19,6 +19,8 @@ export interface ProgressLine {
   readonly stage: string;
   readonly message?: string;
   readonly bytes?: number;
+  /** What the stage expects in all, in bytes (the same unit as bytes). */
+  readonly total?: number;
   readonly tree?: number;
   readonly trees?: number;
 }

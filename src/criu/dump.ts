@@ -26,7 +26,15 @@ export interface CriuDumpOptions extends CriuRunOptions {
   readonly fileLocks?: boolean;
   /** Log file name inside imagesDir. Default dump.log. */
   readonly logName?: string;
+  /**
+   * The last pre-dump of this tree, relative to imagesDir (CRIU resolves it from there): with it,
+   * --track-mem and --prev-images-dir, so that only pages written since that pre-dump are dumped
+   * and the others are left in the pre-dump's images (CRIU links them by a `parent` symlink).
+   */
+  readonly prevImagesDir?: string;
 }
+
+export type CriuPreDumpOptions = Omit<CriuDumpOptions, 'tcpEstablished' | 'networkLock' | 'fileLocks'>;
 
 export function checkAbsolute(what: string, path: string): void {
   if (!isAbsolute(path)) throw new AgentError('EINVAL', `${what} must be an absolute path, got "${path}"`);
@@ -51,7 +59,41 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
   if (opts.shellJob) args.push('--shell-job');
   if (opts.tcpEstablished) args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
+  if (opts.prevImagesDir !== undefined) args.push(...prevArgs(opts.prevImagesDir));
   return args;
+}
+
+function prevArgs(prev: string): string[] {
+  if (isAbsolute(prev) || prev.split('/').some((part) => part === '')) {
+    throw new AgentError('EINVAL', `the previous images directory must be relative to the images directory, got "${prev}"`);
+  }
+  return ['--track-mem', '--prev-images-dir', prev];
+}
+
+/**
+ * The argument array for a pre-dump: the tree's memory copied while it runs (CRIU freezes the
+ * cgroup only while it drains the pages, then lets it go), memory tracking reset so that the next
+ * dump takes only what is written after. The first has no previous images; each next one has the
+ * one before.
+ */
+export function preDumpArgs(opts: CriuPreDumpOptions): string[] {
+  if (!Number.isInteger(opts.pid) || opts.pid <= 0) throw new AgentError('EINVAL', `not a pid: ${opts.pid}`);
+  checkAbsolute('the images directory', opts.imagesDir);
+  checkAbsolute('the cgroup to freeze', opts.freezeCgroup);
+  const args = ['pre-dump', '-t', String(opts.pid), '-D', opts.imagesDir, '--freeze-cgroup', opts.freezeCgroup];
+  args.push('-o', opts.logName ?? 'pre-dump.log', '-v4');
+  if (opts.shellJob) args.push('--shell-job');
+  args.push(...(opts.prevImagesDir !== undefined ? prevArgs(opts.prevImagesDir) : ['--track-mem']));
+  return args;
+}
+
+/** Pre-dumps the tree rooted at opts.pid into opts.imagesDir; stopped like a dump (when safe). */
+export async function runCriuPreDump(opts: CriuPreDumpOptions): Promise<CriuRunResult> {
+  const args = preDumpArgs(opts);
+  return runCriu(`criu pre-dump of pid ${opts.pid}`, args, join(opts.imagesDir, opts.logName ?? 'pre-dump.log'), {
+    stop: 'when-safe',
+    ...opts,
+  });
 }
 
 /**

@@ -150,6 +150,22 @@ export function findInSearchPath(name: string): string | undefined {
     .find(isExecutableFile);
 }
 
+const dirtyTracking = new Map<string, Promise<CriuCheck>>();
+
+/**
+ * `criu check --feature mem_dirty_track`: whether this kernel tracks the pages a task writes (the
+ * soft-dirty bits CRIU's --track-mem needs for a pre-dump). Asked once per CRIU binary: the kernel
+ * does not change under a running agent.
+ */
+export function checkDirtyTracking(criuPath: string): Promise<CriuCheck> {
+  let check = dirtyTracking.get(criuPath);
+  if (!check) {
+    check = runBriefly(criuPath, ['check', '--feature', 'mem_dirty_track']).then((r) => ({ ok: r.code === 0, output: r.output }));
+    dirtyTracking.set(criuPath, check);
+  }
+  return check;
+}
+
 /** findCriu, and ECRIU if `criu check` fails (quoting its errors), e.g. for the daemon's start. */
 export async function requireWorkingCriu(configuredPath?: string): Promise<CriuInfo> {
   return assertCriuWorks(await findCriu(configuredPath));

@@ -3,7 +3,7 @@
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { badImagePath, parseSignature, tarBytes } from '../../src/archive/format.js';
+import { badImagePath, parseManifest, parseSignature, tarBytes } from '../../src/archive/format.js';
 import { goodMembers, imageFiles, manifestFor, newKey, packTar } from './craft.js';
 
 test('tarBytes is the exact length of the packed stream, for files around block boundaries', async () => {
@@ -53,4 +53,17 @@ test('signature.json: exactly three fields, ed25519, lower-case hex of the right
   ];
   for (const [value, why] of bad) assert.throws(() => parseSignature(Buffer.from(JSON.stringify(value))), why);
   assert.throws(() => parseSignature(Buffer.from('{"algorithm":')), /signature\.json is not JSON/);
+});
+
+test('a manifest file may carry chunkBytes (a chunked digest): a whole number of MiB from 1 MiB to 1 GiB, nothing else', () => {
+  const files = [{ path: 'tree-0/pages-1.img', content: Buffer.alloc(10, 1) }];
+  const withChunk = (chunkBytes: unknown) => {
+    const m = manifestFor(files);
+    (m.files as Record<string, unknown>[])[0].chunkBytes = chunkBytes;
+    return Buffer.from(JSON.stringify(m));
+  };
+  assert.equal(parseManifest(withChunk(16 << 20)).files[0].chunkBytes, 16 << 20);
+  assert.equal(parseManifest(Buffer.from(JSON.stringify(manifestFor(files)))).files[0].chunkBytes, undefined);
+  for (const bad of [0, 4096, (1 << 20) + 1, 2 ** 31, '16777216', null, -(16 << 20)])
+    assert.throws(() => parseManifest(withChunk(bad)), /invalid chunkBytes/, String(bad));
 });

@@ -4,13 +4,27 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
+import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
+import type { Manifest } from '../../src/checkpoint/index.js';
 import { anyHierarchy, HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
 import { checkpointerIn, counterValue, refOf, waitForCount } from './helpers.js';
 
 const lab = new Lab('checkpoint');
+
+/** sha256 of the sha256 of each piece, as docs/criu.md defines a chunked digest. */
+function chunkedSha256(bytes: Buffer, chunk: number): string {
+  const outer = createHash('sha256');
+  for (let off = 0; off < bytes.length; off += chunk)
+    outer.update(
+      createHash('sha256')
+        .update(bytes.subarray(off, off + chunk))
+        .digest(),
+    );
+  return outer.digest('hex');
+}
 after(() => lab.cleanup());
 
 /** Connects to 127.0.0.1:port and returns the one line the listener answers. */
@@ -173,6 +187,14 @@ for (const hierarchy of HIERARCHIES) {
       const checkpointer = checkpointerIn(lab);
       const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
       assert.ok(summary.bytes > 64 << 20, `image holds the 64 MiB (${summary.bytes} bytes)`);
+      // The page file is over 16 MiB: its digest is chunked (src/checkpoint/digest.ts), computed
+      // partly while CRIU wrote it; here it is computed again from the file, by the definition.
+      const manifest = JSON.parse(readFileSync(join(summary.dir, 'manifest.json'), 'utf8')) as Manifest;
+      const pages = manifest.files.filter((f) => /^tree-0\/pages-\d+\.img$/.test(f.path) && f.size > 16 << 20);
+      assert.equal(pages.length, 1, 'one large page file');
+      assert.equal(pages[0].chunkBytes, 16 << 20);
+      assert.equal(pages[0].sha256, chunkedSha256(readFileSync(join(summary.dir, pages[0].path)), 16 << 20));
+      assert.equal(typeof summary.timings.hashedDuringDumpBytes, 'number');
       await checkpointer.restore(summary.id);
       process.kill(pid, 'SIGUSR1');
       await waitUntil('the pattern check', () => readFileSync(result, 'utf8').trim() !== 'ready', 30_000);

@@ -2,7 +2,7 @@
 
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { chooseNetworkLock, criuEnv, dumpArgs, restoreArgs } from '../../src/criu/index.js';
+import { chooseNetworkLock, criuEnv, dumpArgs, preDumpArgs, restoreArgs } from '../../src/criu/index.js';
 
 describe('CRIU arguments', () => {
   test('dump: the fixed core, then the options in order', () => {
@@ -28,6 +28,42 @@ describe('CRIU arguments', () => {
       '--tcp-established',
       '--file-locks',
     ]);
+  });
+
+  test('pre-dump: memory tracking always, the previous pre-dump relative to the images; the final dump builds on the last', () => {
+    const base = {
+      criuPath: '/usr/local/sbin/criu',
+      pid: 42,
+      imagesDir: '/var/img/tree-0/pre-1',
+      freezeCgroup: '/sys/fs/cgroup/unified/job',
+    };
+    assert.deepEqual(preDumpArgs(base), [
+      'pre-dump',
+      '-t',
+      '42',
+      '-D',
+      '/var/img/tree-0/pre-1',
+      '--freeze-cgroup',
+      '/sys/fs/cgroup/unified/job',
+      '-o',
+      'pre-dump.log',
+      '-v4',
+      '--track-mem',
+    ]);
+    assert.deepEqual(preDumpArgs({ ...base, imagesDir: '/var/img/tree-0/pre-2', prevImagesDir: '../pre-1', shellJob: true }).slice(7), [
+      '-o',
+      'pre-dump.log',
+      '-v4',
+      '--shell-job',
+      '--track-mem',
+      '--prev-images-dir',
+      '../pre-1',
+    ]);
+    assert.equal(preDumpArgs(base).includes('--leave-running'), false, 'a pre-dump always leaves the tree running');
+    const dump = { ...base, imagesDir: '/var/img/tree-0' };
+    assert.deepEqual(dumpArgs({ ...dump, prevImagesDir: 'pre-2' }).slice(-3), ['--track-mem', '--prev-images-dir', 'pre-2']);
+    assert.throws(() => dumpArgs({ ...dump, prevImagesDir: '/var/img/tree-0/pre-2' }), /relative/);
+    assert.throws(() => preDumpArgs({ ...base, prevImagesDir: 'a//b' }), /relative/);
   });
 
   test('restore: detached with a pidfile; v1 and v2 cgroup roots; leave-stopped; manage-cgroups', () => {

@@ -13,6 +13,7 @@ import { AgentError } from '../../errors/index.js';
 import { call } from '../client.js';
 import { action, clientOptions, type GlobalArgs } from '../context.js';
 import { bytes, print, printJson } from '../format.js';
+import { progressFor, type Progress } from '../progress.js';
 import { download, upload } from '../transfer.js';
 
 const ARCHIVE_TYPE = 'application/x-agentd-archive';
@@ -31,22 +32,6 @@ export const keyCommand: CommandModule<GlobalArgs, GlobalArgs> = {
   }),
 };
 
-/** A line on stderr redrawn in place, on a terminal only. */
-function progressLine(json: boolean): { show(text: string): void; done(): void } {
-  const stream = process.stderr;
-  if (json || !stream.isTTY) return { show() {}, done() {} };
-  let shown = false;
-  return {
-    show(text) {
-      stream.write(`\r\x1b[2K${text.slice(0, Math.max(10, (stream.columns || 80) - 1))}`);
-      shown = true;
-    },
-    done() {
-      if (shown) stream.write('\r\x1b[2K');
-    },
-  };
-}
-
 interface ExportArgs extends GlobalArgs {
   readonly id: string;
   readonly output?: string;
@@ -56,14 +41,19 @@ interface ExportArgs extends GlobalArgs {
  * Progress of an export: the archive's uncompressed bytes (the agent says how many in
  * X-Archive-Bytes), counted by inflating a copy of the stream, on a terminal only.
  */
-function exportProgress(res: IncomingMessage, progress: ReturnType<typeof progressLine>): void {
+function exportProgress(res: IncomingMessage, progress: Progress): void {
   const total = Number(res.headers['x-archive-bytes']);
   let inflated = 0;
   let sent = 0;
   const counter = createBrotliDecompress();
   counter.on('data', (chunk: Buffer) => {
     inflated += chunk.length;
-    progress.show(`export  ${bytes(inflated)} of ${Number.isFinite(total) ? bytes(total) : '?'}  (${bytes(sent)} sent)`);
+    progress.onProgress?.({
+      stage: 'export',
+      bytes: inflated,
+      ...(Number.isFinite(total) ? { total } : {}),
+      message: `(${bytes(sent)} sent)`,
+    });
   });
   counter.on('error', () => undefined); // only a progress meter
   res.on('data', (chunk: Buffer) => {
@@ -89,7 +79,7 @@ export const exportCommand: CommandModule<GlobalArgs, ExportArgs> = {
     }
     const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/archive`;
     const options = clientOptions(args, { defaultMs: null });
-    const progress = progressLine(args.json);
+    const progress = progressFor(args.json);
     if (toStdout) {
       await download(options, path, process.stdout, (res) => exportProgress(res, progress)).finally(() => progress.done());
       return;
@@ -146,11 +136,11 @@ export const importCommand: CommandModule<GlobalArgs, ImportArgs> = {
       }
     }
     const input = fromStdin ? process.stdin : createReadStream(args.file, { highWaterMark: 1 << 20 });
-    const progress = progressLine(args.json);
+    const progress = progressFor(args.json);
     let sent = 0;
     input.on('data', (chunk: Buffer) => {
       sent += chunk.length;
-      progress.show(`import  ${bytes(sent)}${size !== undefined ? ` of ${bytes(size)}` : ''}`);
+      progress.onProgress?.({ stage: 'import', bytes: sent, ...(size !== undefined ? { total: size } : {}) });
     });
     const path = `/v1/checkpoints/import${args.trust ? '?trust=true' : ''}`;
     try {

@@ -24,6 +24,7 @@ interface CheckpointArgs extends GlobalArgs {
   readonly 'shell-job'?: boolean;
   readonly 'tcp-established'?: boolean;
   readonly 'file-locks'?: boolean;
+  readonly 'pre-dump'?: number;
   readonly 'images-dir'?: string;
 }
 
@@ -63,6 +64,11 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       .option('shell-job', { type: 'boolean', describe: 'the processes use a terminal (CRIU --shell-job)' })
       .option('tcp-established', { type: 'boolean', describe: 'dump established TCP connections (CRIU --tcp-established)' })
       .option('file-locks', { type: 'boolean', describe: 'dump file locks (CRIU --file-locks)' })
+      .option('pre-dump', {
+        type: 'number',
+        describe:
+          'copy memory N times (0-8) while the workload runs, then freeze and dump only what changed (CRIU pre-dump --track-mem; needs a kernel that tracks dirty memory)',
+      })
       .option('images-dir', {
         type: 'string',
         describe:
@@ -84,6 +90,7 @@ export const checkpointCommand: CommandModule<GlobalArgs, CheckpointArgs> = {
       shellJob: args['shell-job'],
       tcpEstablished: args['tcp-established'],
       fileLocks: args['file-locks'],
+      preDumps: args['pre-dump'],
       // The agent runs elsewhere: a relative directory means relative to where agentctl was run.
       imagesDir: args['images-dir'] === undefined ? undefined : resolve(args['images-dir']),
       timeoutMs: timeoutMs(args),

@@ -34,9 +34,18 @@ const CHECKPOINT_FIELDS = {
   shellJob: optional(flag),
   tcpEstablished: optional(flag),
   fileLocks: optional(flag),
+  preDumps: optional(preDumpCount),
   timeoutMs: optional(timeoutMs),
   imagesDir: optional(absolutePath),
 };
+
+/** How many pre-dumps (src/checkpoint/pre-dump.ts): a whole number from 0 to 8. */
+function preDumpCount(value: unknown, field: string): number {
+  if (typeof value !== 'number' || !Number.isInteger(value) || value < 0 || value > 8) {
+    throw new AgentError('EINVAL', `"${field}" must be a whole number from 0 to 8`);
+  }
+  return value;
+}
 
 /** A terminal dimension in a body: checked with its partner by parseSize below. */
 const dimension = (value: unknown, field: string): number => {
