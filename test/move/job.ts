@@ -68,16 +68,13 @@ export interface JobRecord {
 /** One HTTP request to the server, no keep-alive. */
 export function http(method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
   return new Promise((resolve, reject) => {
-    const req = request(
-      { host: '127.0.0.1', port: SERVER_PORT, method, path, agent: false, headers: { Connection: 'close' } },
-      (res) => {
-        let text = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (text += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-        res.on('error', reject);
-      },
-    );
+    const req = request({ host: '127.0.0.1', port: SERVER_PORT, method, path, agent: false, headers: { Connection: 'close' } }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (d: string) => (text += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
+      res.on('error', reject);
+    });
     req.on('error', reject);
     req.end(body);
   });
