@@ -32,6 +32,9 @@ if [ -s "$OUT/targets" ]; then
   while IFS= read -r t; do [ -n "$t" ] && args+=("$t"); done <"$OUT/targets"
 fi
 
+# The move's target half (v2b, scripts/vm/run.sh): where the host put the other boots' archives.
+if [ -d "$OUT/move-in" ]; then export AGENTD_MOVE_IN=$OUT/move-in AGENTD_MOVE_RESULT=$OUT/move-result; fi
+
 # The product installed as README tells a user to, before any test: `npm run setup` (the guest has
 # node but no npm, so the script npm would run). Offline it installs nothing: node_modules and dist
 # are complete, the image's CRIU passes the self-test, and packages only the tests use are named and
@@ -49,6 +52,8 @@ else
   bash scripts/vm/in-vm-test.sh "${args[@]}" 2>&1 | tee -a "$OUT/suite.log"
   status=${PIPESTATUS[0]}
 fi
+# The move's source half (v2, v1), when the host asks for it: a separate step with its own result.
+[ -s "$OUT/move-source" ] && bash scripts/vm/move-source.sh "$OUT"
 journalctl -u agentd --no-pager -o short-monotonic >"$OUT/agentd-journal.log" 2>&1
 tail -n 1 "$OUT/suite.log" >"$OUT/result.tmp"
 dmesg >"$OUT/dmesg.log" 2>&1

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# run.sh [--only v2|v1] [TEST_PATH...]: `npm run test:vm`.
+# run.sh [--only v2|v1|v2b]... [TEST_PATH...]: `npm run test:vm`.
 #
 # Proves agentd on the two cgroup layouts this host does not have, on a real separate kernel
 # (Debian 12's 6.1): a pure cgroup v2 machine (systemd.unified_cgroup_hierarchy=1) and a legacy v1
@@ -7,6 +7,14 @@
 # the latter, Debian 12's systemd comes up hybrid, which is this host's layout). Each runs
 # scripts/vm/in-vm-test.sh (the subset, or TEST_PATHs). Prints both results and a total, and fails
 # if either machine fails, gives no result, or outlives its time limit.
+#
+# Then the move (docs/fleet.md): each of those boots ends with the move's source half
+# (scripts/vm/move-source.sh: a job checkpointed and exported by the guest's agent), and a third
+# boot, v2b (the same image as v2, booted afresh: a new kernel, a new agent with a new key), runs
+# only test/move/target.test.ts: it imports both archives and restores them. v2 to v2b must pass;
+# v1 to v2b is refused (asserted there). --only may be given more than once: `--only v2 --only v2b`
+# is the move without v1; `--only v1` or `--only v2` alone runs no move (the source halves run only
+# when v2b boots); v2b needs v2.
 #
 # Two paths (AGENTD_VM_PATH). `vagrant`: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings both
 # machines up with the Vagrantfile, from a box made of the image below, and destroys them. `direct`
@@ -45,16 +53,29 @@ die() {
   exit 1
 }
 
-modes=(v2 v1)
+modes=(v2 v1 v2b)
+only=()
 targets=()
 while [ "$#" -gt 0 ]; do
   case $1 in
-    --only) modes=("${2:?--only needs v2 or v1}"); shift ;;
+    --only) only+=("${2:?--only needs v2, v1 or v2b}"); shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$1") ;;
   esac
   shift
 done
+
+if [ "${#only[@]}" -gt 0 ]; then
+  # In boot order, whatever the order given.
+  modes=()
+  for m in v2 v1 v2b; do [[ " ${only[*]} " == *" $m "* ]] && modes+=("$m"); done
+  for m in "${only[@]}"; do [[ " v2 v1 v2b " == *" $m "* ]] || die "unknown machine $m (v2, v1 or v2b)"; done
+fi
+moving=no
+if [[ " ${modes[*]} " == *" v2b "* ]]; then
+  [[ " ${modes[*]} " == *" v2 "* ]] || die "v2b restores what the v2 boot exports: add --only v2"
+  moving=yes
+fi
 
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot build the image; qemu shares the repository)"
 
@@ -105,21 +126,35 @@ kill_qemu() {
   wait "$QEMU_PID" 2>/dev/null || true
   QEMU_PID=
 }
-trap kill_qemu EXIT
+# The archives are the only large files a move leaves under last-run/; the records beside them stay.
+remove_archives() {
+  rm -f "$CACHE"/last-run/{v2,v1}/move/*.agentd-archive "$CACHE"/last-run/v2b/move-in/*.agentd-archive
+}
+trap 'kill_qemu; remove_archives' EXIT
 trap 'exit 130' INT TERM
 
 # boot MODE: one guest, start to power-off. Sets RESULT and BOOT_TIME.
 boot() {
   local mode=$1 out=$CACHE/last-run/$1 cgroup_args expect deadline t0
   case $mode in
-    v2) cgroup_args="systemd.unified_cgroup_hierarchy=1" expect=unified ;;
+    v2 | v2b) cgroup_args="systemd.unified_cgroup_hierarchy=1" expect=unified ;;
     v1) cgroup_args="systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1" expect=legacy ;;
-    *) die "unknown mode $mode (v2 or v1)" ;;
+    *) die "unknown mode $mode (v2, v1 or v2b)" ;;
   esac
   rm -rf "$out"
   mkdir -p "$out"
   echo "$expect" >"$out/expect"
-  printf '%s\n' "${targets[@]}" >"$out/targets"
+  if [ "$mode" = v2b ]; then
+    # The target half only, with what the source halves left.
+    echo dist/test/move/target.test.js >"$out/targets"
+    mkdir -p "$out/move-in"
+    for m in v2 v1; do
+      if [ -d "$CACHE/last-run/$m/move" ]; then cp -a "$CACHE/last-run/$m/move/." "$out/move-in/"; fi
+    done
+  else
+    printf '%s\n' "${targets[@]}" >"$out/targets"
+    if [ "$moving" = yes ]; then echo "$mode" >"$out/move-source"; fi
+  fi
   t0=$SECONDS
   say "$mode: booting ($cgroup_args), at most $TIMEOUT s; console: $out/console.log"
   # panic=-1 and -no-reboot: a kernel panic ends qemu at once instead of waiting for the timeout.
@@ -156,6 +191,8 @@ boot() {
   say "$mode: $RESULT ($BOOT_TIME s, boot and tests)"
 }
 
+# The previous run's move records must not pass for this one's.
+rm -rf "$CACHE"/last-run/{v2,v1}/move "$CACHE"/last-run/{v2,v1}/move-source-result
 declare -A results times
 for mode in "${modes[@]}"; do
   boot "$mode"
@@ -163,5 +200,38 @@ for mode in "${modes[@]}"; do
   times[$mode]=$BOOT_TIME
 done
 
+# move_summary: one line per source half, then what the target half wrote (scripts/vm/move-source.sh,
+# test/move/target.test.ts), then the move's verdict. Returns non-zero if v2 to v2b did not pass.
+move_summary() {
+  local m f=$CACHE/last-run/v2b/move-result
+  for m in v2 v1; do
+    [[ " ${modes[*]} " == *" $m "* ]] || continue
+    if [ -s "$CACHE/last-run/$m/move-source-result" ]; then
+      say "move source $m: $(cat "$CACHE/last-run/$m/move-source-result") (log: $CACHE/last-run/$m/move-source.log)"
+    else
+      say "move source $m: no result (see $CACHE/last-run/$m/console.log)"
+    fi
+  done
+  if [ -s "$f" ]; then sed 's/^/test:vm: move: /' "$f"; fi
+  if [ -s "$f" ] && grep -qx 'v2->v2b: passed' "$f"; then
+    say "move v2->v2b: passed"
+  else
+    say "move v2->v2b: FAILED (see $CACHE/last-run/v2b/suite.log)"
+    return 1
+  fi
+}
+
 say "summary (image $image_time s, total $((SECONDS - started)) s, $accel):"
-for mode in "${modes[@]}"; do echo "$mode: ${results[$mode]}"; done | sum_results vm
+status=0
+if [ "$moving" = yes ]; then
+  move_summary || status=1
+fi
+{
+  for mode in "${modes[@]}"; do
+    echo "$mode: ${results[$mode]}"
+    if [ "$moving" = yes ] && [ "$mode" != v2b ]; then
+      echo "$mode move source: $(cat "$CACHE/last-run/$mode/move-source-result" 2>/dev/null || echo 'no result')"
+    fi
+  done
+} | sum_results vm || status=1
+exit "$status"
