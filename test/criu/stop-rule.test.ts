@@ -127,7 +127,7 @@ for (const h of HIERARCHIES) {
         freezeCgroup: cg.dir,
         signal: cancel.signal,
       });
-      await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 20_000);
+      await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 120_000); // minutes in a loaded VM guest
       cancel.abort();
       await assert.rejects(
         dumping,
@@ -195,7 +195,7 @@ for (const h of HIERARCHIES) {
         },
       );
       cleanup.pid(orphan.pid!);
-      await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 20_000);
+      await waitUntil('CRIU to hold the counter', () => tracerOf(counter.pid) !== 0, 120_000); // minutes in a loaded VM guest
       const said = await endOrphanedCriu(dir);
       // As above: let finish, or killed once it had let the counter go (the counter lives either way).
       assert.match(said ?? '', /was still running and held (its tasks: let it finish|no task yet: killed it)/);
