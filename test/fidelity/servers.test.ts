@@ -142,15 +142,16 @@ for (const hierarchy of HIERARCHIES) {
         await client.connected;
         client.send('GET /page.txt HTTP/1.0\r\n');
         launcher.kill('SIGUSR1');
-        await waitUntil('wget to have 256 KiB', () => statSync(out).size >= 256 << 10, 20_000);
+        await waitUntil('wget to have 256 KiB', () => statSync(out).size >= 256 << 10, 120_000);
         const pids = sorted(await lab.waitForProcesses(cgroup, 3));
         const wgetPid = pids.find((pid) => commOf(pid) === 'wget');
         assert.ok(wgetPid, 'wget runs');
 
         // Without the network lock this dump fails ("Iptables configuration failed", docs/criu.md).
         const { processes } = await checkpoint(cgroup, { after: 'thawed', tcpEstablished: true });
+        // wget ends when its download does: dumped alive, it was under way during the checkpoint. (Its
+        // file's size after the checkpoint says nothing: a slow guest thaws it only after seconds.)
         assert.equal(processes, 3, 'launcher, server and wget were dumped (wget had not finished)');
-        assert.ok(statSync(out).size < data.length, 'the download was under way during the checkpoint');
 
         client.send('Host: 127.0.0.1\r\n\r\n');
         const answer = await client.response();
