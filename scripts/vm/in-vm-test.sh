@@ -38,9 +38,11 @@ DEFAULT_SUBSET=(
   dist/test/systemd/units.test.js
   dist/test/systemd/unit.test.js
   dist/test/systemd/journal.test.js
-  # Not yet: dist/test/systemd/service.test.js (agentd under systemd as PID 1). Its first whole run
-  # in the v2 guest passed the socket, activation, journal and group tests and failed Type=notify,
-  # Status= and unit names as targets (docs/vm.md); run it with `npm run test:vm -- FILE` until fixed.
+  # Not yet (agentd.service under systemd as PID 1; docs/vm.md says where they stand):
+  # dist/test/systemd/service.test.js (fixed after its first run, 7 of 10; not rerun to its end),
+  # dist/test/systemd/checkpoint-stop.test.js and checkpoint-kill.test.js (stop, restart and kill
+  # passed in a guest, the watchdog not yet run to its end). Each file takes 5 to 10 minutes per
+  # guest at load 20; run them with `npm run test:vm -- --only v2 FILE` until they pass twice.
 )
 
 cd "$(dirname "$0")/../.."

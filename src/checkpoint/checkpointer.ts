@@ -35,18 +35,27 @@ export interface CheckpointerOptions {
   readonly allowedImagesDirs?: readonly string[];
   /** The criu binary; default: found on PATH and in the sbin directories. */
   readonly criuPath?: string;
+  /**
+   * How a dump's CRIU is started (CriuRunOptions.wrap). The daemon under systemd passes one that
+   * runs it in a transient scope, out of agentd.service's cgroup: systemd kills that cgroup
+   * whole (`systemctl kill`, the end of a stop, a watchdog kill), and CRIU killed while it holds
+   * its tasks can kill them (docs/criu-faults.md).
+   */
+  readonly wrapDump?: (argv: readonly string[]) => readonly string[];
 }
 
 export class Checkpointer {
   readonly control: CgroupControl;
   private readonly roots: ImageRoots;
   private readonly criuPath?: string;
+  private readonly wrapDump?: (argv: readonly string[]) => readonly string[];
   private found: Promise<CriuInfo> | undefined;
 
   constructor(options: CheckpointerOptions) {
     this.control = options.control;
     this.roots = new ImageRoots(options.imagesDir ?? DEFAULT_IMAGES_DIR, options.allowedImagesDirs);
     this.criuPath = options.criuPath;
+    this.wrapDump = options.wrapDump;
   }
 
   /**
@@ -88,7 +97,7 @@ export class Checkpointer {
   async checkpoint(ref: CgroupRef, options: CheckpointOptions = {}, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
     const store = options.imagesDir === undefined ? this.roots.own : this.roots.named(options.imagesDir);
     const criu = await this.criu();
-    return runCheckpoint({ control: this.control, store, criu }, ref, options, hooks);
+    return runCheckpoint({ control: this.control, store, criu, wrapDump: this.wrapDump }, ref, options, hooks);
   }
 
   /**

@@ -220,6 +220,7 @@ export async function runCheckpoint(
       await hold.criuWindow(() =>
         runCriuDump({
           criuPath: ctx.criu.path,
+          wrap: ctx.wrapDump,
           pid: tree.root,
           imagesDir: dir,
           freezeCgroup: ref.dir,

@@ -9,4 +9,6 @@ export interface FlowContext {
   readonly control: CgroupControl;
   readonly store: ImageStore;
   readonly criu: CriuInfo;
+  /** How a dump's CRIU is started (CriuRunOptions.wrap): in a systemd scope of its own, under agentd.service. */
+  readonly wrapDump?: (argv: readonly string[]) => readonly string[];
 }

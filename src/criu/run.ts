@@ -40,6 +40,12 @@ export interface CriuRunOptions {
   readonly useBreakpoints?: boolean;
   /** More arguments, appended as given. */
   readonly extraArgs?: readonly string[];
+  /**
+   * How CRIU is started: gets `[criuPath, ...args]` and returns the command to spawn, which must
+   * exec CRIU in place (same pid, so that the process group and the stop rule still reach it). The
+   * daemon under systemd puts a dump in a transient scope of its own this way (src/systemd/scope.ts).
+   */
+  readonly wrap?: (argv: readonly string[]) => readonly string[];
 }
 
 export interface CriuRunResult {
@@ -107,7 +113,8 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   };
   const outcome = await new Promise<Outcome>((resolve) => {
     // Own process group, so that a kill also reaches whatever CRIU forked (a half-restored tree).
-    const child = spawn(opts.criuPath, allArgs, { stdio: ['ignore', 'ignore', 'pipe'], env: criuEnv(opts.useBreakpoints), detached: true });
+    const [command, ...argv] = opts.wrap ? opts.wrap([opts.criuPath, ...allArgs]) : [opts.criuPath, ...allArgs];
+    const child = spawn(command!, argv, { stdio: ['ignore', 'ignore', 'pipe'], env: criuEnv(opts.useBreakpoints), detached: true });
     protectFromOomKiller(child.pid);
     let stderr = '';
     let stop: 'timeout' | 'abort' | undefined;

@@ -17,6 +17,7 @@ import { describeOperations, Operations } from './operations.js';
 import { ApiServer } from './server.js';
 import { createUpgradeHandler } from './attach.js';
 import { TerminalSessions } from '../terminal/index.js';
+import { criuScopeWrap } from '../systemd/index.js';
 import {
   DEFAULT_IMAGES_DIR,
   DEFAULT_MAX_IMPORT_BYTES,
@@ -40,6 +41,11 @@ export interface DaemonOptions {
   readonly trustedKeysDir?: string;
   /** The largest compressed archive an import reads (`--max-import-bytes`). */
   readonly maxImportBytes?: number;
+  /**
+   * Run each dump's CRIU in a transient systemd scope of its own (`--criu-scope`, which
+   * agentd.service passes), out of reach of a kill of agentd's unit (src/systemd/scope.ts).
+   */
+  readonly criuScope?: boolean;
   readonly logLevel?: LogLevel;
   readonly logFormat?: LogFormat;
   readonly logger?: Logger;
@@ -104,19 +110,23 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const startedAt = new Date();
   const version = packageVersion();
   const control = new CgroupControl({ runDir });
+  const wrapDump = options.criuScope ? criuScopeWrap() : undefined;
   const checkpointer = new Checkpointer({
     control,
     imagesDir: options.imagesDir ?? DEFAULT_IMAGES_DIR,
     allowedImagesDirs: options.allowedImagesDirs,
     ...(options.criu ? { criuPath: options.criu } : {}),
+    wrapDump,
   });
   const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
+  if (options.criuScope && !wrapDump) logger.warn('--criu-scope: systemd is not PID 1 here; CRIU runs as a plain child of agentd');
   logger.info('agentd starting', {
     version,
     pid: process.pid,
     socket,
     runDir,
     imagesDir,
+    criuScope: wrapDump ? true : undefined,
     allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined,
   });
 

@@ -55,6 +55,12 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       describe: 'largest compressed archive an import reads (bytes, or with K, M, G, T)',
     })
     .option('criu', { type: 'string', describe: 'the criu binary (default: found on PATH and in the sbin directories)' })
+    .option('criu-scope', {
+      type: 'boolean',
+      default: false,
+      describe:
+        "run each dump's CRIU in a transient systemd scope of its own, so that a kill of agentd's unit cannot reach it (agentd.service passes it)",
+    })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'least severe level logged' })
     .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
     .check((a) => {
@@ -83,6 +89,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       imagesDir: args['images-dir'],
       allowedImagesDirs: args['allow-images-dir'],
       criu: args.criu,
+      criuScope: args['criu-scope'],
       keyFile: args.key,
       trustedKeysDir: args['trusted-keys'],
       maxImportBytes: parseByteCount(args['max-import-bytes']),

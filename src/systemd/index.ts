@@ -1,5 +1,6 @@
 // What agentd and agentctl know of systemd beyond the daemon's own protocols (socket activation,
-// sd_notify and the journal live in src/daemon): systemd unit names as targets.
+// sd_notify and the journal live in src/daemon): systemd unit names as targets, and the transient
+// scope a dump's CRIU runs in under agentd.service.
 
 export {
   /** Whether a target argument is a unit name (`build-42.service`, `.scope`, `.slice`), not a path. */
@@ -14,3 +15,10 @@ export {
   type UnitCgroup,
   type ResolveOptions,
 } from './unit.js';
+
+export {
+  /** The wrap that runs a dump's CRIU in a transient scope of its own; undefined when systemd is not PID 1. */
+  criuScopeWrap,
+  inTransientScope,
+  CRIU_SCOPE_PREFIX,
+} from './scope.js';
