@@ -37,10 +37,15 @@ export async function startAgent(lab: BenchLab, options: AgentOptions = {}): Pro
   const log = openSync(logFile, 'a');
   // The agent's default log level (info: one audit line per mutating request), into a file as
   // journald would take it; a clean environment so nothing systemd-like leaks in.
-  const child: ChildProcess = lab.spawn(process.execPath, [AGENTD, '--socket', socket, '--run-dir', runDir, '--images-dir', imagesDir], {
-    stdio: ['ignore', log, log],
-    env: { PATH: process.env.PATH, HOME: process.env.HOME },
-  });
+  const keys = ['--key', join(dir, 'signing-key'), '--trusted-keys', join(dir, 'trusted-keys')];
+  const child: ChildProcess = lab.spawn(
+    process.execPath,
+    [AGENTD, '--socket', socket, '--run-dir', runDir, '--images-dir', imagesDir, ...keys],
+    {
+      stdio: ['ignore', log, log],
+      env: { PATH: process.env.PATH, HOME: process.env.HOME },
+    },
+  );
   closeSync(log);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let gone = false;

@@ -3,10 +3,14 @@
 
 import type { CgroupStatus, Manifest } from '../daemon/wire.js';
 
-/** `FROZEN  4 processes in the subtree, 1 in the cgroup itself`. */
+/**
+ * `FROZEN  4 processes in the subtree, 1 in the cgroup itself`, and for a cgroup inside one being
+ * checkpointed `CHECKPOINTING  1 process in the subtree, 1 in the cgroup itself (a checkpoint of P)`.
+ */
 export function stateLine(status: CgroupStatus): string {
   const total = status.subtreeProcesses;
-  return `${status.state}  ${total} ${total === 1 ? 'process' : 'processes'} in the subtree, ${status.processes} in the cgroup itself`;
+  const line = `${status.state}  ${total} ${total === 1 ? 'process' : 'processes'} in the subtree, ${status.processes} in the cgroup itself`;
+  return status.checkpointingAncestor === undefined ? line : `${line} (a checkpoint of ${status.checkpointingAncestor})`;
 }
 
 /**

@@ -195,8 +195,10 @@ export async function runCriu(what: string, args: readonly string[], logPath: st
   }
   if (outcome.stop) {
     const how = outcome.safeStop;
+    // A CRIU let end that failed on its own: what it said, for whoever wonders why (not a cause of the EINTR).
+    const own = !outcome.killed && outcome.code !== 0 ? await ownErrors(logPath) : '';
     const killed = !outcome.killed
-      ? `let it end first (exit ${outcome.code ?? outcome.signal}) and discarded its result${outcome.heldAtStop ? ': it held the tasks it dumps, and killing it then can kill them (docs/criu-faults.md)' : ''}`
+      ? `let it end first (exit ${outcome.code ?? outcome.signal}${own}) and discarded its result${outcome.heldAtStop ? ': it held the tasks it dumps, and killing it then can kill them (docs/criu-faults.md)' : ''}`
       : !outcome.reaped
         ? `sent SIGKILL but it had not exited ${KILL_GRACE_MS} ms later (frozen?)`
         : how?.how === 'forced'
@@ -272,6 +274,12 @@ export async function criuFailure(
       ...(refusal ? { refusal } : {}),
     },
   });
+}
+
+/** `: CRIU said "..."` with the first error lines of its log, or '' when there are none. */
+async function ownErrors(logPath: string): Promise<string> {
+  const errors = criuErrorLines((await readLogTail(logPath)) ?? '');
+  return errors.length > 0 ? `: CRIU said "${errors.slice(0, 2).join(' | ')}"` : '';
 }
 
 const tracerOf: TracerLookup = (pid) => {

@@ -125,13 +125,23 @@ export async function stopCriuSafely(
   let progressAt = started;
   for (;;) {
     if (options.ended?.()) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
-    if (!signalGroup(pgid, 'SIGSTOP') || !(await waitStopped(pgid))) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
-    const members = new Set(groupMembers(pgid));
-    // A member traced by another member (CRIU run under strace, say) is not a task CRIU dumps.
-    const held = tasksTracedBy(members).filter((t) => !members.has(t.pid));
-    const used = [...members].reduce((sum, pid) => sum + (readProcStat(pid)?.cpuTicks ?? 0), 0);
+    // First a look without stopping CRIU: while it plainly holds tasks there is nothing to decide,
+    // and stopping it at every poll only slows it down (and a stop and continue can end some of
+    // its blocking calls with EINTR, signal(7)). The decision itself is made on a stopped group.
+    const running = new Set(groupMembers(pgid));
+    if (running.size === 0) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
+    const used = [...running].reduce((sum, pid) => sum + (readProcStat(pid)?.cpuTicks ?? 0), 0);
     if (used !== ticks) [ticks, progressAt] = [used, Date.now()];
-    const forced = held.length > 0 && (Date.now() - progressAt >= hungAfter || Date.now() - started >= 10 * hungAfter);
+    const hung = Date.now() - progressAt >= hungAfter || Date.now() - started >= 10 * hungAfter;
+    const seen = heldBy(running);
+    if (seen.length > 0 && !hung) {
+      options.onHeld?.(seen);
+      await sleep(poll);
+      continue;
+    }
+    if (!signalGroup(pgid, 'SIGSTOP') || !(await waitStopped(pgid))) return { how: 'ended', waitedMs: Date.now() - started, held: [] };
+    const held = heldBy(new Set(groupMembers(pgid)));
+    const forced = held.length > 0 && hung;
     if (held.length === 0 || forced) {
       signalGroup(pgid, 'SIGKILL');
       signalGroup(pgid, 'SIGCONT');
@@ -141,4 +151,9 @@ export async function stopCriuSafely(
     options.onHeld?.(held);
     await sleep(poll);
   }
+}
+
+/** Threads CRIU's group holds under ptrace; a member traced by another member (CRIU run under strace, say) is not a task CRIU dumps. */
+function heldBy(members: ReadonlySet<number>): HeldTask[] {
+  return tasksTracedBy(members).filter((t) => !members.has(t.pid));
 }

@@ -10,7 +10,7 @@ import { DEFAULT_RUN_DIR } from '../defaults/index.js';
 import { fromSystemError, systemErrno } from '../errors/index.js';
 import { busyError, holderOfLocked, isCheckpointing, isLive } from './holder.js';
 import { Lease } from './lease.js';
-import { guardSubtree } from './subtree-guard.js';
+import { checkpointingAncestor, guardSubtree } from './subtree-guard.js';
 import { ensureLockDir, inspectLock, removeIfUnlocked, type LockFileState } from './lock-file.js';
 import { LOCK_SUFFIX, lockFileName } from './lock-name.js';
 import { type CgroupLease, type CgroupStatus, type LockHolder, type LockOperation } from './types.js';
@@ -44,7 +44,11 @@ export class CgroupControl {
       freezer.close();
     }
     const lock = inspectLock(this.lockPath(ref));
-    return statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked, counts);
+    const status = statusOf(ref, kernel, lock.locked ? holderOfLocked(lock.record) : undefined, lock.locked, counts);
+    if (status.state === 'CHECKPOINTING') return status;
+    // A checkpoint of a cgroup above covers this one: every freezer change here gets EBUSY meanwhile.
+    const above = checkpointingAncestor(this.locksDir, ref);
+    return above ? { ...status, state: 'CHECKPOINTING', checkpointingAncestor: above.path } : status;
   }
 
   async freeze(ref: CgroupRef, opts: { timeoutMs?: number; requestId?: string } = {}): Promise<CgroupStatus> {

@@ -18,7 +18,7 @@ import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeCgroup, type CgroupRef } from '../cgroup/index.js';
 import { AgentError } from '../errors/index.js';
-import { holderOfLocked, timeOfDay } from './holder.js';
+import { holderOfLocked, isCheckpointing, timeOfDay } from './holder.js';
 import { inspectLock } from './lock-file.js';
 import { descendantNamePrefix, isHashedName, lockFileName, LOCK_SUFFIX } from './lock-name.js';
 import { PHASE_CHECKPOINTING, type LockHolder, type LockOperation } from './types.js';
@@ -120,4 +120,19 @@ export function guardSubtree(locksDir: string, ref: CgroupRef, operation: LockOp
     if (operation === 'checkpoint') throw refusal(ref, other, holder);
     if (holder !== 'unrecorded' && holder.operation === 'checkpoint') throw refusal(ref, other, holder);
   }
+}
+
+/**
+ * The nearest ancestor of `ref` that is CHECKPOINTING, with its holder's record: the checkpoint
+ * covers `ref` too, so `ref` reads CHECKPOINTING as well (docs/nested.md). Looks only at lock files
+ * (one open per ancestor level; most do not exist).
+ */
+export function checkpointingAncestor(locksDir: string, ref: CgroupRef): { path: string; holder: LockHolder } | undefined {
+  for (const other of ancestorsOf(ref, locksDir).reverse()) {
+    const state = inspectQuietly(other.lockFile);
+    if (!state?.locked) continue;
+    const holder = holderOfLocked(state.record);
+    if (isCheckpointing(holder)) return { path: other.path, holder: holder! };
+  }
+  return undefined;
 }

@@ -60,6 +60,11 @@ export interface CgroupStatus {
   subtreeProcesses: number;
   /** The live holder's record, when locked and the record is readable. */
   holder?: LockHolder;
+  /**
+   * When `state` is CHECKPOINTING because a checkpoint of a cgroup above holds this one (its
+   * subtree is being dumped): that cgroup's path (`holder` stays this cgroup's own).
+   */
+  checkpointingAncestor?: string;
 }
 
 /** A moment, outside CRIU's own window, when a CHECKPOINTING cgroup was seen not FROZEN. */

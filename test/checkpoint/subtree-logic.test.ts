@@ -81,6 +81,10 @@ test('agentctl state prints the counts after the state word; show lists processe
   const status = { state: 'FROZEN', processes: 1, subtreeProcesses: 4 } as CgroupStatus;
   assert.equal(stateLine(status), 'FROZEN  4 processes in the subtree, 1 in the cgroup itself');
   assert.equal(stateLine({ ...status, processes: 0, subtreeProcesses: 1 }), 'FROZEN  1 process in the subtree, 0 in the cgroup itself');
+  assert.equal(
+    stateLine({ ...status, state: 'CHECKPOINTING', processes: 1, subtreeProcesses: 1, checkpointingAncestor: 'jobs' }),
+    'CHECKPOINTING  1 process in the subtree, 1 in the cgroup itself (a checkpoint of jobs)',
+  );
   const lines = processesBySubCgroup(
     manifest(
       [

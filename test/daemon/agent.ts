@@ -46,14 +46,25 @@ export function agentPaths(lab: Lab, dir?: string): { dir: string; socket: strin
   return { dir: base, socket: join(base, 'agentd.sock'), runDir: join(base, 'run'), imagesDir: join(base, 'images') };
 }
 
-export function agentArgs(paths: { socket: string; runDir: string; imagesDir: string }): string[] {
-  return ['--socket', paths.socket, '--run-dir', paths.runDir, '--images-dir', paths.imagesDir, '--log-level', 'debug'];
+/**
+ * An agent's options for its own files: its socket, run and images directories, and (unless `extra`
+ * names them) a signing key and trusted keys of its own, so that no test agent makes or reads the
+ * machine's /var/lib/agentd/signing-key or trusts what /etc/agentd/trusted-keys holds.
+ */
+export function agentArgs(
+  paths: { dir: string; socket: string; runDir: string; imagesDir: string },
+  extra: readonly string[] = [],
+): string[] {
+  const args = ['--socket', paths.socket, '--run-dir', paths.runDir, '--images-dir', paths.imagesDir, '--log-level', 'debug'];
+  if (!extra.includes('--key')) args.push('--key', join(paths.dir, 'signing-key'));
+  if (!extra.includes('--trusted-keys')) args.push('--trusted-keys', join(paths.dir, 'trusted-keys'));
+  return [...args, ...extra];
 }
 
 export async function startAgent(lab: Lab, options: AgentOptions = {}): Promise<Agent> {
   const paths = agentPaths(lab, options.dir);
   mkdirSync(paths.dir, { recursive: true });
-  const args = [...agentArgs(paths), ...(options.args ?? [])];
+  const args = agentArgs(paths, options.args);
   const command = options.command ?? { file: process.execPath, args: [AGENTD, ...args] };
   // A clean environment: nothing systemd-like leaks in from whoever runs the tests.
   const env: NodeJS.ProcessEnv = { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env };

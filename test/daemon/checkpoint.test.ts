@@ -43,9 +43,10 @@ function rssKiB(pid: number): number {
 /** A process holding `mib` MiB of touched memory (one memset): its dump takes long enough to interrupt. */
 async function bigMemory(hierarchy: 'v1' | 'v2', name: string, mib: number): Promise<{ cgroup: TestCgroup; pid: number }> {
   const cgroup = lab.cgroup(hierarchy, name);
-  // Sleeps in a loop: a dump that leaves its task running ends the task's sleep early, as a signal
-  // would (docs/criu.md), and a single `sleep 100000` would then end the workload.
-  lab.spawnIn(cgroup, 'perl', ['-e', `my $x = "U" x (${mib} << 20); 1 while sleep 1`]);
+  // Sleeps in a loop that ignores sleep's result: a dump that leaves its task running ends the
+  // task's sleep early, as a signal would (docs/criu.md), and a single `sleep 100000` would then end
+  // the workload.
+  lab.spawnIn(cgroup, 'perl', ['-e', `my $x = "U" x (${mib} << 20); sleep 1 while 1`]);
   const [pid] = await lab.waitForProcesses(cgroup, 1);
   await waitUntil(`${mib} MiB to be resident`, () => rssKiB(pid) >= mib * 1024, 60_000);
   return { cgroup, pid };

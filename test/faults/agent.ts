@@ -100,7 +100,10 @@ export class Agent {
   /** Starts agentd without waiting for it: for tests that act while it starts. */
   static spawn(lab: Lab, dirs: AgentDirs, options: StartOptions = {}): Agent {
     mkdirSync(join(dirs.socket, '..'), { recursive: true });
+    // Keys of its own beside its socket: no test agent makes or reads the machine's signing key.
+    const own = join(dirs.socket, '..');
     const args = [AGENTD, '--socket', dirs.socket, '--run-dir', dirs.runDir, '--images-dir', dirs.imagesDir];
+    if (!options.args?.includes('--key')) args.push('--key', join(own, 'signing-key'), '--trusted-keys', join(own, 'trusted-keys'));
     if (options.criu) args.push('--criu', options.criu);
     args.push(...(options.args ?? []));
     const child = lab.spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...options.env } });

@@ -203,6 +203,12 @@ export class Lab {
     process.off('SIGINT', this.onSignal);
     const left = this.leftovers();
     if (left.length > 0) throw new Error(`test left behind: ${left.join(', ')}`);
+    // Empty test cgroups were found after passing runs, made after this cleanup by something the
+    // tests left running: say so when the file ends, with what is there, so the culprit is named.
+    process.once('exit', () => {
+      const late = this.leftovers();
+      if (late.length > 0) process.stderr.write(`lab ${this.prefix}: after its cleanup, found again: ${late.join(', ')}\n`);
+    });
   }
 
   /** What this lab failed to remove: cgroups, live processes. */
@@ -239,9 +245,13 @@ export class Lab {
   }
 
   // Everything inside a test cgroup was started by this lab (directly or as a child of its processes).
+  // Killing pid by pid races a workload that forks all the time; v2's cgroup.kill takes the whole
+  // subtree at once, and a v1 cgroup is frozen first so that nothing in it can fork meanwhile.
   private emptyCgroup(cgroup: TestCgroup): void {
     if (!existsSync(cgroup.dir)) return;
     try {
+      if (cgroup.hierarchy === 'v2' && existsSync(join(cgroup.dir, 'cgroup.kill'))) writeFileSync(join(cgroup.dir, 'cgroup.kill'), '1');
+      if (cgroup.hierarchy === 'v1') writeFileSync(join(cgroup.dir, 'freezer.state'), 'FROZEN');
       for (const pid of this.pidsOf(cgroup)) this.kill(pid);
       // v1-frozen tasks only die once thawed; v2-frozen ones die anyway, but thaw for symmetry.
       const stateFile = join(cgroup.dir, cgroup.hierarchy === 'v1' ? 'freezer.state' : 'cgroup.freeze');

@@ -38,6 +38,12 @@ for (const hierarchy of HIERARCHIES) {
       try {
         assert.equal(control.status(refOf(top)).state, 'CHECKPOINTING');
         for (const below of [a, b]) {
+          // The kernel says FROZEN (frozen with its parent); the checkpoint of P covers it.
+          const status = control.status(refOf(below));
+          assert.equal(status.kernelState, 'FROZEN');
+          assert.equal(status.state, 'CHECKPOINTING', `${below.path} reads as its ancestor's checkpoint`);
+          assert.equal(status.checkpointingAncestor, top.path);
+          assert.equal(status.locked, false, 'its own lock is free');
           await assert.rejects(control.thaw(refOf(below)), busy(insideTop));
           await assert.rejects(control.freeze(refOf(below)), busy(insideTop));
           await assert.rejects(control.kill(refOf(below)), busy(insideTop));
@@ -49,7 +55,9 @@ for (const hierarchy of HIERARCHIES) {
         await hold.end();
         hold.lease.release();
       }
-      // Over: the same requests go through.
+      // Over: the same requests go through, and P/a reads its kernel state again.
+      assert.equal(control.status(refOf(a)).state, 'FROZEN');
+      assert.equal(control.status(refOf(a)).checkpointingAncestor, undefined);
       await control.thaw(refOf(top));
       await control.freeze(refOf(a));
       await control.thaw(refOf(a));
