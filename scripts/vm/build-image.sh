@@ -26,9 +26,11 @@ IMAGE_SIZE=4G
 # What the guest needs: the kernel and an init that powers off; what the suite calls (perl for the
 # workloads, flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU
 # 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel; sudo and openssh-server so the
-# same image can be packaged as a Vagrant box.
+# same image can be packaged as a Vagrant box; the programs test/fidelity checkpoints (python3, wget,
+# redis-server, nginx-light, xz-utils) and strace, with which test/criu/stop-rule parks CRIU.
 PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 psmisc
-  e2fsprogs sudo openssh-server ca-certificates)
+  e2fsprogs sudo openssh-server ca-certificates
+  python3 wget redis-server nginx-light xz-utils strace)
 
 say() { echo "build-image: $*" >&2; }
 die() {
@@ -155,6 +157,9 @@ chroot "$ROOT" systemctl enable agentd-vm-test.service >/dev/null 2>&1
 # Timers and services that only cost time in a throw-away guest with no network.
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
   systemd-timesyncd.service ssh.service >/dev/null 2>&1 || true
+# The fidelity tests start their own redis and nginx on free loopback ports; the packages' system-wide
+# services would only hold port 80 and 6379 and cost boot time.
+chroot "$ROOT" systemctl mask nginx.service redis-server.service >/dev/null 2>&1 || true
 # The 9p modules are in the root file system; load them early.
 printf '9p\n9pnet_virtio\n' >"$ROOT/etc/modules-load.d/agentd-9p.conf"
 

@@ -21,13 +21,19 @@ export const PROGRAMS = {
 
 export type Program = keyof typeof PROGRAMS;
 
-/** Why a test cannot run here (a program it needs is not installed), or false. For `skip`. */
+/**
+ * Why a test cannot run here (a program it needs is not installed), or false. For `skip`. Where the
+ * machine is known to have them all (the VM guests set AGENTD_REQUIRE_PROGRAMS=1), a missing one
+ * throws instead, so that the file fails rather than skips.
+ */
 export function missing(...names: Program[]): string | false {
   for (const name of names) {
     try {
       accessSync(PROGRAMS[name], constants.X_OK);
     } catch {
-      return `${PROGRAMS[name]} is not installed (scripts/setup.sh installs it)`;
+      const why = `${PROGRAMS[name]} is not installed (scripts/setup.sh installs it)`;
+      if (process.env.AGENTD_REQUIRE_PROGRAMS === '1') throw new Error(`${why}, and AGENTD_REQUIRE_PROGRAMS=1 says it must be`);
+      return why;
     }
   }
   return false;
