@@ -111,7 +111,7 @@ for (const hierarchy of HIERARCHIES) {
         );
       assert.match(err.message, /taken with --after thawed.*--after killed/);
       assert.deepEqual(
-        events.map((e) => e.stage),
+        [...new Set(events.map((e) => e.stage))], // verify reports its bytes as it goes: one stage, several events
         ['verify'],
         'nothing was waited for',
       );
@@ -132,7 +132,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.match(err.message, /taken with --after killed/);
       assert.doesNotMatch(err.message, /checkpoint with --after killed/);
       assert.deepEqual(
-        events.map((e) => e.stage),
+        [...new Set(events.map((e) => e.stage))], // verify reports its bytes as it goes: one stage, several events
         ['verify'],
         'nothing was waited for',
       );
