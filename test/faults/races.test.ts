@@ -25,6 +25,8 @@ import {
   startWorkload,
 } from './checks.js';
 import { Gate } from './gate.js';
+import { CriuPlan, STRACED_CRIU } from '../helpers/criu-injection.js';
+import { findCriu } from '../../src/criu/index.js';
 import { FaultSuite } from './suite.js';
 import type { Json } from '../helpers/json.js';
 
@@ -106,7 +108,6 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
 
   for (const h of hierarchies) {
     test(`${h}: 50 thaws and freezes fired during a checkpoint: all EBUSY, flock -n fails, and the cgroup never runs`, async (t) => {
-      // The memory makes the dump last long enough for every request to arrive during it.
       const w0 = await startWorkload(lab, h, `storm-${h}`, { children: 1, memoryMiB: 96 });
       // A second counting tree: CRIU dumps one tree at a time, and the other trees must not run either.
       const second = lab.tempDir('storm-second');
@@ -114,7 +115,12 @@ describe('races', { skip: hierarchies.length === 0 && 'no freezer hierarchy' }, 
       await waitUntil('the second tree to count', () => counterValue(join(second, 'root')) > 0);
       const w = { ...w0, pids: lab.pidsOf(w0.cgroup), counters: [...w0.counters, join(second, 'root')] };
       const dirs = suite.agentDirs(`storm-${h}`);
-      const agent = await Agent.start(lab, dirs);
+      // CRIU is parked 10 s at its first ptrace call (strace), before it seizes anything: the
+      // checkpoint lasts until every request has had its answer, however fast the dump itself is
+      // (a 96 MiB dump with its hashing done during the dump ended before the requests arrived).
+      const plan = new CriuPlan(join(lab.tempDir(`plan-storm-${h}`), 'plan'));
+      plan.set('-', 'inject:delay_enter=10000000:when=1');
+      const agent = await Agent.start(lab, dirs, { criu: STRACED_CRIU, env: plan.env((await findCriu()).path) });
       const lockFile = lockFileOf(dirs.runDir, w.cgroup);
       // A sample reads several files one after the other: the kernel state is read before and after the
       // tasks, so a freeze written by CRIU between two reads is not mistaken for a running task.
