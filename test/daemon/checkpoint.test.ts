@@ -343,8 +343,9 @@ describe('cancellation', () => {
   });
 
   test('a client that hangs up mid-checkpoint cancels it; the agent keeps serving', async () => {
-    // 64 MiB, as for SIGTERM above: 512 MiB, let run to its end, outlasted 3 minutes in a VM guest.
-    const { cgroup, pid } = await bigMemory(h, 'hangup', 64);
+    // 128 MiB: enough that the hang-up arrives while CRIU dumps here, while 512 MiB, let run to
+    // its end once cancelled, outlasted 3 minutes in a VM guest.
+    const { cgroup, pid } = await bigMemory(h, 'hangup', 128);
     let req!: ReturnType<typeof request>;
     const dumping = new Promise<void>((resolve, reject) => {
       req = request(
