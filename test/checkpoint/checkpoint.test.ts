@@ -4,27 +4,16 @@ import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { connect } from 'node:net';
-import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { openFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import type { Manifest } from '../../src/checkpoint/index.js';
 import { anyHierarchy, HIERARCHIES, Lab, pidAlive, unavailable, waitUntil, workload } from '../helpers/lab.js';
 import { checkpointerIn, counterValue, refOf, waitForCount } from './helpers.js';
+import { chunkedSha256 } from '../helpers/digest.js';
 
 const lab = new Lab('checkpoint');
 
-/** sha256 of the sha256 of each piece, as docs/criu.md defines a chunked digest. */
-function chunkedSha256(bytes: Buffer, chunk: number): string {
-  const outer = createHash('sha256');
-  for (let off = 0; off < bytes.length; off += chunk)
-    outer.update(
-      createHash('sha256')
-        .update(bytes.subarray(off, off + chunk))
-        .digest(),
-    );
-  return outer.digest('hex');
-}
 after(() => lab.cleanup());
 
 /** Connects to 127.0.0.1:port and returns the one line the listener answers. */

@@ -25,7 +25,7 @@ import {
 } from '../helpers/lab.js';
 import { counterValue, countingTree, waitForCount } from '../checkpoint/helpers.js';
 import { beginCheckpoint, holdWithShellTool, kernelState, killAndWait } from '../lock/helpers.js';
-import { AGENTCTL, agentctl, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
+import { AGENTCTL, agentctl, agentctlOnPty, api, startAgent, withAgent, type CliResult } from '../daemon/agent.js';
 import { closeFd, listeningSocket } from '../daemon/sockets.js';
 
 const { lab, agent } = withAgent('cli');
@@ -628,23 +628,8 @@ function hasProgram(name: string): boolean {
 
 describe('progress', () => {
   test('on a terminal a checkpoint shows its stages live on stderr; --json shows none', async () => {
-    const { spawn } = await import('node-pty');
     const { cgroup } = await counting(anyHierarchy(), 'tty');
-    const run = (extra: string[]) =>
-      new Promise<{ code: number; output: string }>((resolve) => {
-        const term = spawn(
-          process.execPath,
-          [AGENTCTL, '--socket', agent.socket, 'checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy, ...extra],
-          {
-            cols: 120,
-            rows: 20,
-            env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
-          },
-        );
-        let output = '';
-        term.onData((d) => (output += d));
-        term.onExit(({ exitCode }) => resolve({ code: exitCode, output }));
-      });
+    const run = (extra: string[]) => agentctlOnPty(agent.socket, ['checkpoint', cgroup.path, '--hierarchy', cgroup.hierarchy, ...extra]);
     const live = await run([]);
     assert.equal(live.code, 0, live.output);
     for (const stage of ['freeze', 'dump', 'manifest'])

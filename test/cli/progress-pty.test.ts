@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { anyHierarchy, waitUntil, workload } from '../helpers/lab.js';
-import { AGENTCTL, withAgent } from '../daemon/agent.js';
+import { agentctlOnPty, AGENTCTL, withAgent } from '../daemon/agent.js';
 
 const { lab, agent } = withAgent('progress-pty');
 after(() => undefined);
@@ -18,19 +18,7 @@ after(() => undefined);
 const ERASE = '\r\x1b[2K';
 
 /** agentctl on an 120x20 pseudo-terminal; resolves with its exit code and everything it drew. */
-async function onPty(args: string[]): Promise<{ code: number; output: string }> {
-  const { spawn } = await import('node-pty');
-  return new Promise((resolve) => {
-    const term = spawn(process.execPath, [AGENTCTL, '--socket', agent.socket, ...args], {
-      cols: 120,
-      rows: 20,
-      env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
-    });
-    let output = '';
-    term.onData((d) => (output += d));
-    term.onExit(({ exitCode }) => resolve({ code: exitCode, output }));
-  });
-}
+const onPty = (args: string[]) => agentctlOnPty(agent.socket, args);
 
 /** The lines drawn in place for one stage (the text after each erase that starts with it). */
 function drawn(output: string, stage: string): string[] {

@@ -244,3 +244,18 @@ export function agentctl(args: string[], options: { env?: NodeJS.ProcessEnv; pre
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+/** agentctl ARGS on a 120x20 pseudo-terminal (node-pty); resolves with its exit code and everything it drew. */
+export async function agentctlOnPty(socket: string, args: readonly string[]): Promise<{ code: number; output: string }> {
+  const { spawn } = await import('node-pty');
+  return new Promise((resolve) => {
+    const term = spawn(process.execPath, [AGENTCTL, '--socket', socket, ...args], {
+      cols: 120,
+      rows: 20,
+      env: { PATH: process.env.PATH ?? '', TERM: 'xterm' },
+    });
+    let output = '';
+    term.onData((d) => (output += d));
+    term.onExit(({ exitCode }) => resolve({ code: exitCode, output }));
+  });
+}

@@ -2,7 +2,6 @@
 // that agentd's own opinion never grades itself: freezer states, the lock, the image directory,
 // CRIU processes left behind, workloads and their processes. Also the seeded PRNG and the figures.
 
-import { createHash } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -11,6 +10,7 @@ import { CgroupControl } from '../../src/lock/index.js';
 import { pidAlive, processState, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 import { sleep } from './agent.js';
 import type { Json } from '../helpers/json.js';
+import { manifestDigest } from '../helpers/digest.js';
 
 export type KernelState = 'THAWED' | 'FREEZING' | 'FROZEN' | 'THAWING';
 
@@ -84,23 +84,6 @@ export interface ImageAudit {
   bad: string[];
 }
 
-/**
- * The digest a manifest records for a file, computed here on its own terms (docs/criu.md,
- * "Checksums"): the sha256 of its bytes, or with `chunkBytes` the sha256 of its pieces' sha256s.
- */
-function fileDigest(path: string, chunkBytes?: number): string {
-  const bytes = readFileSync(path);
-  if (chunkBytes === undefined) return createHash('sha256').update(bytes).digest('hex');
-  const outer = createHash('sha256');
-  for (let at = 0; at < bytes.length; at += chunkBytes)
-    outer.update(
-      createHash('sha256')
-        .update(bytes.subarray(at, at + chunkBytes))
-        .digest(),
-    );
-  return outer.digest('hex');
-}
-
 /** Every entry of an image directory: good and verified, or plainly not good (partial/failed). */
 export function auditImages(imagesDir: string): ImageAudit {
   const audit: ImageAudit = { good: [], partial: [], failed: [], bad: [] };
@@ -132,7 +115,7 @@ export function verifyImage(dir: string, id: string): string | undefined {
   for (const file of manifest.files) {
     const path = join(dir, file.path);
     if (!existsSync(path)) return `${file.path} is missing`;
-    if (fileDigest(path, file.chunkBytes) !== file.sha256) return `${file.path} does not match its sha256`;
+    if (manifestDigest(readFileSync(path), file.chunkBytes) !== file.sha256) return `${file.path} does not match its sha256`;
   }
   return undefined;
 }
