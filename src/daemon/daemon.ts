@@ -91,7 +91,9 @@ function logCriu(criu: CriuFacts, logger: Logger): void {
 async function recoverLeftovers(checkpointer: Checkpointer, logger: Logger): Promise<void> {
   try {
     const report = await checkpointer.recover();
-    for (const c of report.cgroups) logger.warn('recovered a cgroup an interrupted checkpoint left', c);
+    // `found` begins with what was interrupted: "an interrupted checkpoint (...)" or "... restore (...)".
+    for (const c of report.cgroups)
+      logger.warn(`recovered a cgroup an interrupted ${/^an interrupted (\w+)/.exec(c.found)?.[1] ?? 'operation'} left`, c);
     for (const dir of report.removedTemporaryImages)
       logger.warn('removed a temporary image directory an interrupted checkpoint left', { dir });
     for (const dir of report.finishedDeletes) logger.warn('finished removing the files of a delete cut short', { dir });
