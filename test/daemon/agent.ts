@@ -227,22 +227,27 @@ export interface CliResult {
   readonly stderr: string;
 }
 
+/**
+ * Runs `file ARGV` (an argument array, never a shell) with stdin closed, and resolves with its exit
+ * code and everything it wrote, once its output has closed (not at 'exit', which can come first).
+ */
+export function runCollecting(file: string, argv: readonly string[], options: Omit<SpawnOptions, 'stdio'> = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(file, argv, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('error', reject);
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+
 /** Runs bin/agentctl with an argument array (never a shell). */
 export function agentctl(args: string[], options: { env?: NodeJS.ProcessEnv; prefix?: string[] } = {}): Promise<CliResult> {
   const [file, ...pre] = options.prefix ?? [process.execPath];
   const argv = options.prefix ? [...pre, process.execPath, AGENTCTL, ...args] : [AGENTCTL, ...args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(file, argv, {
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCollecting(file, argv, { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...options.env } });
 }
 
 /** agentctl ARGS on a 120x20 pseudo-terminal (node-pty); resolves with its exit code and everything it drew. */

@@ -2,11 +2,12 @@
 // whether they can run here, systemctl and journalctl as data, and requests to the system agent.
 
 import assert from 'node:assert/strict';
-import { spawn, spawnSync, type SpawnSyncReturns } from 'node:child_process';
+import { spawnSync, type SpawnSyncReturns } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { DEFAULT_SOCKET } from '../../src/defaults/index.js';
 import { waitUntil } from '../helpers/lab.js';
+import { runCollecting, type CliResult } from '../daemon/agent.js';
 
 export const AGENTCTL = '/usr/local/bin/agentctl';
 
@@ -76,17 +77,9 @@ export function api(method: string, path: string, body?: unknown, requestId?: st
 }
 
 /** agentctl, as the installed launcher runs it; asynchronous so that several can run at once. */
-export function agentctl(args: string[], user?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function agentctl(args: string[], user?: string): Promise<CliResult> {
   const [command, argv] = user ? ['runuser', ['-u', user, '--', AGENTCTL, ...args]] : [AGENTCTL, args];
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, argv, { stdio: ['ignore', 'pipe', 'pipe'], cwd: '/' });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.on('error', reject);
-    child.on('close', (code) => resolve({ code, stdout, stderr }));
-  });
+  return runCollecting(command, argv, { cwd: '/' });
 }
 
 export function mainPid(): number {
