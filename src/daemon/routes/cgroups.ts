@@ -28,10 +28,20 @@ const TIMED_FIELDS = { ...CGROUP_FIELDS, timeoutMs: optional(timeoutMs) };
 const BATCH_FIELDS = { cgroups: required(cgroupList), hierarchy: optional(hierarchy) };
 const TIMED_BATCH_FIELDS = { ...BATCH_FIELDS, timeoutMs: optional(timeoutMs) };
 
+/** A cgroup name from a request, in the hierarchy it names (or found in either). */
+function resolveIn(name: string, h: Hierarchy | undefined): CgroupRef {
+  return resolveCgroup(name, h ? { hierarchy: h } : {});
+}
+
 function resolve(ctx: RequestContext, input: { cgroup: string; hierarchy?: 'v1' | 'v2' }): CgroupRef {
-  const ref = resolveCgroup(input.cgroup, input.hierarchy ? { hierarchy: input.hierarchy } : {});
+  const ref = resolveIn(input.cgroup, input.hierarchy);
   ctx.audit.cgroup = describeCgroup(ref);
   return ref;
+}
+
+/** The options of a freezer change: the request's id, and its timeout when it gave one. */
+function changeOptions(ctx: RequestContext, body: { timeoutMs?: number }): { requestId: string; timeoutMs?: number } {
+  return { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) };
 }
 
 /**
@@ -49,7 +59,7 @@ async function changeRequest(
   const body: { cgroup: string; hierarchy?: Hierarchy; timeoutMs?: number } = timed
     ? validate(input, TIMED_FIELDS)
     : validate(input, CGROUP_FIELDS);
-  return { ref: resolve(ctx, body), options: { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) } };
+  return { ref: resolve(ctx, body), options: changeOptions(ctx, body) };
 }
 
 /** One cgroup of a many-cgroup answer: the name as the request gave it, then what became of it. */
@@ -83,7 +93,7 @@ function auditMany(ctx: RequestContext, operation: string, refs: readonly Cgroup
 function resolveAll(operation: string, names: readonly string[], h: Hierarchy | undefined): CgroupRef[] {
   return names.map((name, i) => {
     try {
-      return resolveCgroup(name, h ? { hierarchy: h } : {});
+      return resolveIn(name, h);
     } catch (err) {
       if (!isAgentError(err)) throw err;
       const results: NamedResult[] = names.map((n, j) =>
@@ -118,7 +128,7 @@ function batchRoute(operation: 'freeze' | 'thaw'): Route {
       ctx.audit.operation = operation;
       const refs = resolveAll(operation, body.cgroups, body.hierarchy);
       auditMany(ctx, operation, refs);
-      const options = { requestId: ctx.requestId, ...(body.timeoutMs ? { timeoutMs: body.timeoutMs } : {}) };
+      const options = changeOptions(ctx, body);
       const started = performance.now();
       let statuses: CgroupStatus[];
       try {
@@ -149,7 +159,7 @@ export function cgroupRoutes(): Route[] {
         const body = validate(await readJsonObject(ctx.req), BATCH_FIELDS);
         const results: StateBatchReply['results'] = body.cgroups.map((name) => {
           try {
-            const ref = resolveCgroup(name, body.hierarchy ? { hierarchy: body.hierarchy } : {});
+            const ref = resolveIn(name, body.hierarchy);
             return { name, status: ctx.services.control.status(ref) };
           } catch (err) {
             if (!isAgentError(err)) throw err;
