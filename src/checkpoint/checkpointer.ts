@@ -1,7 +1,7 @@
 // The checkpoint service the daemon (and agentctl in direct mode) calls: checkpoints, restores,
 // the image store, recovery after a crash, and the CRIU it runs.
 
-import { assertCriuWorks, findCriu, type CriuInfo } from '../criu/index.js';
+import { assertCriuWorks, checkLogLevel, findCriu, type CriuInfo } from '../criu/index.js';
 import { DEFAULT_IMAGES_DIR } from '../defaults/index.js';
 import type { CgroupRef } from '../cgroup/index.js';
 import type { CgroupControl } from '../lock/index.js';
@@ -42,6 +42,8 @@ export interface CheckpointerOptions {
    * its tasks can kill them (docs/criu-faults.md).
    */
   readonly wrapDump?: (argv: readonly string[]) => readonly string[];
+  /** CRIU's -v level for dumps and pre-dumps; default 3 (src/criu/dump.ts, DUMP_LOG_LEVEL). */
+  readonly criuLogLevel?: number;
 }
 
 export class Checkpointer {
@@ -49,6 +51,7 @@ export class Checkpointer {
   private readonly roots: ImageRoots;
   private readonly criuPath?: string;
   private readonly wrapDump?: (argv: readonly string[]) => readonly string[];
+  private readonly criuLogLevel?: number;
   private found: Promise<CriuInfo> | undefined;
 
   constructor(options: CheckpointerOptions) {
@@ -56,6 +59,7 @@ export class Checkpointer {
     this.roots = new ImageRoots(options.imagesDir ?? DEFAULT_IMAGES_DIR, options.allowedImagesDirs);
     this.criuPath = options.criuPath;
     this.wrapDump = options.wrapDump;
+    this.criuLogLevel = options.criuLogLevel === undefined ? undefined : checkLogLevel(options.criuLogLevel);
   }
 
   /**
@@ -97,7 +101,12 @@ export class Checkpointer {
   async checkpoint(ref: CgroupRef, options: CheckpointOptions = {}, hooks: OperationHooks = {}): Promise<CheckpointSummary> {
     const store = options.imagesDir === undefined ? this.roots.own : this.roots.named(options.imagesDir);
     const criu = await this.criu();
-    return runCheckpoint({ control: this.control, store, criu, wrapDump: this.wrapDump }, ref, options, hooks);
+    return runCheckpoint(
+      { control: this.control, store, criu, wrapDump: this.wrapDump, criuLogLevel: this.criuLogLevel },
+      ref,
+      options,
+      hooks,
+    );
   }
 
   /**

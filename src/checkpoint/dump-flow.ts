@@ -171,6 +171,7 @@ export async function runCheckpoint(
         partialDir: where,
         freezeCgroup: ref.dir,
         shellJob: options.shellJob,
+        logLevel: ctx.criuLogLevel,
         timeoutMs: () => deadline.remainingOrFail(`pre-dumping ${name}`),
         signal: hooks.signal,
         onStep: (round, tree) => progress('pre-dump', { tree: tree + 1, trees: preTrees.length, message: `round ${round}/${preDumps}` }),
@@ -221,6 +222,7 @@ export async function runCheckpoint(
         runCriuDump({
           criuPath: ctx.criu.path,
           wrap: ctx.wrapDump,
+          logLevel: ctx.criuLogLevel,
           pid: tree.root,
           imagesDir: dir,
           freezeCgroup: ref.dir,

@@ -55,6 +55,7 @@ export interface PreDumpRun {
   readonly partialDir: string;
   readonly freezeCgroup: string;
   readonly shellJob?: boolean;
+  readonly logLevel?: number;
   readonly timeoutMs: () => number;
   readonly signal?: AbortSignal;
   readonly onStep?: (round: number, tree: number) => void;
@@ -80,6 +81,7 @@ export async function preDumpTrees(
         imagesDir: dir,
         freezeCgroup: run.freezeCgroup,
         shellJob: run.shellJob,
+        logLevel: run.logLevel,
         ...(round > 1 ? { prevImagesDir: `../${preDumpDir(round - 1)}` } : {}),
         timeoutMs: run.timeoutMs(),
         signal: run.signal,

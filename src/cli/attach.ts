@@ -4,7 +4,6 @@
 // reports as the 'resize' of stdout) is passed on. Ctrl-] detaches: agentctl leaves, the job runs on
 // with agentd holding its terminal, and `agentctl attach <cgroup>` gets it back.
 
-import { spawnSync } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import type { Socket } from 'node:net';
 import { DETACH, EVENT, frame, FrameReader, INPUT, OUTPUT, PROTOCOL, resizeFrame, type TerminalEvent } from '../terminal/frames.js';
@@ -32,8 +31,8 @@ export type AttachOutcome =
  * pty has already turned its "\n" into "\r\n"; Node's raw mode keeps ONLCR on, so the user's
  * terminal would make that "\r\r\n" (and a bare "\n" of a full-screen program a new line).
  */
-function outputProcessing(on: boolean): void {
-  spawnSync('stty', [on ? 'opost' : '-opost'], { stdio: ['inherit', 'ignore', 'ignore'] });
+function outputProcessing(on: boolean, childProcess: typeof import('node:child_process')): void {
+  childProcess.spawnSync('stty', [on ? 'opost' : '-opost'], { stdio: ['inherit', 'ignore', 'ignore'] });
 }
 
 function say(text: string): void {
@@ -82,6 +81,8 @@ export async function attachTerminal(
   onAttached?: (event: Extract<TerminalEvent, { type: 'attached' }>) => void,
 ): Promise<AttachOutcome> {
   const { conn, head } = await connect(socket, target);
+  // Loaded here, not at the top: every agentctl command would pay for it (docs/bench.md, "agentctl start-up").
+  const childProcess = await import('node:child_process');
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   let name = target.cgroup;
@@ -96,7 +97,7 @@ export async function attachTerminal(
       for (const signal of ['SIGHUP', 'SIGTERM'] as const) process.off(signal, onSignal);
       if (raw) {
         stdin.setRawMode(false);
-        if (process.stdout.isTTY) outputProcessing(true);
+        if (process.stdout.isTTY) outputProcessing(true, childProcess);
       }
       stdin.pause();
       conn.end();
@@ -151,7 +152,7 @@ export async function attachTerminal(
 
     if (raw) {
       stdin.setRawMode(true);
-      if (process.stdout.isTTY) outputProcessing(false);
+      if (process.stdout.isTTY) outputProcessing(false, childProcess);
     }
     stdin.on('data', onInput);
     stdin.on('end', onInputEnd);

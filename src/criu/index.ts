@@ -17,7 +17,7 @@ export {
 } from './find.js';
 export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
-export { runCriuDump, dumpArgs, type CriuDumpOptions } from './dump.js';
+export { runCriuDump, dumpArgs, checkLogLevel, DUMP_LOG_LEVEL, type CriuDumpOptions } from './dump.js';
 /** Pre-dumps of a running tree with memory tracking, for a final dump of only what changed (docs/criu.md). */
 export { runCriuPreDump, preDumpArgs, type CriuPreDumpOptions } from './dump.js';
 export {

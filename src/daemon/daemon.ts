@@ -46,6 +46,8 @@ export interface DaemonOptions {
    * agentd.service passes), out of reach of a kill of agentd's unit (src/systemd/scope.ts).
    */
   readonly criuScope?: boolean;
+  /** CRIU's -v level for dumps (`--criu-log-level`; default 3, src/criu/dump.ts). */
+  readonly criuLogLevel?: number;
   readonly logLevel?: LogLevel;
   readonly logFormat?: LogFormat;
   readonly logger?: Logger;
@@ -119,6 +121,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     allowedImagesDirs: options.allowedImagesDirs,
     ...(options.criu ? { criuPath: options.criu } : {}),
     wrapDump,
+    ...(options.criuLogLevel !== undefined ? { criuLogLevel: options.criuLogLevel } : {}),
   });
   const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
   if (options.criuScope && !wrapDump) logger.warn('--criu-scope: systemd is not PID 1 here; CRIU runs as a plain child of agentd');

@@ -5,6 +5,7 @@ import { isAbsolute } from 'node:path';
 import yargs from 'yargs';
 import { hideBin } from 'yargs/helpers';
 import { startDaemon } from './daemon.js';
+import { DUMP_LOG_LEVEL } from '../criu/index.js';
 import { createLogger, LOG_FORMATS, LOG_LEVELS } from './logging.js';
 import {
   DEFAULT_IMAGES_DIR,
@@ -61,6 +62,13 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       describe:
         "run each dump's CRIU in a transient systemd scope of its own, so that a kill of agentd's unit cannot reach it (agentd.service passes it)",
     })
+    .option('criu-log-level', {
+      type: 'number',
+      choices: [0, 1, 2, 3, 4],
+      default: DUMP_LOG_LEVEL,
+      describe:
+        "CRIU's -v level in each dump's dump.log: 4 adds every memory area, file and syscall (more detail for a hunt, a slower dump)",
+    })
     .option('log-level', { choices: LOG_LEVELS, default: 'info' as const, describe: 'least severe level logged' })
     .option('log-format', { choices: LOG_FORMATS, default: 'text' as const, describe: 'text lines, or one JSON object per line' })
     .check((a) => {
@@ -90,6 +98,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       allowedImagesDirs: args['allow-images-dir'],
       criu: args.criu,
       criuScope: args['criu-scope'],
+      criuLogLevel: args['criu-log-level'],
       keyFile: args.key,
       trustedKeysDir: args['trusted-keys'],
       maxImportBytes: parseByteCount(args['max-import-bytes']),

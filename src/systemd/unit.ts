@@ -3,9 +3,12 @@
 // array, no shell), never from a guess such as system.slice/NAME: a unit may sit in any slice, and a
 // transient scope's path is only known to systemd.
 
-import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
+
+// Loaded when asked for, not at import: agentctl imports this module for every command, and most
+// never ask systemd anything (docs/bench.md, "agentctl start-up").
+const childProcess = () => import('node:child_process');
 
 /** The unit types that own a cgroup of their own. */
 export const CGROUP_UNIT_TYPES = ['service', 'scope', 'slice'] as const;
@@ -71,6 +74,7 @@ export async function resolveUnitCgroup(unit: string, options: ResolveOptions = 
     );
   }
   const args = ['show', '--property=LoadState,ActiveState,ControlGroup', '--', unit];
+  const { execFile } = await childProcess();
   const stdout = await new Promise<string>((resolve, reject) => {
     execFile(options.systemctl ?? 'systemctl', args, { timeout: 30_000, encoding: 'utf8' }, (err, out, errOut) => {
       if (err) {
@@ -102,6 +106,7 @@ export function parseUnitList(text: string): string[] {
  */
 export async function unitNames(prefix: string, options: ResolveOptions & { timeoutMs?: number } = {}): Promise<string[]> {
   if (prefix.includes('/') || !existsSync(options.runtimeDir ?? SYSTEMD_RUNTIME_DIR)) return [];
+  const { execFile } = await childProcess();
   const args = ['list-units', `--type=${CGROUP_UNIT_TYPES.join(',')}`, '--all', '--plain', '--no-legend', '--no-pager'];
   const stdout = await new Promise<string>((resolve) => {
     execFile(options.systemctl ?? 'systemctl', args, { timeout: options.timeoutMs ?? 1500, encoding: 'utf8' }, (err, out) =>

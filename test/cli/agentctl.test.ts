@@ -415,11 +415,18 @@ describe('host, help, version, completion', () => {
   });
 
   test('bin/agentctl runs the one-file bundle (scripts/bundle-cli.mjs) of these very sources', () => {
-    const bundle = join(REPO_ROOT, 'dist', 'bin', 'agentctl.js');
+    const bundle = join(REPO_ROOT, 'dist', 'bin', 'agentctl.cjs');
     assert.ok(existsSync(bundle), 'npm run build made the bundle');
-    // One file: nothing but Node's own modules is imported from it.
-    const imports = [...readFileSync(bundle, 'utf8').matchAll(/^import .* from ["']([^"']+)["'];?$/gm)].map((m) => m[1]);
+    // One CommonJS file: nothing but Node's own modules is required from it, and nothing imported.
+    const text = readFileSync(bundle, 'utf8');
+    assert.doesNotMatch(text, /^import .* from /m);
+    const imports = [...text.matchAll(/\brequire\("([^"]+)"\)/g)].map((m) => m[1]);
     assert.ok(imports.length > 0);
+    // zlib and child_process are loaded by the commands that use them, not by every start.
+    assert.deepEqual(
+      imports.filter((name) => /^(node:)?(zlib|child_process)$/.test(name)),
+      [],
+    );
     assert.deepEqual(
       imports.filter((name) => !name.startsWith('node:') && !builtinModules.includes(name)),
       [],

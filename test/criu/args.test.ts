@@ -18,16 +18,21 @@ describe('CRIU arguments', () => {
       '--leave-running',
       '-o',
       'dump.log',
-      '-v4',
+      '-v3',
     ]);
     assert.deepEqual(dumpArgs({ ...base, shellJob: true, tcpEstablished: true, fileLocks: true, logName: 'd.log' }).slice(8), [
       '-o',
       'd.log',
-      '-v4',
+      '-v3',
       '--shell-job',
       '--tcp-established',
       '--file-locks',
     ]);
+    assert.deepEqual(dumpArgs({ ...base, logLevel: 4 }).slice(8, 11), ['-o', 'dump.log', '-v4']);
+    assert.throws(
+      () => dumpArgs({ ...base, logLevel: 5 }),
+      (err: Error & { code?: string }) => err.code === 'EINVAL' && /0 to 4, got 5/.test(err.message),
+    );
   });
 
   test('pre-dump: memory tracking always, the previous pre-dump relative to the images; the final dump builds on the last', () => {
@@ -47,13 +52,13 @@ describe('CRIU arguments', () => {
       '/sys/fs/cgroup/unified/job',
       '-o',
       'pre-dump.log',
-      '-v4',
+      '-v3',
       '--track-mem',
     ]);
     assert.deepEqual(preDumpArgs({ ...base, imagesDir: '/var/img/tree-0/pre-2', prevImagesDir: '../pre-1', shellJob: true }).slice(7), [
       '-o',
       'pre-dump.log',
-      '-v4',
+      '-v3',
       '--shell-job',
       '--track-mem',
       '--prev-images-dir',

@@ -7,7 +7,6 @@ import { createReadStream, renameSync, rmSync, statSync, createWriteStream } fro
 import type { IncomingMessage } from 'node:http';
 import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
-import { createBrotliDecompress } from 'node:zlib';
 import type { CommandModule } from 'yargs';
 import { AgentError } from '../../errors/index.js';
 import { call } from '../client.js';
@@ -41,11 +40,11 @@ interface ExportArgs extends GlobalArgs {
  * Progress of an export: the archive's uncompressed bytes (the agent says how many in
  * X-Archive-Bytes), counted by inflating a copy of the stream, on a terminal only.
  */
-function exportProgress(res: IncomingMessage, progress: Progress): void {
+function exportProgress(res: IncomingMessage, progress: Progress, zlib: typeof import('node:zlib')): void {
   const total = Number(res.headers['x-archive-bytes']);
   let inflated = 0;
   let sent = 0;
-  const counter = createBrotliDecompress();
+  const counter = zlib.createBrotliDecompress();
   counter.on('data', (chunk: Buffer) => {
     inflated += chunk.length;
     progress.onProgress?.({
@@ -80,15 +79,17 @@ export const exportCommand: CommandModule<GlobalArgs, ExportArgs> = {
     const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/archive`;
     const options = clientOptions(args, { defaultMs: null });
     const progress = progressFor(args.json);
+    // Loaded here, not at the top: every agentctl command would pay for zlib (docs/bench.md, "agentctl start-up").
+    const zlib = await import('node:zlib');
     if (toStdout) {
-      await download(options, path, process.stdout, (res) => exportProgress(res, progress)).finally(() => progress.done());
+      await download(options, path, process.stdout, (res) => exportProgress(res, progress, zlib)).finally(() => progress.done());
       return;
     }
     const file = args.output!;
     const temporary = join(dirname(file), `.${basename(file)}.partial-${process.pid}`);
     const out: Writable = createWriteStream(temporary, { flags: 'wx', mode: 0o600 });
     try {
-      const res = await download(options, path, out, (r) => exportProgress(r, progress));
+      const res = await download(options, path, out, (r) => exportProgress(r, progress, zlib));
       renameSync(temporary, file);
       const size = statSync(file).size;
       const summary = { id: args.id, file, bytes: size, archiveBytes: Number(res.headers['x-archive-bytes']) };
