@@ -39,8 +39,11 @@ export async function describeFiles(dir: string, options: DigestOptions = {}): P
   };
   walk(dir);
   const bySize = [...found].sort((a, b) => b.size - a.size);
+  const plain = plainDigests(dir, bySize, (f) => chunkBytesFor(f.size) === undefined, options.onBytes);
   const digests = await settleAll(
     bySize.map((f) => {
+      const whole = plain.get(f.path);
+      if (whole) return whole.then((sha256) => ({ sha256 }));
       const followed = options.followed?.get(f.path);
       const same = followed && followed.dev === f.dev && followed.ino === f.ino ? followed.pieces : [];
       return fileDigest(join(dir, f.path), f.size, same, options.onBytes);
@@ -63,11 +66,37 @@ export async function verifyFiles(dir: string, files: readonly ImageFile[], onBy
     if (file.chunkBytes !== undefined && !isChunkBytes(file.chunkBytes)) throw mismatch(dir, file);
   }
   const bySize = [...files].sort((a, b) => b.size - a.size);
-  const digests = await Promise.allSettled(bySize.map((f) => fileDigest(join(dir, f.path), f.size, [], onBytes, f.chunkBytes ?? null)));
+  const plain = plainDigests(dir, bySize, (f) => f.chunkBytes === undefined, onBytes);
+  const digests = await Promise.allSettled(
+    bySize.map((f) => {
+      const whole = plain.get(f.path);
+      return whole ? whole.then((sha256) => ({ sha256 })) : fileDigest(join(dir, f.path), f.size, [], onBytes, f.chunkBytes ?? null);
+    }),
+  );
   bySize.forEach((file, i) => {
     const d = digests[i];
     if (d.status === 'rejected' || d.value.sha256 !== file.sha256) throw mismatch(dir, file);
   });
+}
+
+/** The plain sha256 of every file `plain` picks, started together (small files several to a thread's job), by path. */
+function plainDigests<F extends { path: string; size: number }>(
+  dir: string,
+  files: readonly F[],
+  plain: (file: F) => boolean,
+  onBytes: ((bytes: number) => void) | undefined,
+): Map<string, Promise<string>> {
+  const picked = files.filter(plain);
+  const started = sha256Files(picked.map((f) => ({ path: join(dir, f.path), size: f.size })));
+  return new Map(
+    picked.map((f, i) => [
+      f.path,
+      started[i].then((sha256) => {
+        onBytes?.(f.size);
+        return sha256;
+      }),
+    ]),
+  );
 }
 
 /**
@@ -83,7 +112,7 @@ async function fileDigest(
 ): Promise<{ sha256: string; chunkBytes?: number }> {
   const piece = chunkBytes === undefined ? chunkBytesFor(size) : (chunkBytes ?? undefined);
   if (piece === undefined) {
-    const [sha256] = sha256Files([path]);
+    const [sha256] = sha256Files([{ path, size }]);
     const digest = await sha256;
     onBytes?.(size);
     return { sha256: digest };

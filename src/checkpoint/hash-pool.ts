@@ -20,18 +20,29 @@
 import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { AgentError } from '../errors/index.js';
-import type { HashReply, HashRequest } from './hash-worker.js';
+import type { HashItem, HashReply, HashRequest } from './hash-worker.js';
 
 const HASH_THREADS = 2;
 const IDLE_MS = 30_000;
 
-interface Job {
-  readonly path: string;
-  readonly offset?: number;
-  readonly length?: number;
+// Small files go to a thread many at a time: a job's round trip to a thread costs more than
+// hashing a small file (measured here on a 20-process dump, 148 files, 18 MB: 63 to 98 ms on two
+// threads one file per job, against 25 to 53 ms for one thread hashing them all inline). A job
+// holds files up to BATCH_BYTES in all (at most BATCH_FILES of them), so that the two threads still
+// share a dump of many small files.
+const BATCH_BYTES = 4 * 1024 * 1024;
+const BATCH_FILES = 256;
+
+interface Waiter {
+  readonly item: HashItem;
   readonly resolve: (sha256: string) => void;
   readonly reject: (err: Error) => void;
 }
+
+/** What one thread is given at once: one or more files, each settled on its own. */
+type Job = readonly Waiter[];
+
+const jobName = (job: Job) => (job.length === 1 ? job[0].item.path : `${job[0].item.path} and ${job.length - 1} more files`);
 
 class HashThread {
   private readonly worker: Worker;
@@ -47,8 +58,14 @@ class HashThread {
       if (!current || current.id !== reply.id) return;
       this.job = undefined;
       this.idle();
-      if ('sha256' in reply) current.job.resolve(reply.sha256);
-      else current.job.reject(Object.assign(new Error(reply.error.message), { code: reply.error.code }));
+      current.job.forEach((waiter, i) => {
+        const result = reply.results[i];
+        if (result && 'sha256' in result) waiter.resolve(result.sha256);
+        else
+          waiter.reject(
+            Object.assign(new Error(result?.error.message ?? `no digest of ${waiter.item.path}`), { code: result?.error.code ?? 'EIO' }),
+          );
+      });
       this.onIdle(this);
     });
     const die = (err: Error) => {
@@ -56,7 +73,10 @@ class HashThread {
       this.dead = true;
       const current = this.job;
       this.job = undefined;
-      if (current) current.job.reject(new AgentError('EIO', `the hashing thread died while it hashed ${current.job.path}: ${err.message}`));
+      if (current) {
+        const failure = new AgentError('EIO', `the hashing thread died while it hashed ${jobName(current.job)}: ${err.message}`);
+        for (const waiter of current.job) waiter.reject(failure);
+      }
       this.onIdle(this);
     };
     this.worker.on('error', die);
@@ -83,7 +103,7 @@ class HashThread {
     this.job = { id, job };
     clearTimeout(this.idleTimer);
     this.worker.ref(); // a file in hand keeps the process alive; an idle thread never does
-    this.worker.postMessage({ id, path: job.path, offset: job.offset, length: job.length, background } satisfies HashRequest);
+    this.worker.postMessage({ id, items: job.map((w) => w.item), background } satisfies HashRequest);
   }
 }
 
@@ -117,11 +137,15 @@ class HashPool {
     while (this.threads.length < this.size) this.threads.push(new HashThread(() => this.dispatch()));
   }
 
-  sha256(path: string, offset?: number, length?: number): Promise<string> {
-    return new Promise((resolve, reject) => {
-      this.queue.push({ path, offset, length, resolve, reject });
+  /** Queues the items as one job; a promise per item. */
+  sha256(items: readonly HashItem[]): Promise<string>[] {
+    const job: Waiter[] = [];
+    const promises = items.map((item) => new Promise<string>((resolve, reject) => job.push({ item, resolve, reject })));
+    if (job.length > 0) {
+      this.queue.push(job);
       this.dispatch();
-    });
+    }
+    return promises;
   }
 
   private dispatch(): void {
@@ -141,17 +165,32 @@ class HashPool {
 let pool: HashPool | undefined;
 
 /**
- * sha256 (hex) of each file, hashed on the pool's threads; the promise of each path settles with
- * its own digest or its own error (ENOENT, ELOOP for a symlink...). Largest files should be given
- * first: they start first and the small ones fill in beside them.
+ * sha256 (hex) of each whole file, hashed on the pool's threads, small ones several to a job; the
+ * promise of each file settles with its own digest or its own error (ENOENT, ELOOP for a
+ * symlink...). Largest files should be given first: they start first and the small ones fill in
+ * beside them. `size` only decides the packing: the whole file is hashed, however long it is.
  */
-export function sha256Files(paths: readonly string[]): Promise<string>[] {
-  return paths.map((path) => thePool().sha256(path));
+export function sha256Files(files: readonly { readonly path: string; readonly size: number }[]): Promise<string>[] {
+  const promises: Promise<string>[] = [];
+  let batch: HashItem[] = [];
+  let bytes = 0;
+  const flush = () => {
+    promises.push(...thePool().sha256(batch));
+    batch = [];
+    bytes = 0;
+  };
+  for (const file of files) {
+    if (batch.length > 0 && (bytes + file.size > BATCH_BYTES || batch.length >= BATCH_FILES)) flush();
+    batch.push({ path: file.path });
+    bytes += file.size;
+  }
+  if (batch.length > 0) flush();
+  return promises;
 }
 
 /** sha256 (hex) of `length` bytes of a file from `offset`; fails (EIO) if the file ends before. */
 export function sha256Piece(path: string, offset: number, length: number): Promise<string> {
-  return thePool().sha256(path, offset, length);
+  return thePool().sha256([{ path, offset, length }])[0];
 }
 
 /** Holds the pool to `threads` jobs at once; the function returned lifts it. */

@@ -1,5 +1,5 @@
-// One thread of the hashing pool (./hash-pool.ts): sha256 of a whole file or of one piece of it
-// (./digest.ts), one job at a time, with synchronous 1 MiB reads (a worker has no event loop of
+// One thread of the hashing pool (./hash-pool.ts): sha256 of whole files or of pieces of one
+// (./digest.ts), one job (a list of them) at a time, with synchronous 1 MiB reads (a worker has no event loop of
 // anyone else's to keep free). A file is opened with O_NOFOLLOW, as everywhere an image is read: a
 // symlink planted in an image is refused.
 
@@ -8,22 +8,30 @@ import { closeSync, constants, openSync, readlinkSync, readSync } from 'node:fs'
 import { setPriority } from 'node:os';
 import { parentPort } from 'node:worker_threads';
 
-export interface HashRequest {
-  readonly id: number;
+/** One file to hash: the whole of it, or with offset and length a piece, all of which must be there. */
+export interface HashItem {
   readonly path: string;
-  /** A piece: `length` bytes from `offset`, all of which must be there. Without them: the whole file. */
   readonly offset?: number;
   readonly length?: number;
+}
+
+export interface HashRequest {
+  readonly id: number;
+  readonly items: readonly HashItem[];
   /** Hash at the lowest CPU priority (nice 19): pieces hashed while CRIU dumps a frozen workload. */
   readonly background?: boolean;
 }
-export type HashReply =
-  { readonly id: number; readonly sha256: string } | { readonly id: number; readonly error: { message: string; code?: string } };
+/** One result per item, in order: its digest, or why it could not be read. */
+export type HashResult = { readonly sha256: string } | { readonly error: { message: string; code?: string } };
+export interface HashReply {
+  readonly id: number;
+  readonly results: readonly HashResult[];
+}
 
 const READ_BYTES = 1024 * 1024;
 const buffer = Buffer.allocUnsafe(READ_BYTES);
 
-function sha256Sync(request: HashRequest): string {
+function sha256Sync(request: HashItem): string {
   const fd = openSync(request.path, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
@@ -75,12 +83,13 @@ function niceFor(request: HashRequest): void {
 
 parentPort?.on('message', (request: HashRequest) => {
   niceFor(request);
-  let reply: HashReply;
-  try {
-    reply = { id: request.id, sha256: sha256Sync(request) };
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    reply = { id: request.id, error: { message: e.message, code: e.code } };
-  }
-  parentPort!.postMessage(reply);
+  const results = request.items.map((item): HashResult => {
+    try {
+      return { sha256: sha256Sync(item) };
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      return { error: { message: e.message, code: e.code } };
+    }
+  });
+  parentPort!.postMessage({ id: request.id, results } satisfies HashReply);
 });

@@ -1,5 +1,6 @@
 // The hashing threads (src/checkpoint/hash-pool.ts): the same digests as a hash in this thread,
-// many files at once, each file's own error, and no symlink followed.
+// many files at once (small ones several to a job), each file's own error even inside a job, and no
+// symlink followed.
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -20,7 +21,7 @@ test('digests match node:crypto for many files of many sizes, each promise with 
     writeFileSync(path, Buffer.alloc(size, i + 1));
     return path;
   });
-  const digests = await Promise.all(sha256Files(paths));
+  const digests = await Promise.all(sha256Files(paths.map((path, i) => ({ path, size: sizes[i] }))));
   assert.deepEqual(
     digests,
     sizes.map((size, i) =>
@@ -35,10 +36,26 @@ test('a missing file and a symlink fail on their own; the others still hash', as
   const dir = lab.tempDir('errors');
   writeFileSync(join(dir, 'real'), 'abc');
   symlinkSync(join(dir, 'real'), join(dir, 'link'));
-  const [missing, link, real] = await Promise.allSettled(sha256Files([join(dir, 'missing'), join(dir, 'link'), join(dir, 'real')]));
+  // Three small files: one job for one thread, each settled on its own.
+  const [missing, link, real] = await Promise.allSettled(
+    sha256Files(['missing', 'link', 'real'].map((name) => ({ path: join(dir, name), size: 3 }))),
+  );
   assert.equal(missing.status, 'rejected');
   assert.equal((missing as PromiseRejectedResult).reason.code, 'ENOENT');
   assert.equal(link.status, 'rejected');
   assert.equal((link as PromiseRejectedResult).reason.code, 'ELOOP', 'O_NOFOLLOW: a planted symlink is refused');
   assert.deepEqual(real, { status: 'fulfilled', value: createHash('sha256').update('abc').digest('hex') });
+});
+
+test('a file that grew past the size it was packed by is still hashed whole', async () => {
+  const dir = lab.tempDir('grown');
+  const path = join(dir, 'grown');
+  writeFileSync(path, Buffer.alloc(5 << 20, 9));
+  const [digest] = await Promise.all(sha256Files([{ path, size: 10 }]));
+  assert.equal(
+    digest,
+    createHash('sha256')
+      .update(Buffer.alloc(5 << 20, 9))
+      .digest('hex'),
+  );
 });
