@@ -8,15 +8,20 @@
 // dist/src/cli when there is none; where esbuild is not installed (a machine that built with tsc
 // alone), an older bundle is removed here so that the fallback, not stale code, runs.
 
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const entry = join(root, 'dist', 'src', 'cli', 'index.js');
 const outfile = join(root, 'dist', 'bin', 'agentctl.cjs');
-// The ESM bundle of earlier builds: bin/agentctl no longer reads it.
+// The ESM bundle of earlier builds (bin/agentctl no longer reads it), and V8 code caches of older
+// bundles (bin/agentctl would never read them again: their names carry the old bundle's inode,
+// size and mtime).
 rmSync(join(root, 'dist', 'bin', 'agentctl.js'), { force: true });
+for (const name of existsSync(join(root, 'dist', 'bin')) ? readdirSync(join(root, 'dist', 'bin')) : []) {
+  if (name.endsWith('.v8cache') || name.includes('.v8cache.')) rmSync(join(root, 'dist', 'bin', name), { force: true });
+}
 
 let esbuild;
 try {

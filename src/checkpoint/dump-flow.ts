@@ -179,6 +179,9 @@ export async function runCheckpoint(
     }
 
     progress('freeze');
+    // The hashing threads start now, not once frozen: a thread's start costs tens of ms of CPU
+    // (./hash-pool.ts), which beside CRIU would lengthen the frozen window on a 2-core machine.
+    warmHashThreads();
     lease.update({ phase: 'freezing', priorState: prior, imageDir: partialDir });
     const freezeStart = Date.now();
     await lease.freezer.freeze({ timeoutMs: Math.min(deadline.remainingOrFail(`freezing ${name}`), 10_000) });
@@ -186,7 +189,6 @@ export async function runCheckpoint(
 
     progress('lock');
     hold = lease.beginCheckpoint();
-    warmHashThreads(); // ready for the pieces CRIU writes (./follow.ts) and the checksums after it
     // CRIU dumps on one core; the pieces it has written are hashed on the others meanwhile.
     liftHold = holdHashThreads(hashThreadCount() - 1);
     let bytes = 0;

@@ -4,7 +4,6 @@
 // operation's own answer; a second Ctrl-C leaves at once (exit 130; the agent still finishes the
 // cancel, since a client that goes away cancels its operation too).
 
-import { randomBytes } from 'node:crypto';
 import { call, type ClientOptions } from './client.js';
 import { isAgentError } from '../errors/index.js';
 
@@ -33,7 +32,11 @@ function say(text: string): void {
  * `beforeMessage` runs first (it erases the progress line for good).
  */
 export function cancellable(client: ClientOptions, whatHappens: () => string, beforeMessage: () => void): Cancellable {
-  const requestId = `agentctl-${randomBytes(6).toString('hex')}`;
+  // 48 random bits tell one agentctl's request from another's; Math.random, not node:crypto, which
+  // every agentctl start would load for this alone (docs/bench.md, "agentctl start-up").
+  const requestId = `agentctl-${Math.floor(Math.random() * 2 ** 48)
+    .toString(16)
+    .padStart(12, '0')}`;
   let interrupted = false;
   const onSigint = () => {
     if (interrupted) {

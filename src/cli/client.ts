@@ -4,6 +4,7 @@
 
 import { statSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
+import { connect } from 'node:net';
 import { AgentError, isErrorCode, systemErrno } from '../errors/index.js';
 import { DEFAULT_SOCKET } from '../defaults/index.js';
 
@@ -156,7 +157,10 @@ export function call(options: ClientOptions, method: string, path: string, call:
   }
   return new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
-    const req = httpRequest({ socketPath: options.socket, method, path, headers }, (res) => {
+    // Our own connection, not the http Agent's: the Agent works out a TLS server name for every
+    // request, and its first IP check compiles an IPv6 pattern that cost 11 ms of each agentctl's
+    // start here (docs/bench.md, "agentctl start-up"); a Unix socket has no use for either.
+    const req = httpRequest({ createConnection: () => connect(options.socket), method, path, headers }, (res) => {
       const streaming = (res.headers['content-type'] ?? '').startsWith(NDJSON_TYPE);
       const done =
         streaming && call.onProgress
