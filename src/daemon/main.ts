@@ -89,7 +89,28 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     .parseAsync();
 
   const logger = createLogger({ level: args['log-level'], format: args['log-format'] });
-  let daemon;
+  // The handlers come first: a SIGTERM while agentd starts (probing CRIU, recovering what a killed
+  // agent left) would otherwise end the process at once, as Node's default does, and systemd can
+  // send one the moment READY=1 has gone out. One that comes before the start is done is acted on
+  // as soon as it is: recovery finishes, so every cgroup is back as it should be, then agentd stops.
+  let daemon: Awaited<ReturnType<typeof startDaemon>> | undefined;
+  let early: NodeJS.Signals | undefined;
+  const onSignal = (signal: NodeJS.Signals) => {
+    if (!daemon) {
+      if (!early) logger.info(`${signal} while starting: agentd stops once it has started`);
+      early ??= signal;
+      return;
+    }
+    void daemon.stop(signal).then(
+      () => setTimeout(() => process.exit(0), 20),
+      (err) => {
+        logger.error('agentd failed to stop cleanly', { error: (err as Error).message });
+        setTimeout(() => process.exit(1), 20);
+      },
+    );
+  };
+  process.on('SIGTERM', onSignal);
+  process.on('SIGINT', onSignal);
   try {
     daemon = await startDaemon({
       socket: args.socket,
@@ -109,16 +130,6 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     await new Promise((resolve) => setTimeout(resolve, 50)); // let the line reach the log
     process.exit(1);
   }
-  const onSignal = (signal: NodeJS.Signals) => {
-    void daemon.stop(signal).then(
-      () => setTimeout(() => process.exit(0), 20),
-      (err) => {
-        logger.error('agentd failed to stop cleanly', { error: (err as Error).message });
-        setTimeout(() => process.exit(1), 20);
-      },
-    );
-  };
-  process.on('SIGTERM', onSignal);
-  process.on('SIGINT', onSignal);
+  if (early) onSignal(early);
   process.on('SIGHUP', () => logger.info('SIGHUP ignored: agentd has no configuration to reload'));
 }

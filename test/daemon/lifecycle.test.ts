@@ -163,6 +163,21 @@ describe('systemd integration', () => {
     }
   });
 
+  test('SIGTERM while agentd is still starting: it finishes starting, then stops cleanly (exit 0), never killed by the signal', async () => {
+    const agent = await startAgent(lab, { waitReady: false });
+    // "agentd starting" is its first line, written after the handlers are in place and before the
+    // CRIU probe and recovery: the signal lands while it starts.
+    const deadline = Date.now() + 60_000;
+    while (!/agentd starting/.test(agent.log()) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    assert.match(agent.log(), /agentd starting/);
+    agent.child.kill('SIGTERM');
+    assert.equal(await agent.exited, 0, agent.log());
+    const log = agent.log();
+    assert.match(log, /agentd stopped reason=SIGTERM/);
+    const early = log.indexOf('SIGTERM while starting');
+    if (early >= 0) assert.ok(early < log.indexOf('agentd ready'), 'the early signal is noted before ready, acted on after');
+  });
+
   test('an abstract NOTIFY_SOCKET (@name) works too', async () => {
     const name = `@${lab.prefix}-notify`;
     const receiver = new NotifyReceiver(name);
