@@ -14,6 +14,7 @@ export { killListed, sigkill } from './kill.js';
 export { cgroupOfProcess } from './own-cgroup.js';
 export { createPlanned, planCgroup, removeCreated, type CgroupPlan } from './create.js';
 export { joinCgroupsOf } from './join.js';
+export { removeEmptyCgroups, yardCgroupDirs } from './stray.js';
 export { moveToSubCgroup, selfFrozenDescendants, subCgroupRef, subCgroups, subtreeMembers, type SubtreeMember } from './subtree.js';
 
 export function openFreezer(cgroup: CgroupRef): Freezer {

@@ -10,7 +10,7 @@ import { fromSystemError } from '../errors/index.js';
 import { readMountinfo } from '../proc/index.js';
 
 /** The mount point of the hierarchy a /proc/PID/cgroup line names, or undefined when it is not mounted (at its root) here. */
-function mountOf(controllers: string, mounts: ReturnType<typeof readMountinfo>): string | undefined {
+export function mountOf(controllers: string, mounts: ReturnType<typeof readMountinfo>): string | undefined {
   const wanted = controllers.split(',').filter(Boolean);
   for (const m of mounts) {
     if (m.root !== '/') continue;

@@ -9,12 +9,22 @@
 import { existsSync, readdirSync, realpathSync, rmSync } from 'node:fs';
 import { basename, join, resolve } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { backoff, killListed, removeCreated, resolveCgroup, sigkill, waitForPidsGone, type CgroupRef } from '../cgroup/index.js';
+import {
+  backoff,
+  killListed,
+  removeCreated,
+  removeEmptyCgroups,
+  resolveCgroup,
+  sigkill,
+  waitForPidsGone,
+  type CgroupRef,
+} from '../cgroup/index.js';
 import type { CgroupControl, LockHolder } from '../lock/index.js';
 import { removeCgroupYards } from '../criu/index.js';
 import { readMountinfo, readProcStat, type ProcStat } from '../proc/index.js';
 import { RESTORE_PHASE_RESTORING, RESTORE_PHASE_STARTING } from './restore-flow.js';
 import { endOrphanedCriu } from './orphans.js';
+import { cgroupsCriuMade } from './stray-cgroups.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import { removeTree, type ImageStore } from './image-store.js';
 import { AFTER_POLICIES, type AfterPolicy, type RecoveryReport } from './types.js';
@@ -127,10 +137,14 @@ async function undoRestore(control: CgroupControl, record: LockHolder, found: st
     allGone = await waitForPidsGone(kill, Date.now() + KILL_WAIT_MS);
     control.forgetStale(record);
   }
+  // What its CRIU made besides (src/checkpoint/stray-cgroups.ts), read before the work dir goes.
+  const ours = (dir: string) => resolve(dir).startsWith(resolve(control.runDir) + '/');
+  const criuMade = record.workDir && ours(record.workDir) ? cgroupsCriuMade(record.workDir) : [];
   const work = record.workDir ? await clearWorkDir(control, record.workDir) : undefined;
   const created = record.createdCgroups ?? [];
   const left = await removeEmptied(created);
   const removed = created.filter((dir) => !left.includes(dir));
+  const strays = removeEmptyCgroups(criuMade.filter((dir) => !created.includes(dir)));
   const id = record.imageDir ? basename(record.imageDir) : undefined;
   const what = [
     kill.length > 0
@@ -139,6 +153,7 @@ async function undoRestore(control: CgroupControl, record: LockHolder, found: st
     ...(gone.length > 0 ? [`${gone.length} recorded (${list(gone)}) had ended already or are other processes now`] : []),
     ...(removed.length > 0 ? [`removed the cgroup${removed.length === 1 ? '' : 's'} it made (${removed.join(', ')})`] : []),
     ...(left.length > 0 ? [`could not remove ${left.join(', ')} (not empty)`] : []),
+    ...(strays.length > 0 ? [`removed the empty cgroup${strays.length === 1 ? '' : 's'} its CRIU made again (${strays.join(', ')})`] : []),
     ...(work ? [work] : []),
     ...(id ? [`checkpoint ${id} is unchanged and can be restored again`] : []),
   ];

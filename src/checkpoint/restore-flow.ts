@@ -14,6 +14,7 @@ import {
   freezerStateOf,
   planCgroup,
   removeCreated,
+  removeEmptyCgroups,
   type CgroupPlan,
   type Freezer,
 } from '../cgroup/index.js';
@@ -25,6 +26,7 @@ import { readProcStat } from '../proc/index.js';
 import { verifyFiles } from './checksums.js';
 import { restoreParentLinks } from './pre-dump.js';
 import { waitForSavedPids } from './pid-holders.js';
+import { cgroupsCriuMade } from './stray-cgroups.js';
 import { createSubCgroups, planSubCgroups, putBack, treeCgroups } from './subtree.js';
 import type { Manifest, OperationHooks, RestoreOptions, RestoreSummary, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
@@ -329,6 +331,7 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     lease.release();
     // What was restored is killed already (restoreInOrder's undo): a cgroup made for it goes too.
     if (!succeeded) removeCreated(created);
+    if (workDir !== undefined) removeEmptyCgroups(cgroupsCriuMade(workDir).filter((dir) => !created.includes(dir)));
     if (workDir !== undefined) {
       const removeWorkDir = () => rmSync(workDir!, { recursive: true, force: true });
       void Promise.all(foregroundCriu)

@@ -30,7 +30,17 @@ export {
   type ManageCgroupsMode,
 } from './restore.js';
 export { readDumpStats, readRestoreStats, decodeStatsFile, type DumpStats, type RestoreStats } from './stats.js';
-export { criuErrorLines, failureCode, knownMismatch, knownRefusal, logFacts, olderThan, versionNumbers, type TracerLookup } from './log.js';
+export {
+  createdCgroupDirs,
+  criuErrorLines,
+  failureCode,
+  knownMismatch,
+  knownRefusal,
+  logFacts,
+  olderThan,
+  versionNumbers,
+  type TracerLookup,
+} from './log.js';
 /** What CRIU records of the dumping host's CPU, and its check of that record on a restoring host. */
 export { dumpCpuinfo, checkCpuinfo, CPUINFO_IMAGE, type CpuinfoOptions, type CpuinfoVerdict } from './cpuinfo.js';
 /** Stopping a dump only while CRIU holds no task (docs/criu-faults.md), and what it held. */

@@ -155,3 +155,14 @@ export function knownRefusal(text: string, tracerOf: TracerLookup): string | und
     'tracer per process); detach the debugger or strace first'
   );
 }
+
+const CREATED_CGROUP = /cg: Created cgroup dir ([^/\s]+)\/(.*)$/gm;
+
+/**
+ * The cgroups a restore's log says CRIU made (`cg: Created cgroup dir YARD//PATH`, an info line,
+ * there at -v3 and above, in CRIU 3.17 and 4.x alike): the yard names the hierarchy
+ * (src/cgroup/stray.ts), the path is the cgroup's in it.
+ */
+export function createdCgroupDirs(text: string): { yard: string; path: string }[] {
+  return [...text.matchAll(CREATED_CGROUP)].map((m) => ({ yard: m[1], path: '/' + m[2].trim().replace(/^\/+/, '') }));
+}

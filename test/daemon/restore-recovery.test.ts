@@ -15,6 +15,7 @@ import { api, startAgent } from './agent.js';
 import { counterValue, waitForCount } from '../checkpoint/helpers.js';
 import { criuProcessesUnder, flockFree, lockFileOf, lockRecord } from '../faults/checks.js';
 import { findCriu, removeCgroupYards } from '../../src/criu/index.js';
+import { discoverMounts } from '../../src/cgroup/index.js';
 import { readMountinfo, readProcStat } from '../../src/proc/index.js';
 import type { Json } from '../helpers/json.js';
 
@@ -56,6 +57,10 @@ for (const hierarchy of HIERARCHIES) {
       // The restore makes this cgroup; registered with the lab first so it goes even if the test fails.
       const target = lab.cgroup(hierarchy, 'restored');
       rmdirSync(target.dir);
+      // On a hybrid host the job sits at the root of the other hierarchy, so its dump records this
+      // cgroup, removed after the dump, and tree 1's CRIU makes it again (src/cgroup/stray.ts).
+      const other = hierarchy === 'v1' ? 'v2' : 'v1';
+      const unrelated = discoverMounts().mode === 'hybrid' ? lab.cgroup(other, 'unrelated') : undefined;
       const dirA = lab.tempDir('tree-a');
       const dirB = lab.tempDir('tree-b');
       lab.spawnIn(source, workload('counter-tree.pl'), [dirA, '1']);
@@ -76,6 +81,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(trees.length, 2, 'two trees');
       for (const pid of saved) await waitUntil(`pid ${pid} to be gone after the checkpoint`, () => !pidAlive(pid));
       const counted = { a: counterValue(join(dirA, 'child-1')), b: counterValue(join(dirB, 'child-1')) };
+      if (unrelated) rmdirSync(unrelated.dir);
 
       // Tree 1 restored plainly, tree 2's CRIU parked before it seizes anything.
       plan.set('-', `inject:delay_enter=${PARK_US}:when=${FIRST_SEIZE} log:${parkLog}`);
@@ -135,6 +141,10 @@ for (const hierarchy of HIERARCHIES) {
       assert.match(log, /undid the restore: killed its 4 restored processes \([\d, ]+\), none had run yet/);
       assert.match(log, /removed the cgroup it made/);
       assert.match(log, /unmounted the cgroup yard its CRIU left and removed its work dir/);
+      if (unrelated) {
+        assert.ok(!existsSync(unrelated.dir), `${unrelated.dir}, which tree 1's CRIU made again, is removed`);
+        assert.match(log, /removed the empty cgroups? its CRIU made again \(.*unrelated/);
+      }
       assert.match(log, new RegExp(`checkpoint ${id} is unchanged and can be restored again`));
 
       const listed = await api(second.socket, 'GET', '/v1/checkpoints');
