@@ -111,6 +111,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
   };
   process.on('SIGTERM', onSignal);
   process.on('SIGINT', onSignal);
+  process.on('SIGHUP', () => logger.info('SIGHUP ignored: agentd has no configuration to reload'));
   try {
     daemon = await startDaemon({
       socket: args.socket,
@@ -131,5 +132,4 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
     process.exit(1);
   }
   if (early) onSignal(early);
-  process.on('SIGHUP', () => logger.info('SIGHUP ignored: agentd has no configuration to reload'));
 }
