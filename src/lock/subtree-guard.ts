@@ -40,6 +40,9 @@ interface Related {
 interface Listing {
   readonly locksDir: string;
   readonly names: ReadonlySet<string>;
+  /** The readable names (`v2-jobs%2Fa.lock`) and the hashed ones, sorted out once for every cgroup of a batch. */
+  readonly readable: readonly string[];
+  readonly hashedNames: readonly string[];
   /** Hashed names' records, read at most once per pass. */
   readonly hashed: Map<string, LockHolder | undefined>;
 }
@@ -47,11 +50,13 @@ interface Listing {
 function listLocks(locksDir: string): Listing {
   let names: string[];
   try {
-    names = readdirSync(locksDir);
+    names = readdirSync(locksDir).filter((name) => name.endsWith(LOCK_SUFFIX));
   } catch {
     names = [];
   }
-  return { locksDir, names: new Set(names.filter((name) => name.endsWith(LOCK_SUFFIX))), hashed: new Map() };
+  const hashedNames = names.filter(isHashedName);
+  const readable = names.filter((name) => !isHashedName(name));
+  return { locksDir, names: new Set(names), readable, hashedNames, hashed: new Map() };
 }
 
 // The ancestors' files are looked up in the listing rather than opened by name: one that is not
@@ -71,11 +76,14 @@ function ancestorsOf(ref: CgroupRef, listing: Listing): Related[] {
 function descendantsOf(ref: CgroupRef, listing: Listing): Related[] {
   const prefix = descendantNamePrefix(ref);
   const found: Related[] = [];
-  for (const name of listing.names) {
+  for (const name of listing.readable) {
     if (name.startsWith(prefix)) {
       const path = decodeURIComponent(name.slice(ref.hierarchy.length + 1, -LOCK_SUFFIX.length));
       found.push({ path, lockFile: join(listing.locksDir, name), relation: 'descendant' });
-    } else if (isHashedName(name) && name.startsWith(ref.hierarchy)) {
+    }
+  }
+  for (const name of listing.hashedNames) {
+    if (name.startsWith(ref.hierarchy)) {
       // Its record names the cgroup (written right after the flock; an unrecorded one is nobody's yet).
       const lockFile = join(listing.locksDir, name);
       if (!listing.hashed.has(name)) listing.hashed.set(name, inspectQuietly(lockFile)?.record);
