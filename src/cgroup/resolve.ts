@@ -1,6 +1,6 @@
 // Turning what an operator typed into one existing cgroup directory, or a typed error that names it.
 
-import { realpathSync, statSync, existsSync } from 'node:fs';
+import { realpathSync, statSync, statfsSync, existsSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { AgentError, isAgentError, systemErrno } from '../errors/index.js';
 import { discoverMounts, type CgroupMounts } from './mounts.js';
@@ -81,6 +81,22 @@ function realRootOf(root: string): string {
 // system calls, of which these were 7 (strace -c, docs/bench.md). Bounded: cleared when full.
 const RESOLVED_MAX = 1024;
 const resolved = new Map<string, { dev: bigint; ino: bigint; ref: CgroupRef }>();
+// Only under a real cgroup mount: elsewhere (a stand-in directory in a test) inodes are reused.
+const CGROUP_MAGICS = new Set([0x63677270 /* CGROUP2_SUPER_MAGIC */, 0x27e0eb /* CGROUP_SUPER_MAGIC */]);
+const cgroupRoots = new Map<string, boolean>();
+
+function isCgroupMount(root: string): boolean {
+  let known = cgroupRoots.get(root);
+  if (known === undefined) {
+    try {
+      known = CGROUP_MAGICS.has(statfsSync(root).type);
+    } catch {
+      known = false;
+    }
+    cgroupRoots.set(root, known);
+  }
+  return known;
+}
 
 function statOf(dir: string): { dev: bigint; ino: bigint } | undefined {
   try {
@@ -99,7 +115,7 @@ function existingCgroup(hierarchy: Hierarchy, root: string, segments: string[], 
     resolved.delete(dir);
   }
   const ref = resolveExisting(hierarchy, root, segments, shown, dir);
-  const st = statOf(ref.dir);
+  const st = isCgroupMount(root) ? statOf(ref.dir) : undefined;
   if (st) {
     if (resolved.size >= RESOLVED_MAX) resolved.clear();
     resolved.set(dir, { dev: st.dev, ino: st.ino, ref });
