@@ -11,10 +11,21 @@ import type { CgroupRef } from './types.js';
  */
 export function nearestFreezingAncestor(cgroup: CgroupRef, file: string, name: string): string | undefined {
   for (let dir = dirname(cgroup.dir); dir.length > cgroup.root.length; dir = dirname(dir)) {
-    const path = join(dir, file);
-    if (existsSync(path) && readControlFile(path, name).trim() === '1') return dir.slice(cgroup.root.length + 1);
+    if (readIfPresent(join(dir, file), name)?.trim() === '1') return dir.slice(cgroup.root.length + 1);
   }
   return undefined;
+}
+
+// Every ancestor below the root has the file (v2 cgroup.freeze, v1 freezer.self_freezing), so it is
+// opened without the access() that used to come first: one system call fewer per level on every
+// state read, freeze and thaw. Only an ancestor removed meanwhile (and then this cgroup too) lacks it.
+function readIfPresent(path: string, name: string): string | undefined {
+  try {
+    return readControlFile(path, name);
+  } catch (err) {
+    if (existsSync(path)) throw err;
+    return undefined;
+  }
 }
 
 /** The cgroup's directory and every descendant cgroup's, parents before their children. */

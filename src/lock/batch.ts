@@ -9,7 +9,7 @@
 
 import { describeCgroup, type CgroupRef, type Freezer, type FreezerState } from '../cgroup/index.js';
 import { AgentError, isAgentError, type ErrorCode } from '../errors/index.js';
-import type { CgroupLease, CgroupStatus, LockOperation } from './types.js';
+import type { CgroupLease, CgroupStatus, LockOperation, UpdatableFields } from './types.js';
 
 /** What a batch did to one of its cgroups. */
 export type BatchOutcome =
@@ -84,16 +84,23 @@ function batchError(change: BatchChange, count: number, failed: number, cause: u
   );
 }
 
+/** A refusal of one cgroup of the batch by the subtree guard: its index and its EBUSY. */
+export type BatchRefusal = { readonly index: number; readonly error: unknown } | undefined;
+
 /**
- * Applies `change` to every cgroup or to none. `lease` takes one cgroup's lock (EBUSY when held);
- * `statusOf` reads a cgroup's status through its lease before the lease is released. Resolves with
- * every cgroup's status in the order given; on failure throws the failing cgroup's error with
- * `details: { failed, results }` (BatchResult per cgroup), every lock released.
+ * Applies `change` to every cgroup or to none. `lease` takes one cgroup's lock (EBUSY when held),
+ * writing into its first record what `first` reads under the lock; `guard` runs once every lock is
+ * taken and every record written, and names the first cgroup the subtree rule refuses
+ * (./subtree-guard.ts, guardAll); `statusOf` reads a cgroup's status through its lease before the
+ * lease is released. Resolves with every cgroup's status in the order given; on failure throws the
+ * failing cgroup's error with `details: { failed, results }` (BatchResult per cgroup), every lock
+ * released.
  */
 export async function changeAll(
   refs: readonly CgroupRef[],
   change: BatchChange,
-  lease: (ref: CgroupRef) => CgroupLease,
+  lease: (ref: CgroupRef, first: (freezer: Freezer) => Partial<UpdatableFields>) => CgroupLease,
+  guard: () => BatchRefusal,
   statusOf: (ref: CgroupRef, lease: CgroupLease) => CgroupStatus,
 ): Promise<CgroupStatus[]> {
   refuseDuplicates(refs);
@@ -106,18 +113,23 @@ export async function changeAll(
         : { cgroup: ref.path, hierarchy: ref.hierarchy, outcome: 'unchanged' },
     );
   try {
-    // Every lock and every prior state first: a refusal here leaves everything as it was.
+    // Every lock and every prior state first, then the subtree guard over them all: a refusal
+    // here leaves everything as it was.
     for (let i = 0; i < refs.length; i++) {
       try {
-        const held = lease(refs[i]);
+        let prior: FreezerState | undefined;
+        const held = lease(refs[i], (freezer) => {
+          prior = freezer.state();
+          return { phase: change.phase, priorState: prior };
+        });
         leases.push(held);
-        const prior = held.freezer.state();
-        held.update({ phase: change.phase, priorState: prior });
-        priors.push(prior);
+        priors.push(prior!);
       } catch (err) {
         throw batchError(change, refs.length, i, err, untouched(i, err));
       }
     }
+    const refused = guard();
+    if (refused) throw batchError(change, refs.length, refused.index, refused.error, untouched(refused.index, refused.error));
     // Issued together: every apply() writes its file before its first await, in the order of
     // ancestorsFirst, so that a thaw (or a freeze's undo, which thaws) of a cgroup and of one below
     // it finds the ancestor already thawed instead of refusing the child as frozen by its parent.

@@ -36,31 +36,58 @@ interface Related {
   readonly relation: 'ancestor' | 'descendant';
 }
 
-function ancestorsOf(ref: CgroupRef, locksDir: string): Related[] {
-  const parts = ref.path.split('/');
-  return parts.slice(0, -1).map((_, i) => {
-    const path = parts.slice(0, i + 1).join('/');
-    return { path, lockFile: join(locksDir, lockFileName({ hierarchy: ref.hierarchy, path })), relation: 'ancestor' as const };
-  });
+/** The lock file names in the directory, listed once for a whole guard pass. */
+interface Listing {
+  readonly locksDir: string;
+  readonly names: ReadonlySet<string>;
+  /** The readable names (`v2-jobs%2Fa.lock`) and the hashed ones, sorted out once for every cgroup of a batch. */
+  readonly readable: readonly string[];
+  readonly hashedNames: readonly string[];
+  /** Hashed names' records, read at most once per pass. */
+  readonly hashed: Map<string, LockHolder | undefined>;
 }
 
-function descendantsOf(ref: CgroupRef, locksDir: string): Related[] {
+function listLocks(locksDir: string): Listing {
   let names: string[];
   try {
-    names = readdirSync(locksDir);
+    names = readdirSync(locksDir).filter((name) => name.endsWith(LOCK_SUFFIX));
   } catch {
-    return [];
+    names = [];
   }
+  const hashedNames = names.filter(isHashedName);
+  const readable = names.filter((name) => !isHashedName(name));
+  return { locksDir, names: new Set(names), readable, hashedNames, hashed: new Map() };
+}
+
+// The ancestors' files are looked up in the listing rather than opened by name: one that is not
+// listed did not exist when the pass began, after our own records were written, so whoever takes
+// it later looks at ours afterwards (the order argument above) and it is theirs to refuse.
+function ancestorsOf(ref: CgroupRef, listing: Listing): Related[] {
+  const parts = ref.path.split('/');
+  const found: Related[] = [];
+  for (let i = 1; i < parts.length; i++) {
+    const path = parts.slice(0, i).join('/');
+    const name = lockFileName({ hierarchy: ref.hierarchy, path });
+    if (listing.names.has(name)) found.push({ path, lockFile: join(listing.locksDir, name), relation: 'ancestor' });
+  }
+  return found;
+}
+
+function descendantsOf(ref: CgroupRef, listing: Listing): Related[] {
   const prefix = descendantNamePrefix(ref);
   const found: Related[] = [];
-  for (const name of names) {
-    if (!name.endsWith(LOCK_SUFFIX)) continue;
-    const lockFile = join(locksDir, name);
+  for (const name of listing.readable) {
     if (name.startsWith(prefix)) {
-      found.push({ path: decodeURIComponent(name.slice(ref.hierarchy.length + 1, -LOCK_SUFFIX.length)), lockFile, relation: 'descendant' });
-    } else if (isHashedName(name) && name.startsWith(ref.hierarchy)) {
+      const path = decodeURIComponent(name.slice(ref.hierarchy.length + 1, -LOCK_SUFFIX.length));
+      found.push({ path, lockFile: join(listing.locksDir, name), relation: 'descendant' });
+    }
+  }
+  for (const name of listing.hashedNames) {
+    if (name.startsWith(ref.hierarchy)) {
       // Its record names the cgroup (written right after the flock; an unrecorded one is nobody's yet).
-      const record = inspectQuietly(lockFile)?.record;
+      const lockFile = join(listing.locksDir, name);
+      if (!listing.hashed.has(name)) listing.hashed.set(name, inspectQuietly(lockFile)?.record);
+      const record = listing.hashed.get(name);
       if (record && record.hierarchy === ref.hierarchy && record.cgroup.startsWith(ref.path + '/')) {
         found.push({ path: record.cgroup, lockFile, relation: 'descendant' });
       }
@@ -114,12 +141,39 @@ function refusal(ref: CgroupRef, other: Related, holder: LockHolder | 'unrecorde
  * own lock held and its record written.
  */
 export function guardSubtree(locksDir: string, ref: CgroupRef, operation: LockOperation): void {
-  for (const other of [...ancestorsOf(ref, locksDir), ...descendantsOf(ref, locksDir)]) {
-    const holder = holderOf(other.lockFile);
-    if (holder === undefined) continue;
-    if (operation === 'checkpoint') throw refusal(ref, other, holder);
-    if (holder !== 'unrecorded' && holder.operation === 'checkpoint') throw refusal(ref, other, holder);
+  const refused = guardAll(locksDir, [ref], operation, new Set());
+  if (refused) throw refused.error;
+}
+
+/**
+ * guardSubtree for every cgroup of a batch in one pass: the lock directory is listed once, after
+ * every lock of the batch is taken and every record written (the order argument above holds for
+ * each of them: each looks after its own record), instead of once per cgroup, which made a batch's
+ * guard grow with the square of its size (a readdir of up to n names for each of n cgroups). The
+ * batch's own files (`own`) are skipped: they hold our records, which are never a checkpoint's.
+ * Returns the first cgroup in `refs` that is refused, with its EBUSY.
+ */
+export function guardAll(
+  locksDir: string,
+  refs: readonly CgroupRef[],
+  operation: LockOperation,
+  own: ReadonlySet<string>,
+): { index: number; error: AgentError } | undefined {
+  const listing = listLocks(locksDir);
+  // A file's holder, asked at most once per pass (many cgroups of a batch share an ancestor).
+  const holders = new Map<string, LockHolder | 'unrecorded' | undefined>();
+  for (let index = 0; index < refs.length; index++) {
+    const ref = refs[index];
+    for (const other of [...ancestorsOf(ref, listing), ...descendantsOf(ref, listing)]) {
+      if (own.has(other.lockFile)) continue;
+      if (!holders.has(other.lockFile)) holders.set(other.lockFile, holderOf(other.lockFile));
+      const holder = holders.get(other.lockFile);
+      if (holder === undefined) continue;
+      if (operation === 'checkpoint') return { index, error: refusal(ref, other, holder) };
+      if (holder !== 'unrecorded' && holder.operation === 'checkpoint') return { index, error: refusal(ref, other, holder) };
+    }
   }
+  return undefined;
 }
 
 /**
@@ -128,7 +182,10 @@ export function guardSubtree(locksDir: string, ref: CgroupRef, operation: LockOp
  * (one open per ancestor level; most do not exist).
  */
 export function checkpointingAncestor(locksDir: string, ref: CgroupRef): { path: string; holder: LockHolder } | undefined {
-  for (const other of ancestorsOf(ref, locksDir).reverse()) {
+  const parts = ref.path.split('/');
+  for (let i = parts.length - 1; i >= 1; i--) {
+    const path = parts.slice(0, i).join('/');
+    const other = { path, lockFile: join(locksDir, lockFileName({ hierarchy: ref.hierarchy, path })) };
     const state = inspectQuietly(other.lockFile);
     if (!state?.locked) continue;
     const holder = holderOfLocked(state.record);

@@ -1,6 +1,6 @@
 import { test, describe, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, rmdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseMountinfo, resolveCgroup, discoverMounts } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
@@ -104,6 +104,18 @@ describe('resolving cgroup arguments on the real hierarchies (a hybrid host)', {
     rejects(() => resolveCgroup('jobs\0x'), 'EINVAL', /NUL/);
     rejects(() => resolveCgroup(42), 'EINVAL', /non-empty string/);
     rejects(() => resolveCgroup('a/'.repeat(3000)), 'EINVAL', /longer than/);
+  });
+  test('a cgroup removed and made again is resolved afresh: never a stale answer', () => {
+    const again = lab.cgroup('v2', 'again');
+    assert.equal(resolveCgroup(again.path, { hierarchy: 'v2' }).dir, again.dir);
+    rmdirSync(again.dir);
+    rejects(() => resolveCgroup(again.path, { hierarchy: 'v2' }), 'ENOENT', /does not exist/);
+    mkdirSync(again.dir);
+    const ref = resolveCgroup(again.path, { hierarchy: 'v2' });
+    assert.equal(ref.dir, again.dir);
+    assert.equal(ref.path, again.path);
+    // A file of the cgroup is still no cgroup once the cgroup itself has been resolved.
+    rejects(() => resolveCgroup(`${again.path}/cgroup.procs`, { hierarchy: 'v2' }), 'ENOENT', /not a directory/);
   });
   test('a regular file inside a cgroup is not a cgroup', () => {
     rejects(() => resolveCgroup(`${both.v2.path}/cgroup.procs`), 'ENOENT', /cgroup\.procs is not a directory/);

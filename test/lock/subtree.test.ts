@@ -7,10 +7,12 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Hierarchy } from '../../src/cgroup/index.js';
 import { HIERARCHIES, Lab, unavailable, waitUntil, type TestCgroup } from '../helpers/lab.js';
-import { beginCheckpoint, busy, makeControl, refOf } from './helpers.js';
+import { CgroupControl, type CgroupLease, type CheckpointHold } from '../../src/lock/index.js';
+import { beginCheckpoint, busy, kernelState, makeControl, refOf } from './helpers.js';
 
 const lab = new Lab('lock-subtree');
 after(() => lab.cleanup());
@@ -23,6 +25,11 @@ async function nested(hierarchy: Hierarchy, name: string): Promise<{ top: TestCg
   for (const cgroup of [top, a, b, c]) lab.spawnIn(cgroup, 'sleep', ['100000']);
   for (const cgroup of [top, a, b, c]) await lab.waitForProcesses(cgroup, 1);
   return { top, a, b, c };
+}
+
+/** Lock files left in the control's directory: none once every lease is released. */
+async function lockFilesOf(control: CgroupControl): Promise<string[]> {
+  return existsSync(control.locksDir) ? readdirSync(control.locksDir) : [];
 }
 
 for (const hierarchy of HIERARCHIES) {
@@ -122,6 +129,103 @@ for (const hierarchy of HIERARCHIES) {
       await hold.end();
       hold.lease.release();
       await control.thaw(refOf(top));
+    });
+
+    test('a batch freeze is refused, nothing frozen, when a member has a CHECKPOINTING cgroup below or above it', async () => {
+      const { top, a, b, c } = await nested(hierarchy, 'batch-held');
+      const control = makeControl(lab);
+      await control.freeze(refOf(b));
+      let hold = beginCheckpoint(control, refOf(b), { requestId: 'batch-below' });
+      try {
+        // P/a has P/a/b below it: the one pass over the lock directory finds it for the second member.
+        await assert.rejects(
+          control.freezeAll([refOf(c), refOf(a)]),
+          busy(
+            new RegExp(
+              `failed at ${hierarchy}:${a.path}: cgroup ${hierarchy}:${a.path} has ${hierarchy}:${b.path} below it, which is CHECKPOINTING \\(request batch-below.*nothing was changed`,
+            ),
+          ),
+        );
+        assert.deepEqual([kernelState(c), kernelState(a)], ['THAWED', 'THAWED']);
+      } finally {
+        await hold.end();
+        hold.lease.release();
+      }
+      await control.thaw(refOf(b));
+      await control.freeze(refOf(a));
+      hold = beginCheckpoint(control, refOf(a), { requestId: 'batch-above' });
+      try {
+        await assert.rejects(
+          control.thawAll([refOf(c), refOf(top), refOf(b)]),
+          busy(
+            new RegExp(
+              `failed at ${hierarchy}:${top.path}: cgroup ${hierarchy}:${top.path} has ${hierarchy}:${a.path} below it, which is CHECKPOINTING \\(request batch-above`,
+            ),
+          ),
+        );
+        await assert.rejects(
+          control.freezeAll([refOf(c), refOf(b)]),
+          busy(
+            new RegExp(
+              `failed at ${hierarchy}:${b.path}: cgroup ${hierarchy}:${b.path} is inside ${hierarchy}:${a.path}, which is CHECKPOINTING`,
+            ),
+          ),
+        );
+        assert.equal(kernelState(c), 'THAWED');
+      } finally {
+        await hold.end();
+        hold.lease.release();
+      }
+      await control.thaw(refOf(a));
+      assert.deepEqual(await lockFilesOf(control), []);
+    });
+
+    test("a checkpoint that begins between two leases of a batch is seen by the batch's one guard pass", async () => {
+      const { a, b, c } = await nested(hierarchy, 'batch-between');
+      const runDir = join(lab.tempDir('run'), 'agentd');
+      // A second holder on the same run directory: its own CgroupControl, its own fds, a real flock.
+      const other = new CgroupControl({ runDir });
+      await other.freeze(refOf(b));
+      let hold: CheckpointHold | undefined;
+      class Interleaved extends CgroupControl {
+        leased: string[] = [];
+        protected override batchLease(...args: Parameters<CgroupControl['batchLease']>): CgroupLease {
+          const lease = super.batchLease(...args);
+          this.leased.push(args[0].path);
+          // After the batch's first lease (P/c) and before its second (P/a): a checkpoint of P/a/b,
+          // which finds nothing of the batch above or below it yet and so goes ahead.
+          if (this.leased.length === 1) hold = beginCheckpoint(other, refOf(b), { requestId: 'between-leases' });
+          return lease;
+        }
+      }
+      const control = new Interleaved({ runDir });
+      try {
+        await assert.rejects(
+          control.freezeAll([refOf(c), refOf(a)]),
+          busy(
+            new RegExp(
+              `failed at ${hierarchy}:${a.path}: cgroup ${hierarchy}:${a.path} has ${hierarchy}:${b.path} below it, which is CHECKPOINTING \\(request between-leases.*nothing was changed`,
+            ),
+          ),
+        );
+        assert.deepEqual(control.leased, [c.path, a.path], 'both leases were taken, the checkpoint began between them');
+        assert.ok(hold, 'the checkpoint of P/a/b began');
+        assert.deepEqual([kernelState(c), kernelState(a)], ['THAWED', 'THAWED']);
+        assert.equal(other.status(refOf(b)).state, 'CHECKPOINTING');
+      } finally {
+        if (hold) {
+          await hold.end();
+          hold.lease.release();
+        }
+      }
+      await other.thaw(refOf(b));
+      // With the checkpoint over, the same batch goes through.
+      const statuses = await control.freezeAll([refOf(c), refOf(a)]);
+      assert.deepEqual(
+        statuses.map((s) => s.state),
+        ['FROZEN', 'FROZEN'],
+      );
+      await control.thawAll([refOf(c), refOf(a)]);
     });
 
     test("a cgroup's status counts its own processes and its subtree's", async () => {
