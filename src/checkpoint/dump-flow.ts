@@ -346,10 +346,29 @@ export async function runCheckpoint(
       finalState: finalState!,
       timings,
     };
-  } catch (err) {
+  } catch (caught) {
+    let err = caught;
     follower?.stop();
     liftHold?.();
-    await hold?.end().catch(() => undefined);
+    const consistency = await hold?.end().catch(() => undefined);
+    // A CRIU that failed on its own (no signal) puts the freezer back as it found it, and agentd had
+    // it FROZEN: found otherwise, someone thawed the cgroup during the checkpoint, and that is what
+    // the failure is (CRIU then times out seizing running tasks, "Unseizable non-zombie", measured in
+    // a loaded guest with CRIU 3.17.1). Said as EINCONSISTENT, CRIU's own error quoted.
+    if (
+      consistency &&
+      !consistency.consistent &&
+      isAgentError(err, 'ECRIU') &&
+      typeof err.details?.exitCode === 'number' &&
+      !err.details?.signal
+    ) {
+      const seen = consistency.breaches.map((b) => `${b.observed} at ${b.at}`).join(', ');
+      err = new AgentError(
+        'EINCONSISTENT',
+        `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}), and CRIU then failed: ${err.message}`,
+        { cause: caught, details: err.details },
+      );
+    }
     const failedDir = partialDir ? ctx.store.discard(partialDir, id, keepFailed) : undefined;
     // A CRIU killed from outside may have left a task at the trap it planted, doomed to die of
     // SIGTRAP as soon as it runs (docs/criu-faults.md). Let such tasks run and end now, so that the

@@ -4,7 +4,6 @@
 
 import { statSync } from 'node:fs';
 import { request as httpRequest, type IncomingMessage } from 'node:http';
-import { connect } from 'node:net';
 import { AgentError, isErrorCode, systemErrno } from '../errors/index.js';
 import { DEFAULT_SOCKET } from '../defaults/index.js';
 
@@ -157,10 +156,11 @@ export function call(options: ClientOptions, method: string, path: string, call:
   }
   return new Promise((resolve, reject) => {
     let timer: NodeJS.Timeout | undefined;
-    // Our own connection, not the http Agent's: the Agent works out a TLS server name for every
+    // servername '' (a TLS option): the http Agent otherwise works out a TLS server name for every
     // request, and its first IP check compiles an IPv6 pattern that cost 11 ms of each agentctl's
-    // start here (docs/bench.md, "agentctl start-up"); a Unix socket has no use for either.
-    const req = httpRequest({ createConnection: () => connect(options.socket), method, path, headers }, (res) => {
+    // start here (docs/bench.md, "agentctl start-up"). The Agent stays: a command's next request
+    // goes over the same kept-alive connection.
+    const req = httpRequest({ socketPath: options.socket, method, path, headers, ...{ servername: '' } }, (res) => {
       const streaming = (res.headers['content-type'] ?? '').startsWith(NDJSON_TYPE);
       const done =
         streaming && call.onProgress

@@ -142,6 +142,24 @@ for (const hierarchy of HIERARCHIES) {
       await assertUnharmed(checkpointer, w, 'THAWED');
     });
 
+    test("thawed behind agentd's back, and CRIU then fails on its own: EINCONSISTENT quoting CRIU, not a bare ECRIU", async () => {
+      // A CRIU that fails on demand (fixtures/faults/fake-criu.sh, FAKE_CRIU_DUMP=fail): the real
+      // one fails this way only now and then, when seizing the thawed tasks times out under load.
+      const fake = join(FIXTURES, 'faults', 'fake-criu.sh');
+      const w = await counterIn(hierarchy, 'breach-fail');
+      const checkpointer = checkpointerIn(lab, fake);
+      const file = hierarchy === 'v1' ? 'freezer.state' : 'cgroup.freeze';
+      const thaw = () => writeFileSync(join(w.cgroup.dir, file), hierarchy === 'v1' ? 'THAWED' : '0');
+      await assert.rejects(
+        checkpointer.checkpoint(refOf(w.cgroup), {}, { onProgress: (e) => e.stage === 'dump' && e.bytes === 0 && thaw() }),
+        rejectsWith('EINCONSISTENT', /left FROZEN outside CRIU's window .*and CRIU then failed: .*injected failure/),
+      );
+      await assertUnharmed(checkpointer, w, 'THAWED');
+      // The same failure with the cgroup left alone stays CRIU's own.
+      await assert.rejects(checkpointer.checkpoint(refOf(w.cgroup)), rejectsWith('ECRIU', /injected failure/));
+      await assertUnharmed(checkpointer, w, 'THAWED');
+    });
+
     test('a second checkpoint while one runs gets EBUSY naming the holder, and changes nothing', async () => {
       const w = await counterIn(hierarchy, 'busy');
       const checkpointer = checkpointerIn(lab);
