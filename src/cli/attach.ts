@@ -5,6 +5,7 @@
 // with agentd holding its terminal, and `agentctl attach <cgroup>` gets it back.
 
 import { request as httpRequest } from 'node:http';
+import { createRequire } from 'node:module';
 import type { Socket } from 'node:net';
 import { DETACH, EVENT, frame, FrameReader, INPUT, OUTPUT, PROTOCOL, resizeFrame, type TerminalEvent } from '../terminal/frames.js';
 import { agentError, unreachable } from './client.js';
@@ -81,8 +82,9 @@ export async function attachTerminal(
   onAttached?: (event: Extract<TerminalEvent, { type: 'attached' }>) => void,
 ): Promise<AttachOutcome> {
   const { conn, head } = await connect(socket, target);
-  // Loaded here, not at the top: every agentctl command would pay for it (docs/bench.md, "agentctl start-up").
-  const childProcess = await import('node:child_process');
+  // Loaded here, not at the top: every agentctl command would pay for it (docs/bench.md, "agentctl
+  // start-up"); with require, not import(), as in ./commands/archive.ts.
+  const childProcess = createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
   const stdin = process.stdin;
   const raw = stdin.isTTY === true;
   let name = target.cgroup;

@@ -4,11 +4,13 @@
 // transient scope's path is only known to systemd.
 
 import { existsSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { AgentError } from '../errors/index.js';
 
 // Loaded when asked for, not at import: agentctl imports this module for every command, and most
-// never ask systemd anything (docs/bench.md, "agentctl start-up").
-const childProcess = () => import('node:child_process');
+// never ask systemd anything (docs/bench.md, "agentctl start-up"). With require, not import():
+// agentctl's bundle runs from V8's code cache, where a dynamic import() has no callback.
+const childProcess = async () => createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
 
 /** The unit types that own a cgroup of their own. */
 export const CGROUP_UNIT_TYPES = ['service', 'scope', 'slice'] as const;

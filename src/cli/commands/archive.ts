@@ -5,6 +5,7 @@
 
 import { createReadStream, renameSync, rmSync, statSync, createWriteStream } from 'node:fs';
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import { Writable } from 'node:stream';
 import type { CommandModule } from 'yargs';
@@ -79,8 +80,10 @@ export const exportCommand: CommandModule<GlobalArgs, ExportArgs> = {
     const path = `/v1/checkpoints/${encodeURIComponent(args.id)}/archive`;
     const options = clientOptions(args, { defaultMs: null });
     const progress = progressFor(args.json);
-    // Loaded here, not at the top: every agentctl command would pay for zlib (docs/bench.md, "agentctl start-up").
-    const zlib = await import('node:zlib');
+    // Loaded here, not at the top: every agentctl command would pay for zlib (docs/bench.md,
+    // "agentctl start-up"). With require, not import(): bin/agentctl runs the bundle from V8's code
+    // cache, and a script compiled from that cache has lost its dynamic-import callback.
+    const zlib = createRequire(import.meta.url)('node:zlib') as typeof import('node:zlib');
     if (toStdout) {
       await download(options, path, process.stdout, (res) => exportProgress(res, progress, zlib)).finally(() => progress.done());
       return;
