@@ -43,6 +43,11 @@ while [ "$#" -gt 0 ]; do
   shift
 done
 [ "${#machines[@]}" -gt 0 ] || machines=(v2 v1)
+# In boot order, whatever the order given: v2b restores what v2 and v1 exported (the move).
+given=" ${machines[*]} "
+machines=()
+for m in v2 v1 v2b; do [[ "$given" == *" $m "* ]] && machines+=("$m"); done
+[[ "$given" != *" v2b "* || "$given" == *" v2 "* ]] || die "v2b restores what v2 exports: add v2"
 
 LOGS=$CACHE/last-vagrant
 rm -rf "$LOGS"
@@ -98,6 +103,8 @@ cleanup() {
     ip netns del "$NS" 2>/dev/null || true
   fi
   if [ -n "$INSIDE_PID" ]; then wait "$INSIDE_PID" 2>/dev/null || true; fi
+  # The move's archives are the only large files a run leaves in its logs; the records beside them stay.
+  rm -f "$LOGS"/{v2,v1}/move/*.agentd-archive "$LOGS"/v2b/move-in/*.agentd-archive
   if [ -n "$WORK" ]; then
     # libvirtd's own log is worth keeping; its state (the run's disks, domains, networks) is not.
     cp "$WORK/libvirt/log/libvirtd.log" "$LOGS/" 2>/dev/null || true
