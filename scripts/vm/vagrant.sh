@@ -11,12 +11,15 @@
 #   3. Chooses the libvirt driver by trying KVM (scripts/vm/accel.sh): kvm if the guest kernel
 #      boots under it, else qemu (software emulation).
 #   4. Creates a network namespace and runs scripts/vm/vagrant-inside.sh in it: libvirtd with a
-#      private configuration and state, `vagrant up` and `vagrant destroy` of each machine.
+#      private configuration and state, `vagrant up` and `vagrant destroy` of each machine, each
+#      within AGENTD_VM_TIMEOUT seconds (default 1800). With v2b among the machines, the move
+#      (docs/vm.md): v2 and v1 export a job after their suite, v2b imports and restores it, carried
+#      through each machine's read-write share ($AGENTD_VM_CACHE/last-vagrant/<machine>/).
 #   5. On any exit (also SIGTERM or SIGINT) every process left in the namespace (vagrant, libvirtd,
 #      qemu, dnsmasq) is killed, the namespace deleted, and the run's directory with libvirt's
 #      state removed.
 # Logs of the last run: $AGENTD_VM_CACHE/last-vagrant/ (one log per machine, its serial console,
-# libvirtd's log, timings).
+# its share with suite.log and result, libvirtd's log, timings).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
