@@ -12,7 +12,7 @@
 #      boots under it, else qemu (software emulation).
 #   4. Creates a network namespace and runs scripts/vm/vagrant-inside.sh in it: libvirtd with a
 #      private configuration and state, `vagrant up` and `vagrant destroy` of each machine, each
-#      within AGENTD_VM_TIMEOUT seconds (default 1800). With v2b among the machines, the move
+#      within AGENTD_VM_TIMEOUT seconds (default 2100). With v2b among the machines, the move
 #      (docs/vm.md): v2 and v1 export a job after their suite, v2b imports and restores it, carried
 #      through each machine's read-write share ($AGENTD_VM_CACHE/last-vagrant/<machine>/).
 #   5. On any exit (also SIGTERM or SIGINT) every process left in the namespace (vagrant, libvirtd,
