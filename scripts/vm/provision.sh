@@ -77,6 +77,9 @@ kernel_args_v1() {
 }
 
 LOCAL_COPY=/var/lib/agentd-repo
+# test:vm's read-write share (the Vagrantfile's AGENTD_VAGRANT_OUT_DIR), when the host gives one: the
+# suite's log and result, and the move's files (expect, move-source, move-in: what the host asks for).
+OUT=/agentd-out
 
 # The README's `npm run setup`; where the box has node but no npm, what that script runs.
 npm_run_setup() {
@@ -132,8 +135,29 @@ test_now() {
     return 0
   fi
   [ "${AGENTD_OFFLINE:-}" = 1 ] && cd "$LOCAL_COPY"
+  local status=0 t0
+  if ! mountpoint -q "$OUT"; then
+    # shellcheck disable=SC2086
+    bash scripts/vm/in-vm-test.sh --expect "$expect" ${AGENTD_TEST_TARGETS:-} || status=$?
+    return "$status"
+  fi
+  # The move's target half (v2b): the archives the host carried over from v2 and v1.
+  if [ -d "$OUT/move-in" ]; then export AGENTD_MOVE_IN=$OUT/move-in AGENTD_MOVE_RESULT=$OUT/move-result; fi
+  set +e
   # shellcheck disable=SC2086
-  bash scripts/vm/in-vm-test.sh --expect "$expect" ${AGENTD_TEST_TARGETS:-}
+  bash scripts/vm/in-vm-test.sh --expect "$expect" ${AGENTD_TEST_TARGETS:-} 2>&1 | tee "$OUT/suite.log"
+  status=${PIPESTATUS[0]}
+  set -e
+  tail -n 1 "$OUT/suite.log" >"$OUT/result"
+  # The move's source half (v2, v1), when the host asked for it, whatever the suite's result: a step
+  # of its own with its own result file (scripts/vm/move-source.sh), as in test:vm's direct boots.
+  if [ -s "$OUT/move-source" ]; then
+    t0=$SECONDS
+    bash scripts/vm/move-source.sh "$OUT" || true
+    say "the move's source half: $(cat "$OUT/move-source-result" 2>/dev/null || echo 'no result') in $((SECONDS - t0)) s"
+  fi
+  sync
+  return "$status"
 }
 
 # timed NAME COMMAND...: runs COMMAND, and on exit says how long NAME took. From a trap, not after

@@ -16,10 +16,10 @@
 # is the move without v1; `--only v1` or `--only v2` alone runs no move (the source halves run only
 # when v2b boots); v2b needs v2.
 #
-# Two paths (AGENTD_VM_PATH). `vagrant`: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings both
-# machines up with the Vagrantfile, from a box made of the image below, and destroys them. `direct`
-# (the default until the Vagrant path has passed a whole run here, docs/vm.md): boots the image with
-# qemu directly:
+# Two paths (AGENTD_VM_PATH). `vagrant`: scripts/vm/vagrant.sh (`npm run test:vagrant`) brings the
+# machines up with the Vagrantfile (`vagrant up v2`, `v1`, then `v2b` for the move), from a box made
+# of the image below, and destroys them. `direct` (the default until a whole Vagrant run has passed
+# here, docs/vm.md) boots the image with qemu directly:
 #
 #   - The image is built once from Debian's packages and cached (scripts/vm/build-image.sh).
 #   - KVM if the guest kernel boots under it (scripts/vm/accel.sh), software emulation (TCG)
@@ -34,8 +34,10 @@
 # Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
 # default 1800: the longest measured run, 1285 s, and room), AGENTD_VM_MEMORY (MiB, default 4096),
 # AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
-# (default /var/tmp/agentd-vm). Through Vagrant, the Vagrantfile's settings apply instead of the
-# memory, CPU and timeout ones (docs/vm.md).
+# (default /var/tmp/agentd-vm). Through Vagrant the timeout is per machine, from `vagrant up` to the
+# end of its provisioners (default 2100: a machine's ssh, 9p mounts and setup cost about 300 s more
+# than a direct boot's), and memory and CPUs become the Vagrantfile's AGENTD_VAGRANT_MEMORY and
+# AGENTD_VAGRANT_CPUS unless those are set (docs/vm.md).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 # shellcheck source=scripts/vm/results.sh
@@ -80,7 +82,10 @@ fi
 [ "$(id -u)" = 0 ] || die "must run as root (debootstrap and chroot build the image; qemu shares the repository)"
 
 case ${AGENTD_VM_PATH:-direct} in
-  vagrant) exec bash scripts/vm/vagrant.sh "${modes[@]}" -- "${targets[@]}" ;;
+  vagrant)
+    export AGENTD_VAGRANT_MEMORY=${AGENTD_VAGRANT_MEMORY:-$MEMORY} AGENTD_VAGRANT_CPUS=${AGENTD_VAGRANT_CPUS:-$CPUS}
+    exec bash scripts/vm/vagrant.sh "${modes[@]}" -- "${targets[@]}"
+    ;;
   direct) ;;
   *) die "AGENTD_VM_PATH must be direct or vagrant, not $AGENTD_VM_PATH" ;;
 esac

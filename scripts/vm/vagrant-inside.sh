@@ -79,34 +79,135 @@ stop_all() {
   vagrant destroy -f >/dev/null 2>&1 || true
   [ -f /run/libvirt/libvirtd.pid ] && kill "$(cat /run/libvirt/libvirtd.pid)" 2>/dev/null || true
 }
-trap stop_all EXIT
 trap 'exit 143' TERM
 trap 'exit 130' INT
+
+# Per machine, from `vagrant up` to the end of its provisioners: the direct path's 1800 s per boot
+# and the 300 s a machine spends before its tests here that a direct boot does not (docs/vm.md:
+# Vagrant's ssh, its 9p mounts, setup's apt-get on a network with no archive).
+TIMEOUT=${AGENTD_VM_TIMEOUT:-2100}
+[[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "AGENTD_VM_TIMEOUT must be a whole number of seconds, not $TIMEOUT"
+moving=no
+[[ " ${machines[*]} " == *" v2b "* ]] && moving=yes
+# Each machine's read-write share ($LOGS/<machine>, at /agentd-out in the guest): what the host asks
+# for (expect, move-source, move-in) and what the guest leaves (suite.log, result, the move's files).
+export AGENTD_VAGRANT_OUT_DIR=$LOGS
+
+UP_PID=
+# stop_up: ends a `vagrant up` that ran past its time limit, with everything it started (its own
+# process group: ssh, the provisioner's session); the domain itself goes with `vagrant destroy`.
+stop_up() {
+  [ -n "$UP_PID" ] || return 0
+  kill -TERM -- "-$UP_PID" 2>/dev/null || true
+  for _ in $(seq 50); do kill -0 "$UP_PID" 2>/dev/null || break; sleep 0.2; done
+  kill -KILL -- "-$UP_PID" 2>/dev/null || true
+  wait "$UP_PID" 2>/dev/null || true
+  UP_PID=
+}
+trap 'stop_up; stop_all' EXIT
 
 declare -A results
 for machine in "${machines[@]}"; do
   log=$LOGS/$machine.log
+  out=$LOGS/$machine
+  rm -rf "$out"
+  mkdir -p "$out"
+  machine_targets=("${targets[@]}")
+  case $machine in
+    v1) echo legacy >"$out/expect" ;;
+    *) echo unified >"$out/expect" ;;
+  esac
+  if [ "$machine" = v2b ]; then
+    # The target half only, with what the source halves left (as scripts/vm/run.sh's v2b boot).
+    machine_targets=(dist/test/move/target.test.js)
+    mkdir -p "$out/move-in"
+    for m in v2 v1; do
+      if [ -d "$LOGS/$m/move" ]; then cp -a "$LOGS/$m/move/." "$out/move-in/"; fi
+    done
+  elif [ "$moving" = yes ]; then
+    echo "$machine" >"$out/move-source"
+  fi
   t=$SECONDS
-  say "vagrant up $machine (libvirt driver $AGENTD_VAGRANT_LIBVIRT_DRIVER; log $log)"
-  # In the background and waited for: a TERM reaches this script at once, not after the run.
-  vagrant up "$machine" >"$log" 2>&1 &
-  up=$!
+  say "vagrant up $machine (libvirt driver $AGENTD_VAGRANT_LIBVIRT_DRIVER; at most $TIMEOUT s; log $log)"
+  # In the background and waited for: a TERM reaches this script at once, not after the run. In a
+  # process group of its own, so that a run past the time limit can be ended with all it started.
+  AGENTD_TEST_TARGETS="${machine_targets[*]}" setsid vagrant up "$machine" >"$log" 2>&1 &
+  UP_PID=$!
+  up=$UP_PID
   # Vagrant draws the box upload's progress bar with carriage returns: one line per update is noise.
   tail -n +1 -f "$log" --pid "$up" | sed -u -e 's/\r/\n/g' -e 's/Progress: [0-9]*%//g' -e 's/\x1b\[K//g' |
     grep --line-buffered -v '^$' | sed -u "s/^/$machine| /" &
   tailer=$!
+  # When Vagrant first reached the guest's sshd: the boot's share of the time up takes.
+  (
+    while ! grep -q 'Machine booted and ready' "$log" 2>/dev/null; do sleep 1; done
+    step "$machine-ssh" $((SECONDS - t))
+  ) &
+  watcher=$!
+  deadline=$((t + TIMEOUT))
+  while kill -0 "$up" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
+  timed_out=no
   up_status=0
-  wait "$up" || up_status=$?
+  if kill -0 "$up" 2>/dev/null; then
+    timed_out=yes
+    stop_up
+  else
+    wait "$up" || up_status=$?
+    UP_PID=
+  fi
   wait "$tailer" 2>/dev/null || true
+  kill "$watcher" 2>/dev/null || true
+  wait "$watcher" 2>/dev/null || true
   step "$machine-up" $((SECONDS - t))
   # The provisioners print when each phase ended (provision.sh); the rest of up is boot and ssh.
   grep -oE 'provision: (setup|suite) took [0-9]+ s' "$log" | sed "s/^provision: /$machine-/; s/ took / /; s/ s$//" >>"$LOGS/timings" || true
-  results[$machine]=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
-  [ -n "${results[$machine]}" ] || results[$machine]="no result (vagrant up exited $up_status; see $log)"
+  grep -oE 'copied .* in [0-9]+ s' "$log" | sed -E "s/.* in ([0-9]+) s/$machine-copy \1/" >>"$LOGS/timings" || true
+  grep -oE "the move's source half: .* in [0-9]+ s" "$log" | sed -E "s/.* in ([0-9]+) s/$machine-move-source \1/" >>"$LOGS/timings" || true
+  if [ "$timed_out" = yes ]; then
+    results[$machine]="timed out after $TIMEOUT s"
+  elif [[ "$(cat "$out/result" 2>/dev/null)" =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]]; then
+    results[$machine]=$(cat "$out/result")
+  else
+    results[$machine]=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
+    [ -n "${results[$machine]}" ] || results[$machine]="no result (vagrant up exited $up_status; see $log)"
+  fi
   t=$SECONDS
   vagrant destroy -f "$machine" >>"$log" 2>&1 || say "vagrant destroy $machine failed (see $log)"
   step "$machine-destroy" $((SECONDS - t))
   say "$machine: ${results[$machine]}"
 done
 
-for machine in "${machines[@]}"; do echo "$machine: ${results[$machine]}"; done | sum_results vagrant
+# move_summary: as scripts/vm/run.sh's: one line per source half, what the target half wrote
+# (test/move/target.test.ts), then the verdict. Returns non-zero if v2 to v2b did not pass.
+move_summary() {
+  local m f=$LOGS/v2b/move-result
+  for m in v2 v1; do
+    [[ " ${machines[*]} " == *" $m "* ]] || continue
+    if [ -s "$LOGS/$m/move-source-result" ]; then
+      say "move source $m: $(cat "$LOGS/$m/move-source-result") (log: $LOGS/$m/move-source.log)"
+    else
+      say "move source $m: no result (see $LOGS/$m.log)"
+    fi
+  done
+  if [ -s "$f" ]; then sed 's/^/test:vagrant: move: /' "$f"; fi
+  if [ -s "$f" ] && grep -qx 'v2->v2b: passed' "$f"; then
+    say "move v2->v2b: passed"
+  else
+    say "move v2->v2b: FAILED (see $LOGS/v2b/suite.log)"
+    return 1
+  fi
+}
+
+status=0
+if [ "$moving" = yes ]; then
+  move_summary || status=1
+fi
+{
+  for machine in "${machines[@]}"; do
+    echo "$machine: ${results[$machine]}"
+    if [ "$moving" = yes ] && [ "$machine" != v2b ]; then
+      echo "$machine move source: $(cat "$LOGS/$machine/move-source-result" 2>/dev/null || echo 'no result')"
+    fi
+  done
+} | sum_results vagrant || status=1
+exit "$status"

@@ -11,12 +11,15 @@
 #   3. Chooses the libvirt driver by trying KVM (scripts/vm/accel.sh): kvm if the guest kernel
 #      boots under it, else qemu (software emulation).
 #   4. Creates a network namespace and runs scripts/vm/vagrant-inside.sh in it: libvirtd with a
-#      private configuration and state, `vagrant up` and `vagrant destroy` of each machine.
+#      private configuration and state, `vagrant up` and `vagrant destroy` of each machine, each
+#      within AGENTD_VM_TIMEOUT seconds (default 2100). With v2b among the machines, the move
+#      (docs/vm.md): v2 and v1 export a job after their suite, v2b imports and restores it, carried
+#      through each machine's read-write share ($AGENTD_VM_CACHE/last-vagrant/<machine>/).
 #   5. On any exit (also SIGTERM or SIGINT) every process left in the namespace (vagrant, libvirtd,
 #      qemu, dnsmasq) is killed, the namespace deleted, and the run's directory with libvirt's
 #      state removed.
 # Logs of the last run: $AGENTD_VM_CACHE/last-vagrant/ (one log per machine, its serial console,
-# libvirtd's log, timings).
+# its share with suite.log and result, libvirtd's log, timings).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
@@ -43,6 +46,11 @@ while [ "$#" -gt 0 ]; do
   shift
 done
 [ "${#machines[@]}" -gt 0 ] || machines=(v2 v1)
+# In boot order, whatever the order given: v2b restores what v2 and v1 exported (the move).
+given=" ${machines[*]} "
+machines=()
+for m in v2 v1 v2b; do [[ "$given" == *" $m "* ]] && machines+=("$m"); done
+[[ "$given" != *" v2b "* || "$given" == *" v2 "* ]] || die "v2b restores what v2 exports: add v2"
 
 LOGS=$CACHE/last-vagrant
 rm -rf "$LOGS"
@@ -98,6 +106,8 @@ cleanup() {
     ip netns del "$NS" 2>/dev/null || true
   fi
   if [ -n "$INSIDE_PID" ]; then wait "$INSIDE_PID" 2>/dev/null || true; fi
+  # The move's archives are the only large files a run leaves in its logs; the records beside them stay.
+  rm -f "$LOGS"/{v2,v1}/move/*.agentd-archive "$LOGS"/v2b/move-in/*.agentd-archive
   if [ -n "$WORK" ]; then
     # libvirtd's own log is worth keeping; its state (the run's disks, domains, networks) is not.
     cp "$WORK/libvirt/log/libvirtd.log" "$LOGS/" 2>/dev/null || true

@@ -133,5 +133,10 @@ describe('the Vagrantfile', { skip: missing }, () => {
     const sync = await vagrant(validate.args, { ...validate.env, AGENTD_VAGRANT_SYNC: 'nfs' });
     assert.notEqual(sync.code, 0);
     assert.match(sync.output, /AGENTD_VAGRANT_SYNC must be rsync, 9p or virtualbox, not nfs/);
+    // test:vm's read-write share is a 9p folder; with the default rsync it would be a copy that never
+    // comes back.
+    const out = await vagrant(validate.args, { ...validate.env, AGENTD_VAGRANT_OUT_DIR: home });
+    assert.notEqual(out.code, 0);
+    assert.match(out.output, /AGENTD_VAGRANT_OUT_DIR needs AGENTD_VAGRANT_SYNC=9p/);
   });
 });
