@@ -205,31 +205,10 @@ for mode in "${modes[@]}"; do
   times[$mode]=$BOOT_TIME
 done
 
-# move_summary: one line per source half, then what the target half wrote (scripts/vm/move-source.sh,
-# test/move/target.test.ts), then the move's verdict. Returns non-zero if v2 to v2b did not pass.
-move_summary() {
-  local m f=$CACHE/last-run/v2b/move-result
-  for m in v2 v1; do
-    [[ " ${modes[*]} " == *" $m "* ]] || continue
-    if [ -s "$CACHE/last-run/$m/move-source-result" ]; then
-      say "move source $m: $(cat "$CACHE/last-run/$m/move-source-result") (log: $CACHE/last-run/$m/move-source.log)"
-    else
-      say "move source $m: no result (see $CACHE/last-run/$m/console.log)"
-    fi
-  done
-  if [ -s "$f" ]; then sed 's/^/test:vm: move: /' "$f"; fi
-  if [ -s "$f" ] && grep -qx 'v2->v2b: passed' "$f"; then
-    say "move v2->v2b: passed"
-  else
-    say "move v2->v2b: FAILED (see $CACHE/last-run/v2b/suite.log)"
-    return 1
-  fi
-}
-
 say "summary (image $image_time s, total $((SECONDS - started)) s, $accel):"
 status=0
 if [ "$moving" = yes ]; then
-  move_summary || status=1
+  move_summary test:vm "$CACHE/last-run" "$CACHE/last-run/MACHINE/console.log" "${modes[@]}" || status=1
 fi
 {
   for mode in "${modes[@]}"; do

@@ -177,30 +177,9 @@ for machine in "${machines[@]}"; do
   say "$machine: ${results[$machine]}"
 done
 
-# move_summary: as scripts/vm/run.sh's: one line per source half, what the target half wrote
-# (test/move/target.test.ts), then the verdict. Returns non-zero if v2 to v2b did not pass.
-move_summary() {
-  local m f=$LOGS/v2b/move-result
-  for m in v2 v1; do
-    [[ " ${machines[*]} " == *" $m "* ]] || continue
-    if [ -s "$LOGS/$m/move-source-result" ]; then
-      say "move source $m: $(cat "$LOGS/$m/move-source-result") (log: $LOGS/$m/move-source.log)"
-    else
-      say "move source $m: no result (see $LOGS/$m.log)"
-    fi
-  done
-  if [ -s "$f" ]; then sed 's/^/test:vagrant: move: /' "$f"; fi
-  if [ -s "$f" ] && grep -qx 'v2->v2b: passed' "$f"; then
-    say "move v2->v2b: passed"
-  else
-    say "move v2->v2b: FAILED (see $LOGS/v2b/suite.log)"
-    return 1
-  fi
-}
-
 status=0
 if [ "$moving" = yes ]; then
-  move_summary || status=1
+  move_summary test:vagrant "$LOGS" "$LOGS/MACHINE.log" "${machines[@]}" || status=1
 fi
 {
   for machine in "${machines[@]}"; do
