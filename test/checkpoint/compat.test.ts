@@ -165,13 +165,22 @@ describe(`compatibility before a restore, cgroup ${hierarchy}`, { skip: unavaila
     const checkpointer = checkpointerIn(lab);
     const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
     const ours = checkpointer.show(summary.id).criuVersion;
-    const newer = fakeCopy(summary.dir, 'newer-criu', { manifest: (m) => (m.criuVersion = '4.99') });
-    const major = fakeCopy(summary.dir, 'next-major', { manifest: (m) => (m.criuVersion = '5.0') });
+    // Versions made from this host's own (4.2.1 here, 3.17.1 in the Debian 12 guests): a newer one of
+    // the same major, and the next major.
+    const hostMajor = Number(ours.split('.')[0]);
+    const sameMajor = `${hostMajor}.99`;
+    const nextMajor = `${hostMajor + 1}.0`;
+    const newer = fakeCopy(summary.dir, 'newer-criu', { manifest: (m) => (m.criuVersion = sameMajor) });
+    const major = fakeCopy(summary.dir, 'next-major', { manifest: (m) => (m.criuVersion = nextMajor) });
+    const quoted = (v: string) => v.replace(/\./g, '\\.');
     await assert.rejects(
       checkpointer.restore(newer),
-      rejectsWith('ECRIU', new RegExp(`dumped by CRIU 4\\.99 and this host has the older CRIU ${ours.replace(/\./g, '\\.')}`)),
+      rejectsWith('ECRIU', new RegExp(`dumped by CRIU ${quoted(sameMajor)} and this host has the older CRIU ${quoted(ours)}`)),
     );
-    await assert.rejects(checkpointer.restore(major), rejectsWith('ECRIU', /dumped by CRIU 5\.0 .*another major version/));
+    await assert.rejects(
+      checkpointer.restore(major),
+      rejectsWith('ECRIU', new RegExp(`dumped by CRIU ${quoted(nextMajor)} .*another major version`)),
+    );
     for (const pid of pids) assert.equal(pidAlive(pid), false, `${pid} was not restored`);
     assert.deepEqual(lab.pidsOf(cgroup), []);
   });
