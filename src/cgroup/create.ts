@@ -4,11 +4,12 @@
 // frozen); createPlanned makes only what is missing and says what it made, so that a refusal after
 // that can take back exactly its own directories and nobody else's.
 
-import { existsSync, mkdirSync, rmdirSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { AgentError, systemErrno } from '../errors/index.js';
 import { discoverMounts } from './mounts.js';
 import { resolveCgroup } from './resolve.js';
+import { removeEmptyCgroups } from './stray.js';
 import type { CgroupRef, Hierarchy } from './types.js';
 
 export interface CgroupPlan {
@@ -74,11 +75,5 @@ export function createPlanned(plan: CgroupPlan): { ref: CgroupRef; created: stri
 
 /** Removes cgroups createPlanned made, innermost first; one that is not empty (or gone) is left. */
 export function removeCreated(created: readonly string[]): void {
-  for (const dir of [...created].reverse()) {
-    try {
-      rmdirSync(dir);
-    } catch {
-      // in use (a process moved in) or removed already: not ours to force
-    }
-  }
+  removeEmptyCgroups(created);
 }

@@ -90,10 +90,12 @@ const list = (pids: readonly number[]) => pids.join(', ');
  * tree's work dir, then the directory itself, unless something is still mounted below it. Only a
  * directory under the run directory (where scratchDir makes them) is touched. Says what was done.
  */
+/** Whether dir lies under the run directory, where scratchDir makes work dirs: only such a record's work dir is read or removed. */
+const inRunDir = (control: CgroupControl, dir: string) => resolve(dir).startsWith(resolve(control.runDir) + '/');
+
 async function clearWorkDir(control: CgroupControl, workDir: string): Promise<string | undefined> {
-  const runDir = resolve(control.runDir);
   const dir = resolve(workDir);
-  if (!dir.startsWith(runDir + '/') || !existsSync(dir)) return undefined;
+  if (!inRunDir(control, dir) || !existsSync(dir)) return undefined;
   let entries: string[] = [];
   try {
     entries = readdirSync(dir);
@@ -138,8 +140,7 @@ async function undoRestore(control: CgroupControl, record: LockHolder, found: st
     control.forgetStale(record);
   }
   // What its CRIU made besides (src/checkpoint/stray-cgroups.ts), read before the work dir goes.
-  const ours = (dir: string) => resolve(dir).startsWith(resolve(control.runDir) + '/');
-  const criuMade = record.workDir && ours(record.workDir) ? cgroupsCriuMade(record.workDir) : [];
+  const criuMade = record.workDir && inRunDir(control, record.workDir) ? cgroupsCriuMade(record.workDir) : [];
   const work = record.workDir ? await clearWorkDir(control, record.workDir) : undefined;
   const created = record.createdCgroups ?? [];
   const left = await removeEmptied(created);

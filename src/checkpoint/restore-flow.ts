@@ -331,8 +331,8 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     lease.release();
     // What was restored is killed already (restoreInOrder's undo): a cgroup made for it goes too.
     if (!succeeded) removeCreated(created);
-    if (workDir !== undefined) removeEmptyCgroups(cgroupsCriuMade(workDir).filter((dir) => !created.includes(dir)));
     if (workDir !== undefined) {
+      removeEmptyCgroups(cgroupsCriuMade(workDir).filter((dir) => !created.includes(dir)));
       const removeWorkDir = () => rmSync(workDir!, { recursive: true, force: true });
       void Promise.all(foregroundCriu)
         .then(removeWorkDir)
