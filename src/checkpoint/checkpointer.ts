@@ -44,6 +44,8 @@ export interface CheckpointerOptions {
   readonly wrapDump?: (argv: readonly string[]) => readonly string[];
   /** CRIU's -v level for dumps and pre-dumps; default 3 (src/criu/dump.ts, DUMP_LOG_LEVEL). */
   readonly criuLogLevel?: number;
+  /** Restored processes become a systemd scope unless a restore says otherwise (src/systemd/restore-scope.ts). */
+  readonly restoreScopes?: boolean;
 }
 
 export class Checkpointer {
@@ -52,6 +54,7 @@ export class Checkpointer {
   private readonly criuPath?: string;
   private readonly wrapDump?: (argv: readonly string[]) => readonly string[];
   private readonly criuLogLevel?: number;
+  private readonly restoreScopes?: boolean;
   private found: Promise<CriuInfo> | undefined;
 
   constructor(options: CheckpointerOptions) {
@@ -59,6 +62,7 @@ export class Checkpointer {
     this.roots = new ImageRoots(options.imagesDir ?? DEFAULT_IMAGES_DIR, options.allowedImagesDirs);
     this.criuPath = options.criuPath;
     this.wrapDump = options.wrapDump;
+    this.restoreScopes = options.restoreScopes;
     this.criuLogLevel = options.criuLogLevel === undefined ? undefined : checkLogLevel(options.criuLogLevel);
   }
 
@@ -119,7 +123,7 @@ export class Checkpointer {
     const release = claimCheckpoint(store.finalDir(id), id, 'restore', requestId);
     try {
       const criu = await this.criu();
-      return await runRestore({ control: this.control, store, criu }, id, { ...options, requestId }, hooks);
+      return await runRestore({ control: this.control, store, criu, restoreScopes: this.restoreScopes }, id, { ...options, requestId }, hooks);
     } finally {
       release();
     }

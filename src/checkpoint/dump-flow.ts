@@ -45,6 +45,7 @@ import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, Opera
 import type { FlowContext } from './flow-context.js';
 import { recordHost } from './compat.js';
 import { dropParentLinks, preDumpDir, preDumpTrees, refuseImpossiblePreDump } from './pre-dump.js';
+import { refuseRestartingService } from '../systemd/index.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
 // plus about 10 KB here, docs/criu.md), and for the filesystem not to be filled to the last block.
@@ -152,6 +153,7 @@ export async function runCheckpoint(
   try {
     const checked = preflight(ctx, lease, name);
     prior = checked.prior;
+    if (after === 'killed') await refuseRestartingService(checked.pids, name);
     const preDumps = options.preDumps ?? 0;
     await refuseImpossiblePreDump(ctx.criu, preDumps, name, prior);
     deadline.remainingOrFail(`checkpoint of ${name}`);

@@ -4,7 +4,7 @@
 // order (src/restart), into the original cgroup or another one. A failure part-way kills what was
 // already restored.
 
-import { mkdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import {
@@ -23,6 +23,7 @@ import { startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
+import { checkScopeFree, holdScope, restoreScopeName, startScope, SYSTEMD_RUNTIME_DIR } from '../systemd/index.js';
 import { verifyFiles } from './checksums.js';
 import { restoreParentLinks } from './pre-dump.js';
 import { waitForSavedPids } from './pid-holders.js';
@@ -155,13 +156,47 @@ async function checkHost(
 
 const VERIFY_PROGRESS_MS = 200;
 
+/** The scope a restore's processes become, and how (src/systemd/restore-scope.ts), or none. */
+interface ScopePlan {
+  readonly name: string;
+  /** v2: the restore goes into the scope's cgroup, made first. v1: the restored pids are handed to it. */
+  readonly mode: 'target' | 'adopt';
+}
+
+/**
+ * Whether this restore makes a scope: when it names one, or by the agent's default (--restore-scope)
+ * unless it names a v2 cgroup of its own (a v2 scope is the cgroup). Checked before anything changes:
+ * the name, systemd as PID 1, and that systemd has no unit of that name.
+ */
+async function planScope(ctx: FlowContext, manifest: Manifest, options: RestoreOptions): Promise<ScopePlan | undefined> {
+  if (options.unit === false) return undefined;
+  const hierarchy = options.hierarchy ?? manifest.hierarchy;
+  const asked = options.unit !== undefined;
+  if (!asked && (!ctx.restoreScopes || (hierarchy === 'v2' && options.cgroup !== undefined))) return undefined;
+  const name = restoreScopeName(manifest.id, asked ? options.unit : undefined);
+  if (!existsSync(SYSTEMD_RUNTIME_DIR)) {
+    throw new AgentError(
+      'EINVAL',
+      `the restore asks for scope unit ${name}, but systemd is not the init system here (no ${SYSTEMD_RUNTIME_DIR}): restore without --unit`,
+    );
+  }
+  if (hierarchy === 'v2' && options.cgroup !== undefined) {
+    throw new AgentError(
+      'EINVAL',
+      `on cgroup v2 the cgroup of scope ${name} is where its processes go: give --cgroup or --unit, not both (--no-unit with --cgroup)`,
+    );
+  }
+  await checkScopeFree(name);
+  return { name, mode: hierarchy === 'v2' ? 'target' : 'adopt' };
+}
+
 export async function runRestore(ctx: FlowContext, id: string, options: RestoreOptions, hooks: RestoreHooks = {}): Promise<RestoreSummary> {
   const started = Date.now();
   const progress = hooks.onProgress ?? (() => undefined);
   const manifest = ctx.store.readManifest(id);
   const dir = ctx.store.finalDir(id);
-  // Every check (checksums, target usable, saved pids free) comes before anything changes: a
-  // refused restore creates no cgroup and takes no lock.
+  // Every check (checksums, target usable, saved pids free, the scope's name) comes before anything
+  // changes: a refused restore creates no cgroup, no scope and takes no lock.
   const total = manifest.files.reduce((sum, f) => sum + f.size, 0);
   let verified = 0;
   let shownAt = 0;
@@ -173,20 +208,58 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
     shownAt = Date.now();
     progress({ stage: 'verify', message: `checking ${manifest.files.length} image files`, bytes: verified, total });
   });
-  const plan = planTarget(manifest, options);
+  const scope = await planScope(ctx, manifest, options);
+  // A v2 scope's cgroup exists only once the scope does: planned after it is made, below.
+  const early = scope?.mode === 'target' ? undefined : planTarget(manifest, options);
   const pidNamespace = options.pidNamespace ?? 'host';
   const shellJob = !!manifest.options.shellJob;
   if (pidNamespace === 'new' && shellJob) {
     throw new AgentError('EINVAL', `checkpoint ${id} was taken with --shell-job: restoring it into a new PID namespace is not supported`);
   }
   // The sub-cgroups the processes were in, checked now and made before CRIU runs (./subtree.ts).
-  const subPlans = planSubCgroups(manifest, plan.path, plan.hierarchy);
+  const earlySubs = early && planSubCgroups(manifest, early.path, early.hierarchy);
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const warnings = await checkHost(ctx, manifest, dir, options, timeoutMs, hooks.signal);
   // In a new namespace the saved pids are free by construction. A caller that gave a timeout lets
   // zombies hold the pids that long; otherwise the wait has its own bound (./pid-holders.ts).
   if (pidNamespace === 'host') await waitForSavedPids(manifest, progress, { signal: hooks.signal, waitMs: options.timeoutMs });
 
+  // The first change: the v2 scope, held by a placeholder that outlives the restore's own time limit
+  // only if this agent dies, and is killed once the restore is over.
+  const savedPids = new Set(manifest.trees.flatMap((t) => t.processes.map((p) => p.pid)));
+  const held =
+    scope?.mode === 'target'
+      ? await holdScope(scope.name, `agentd: restore of checkpoint ${id}`, savedPids, timeoutMs + 60_000)
+      : undefined;
+  try {
+    const plan = early ?? planTarget(manifest, { ...options, cgroup: held!.cgroup, hierarchy: 'v2' });
+    const subPlans = earlySubs ?? planSubCgroups(manifest, plan.path, plan.hierarchy);
+    const summary = await restoreInto(ctx, manifest, { plan, subPlans, options, hooks, warnings, scope, started, timeoutMs });
+    return scope ? { ...summary, unit: scope.name } : summary;
+  } finally {
+    held?.release();
+  }
+}
+
+interface RestoreTarget {
+  readonly plan: CgroupPlan;
+  readonly subPlans: ReturnType<typeof planSubCgroups>;
+  readonly options: RestoreOptions;
+  readonly hooks: RestoreHooks;
+  readonly warnings: string[];
+  readonly scope: ScopePlan | undefined;
+  readonly started: number;
+  readonly timeoutMs: number;
+}
+
+/** The restore proper, every check passed: cgroups made, lock taken, trees restored and started. */
+async function restoreInto(ctx: FlowContext, manifest: Manifest, t: RestoreTarget): Promise<RestoreSummary> {
+  const { plan, subPlans, options, hooks, warnings, scope, started, timeoutMs } = t;
+  const { id } = manifest;
+  const dir = ctx.store.finalDir(id);
+  const progress = hooks.onProgress ?? (() => undefined);
+  const pidNamespace = options.pidNamespace ?? 'host';
+  const shellJob = !!manifest.options.shellJob;
   const { ref: target, created } = createPlanned(plan);
   const name = describeCgroup(target);
   let lease: CgroupLease;
@@ -306,6 +379,16 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
         'ECRIU',
         `restore of ${id}: processes ${astray.join(', ')} did not come back in cgroup ${name}; killed what was restored`,
       );
+    }
+    if (scope?.mode === 'adopt') {
+      // Still stopped: systemd moves them in its own hierarchy only, their freezer cgroups stay.
+      const members = where.namespaceInit === undefined ? pids : [where.namespaceInit, ...pids];
+      try {
+        await startScope(scope.name, members, `agentd: restore of checkpoint ${id}`);
+      } catch (err) {
+        await Promise.all(manifest.trees.map((tree) => where.undoTree(tree)));
+        throw new AgentError((err as AgentError).code ?? 'EIO', `${(err as Error).message}; killed what was restored`, { cause: err });
+      }
     }
     where.settle(pids[0]);
     const state = restoredState(manifest, options.after);

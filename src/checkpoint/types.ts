@@ -229,6 +229,12 @@ export interface RestoreOptions {
   readonly pidNamespace?: PidNamespaceMode;
   /** Restore even when CRIU's version or the CPU differ from the dumping host's (src/checkpoint/compat.ts). */
   readonly force?: boolean;
+  /**
+   * The transient systemd scope the restored processes become (src/systemd/restore-scope.ts): this
+   * name, or false for none. Unset: agentd-restore-ID.scope where the agent makes scopes by default
+   * (--restore-scope) and the restore does not name a v2 cgroup of its own, else none.
+   */
+  readonly unit?: string | false;
 }
 
 export type PidNamespaceMode = 'host' | 'new';
@@ -253,6 +259,8 @@ export interface RestoreSummary {
   readonly processes: readonly RestoredProcess[];
   /** With pidNamespace new: the host pid of the namespace's init (agentd's holder, pid 1 inside). */
   readonly namespaceInit?: number;
+  /** The systemd scope unit the restored processes are in, when the restore made one. */
+  readonly unit?: string;
   /** Differences from the dumping host that did not stop the restore (src/checkpoint/compat.ts). */
   readonly warnings: readonly string[];
   /** The state the restore left the cgroup in (`after`). */

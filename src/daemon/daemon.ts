@@ -2,6 +2,7 @@
 // we are ready; on SIGTERM tell systemd we are stopping, stop accepting, cancel running checkpoints
 // (each cgroup goes back to its prior state), wait for every request to end, and exit 0.
 
+import { existsSync } from 'node:fs';
 import { Archives } from '../archive/index.js';
 import { Checkpointer } from '../checkpoint/index.js';
 import { isAgentError } from '../errors/index.js';
@@ -17,7 +18,7 @@ import { describeOperations, Operations } from './operations.js';
 import { ApiServer } from './server.js';
 import { createUpgradeHandler } from './attach.js';
 import { TerminalSessions } from '../terminal/index.js';
-import { criuScopeWrap } from '../systemd/index.js';
+import { criuScopeWrap, SYSTEMD_RUNTIME_DIR } from '../systemd/index.js';
 import {
   DEFAULT_IMAGES_DIR,
   DEFAULT_MAX_IMPORT_BYTES,
@@ -46,6 +47,11 @@ export interface DaemonOptions {
    * agentd.service passes), out of reach of a kill of agentd's unit (src/systemd/scope.ts).
    */
   readonly criuScope?: boolean;
+  /**
+   * Restored processes become a transient systemd scope, agentd-restore-ID.scope unless the request
+   * names one (`--restore-scope`, which agentd.service passes; src/systemd/restore-scope.ts).
+   */
+  readonly restoreScope?: boolean;
   /** CRIU's -v level for dumps (`--criu-log-level`; default 3, src/criu/dump.ts). */
   readonly criuLogLevel?: number;
   readonly logLevel?: LogLevel;
@@ -115,16 +121,19 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
   const version = packageVersion();
   const control = new CgroupControl({ runDir });
   const wrapDump = options.criuScope ? criuScopeWrap() : undefined;
+  const restoreScopes = options.restoreScope === true && existsSync(SYSTEMD_RUNTIME_DIR);
   const checkpointer = new Checkpointer({
     control,
     imagesDir: options.imagesDir ?? DEFAULT_IMAGES_DIR,
     allowedImagesDirs: options.allowedImagesDirs,
     ...(options.criu ? { criuPath: options.criu } : {}),
     wrapDump,
+    restoreScopes,
     ...(options.criuLogLevel !== undefined ? { criuLogLevel: options.criuLogLevel } : {}),
   });
   const [imagesDir, ...alsoAllowed] = checkpointer.imageRoots;
   if (options.criuScope && !wrapDump) logger.warn('--criu-scope: systemd is not PID 1 here; CRIU runs as a plain child of agentd');
+  if (options.restoreScope && !restoreScopes) logger.warn('--restore-scope: systemd is not PID 1 here; restores make no scope');
   logger.info('agentd starting', {
     version,
     pid: process.pid,
@@ -132,6 +141,7 @@ export async function startDaemon(options: DaemonOptions = {}): Promise<Daemon> 
     runDir,
     imagesDir,
     criuScope: wrapDump ? true : undefined,
+    restoreScope: restoreScopes || undefined,
     allowImagesDirs: alsoAllowed.length ? alsoAllowed.join(',') : undefined,
   });
 

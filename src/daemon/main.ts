@@ -62,6 +62,12 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       describe:
         "run each dump's CRIU in a transient systemd scope of its own, so that a kill of agentd's unit cannot reach it (agentd.service passes it)",
     })
+    .option('restore-scope', {
+      type: 'boolean',
+      default: false,
+      describe:
+        'make the processes of each restore a transient systemd scope (agentd-restore-ID.scope, or the name the restore gives), so that systemctl status and stop see them (agentd.service passes it)',
+    })
     .option('criu-log-level', {
       type: 'number',
       choices: [0, 1, 2, 3, 4],
@@ -120,6 +126,7 @@ export async function main(argv: string[] = hideBin(process.argv)): Promise<void
       allowedImagesDirs: args['allow-images-dir'],
       criu: args.criu,
       criuScope: args['criu-scope'],
+      restoreScope: args['restore-scope'],
       criuLogLevel: args['criu-log-level'],
       keyFile: args.key,
       trustedKeysDir: args['trusted-keys'],

@@ -22,3 +22,24 @@ export {
   inTransientScope,
   CRIU_SCOPE_PREFIX,
 } from './scope.js';
+
+export {
+  /** The scope a restore's processes become (docs/daemon-and-cli.md): its name, and the two ways in. */
+  restoreScopeName,
+  checkScopeFree,
+  startScope,
+  holdScope,
+  startScopeArgs,
+  systemdCgroupOf,
+  RESTORE_SCOPE_PREFIX,
+  type HeldScope,
+} from './restore-scope.js';
+
+export { SYSTEMD_RUNTIME_DIR } from './unit.js';
+
+export {
+  /** EBUSY for --after killed of a service's main process that systemd would restart. */
+  refuseRestartingService,
+  restartsWhenKilled,
+  servicesOf,
+} from './service-restart.js';

@@ -88,6 +88,8 @@ describe('systemd units', () => {
     assert.equal(argv[argv.indexOf('--socket') + 1], DEFAULT_SOCKET);
     assert.equal(argv[argv.indexOf('--run-dir') + 1], DEFAULT_RUN_DIR);
     assert.equal(argv[argv.indexOf('--images-dir') + 1], DEFAULT_IMAGES_DIR);
+    // CRIU out of reach of the unit's kills, and restores that systemd tracks (docs/daemon-and-cli.md).
+    assert.ok(argv.includes('--criu-scope') && argv.includes('--restore-scope'), exec);
     assert.ok(DEFAULT_IMAGES_DIR.startsWith('/var/lib/' + s.get('StateDirectory')?.[0] + '/'), 'StateDirectory holds the images');
   });
 

@@ -147,12 +147,13 @@ interface RestoreArgs extends GlobalArgs {
   readonly attach?: boolean;
   readonly thawed?: boolean;
   readonly frozen?: boolean;
+  readonly unit?: string | false;
 }
 
 /** The line agentctl restore prints: host pids, and with a new PID namespace what they are inside. */
 export function restoreLine(summary: RestoreSummary): string {
   const trees = `${summary.trees} tree${summary.trees === 1 ? '' : 's'}, ${duration(summary.durationMs)}`;
-  const where = `${summary.hierarchy}:${summary.cgroup}`;
+  const where = `${summary.hierarchy}:${summary.cgroup}${summary.unit ? ` as ${summary.unit}` : ''}`;
   if (summary.pidNamespace !== 'new')
     return `restored ${summary.id} into ${where}: pids ${summary.pids.join(' ')} (${trees}), ${summary.state}`;
   const inside = summary.processes.map((p) => p.nsPid).join(' ');
@@ -179,6 +180,11 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
           type: 'boolean',
           describe: `a --shell-job checkpoint: put the job on a new terminal agentd holds and attach this one to it (${DETACH_KEY_NAME} detaches)`,
         })
+        .option('unit', {
+          type: 'string',
+          describe:
+            'where systemd is PID 1: make the restored processes the transient scope NAME.scope (agentd.service makes agentd-restore-ID.scope by default; --no-unit: none)',
+        })
         .option('thawed', { type: 'boolean', describe: 'leave it running (default: the state it was checkpointed in)' })
         .option('frozen', { type: 'boolean', describe: 'leave it FROZEN (default: the state it was checkpointed in)' })
         .conflicts('thawed', 'frozen'),
@@ -187,6 +193,7 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
       .example('$0 restore 20261201T063940Z-4bf4d8 --frozen', 'restored but left FROZEN, for agentctl thaw later')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --hierarchy v2', 'into another v2 cgroup')
       .example('$0 restore 20261201T063940Z-4bf4d8 --cgroup jobs/copy --pid-namespace new', 'a second copy while the first runs')
+      .example('$0 restore 20261201T063940Z-4bf4d8 --unit build-42', 'under systemd: as build-42.scope (systemctl status build-42.scope)')
       .example(
         '$0 restore 20261201T063940Z-4bf4d8 --attach',
         `a shell job, on this terminal; ${DETACH_KEY_NAME} leaves it running (agentctl attach <cgroup>)`,
@@ -202,6 +209,7 @@ export const restoreCommand: CommandModule<GlobalArgs, RestoreArgs> = {
       after,
       pidNamespace: args.pidNamespace,
       force: args.force,
+      unit: args.unit,
       ...(args.attach ? { attach: true, ...size } : {}),
     };
     const progress = progressFor(args.json);

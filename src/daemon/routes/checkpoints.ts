@@ -26,6 +26,7 @@ import {
 import type { Route } from '../router.js';
 import { checkTerminalRestore, shellJobWarnings, terminalHolder } from '../terminal-restore.js';
 import { parseSize } from '../../terminal/index.js';
+import { restoreScopeName } from '../../systemd/index.js';
 
 const CHECKPOINT_FIELDS = {
   cgroup: required(text),
@@ -68,7 +69,16 @@ const RESTORE_FIELDS = {
   cols: optional(dimension),
   rows: optional(dimension),
   after: optional(restorePolicy),
+  /** The systemd scope the restored processes become (NAME or NAME.scope), or false for none. */
+  unit: optional(scopeUnit),
 };
+
+/** A restore's `unit`: a name (checked in full by src/systemd) or false. */
+function scopeUnit(value: unknown, field: string): string | false {
+  if (value === false) return false;
+  if (typeof value !== 'string' || value === '') throw new AgentError('EINVAL', `"${field}" must be a scope unit name, or false for none`);
+  return text(value, field);
+}
 
 const PRUNE_FIELDS = { failed: optional(flag), olderThanMs: optional(wholeMs), dryRun: optional(flag) };
 
@@ -169,6 +179,8 @@ export function checkpointRoutes(): Route[] {
             '"cols" and "rows" are the size of the terminal an "attach" restore opens: give both, with "attach": true',
           );
         }
+        // A malformed scope name is a plain 400 too (systemd and the rest are asked inside the restore).
+        if (typeof body.unit === 'string') restoreScopeName(id, body.unit);
         if (body.cgroup) ctx.audit.cgroup = body.cgroup;
         const { checkpointer, metrics, terminals } = ctx.services;
         // Refused before anything is touched: a --shell-job image without a terminal to go on, or the other way round.
