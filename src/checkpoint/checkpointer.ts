@@ -123,7 +123,12 @@ export class Checkpointer {
     const release = claimCheckpoint(store.finalDir(id), id, 'restore', requestId);
     try {
       const criu = await this.criu();
-      return await runRestore({ control: this.control, store, criu, restoreScopes: this.restoreScopes }, id, { ...options, requestId }, hooks);
+      return await runRestore(
+        { control: this.control, store, criu, restoreScopes: this.restoreScopes },
+        id,
+        { ...options, requestId },
+        hooks,
+      );
     } finally {
       release();
     }
