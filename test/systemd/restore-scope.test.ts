@@ -7,13 +7,12 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, readFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { restoreScopeName, startScopeArgs, systemdCgroupOf } from '../../src/systemd/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { Lab, anyHierarchy, pidAlive, waitUntil, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree } from '../checkpoint/helpers.js';
 import { api as privateApi, withAgent } from '../daemon/agent.js';
-import { agentctl, api, cgroupLines, show, systemctl, systemdSkip } from './system-agent.js';
+import { agentctl, api, cgroupLines, show, systemctl, systemdSkip, undoMade } from './system-agent.js';
 import { join } from 'node:path';
 
 test('restoreScopeName: agentd-restore-ID.scope by default, .scope added to a name given, bad names refused', () => {
@@ -98,12 +97,7 @@ describe('restores as systemd scopes (systemd as PID 1, the system agent)', { sk
   const units: string[] = [];
   const checkpoints: string[] = [];
   after(async () => {
-    for (const unit of units) {
-      spawnSync('systemctl', ['stop', unit], { stdio: 'ignore' });
-      spawnSync('systemctl', ['reset-failed', unit], { stdio: 'ignore' });
-    }
-    for (const id of checkpoints) await api('DELETE', `/v1/checkpoints/${id}`).catch(() => undefined);
-    await lab.cleanup();
+    await undoMade(lab, units, checkpoints);
   });
 
   const hierarchy = SKIP ? 'v2' : anyHierarchy();

@@ -7,10 +7,9 @@
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
-import { spawnSync } from 'node:child_process';
 import { restartsWhenKilled, servicesOf } from '../../src/systemd/index.js';
 import { Lab, anyHierarchy, pidAlive, sleepSync, waitUntil } from '../helpers/lab.js';
-import { agentctl, api, run, show, systemctl, systemdSkip } from './system-agent.js';
+import { agentctl, run, show, systemctl, systemdSkip, undoMade } from './system-agent.js';
 
 test('restartsWhenKilled: every Restart= but no, on-success and on-watchdog starts a SIGKILLed main process again', () => {
   for (const r of ['always', 'on-failure', 'on-abnormal', 'on-abort']) assert.equal(restartsWhenKilled(r), true, r);
@@ -38,12 +37,7 @@ describe('checkpoint --after killed of a service (systemd as PID 1, the system a
   after(async () => {
     for (const dir of dropIns) rmSync(dir, { recursive: true, force: true });
     if (dropIns.length) systemctl('daemon-reload');
-    for (const unit of units) {
-      spawnSync('systemctl', ['stop', unit], { stdio: 'ignore' });
-      spawnSync('systemctl', ['reset-failed', unit], { stdio: 'ignore' });
-    }
-    for (const id of checkpoints) await api('DELETE', `/v1/checkpoints/${id}`).catch(() => undefined);
-    await lab.cleanup();
+    await undoMade(lab, units, checkpoints);
   });
 
   const hierarchy = SKIP ? 'v2' : anyHierarchy();

@@ -143,3 +143,13 @@ export function criuProcesses(): number[] {
   for (const line of run('pgrep', ['-x', 'criu']).stdout.split('\n')) if (/^\d+$/.test(line.trim())) found.push(Number(line));
   return found;
 }
+
+/** What a test made under the system agent, to undo at its end: units stopped (and reset), checkpoints deleted, the lab cleaned. */
+export async function undoMade(lab: { cleanup(): Promise<void> }, units: readonly string[], checkpoints: readonly string[]): Promise<void> {
+  for (const unit of units) {
+    spawnSync('systemctl', ['stop', unit], { stdio: 'ignore' });
+    spawnSync('systemctl', ['reset-failed', unit], { stdio: 'ignore' });
+  }
+  for (const id of checkpoints) await api('DELETE', `/v1/checkpoints/${id}`).catch(() => undefined);
+  await lab.cleanup();
+}
