@@ -19,12 +19,10 @@
 // `systemd-run --scope` makes for itself.
 
 import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
+import { cgroupOfProcess } from '../cgroup/index.js';
 import { AgentError } from '../errors/index.js';
+import { childProcess, execText } from './exec.js';
 import { parseShow } from './unit.js';
-
-// Loaded when used, as in ./unit.ts: agentctl's bundle imports this folder and never restores.
-const childProcess = () => createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
 
 /** Default scope name of a restore: after the checkpoint. */
 export const RESTORE_SCOPE_PREFIX = 'agentd-restore-';
@@ -83,22 +81,13 @@ export function systemdCgroupOf(procCgroup: string): string | undefined {
   return unified;
 }
 
-function run(command: string, args: readonly string[], timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    childProcess().execFile(command, args, { timeout: timeoutMs, encoding: 'utf8' }, (err, out, errOut) => {
-      if (err) reject(new Error((errOut || err.message).trim().split('\n')[0]));
-      else resolve(out);
-    });
-  });
-}
-
 const SYSTEMD_TIMEOUT_MS = 60_000;
 
 /** EBUSY unless systemd has no unit NAME loaded: checked before a restore changes anything. */
 export async function checkScopeFree(name: string): Promise<void> {
   let out: string;
   try {
-    out = await run('systemctl', ['show', '--property=LoadState,ActiveState', '--', name], SYSTEMD_TIMEOUT_MS);
+    out = await execText('systemctl', ['show', '--property=LoadState,ActiveState', '--', name], SYSTEMD_TIMEOUT_MS);
   } catch (err) {
     throw new AgentError('EIO', `systemctl show ${name} failed: ${(err as Error).message}`, { cause: err });
   }
@@ -140,7 +129,7 @@ async function waitInScope(name: string, pids: readonly number[], timeoutMs: num
 /** Asks systemd for scope NAME holding PIDS and waits until it holds them. EIO with systemd's own reason. */
 export async function startScope(name: string, pids: readonly number[], description: string, delegate = false): Promise<void> {
   try {
-    await run('busctl', startScopeArgs(name, pids, description, delegate), SYSTEMD_TIMEOUT_MS);
+    await execText('busctl', startScopeArgs(name, pids, description, delegate), SYSTEMD_TIMEOUT_MS);
   } catch (err) {
     throw new AgentError('EIO', `systemd did not make scope ${name}: ${(err as Error).message}`, { cause: err });
   }
@@ -182,8 +171,8 @@ export async function holdScope(name: string, description: string, avoid: Readon
   }
   try {
     await startScope(name, [pid], description, true);
-    // The unified hierarchy's line (`0::/system.slice/NAME.scope`): the freezer cgroup of a v2 restore.
-    const cgroup = /^0::\/(.*)$/m.exec(readFileSync(`/proc/${pid}/cgroup`, 'utf8'))?.[1];
+    // The unified hierarchy's cgroup (`system.slice/NAME.scope`): the freezer cgroup of a v2 restore.
+    const cgroup = cgroupOfProcess(pid, 'v2');
     if (!cgroup) throw new AgentError('EIO', `scope ${name} has no cgroup in the unified hierarchy`);
     return { name, cgroup, release: kill };
   } catch (err) {

@@ -5,12 +5,10 @@
 // docs/daemon-and-cli.md, "Checkpointing a service", has what systemd does and what to do instead.
 
 import { existsSync, readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { AgentError } from '../errors/index.js';
 import { parseShow, SYSTEMD_RUNTIME_DIR } from './unit.js';
 import { systemdCgroupOf } from './restore-scope.js';
-
-const childProcess = () => createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+import { execText } from './exec.js';
 
 /** Restart= values under which a main process killed by SIGKILL is not started again (systemd.service(5)). */
 const NO_RESTART_ON_KILL = new Set(['no', 'on-success', 'on-watchdog']);
@@ -52,14 +50,7 @@ export async function refuseRestartingService(pids: readonly number[], name: str
   if (!existsSync(runtimeDir)) return;
   const wanted = new Set(pids);
   for (const [unit] of servicesOf(pids, readCgroup)) {
-    const out = await new Promise<string>((resolve) =>
-      childProcess().execFile(
-        'systemctl',
-        ['show', '--property=Restart,MainPID', '--', unit],
-        { timeout: 60_000, encoding: 'utf8' },
-        (err, o) => resolve(err ? '' : o),
-      ),
-    );
+    const out = await execText('systemctl', ['show', '--property=Restart,MainPID', '--', unit], 60_000).catch(() => '');
     const props = parseShow(out);
     const main = Number(props.get('MainPID') ?? 0);
     const restart = props.get('Restart') ?? 'no';

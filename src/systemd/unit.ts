@@ -4,13 +4,8 @@
 // transient scope's path is only known to systemd.
 
 import { existsSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { AgentError } from '../errors/index.js';
-
-// Loaded when asked for, not at import: agentctl imports this module for every command, and most
-// never ask systemd anything (docs/bench.md, "agentctl start-up"). With require, not import():
-// agentctl's bundle runs from V8's code cache, where a dynamic import() has no callback.
-const childProcess = async () => createRequire(import.meta.url)('node:child_process') as typeof import('node:child_process');
+import { execText } from './exec.js';
 
 /** The unit types that own a cgroup of their own. */
 export const CGROUP_UNIT_TYPES = ['service', 'scope', 'slice'] as const;
@@ -76,15 +71,12 @@ export async function resolveUnitCgroup(unit: string, options: ResolveOptions = 
     );
   }
   const args = ['show', '--property=LoadState,ActiveState,ControlGroup', '--', unit];
-  const { execFile } = await childProcess();
-  const stdout = await new Promise<string>((resolve, reject) => {
-    execFile(options.systemctl ?? 'systemctl', args, { timeout: 30_000, encoding: 'utf8' }, (err, out, errOut) => {
-      if (err) {
-        const why = (errOut || err.message).trim().split('\n')[0];
-        reject(new AgentError('EIO', `systemctl ${args.join(' ')} failed: ${why}`, { cause: err }));
-      } else resolve(out);
-    });
-  });
+  let stdout: string;
+  try {
+    stdout = await execText(options.systemctl ?? 'systemctl', args, 30_000);
+  } catch (err) {
+    throw new AgentError('EIO', `systemctl ${args.join(' ')} failed: ${(err as Error).message}`, { cause: (err as Error).cause });
+  }
   return unitCgroupFrom(unit, parseShow(stdout));
 }
 
@@ -108,12 +100,7 @@ export function parseUnitList(text: string): string[] {
  */
 export async function unitNames(prefix: string, options: ResolveOptions & { timeoutMs?: number } = {}): Promise<string[]> {
   if (prefix.includes('/') || !existsSync(options.runtimeDir ?? SYSTEMD_RUNTIME_DIR)) return [];
-  const { execFile } = await childProcess();
   const args = ['list-units', `--type=${CGROUP_UNIT_TYPES.join(',')}`, '--all', '--plain', '--no-legend', '--no-pager'];
-  const stdout = await new Promise<string>((resolve) => {
-    execFile(options.systemctl ?? 'systemctl', args, { timeout: options.timeoutMs ?? 1500, encoding: 'utf8' }, (err, out) =>
-      resolve(err ? '' : out),
-    );
-  });
+  const stdout = await execText(options.systemctl ?? 'systemctl', args, options.timeoutMs ?? 1500).catch(() => '');
   return parseUnitList(stdout).filter((name) => name.startsWith(prefix));
 }
