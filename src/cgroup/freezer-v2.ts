@@ -109,7 +109,7 @@ export class V2Freezer implements Freezer {
     // Whoever made the cgroup may remove it the moment it is empty: systemd does so for a service
     // whose main process died (docs/daemon-and-cli.md, "Checkpointing a service"). Then there is
     // nothing left to thaw, and the kill is done.
-    if (!existsSync(this.cgroup.dir) || this.freezingAncestor() !== undefined) return;
+    if (this.freezingAncestor() !== undefined) return;
     try {
       this.freezeFile.write('0');
     } catch (err) {
