@@ -51,6 +51,20 @@ export function planCgroup(wanted: string, hierarchy: Hierarchy): CgroupPlan {
 }
 
 /**
+ * The outermost cgroups PLANS would make (relative to the root, each with a parent that exists at
+ * planning time), each once: what a policy on where cgroups may be made has to judge.
+ */
+export function outermostToMake(plans: readonly CgroupPlan[]): string[] {
+  const dirs = new Set<string>();
+  for (const plan of plans) {
+    if (plan.missing.length === 0) continue;
+    const segments = plan.path.split('/');
+    dirs.add(segments.slice(0, segments.length - plan.missing.length + 1).join('/'));
+  }
+  return [...dirs];
+}
+
+/**
  * Makes what the plan found missing. `created` lists the directories this call made itself (one
  * made meanwhile by someone else is used, not claimed), innermost last.
  */

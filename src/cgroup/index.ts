@@ -12,7 +12,7 @@ export { resolveCgroup, describeCgroup, type ResolveOptions } from './resolve.js
 export { backoff, waitForPidsGone } from './timing.js';
 export { killListed, sigkill } from './kill.js';
 export { cgroupOfProcess } from './own-cgroup.js';
-export { createPlanned, planCgroup, removeCreated, type CgroupPlan } from './create.js';
+export { createPlanned, outermostToMake, planCgroup, removeCreated, type CgroupPlan } from './create.js';
 export { joinCgroupsOf } from './join.js';
 export { removeEmptyCgroups, yardCgroupDirs } from './stray.js';
 export { moveToSubCgroup, selfFrozenDescendants, subCgroupRef, subCgroups, subtreeMembers, type SubtreeMember } from './subtree.js';

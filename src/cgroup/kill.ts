@@ -1,6 +1,7 @@
 // Emptying a cgroup and its subtree, for both drivers' killAll(): each says how one round of kills
 // is done (v1 kill-then-thaw, v2 cgroup.kill or SIGKILL), this repeats rounds until nothing is left.
 
+import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
 import { subtreePids } from './ancestry.js';
 import { backoff, waitForPidsGone } from './timing.js';
@@ -19,7 +20,15 @@ export async function killSubtree(
   const deadline = Date.now() + timeoutMs;
   const killed = new Set<number>();
   for (let attempt = 0; ; attempt++) {
-    const pids = subtreePids(cgroup.dir, name);
+    let pids: number[];
+    try {
+      pids = subtreePids(cgroup.dir, name);
+    } catch (err) {
+      // Emptied by an earlier round and removed at once by whoever made it (systemd removes a
+      // service's cgroup when its main process dies, docs/daemon-and-cli.md): nothing is left.
+      if (killed.size > 0 && !existsSync(cgroup.dir)) break;
+      throw err;
+    }
     if (pids.length === 0) break;
     pids.forEach((pid) => killed.add(pid));
     killOnce(pids);

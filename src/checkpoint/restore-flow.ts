@@ -12,6 +12,7 @@ import {
   createPlanned,
   describeCgroup,
   freezerStateOf,
+  outermostToMake,
   planCgroup,
   removeCreated,
   removeEmptyCgroups,
@@ -23,7 +24,7 @@ import { startCriuRestoreOnTerminal } from '../criu/index.js';
 import { restoreInOrder } from '../restart/index.js';
 import { AgentError } from '../errors/index.js';
 import { readProcStat } from '../proc/index.js';
-import { checkScopeFree, holdScope, restoreScopeName, startScope, SYSTEMD_RUNTIME_DIR } from '../systemd/index.js';
+import { checkMayCreate, checkScopeFree, holdScope, restoreScopeName, startScope, SYSTEMD_RUNTIME_DIR } from '../systemd/index.js';
 import { verifyFiles } from './checksums.js';
 import { restoreParentLinks } from './pre-dump.js';
 import { waitForSavedPids } from './pid-holders.js';
@@ -218,6 +219,8 @@ export async function runRestore(ctx: FlowContext, id: string, options: RestoreO
   }
   // The sub-cgroups the processes were in, checked now and made before CRIU runs (./subtree.ts).
   const earlySubs = early && planSubCgroups(manifest, early.path, early.hierarchy);
+  // A v2 restore scope is made with Delegate=yes: what goes below it is agentd's to make.
+  if (early) await checkMayCreate(early.hierarchy, outermostToMake([early, ...earlySubs!]));
   const timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   const warnings = await checkHost(ctx, manifest, dir, options, timeoutMs, hooks.signal);
   // In a new namespace the saved pids are free by construction. A caller that gave a timeout lets

@@ -38,6 +38,13 @@ export {
 export { SYSTEMD_RUNTIME_DIR } from './unit.js';
 
 export {
+  /** EACCES for a cgroup agentd would make inside a subtree systemd manages (cgroup v2, systemd as PID 1). */
+  checkMayCreate,
+  creationRefusal,
+  owningUnit,
+} from './cgroup-creation.js';
+
+export {
   /** EBUSY for --after killed of a service's main process that systemd would restart. */
   refuseRestartingService,
   restartsWhenKilled,

@@ -2,7 +2,7 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openFreezer, resolveCgroup, withFreezer } from '../../src/cgroup/index.js';
@@ -226,6 +226,31 @@ for (const hierarchy of HIERARCHIES) {
         assert.deepEqual(freezer.processes(), []);
         for (const pid of pids) assert.equal(pidAlive(pid), false, `pid ${pid} is gone`);
         assert.equal(freezer.state(), 'THAWED');
+      } finally {
+        freezer.close();
+      }
+    });
+
+    test('killAll of a cgroup that its maker removes the moment it is empty (as systemd does a service whose main process died) ends without error', async () => {
+      const cgroup = lab.cgroup(hierarchy, 'kill-removed');
+      lab.spawnIn(cgroup, 'sleep', ['100000']);
+      await lab.waitForProcesses(cgroup, 1);
+      const freezer = freezerOf(cgroup);
+      try {
+        await freezer.freeze();
+        // The remover tries rmdir without pause (for at most 60 s): it wins the first moment the
+        // cgroup is empty, which is between killAll's rounds or before its thaw.
+        const remover = lab.spawn('perl', ['-e', 'alarm 60; until (rmdir $ARGV[0]) { } print "removed\\n"', cgroup.dir], {
+          stdio: ['ignore', 'pipe', 'ignore'],
+        });
+        const removed = new Promise<string>((resolve) => {
+          let out = '';
+          remover.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+          remover.on('exit', () => resolve(out.trim()));
+        });
+        await freezer.killAll();
+        assert.equal(await removed, 'removed', 'the remover took the cgroup away');
+        assert.equal(existsSync(cgroup.dir), false);
       } finally {
         freezer.close();
       }

@@ -6,13 +6,14 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
-import { restoreScopeName, startScopeArgs, systemdCgroupOf } from '../../src/systemd/index.js';
+import { existsSync, readFileSync, rmdirSync } from 'node:fs';
+import { checkMayCreate, creationRefusal, owningUnit, restoreScopeName, startScopeArgs, systemdCgroupOf } from '../../src/systemd/index.js';
+import { outermostToMake, type CgroupPlan } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
 import { Lab, anyHierarchy, pidAlive, waitUntil, type TestCgroup } from '../helpers/lab.js';
 import { counterValue, countingTree } from '../checkpoint/helpers.js';
 import { api as privateApi, withAgent } from '../daemon/agent.js';
-import { agentctl, api, cgroupLines, show, systemctl, systemdSkip, undoMade } from './system-agent.js';
+import { agentctl, api, cgroupLines, run, show, systemctl, systemdSkip, undoMade } from './system-agent.js';
 import { join } from 'node:path';
 
 test('restoreScopeName: agentd-restore-ID.scope by default, .scope added to a name given, bad names refused', () => {
@@ -56,6 +57,60 @@ test('systemdCgroupOf: name=systemd on cgroup v1 and hybrid, the unified line on
     '/system.slice/b.scope',
   );
   assert.equal(systemdCgroupOf('5:freezer:/jobs/x\n'), undefined);
+});
+
+test('owningUnit: the outermost unit that is not a slice, else the innermost slice, else none', () => {
+  assert.deepEqual(owningUnit('system.slice/build.service/a/b'), { unit: 'build.service', cgroup: 'system.slice/build.service' });
+  // Below a (delegated) unit, names that look like units are the delegate's, not systemd's.
+  assert.deepEqual(owningUnit('machine.slice/c.scope/payload/inner.service'), { unit: 'c.scope', cgroup: 'machine.slice/c.scope' });
+  assert.deepEqual(owningUnit('user.slice/user-0.slice'), { unit: 'user-0.slice', cgroup: 'user.slice/user-0.slice' });
+  assert.deepEqual(owningUnit('system.slice/stray'), { unit: 'system.slice', cgroup: 'system.slice' });
+  assert.equal(owningUnit(''), undefined);
+  assert.equal(owningUnit('jobs/a'), undefined);
+});
+
+test('creationRefusal: inside a slice or an undelegated unit, or a unit-like name outside units, is refused; a delegated subtree and plain paths are not', () => {
+  const props = (delegate: string, cgroup: string) =>
+    new Map([
+      ['Delegate', delegate],
+      ['ControlGroup', cgroup],
+    ]);
+  const svc = { unit: 'b.service', cgroup: 'system.slice/b.service' };
+  assert.match(creationRefusal('system.slice/x', owningUnit('system.slice'))!, /inside system\.slice, whose cgroups systemd makes/);
+  assert.match(
+    creationRefusal('system.slice/b.service/x', svc, props('no', '/system.slice/b.service'))!,
+    /unit b\.service \(Delegate=no\)/,
+  );
+  assert.equal(creationRefusal('system.slice/b.service/x', svc, props('yes', '/system.slice/b.service')), undefined);
+  // Delegate=yes, but systemd runs the unit elsewhere (or not at all): the path is not its subtree.
+  assert.match(creationRefusal('system.slice/b.service/x', svc, props('yes', ''))!, /Delegate=yes\), whose subtree systemd manages/);
+  assert.match(creationRefusal('build-42.scope', undefined)!, /named like a systemd unit/);
+  assert.equal(creationRefusal('jobs', undefined), undefined);
+  assert.equal(creationRefusal('jobs/x.service', undefined), undefined, 'not where systemd would make a unit of its own');
+  for (const why of [creationRefusal('system.slice/x', owningUnit('system.slice'))!]) assert.match(why, /--unit NAME.*Delegate=yes/);
+});
+
+test('checkMayCreate asks nothing on cgroup v1, with nothing to make, or where systemd is not PID 1', async () => {
+  await checkMayCreate('v1', ['system.slice/x']);
+  await checkMayCreate('v2', []);
+  await checkMayCreate('v2', ['system.slice/x'], '/nonexistent-systemd-runtime-dir');
+});
+
+test('outermostToMake: the first missing directory of each plan, each once', () => {
+  const plan = (path: string, missing: number): CgroupPlan => ({
+    hierarchy: 'v2',
+    path,
+    missing: Array.from(
+      { length: missing },
+      (_, i) =>
+        `/sys/fs/cgroup/${path
+          .split('/')
+          .slice(0, path.split('/').length - missing + i + 1)
+          .join('/')}`,
+    ),
+  });
+  assert.deepEqual(outermostToMake([plan('a/b/c', 2), plan('a/b/c/d', 3), plan('a/e', 0), plan('f', 1)]), ['a/b', 'f']);
+  assert.deepEqual(outermostToMake([plan('a', 0)]), []);
 });
 
 const withoutSystemd = existsSync('/run/systemd/system') && 'systemd is PID 1 here: the tests below cover a restore under it';
@@ -181,5 +236,56 @@ describe('restores as systemd scopes (systemd as PID 1, the system agent)', { sk
     assert.equal(plain.unit, undefined);
     assert.equal(plain.cgroup, cgroup.path, 'back in the cgroup it came from');
     await lab.killIn(cgroup);
+  });
+
+  test('--no-unit --cgroup makes a cgroup only where agentd may: never inside a slice or a unit that did not delegate (v2); anywhere in the v1 freezer hierarchy', async () => {
+    const { id, pids } = await checkpointed('where');
+    const refused = async (cgroupPath: string, why: RegExp) => {
+      const r = await agentctl(['--timeout', '300', 'restore', id, '--no-unit', '--cgroup', cgroupPath]);
+      assert.equal(r.code, 1, `${cgroupPath}: ${r.stderr}`);
+      assert.match(r.stderr, why);
+      assert.match(r.stderr, /Delegate=yes/, 'the error says where a restore may go');
+      assert.ok(!existsSync(`/sys/fs/cgroup/${cgroupPath}`), `${cgroupPath} was not made`);
+      for (const pid of pids) assert.ok(!pidAlive(pid), `saved pid ${pid} was not restored`);
+    };
+    if (hierarchy === 'v2') {
+      await refused(
+        `system.slice/${PREFIX}-stray`,
+        /EACCES: cgroup system\.slice\/agentd-test-\d+-stray would be made inside system\.slice/,
+      );
+      // A running service that did not ask for delegation.
+      const service = `${PREFIX}-plain.service`;
+      units.push(service);
+      const started = run('systemd-run', ['--quiet', `--unit=${service}`, '-p', 'StandardOutput=null', 'sleep', '100000']);
+      assert.equal(started.status, 0, started.stderr);
+      const serviceCgroup = (show(service, 'ControlGroup').get('ControlGroup') ?? '').slice(1);
+      await refused(`${serviceCgroup}/restored`, new RegExp(`inside unit ${service.replace(/\./g, '\\.')} \\(Delegate=no\\)`));
+      // A name systemd would use for a unit of its own, outside every unit.
+      await refused(`${PREFIX}-job.service`, /is named like a systemd unit at the top/);
+      // A scope that delegates its subtree: the restore goes below it, and stays out of systemd's way.
+      const delegated = `${PREFIX}-delegated.scope`;
+      units.push(delegated);
+      const holder = lab.spawn('systemd-run', ['--quiet', '--scope', '-p', 'Delegate=yes', `--unit=${delegated}`, 'sleep', '100000']);
+      await waitUntil(`${delegated} to run`, () => show(delegated, 'ActiveState').get('ActiveState') === 'active', 60_000);
+      const below = `${(show(delegated, 'ControlGroup').get('ControlGroup') ?? '').slice(1)}/restored`;
+      const r = await agentctl(['--timeout', '300', 'restore', id, '--no-unit', '--cgroup', below, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { cgroup: string }).cgroup, below);
+      for (const pid of pids) assert.ok(cgroupLines(pid).includes(`0::/${below}`), `pid ${pid} is in ${below}`);
+      await lab.killIn({ hierarchy: 'v2', path: below, dir: `/sys/fs/cgroup/${below}` } as TestCgroup);
+      holder.kill('SIGTERM');
+    } else {
+      // systemd does not manage the v1 freezer hierarchy (its v1 controllers are cpu, memory, pids and
+      // the like): a path under a name like system.slice is nobody's there, and is made.
+      const path = `system.slice/${PREFIX}-v1`;
+      const hadSlice = existsSync('/sys/fs/cgroup/freezer/system.slice');
+      const r = await agentctl(['--timeout', '300', 'restore', id, '--no-unit', '--cgroup', path, '--json']);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal((JSON.parse(r.stdout) as { cgroup: string }).cgroup, path);
+      const made = { hierarchy: 'v1', path, dir: `/sys/fs/cgroup/freezer/${path}` } as TestCgroup;
+      await lab.killIn(made);
+      rmdirSync(made.dir);
+      if (!hadSlice) rmdirSync('/sys/fs/cgroup/freezer/system.slice');
+    }
   });
 });
