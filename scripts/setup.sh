@@ -38,8 +38,11 @@ TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # the tests drive agentctl's completion scripts in the shells they are for; strace: the fault tests
 # park or kill CRIU at exact moments of a dump (docs/criu-faults.md), and test/fidelity shows a traced
 # process refused; python3, wget, redis-server, nginx-light, xz-utils: the programs test/fidelity
-# checkpoints and restores (each on a private config and a loopback port of its own).
-PACKAGES=(util-linux iproute2 ca-certificates procps vagrant fish zsh strace python3 wget redis-server nginx-light xz-utils)
+# checkpoints and restores (each on a private config and a loopback port of its own); iptables: CRIU
+# runs iptables-restore to lock a TCP connection it dumps in a closing state (FIN_WAIT, CLOSE_WAIT:
+# a client that just hung up on a server), whatever --network-lock a --tcp-established dump uses;
+# without it such a dump fails with "Iptables configuration failed" (docs/criu.md).
+PACKAGES=(util-linux iproute2 ca-certificates procps iptables vagrant fish zsh strace python3 wget redis-server nginx-light xz-utils)
 # Of those, the ones agentd itself runs; the others only the test suite uses.
 AGENT_PACKAGES=(util-linux iproute2 procps)
 # Of those, the ones whose package starts a system-wide service on install (nginx on port 80, redis
@@ -94,7 +97,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   if [ -n "$why" ]; then
     [ "${#needed[@]}" -eq 0 ] || die "$why, and agentd needs ${needed[*]}: check the network and /etc/apt/sources.list.d"
-    say "$why: going on without ${missing[*]}, which only the test suite uses (the tests that need them skip)"
+    say "$why: going on without ${missing[*]}, which agentd can run without (the tests that need them skip)"
     missing=()
   fi
   for entry in "${SERVICE_PACKAGES[@]}"; do

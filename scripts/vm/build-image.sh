@@ -25,10 +25,11 @@ SUITE=bookworm
 IMAGE_SIZE=4G
 # What the guest needs: the kernel and an init that powers off; what the suite calls (perl for the
 # workloads, flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU
-# 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel; sudo and openssh-server so the
+# 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel, and iptables, which it runs to lock
+# TCP connections it dumps (scripts/setup.sh installs it on a host); sudo and openssh-server so the
 # same image can be packaged as a Vagrant box; the programs test/fidelity checkpoints (python3, wget,
 # redis-server, nginx-light, xz-utils) and strace, with which test/criu/stop-rule parks CRIU.
-PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 psmisc
+PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 iptables psmisc
   e2fsprogs sudo openssh-server ca-certificates
   python3 wget redis-server nginx-light xz-utils strace)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# run.sh [--only v2|v1|v2b]... [TEST_PATH...]: `npm run test:vm`.
+# run.sh [--only v2|v1|v2b]... [TEST_PATH...]: `npm run test:vm`. run.sh --image-only: the host's
+# tools and the guest image (cached), no boot.
 #
 # Proves agentd on the two cgroup layouts this host does not have, on a real separate kernel
 # (Debian 12's 6.1): a pure cgroup v2 machine (systemd.unified_cgroup_hierarchy=1) and a legacy v1
@@ -34,7 +35,8 @@
 # Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
 # default 2400: the whole v1 subset with the systemd files took about 1700 s here), AGENTD_VM_MEMORY (MiB, default 4096),
 # AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
-# (default /var/tmp/agentd-vm). Through Vagrant the timeout is per machine, from `vagrant up` to the
+# (default /var/tmp/agentd-vm), AGENTD_VM_PARALLEL (1, the default: v2 and v1 boot side by side
+# when memory allows; 0: one after the other). Through Vagrant the timeout is per machine, from `vagrant up` to the
 # end of its provisioners (default 2100: a machine's ssh, 9p mounts and setup cost about 300 s more
 # than a direct boot's), and memory and CPUs become the Vagrantfile's AGENTD_VAGRANT_MEMORY and
 # AGENTD_VAGRANT_CPUS unless those are set (docs/vm.md).
@@ -56,11 +58,13 @@ die() {
 }
 
 modes=(v2 v1 v2b)
+image_only=no
 only=()
 targets=()
 while [ "$#" -gt 0 ]; do
   case $1 in
     --only) only+=("${2:?--only needs v2, v1 or v2b}"); shift ;;
+    --image-only) image_only=yes ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) targets+=("$1") ;;
   esac
@@ -100,6 +104,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+if [ "$image_only" = yes ]; then
+  # The host's tools and the image, nothing else: .ci/run builds the image this way while the host
+  # suite runs, and the boots later find it in the cache. No npm run build here, so as not to
+  # rebuild dist/ under the running suite.
+  IMAGE=$(bash scripts/vm/build-image.sh)
+  say "image $IMAGE ready"
+  exit 0
+fi
 [ -d node_modules ] || die "no node_modules in $REPO: run npm ci (or npm run setup) first"
 
 started=$SECONDS
@@ -120,27 +132,31 @@ else
 fi
 say "accelerator: $accel"
 
-QEMU_PID=
-kill_qemu() {
-  [ -n "$QEMU_PID" ] || return 0
-  if kill -0 "$QEMU_PID" 2>/dev/null; then
-    kill -TERM "$QEMU_PID" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$QEMU_PID" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$QEMU_PID" 2>/dev/null || true
-  fi
-  wait "$QEMU_PID" 2>/dev/null || true
-  QEMU_PID=
+# The guests running now: qemu pid and start time per mode.
+declare -A QEMU_PIDS=() T0=() results=() times=()
+kill_qemus() {
+  local mode pid
+  for mode in "${!QEMU_PIDS[@]}"; do
+    pid=${QEMU_PIDS[$mode]}
+    if kill -0 "$pid" 2>/dev/null; then
+      kill -TERM "$pid" 2>/dev/null || true
+      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+    unset "QEMU_PIDS[$mode]"
+  done
 }
 # The archives are the only large files a move leaves under last-run/; the records beside them stay.
 remove_archives() {
   rm -f "$CACHE"/last-run/{v2,v1}/move/*.agentd-archive "$CACHE"/last-run/v2b/move-in/*.agentd-archive
 }
-trap 'kill_qemu; remove_archives' EXIT
+trap 'kill_qemus; remove_archives' EXIT
 trap 'exit 130' INT TERM
 
-# boot MODE: one guest, start to power-off. Sets RESULT and BOOT_TIME.
-boot() {
-  local mode=$1 out=$CACHE/last-run/$1 cgroup_args expect deadline t0
+# start_boot MODE: one guest, started; finish_boots waits for it.
+start_boot() {
+  local mode=$1 out=$CACHE/last-run/$1 cgroup_args expect
   case $mode in
     v2 | v2b) cgroup_args="systemd.unified_cgroup_hierarchy=1" expect=unified ;;
     v1) cgroup_args="systemd.unified_cgroup_hierarchy=0 systemd.legacy_systemd_cgroup_controller=1" expect=legacy ;;
@@ -160,7 +176,6 @@ boot() {
     printf '%s\n' "${targets[@]}" >"$out/targets"
     if [ "$moving" = yes ]; then echo "$mode" >"$out/move-source"; fi
   fi
-  t0=$SECONDS
   say "$mode: booting ($cgroup_args), at most $TIMEOUT s; console: $out/console.log"
   # panic=-1 and -no-reboot: a kernel panic ends qemu at once instead of waiting for the timeout.
   qemu-system-x86_64 -nodefaults -no-user-config -nic none -display none -no-reboot \
@@ -172,38 +187,64 @@ boot() {
     -virtfs "local,path=$out,mount_tag=agentd-out,security_model=none,id=out" \
     -serial "file:$out/console.log" -monitor none \
     >"$out/qemu.log" 2>&1 &
-  QEMU_PID=$!
-  deadline=$((t0 + TIMEOUT))
-  while kill -0 "$QEMU_PID" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 2; done
-  BOOT_TIME=$((SECONDS - t0))
-  if kill -0 "$QEMU_PID" 2>/dev/null; then
-    kill_qemu
-    RESULT="timed out after $TIMEOUT s"
+  QEMU_PIDS[$mode]=$!
+  T0[$mode]=$SECONDS
+}
+
+# finish_boot MODE: the guest has ended or run out of time; its result and time.
+finish_boot() {
+  local mode=$1 out=$CACHE/last-run/$1 pid=${QEMU_PIDS[$1]} result
+  if kill -0 "$pid" 2>/dev/null; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$pid" 2>/dev/null || true
+    result="timed out after $TIMEOUT s"
+  elif [ -s "$out/result" ]; then
+    result=$(cat "$out/result")
   else
-    wait "$QEMU_PID" 2>/dev/null || true
-    QEMU_PID=
-    if [ -s "$out/result" ]; then
-      RESULT=$(cat "$out/result")
-    else
-      RESULT="no result (the guest did not finish; see $out/console.log)"
-    fi
+    result="no result (the guest did not finish; see $out/console.log)"
   fi
-  if ! [[ "$RESULT" =~ ^[0-9]+\ passed,\ 0\ failed$ ]]; then
+  wait "$pid" 2>/dev/null || true
+  unset "QEMU_PIDS[$mode]"
+  times[$mode]=$((SECONDS - T0[$mode]))
+  results[$mode]=$result
+  if ! [[ "$result" =~ ^[0-9]+\ passed,\ 0\ failed$ ]]; then
     say "$mode: last lines of the guest's output:"
     tail -n 40 "$out/suite.log" 2>/dev/null || tail -n 40 "$out/console.log" 2>/dev/null || true
     [ -s "$out/qemu.log" ] && cat "$out/qemu.log"
   fi
-  say "$mode: $RESULT ($BOOT_TIME s, boot and tests)"
+  say "$mode: $result (${times[$mode]} s, boot and tests)"
 }
 
+# finish_boots: waits until every running guest has powered off or outlived its limit.
+finish_boots() {
+  local mode
+  while [ "${#QEMU_PIDS[@]}" -gt 0 ]; do
+    for mode in "${!QEMU_PIDS[@]}"; do
+      if ! kill -0 "${QEMU_PIDS[$mode]}" 2>/dev/null || [ "$SECONDS" -ge $((T0[$mode] + TIMEOUT)) ]; then finish_boot "$mode"; fi
+    done
+    sleep 2
+  done
+}
+
+# v2 and v1 side by side when memory allows (AGENTD_VM_PARALLEL=0: one after the other); v2b after
+# both, since it restores what they export. Each guest keeps its own time limit. Under software
+# emulation a guest keeps about 1.3 of this machine's 2 cores busy (docs/vm.md), so two together
+# finish sooner than one after the other.
+available_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
+parallel=${AGENTD_VM_PARALLEL:-1}
+if [ "$parallel" = 1 ] && [ "$available_mib" -lt $((2 * MEMORY + 2048)) ]; then
+  say "one guest at a time: $available_mib MiB available, two guests of $MEMORY MiB need $((2 * MEMORY + 2048))"
+  parallel=0
+fi
 # The previous run's move records must not pass for this one's.
 rm -rf "$CACHE"/last-run/{v2,v1}/move "$CACHE"/last-run/{v2,v1}/move-source-result
-declare -A results times
 for mode in "${modes[@]}"; do
-  boot "$mode"
-  results[$mode]=$RESULT
-  times[$mode]=$BOOT_TIME
+  [ "$mode" = v2b ] && finish_boots
+  start_boot "$mode"
+  [ "$parallel" = 1 ] || finish_boots
 done
+finish_boots
 
 say "summary (image $image_time s, total $((SECONDS - started)) s, $accel):"
 status=0

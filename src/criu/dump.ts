@@ -21,7 +21,12 @@ export interface CriuDumpOptions extends CriuRunOptions {
   /** --shell-job: needed for a tree on a terminal ("Found slave peer index 0 without correspond master peer"). */
   readonly shellJob?: boolean;
   readonly tcpEstablished?: boolean;
-  /** --network-lock, given only with tcpEstablished (CriuInfo.networkLock). Default: CRIU's (iptables). */
+  /**
+   * --network-lock (CriuInfo.networkLock), on every dump: CRIU locks not only the connections
+   * --tcp-established saves but also a closed one a process still holds an fd of (a server that has
+   * just hung up on a client), and its default lock, iptables, fails where iptables-restore is
+   * missing (docs/criu.md, "Established TCP connections"). Default: CRIU's.
+   */
   readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   /** Log file name inside imagesDir. Default dump.log. */
@@ -74,7 +79,8 @@ export function dumpArgs(opts: CriuDumpOptions): string[] {
   const args = ['dump', '-t', String(opts.pid), '-D', opts.imagesDir, '--freeze-cgroup', opts.freezeCgroup, '--leave-running'];
   args.push('-o', opts.logName ?? 'dump.log', `-v${checkLogLevel(opts.logLevel ?? DUMP_LOG_LEVEL)}`);
   if (opts.shellJob) args.push('--shell-job');
-  if (opts.tcpEstablished) args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
+  if (opts.tcpEstablished) args.push('--tcp-established');
+  args.push(...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
   if (opts.prevImagesDir !== undefined) args.push(...prevArgs(opts.prevImagesDir));
   return args;

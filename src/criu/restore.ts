@@ -35,8 +35,15 @@ export interface CriuRestoreOptions extends CriuRunOptions {
    * use startCriuRestoreOnTerminal for those.
    */
   readonly shellJob?: boolean;
+  /**
+   * Kept for the record of what the dump was asked; --tcp-established is passed on every restore:
+   * CRIU saves a connection a process still holds an fd of after both ends closed it (a server that
+   * has just hung up on a client) in a connected state even without --tcp-established at dump, and
+   * then refuses to restore it without the flag ("Connected TCP socket in image", measured with
+   * 4.2.1, docs/criu.md). An image with no such socket is restored the same with it as without.
+   */
   readonly tcpEstablished?: boolean;
-  /** --network-lock, given only with tcpEstablished: the one the dump used (CriuInfo.networkLock). */
+  /** --network-lock, always (as on dump, ./dump.ts): the agent's (CriuInfo.networkLock). */
   readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
   readonly cgroupRoots?: readonly CriuCgroupRoot[];
@@ -91,7 +98,7 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   if (detach) args.push('-d');
   args.push('-o', opts.logName ?? DEFAULT_LOG_NAME, '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
-  if (opts.tcpEstablished) args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
+  args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
   if (opts.leaveStopped) args.push('--leave-stopped');
   if (opts.manageCgroups) args.push(`--manage-cgroups=${opts.manageCgroups}`);

@@ -83,6 +83,7 @@ describe('CRIU arguments', () => {
       '-v4',
       '--pidfile',
       '/var/img/restore.pid',
+      '--tcp-established',
     ]);
     const args = restoreArgs(
       {
@@ -111,6 +112,7 @@ describe('CRIU arguments', () => {
       '--pidfile',
       '/run/w/p',
       '--shell-job',
+      '--tcp-established',
       '--leave-stopped',
       '--manage-cgroups=soft',
       '--cgroup-root',
@@ -120,7 +122,7 @@ describe('CRIU arguments', () => {
     ]);
   });
 
-  test('the network lock goes with --tcp-established only, on dump and restore alike', () => {
+  test('the network lock goes with every dump and restore, --tcp-established or not: CRIU also locks a closed connection a process still holds', () => {
     const dump = { criuPath: '/usr/local/sbin/criu', pid: 42, imagesDir: '/var/img', freezeCgroup: '/sys/fs/cgroup/x' };
     assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true, networkLock: 'nftables' }).slice(11), [
       '--tcp-established',
@@ -128,9 +130,16 @@ describe('CRIU arguments', () => {
       'nftables',
     ]);
     assert.deepEqual(dumpArgs({ ...dump, tcpEstablished: true }).slice(11), ['--tcp-established'], "no lock known: CRIU's default");
-    assert.equal(dumpArgs({ ...dump, networkLock: 'nftables' }).includes('--network-lock'), false, 'no connections to lock');
+    assert.deepEqual(dumpArgs({ ...dump, networkLock: 'nftables' }).slice(11), ['--network-lock', 'nftables']);
+    assert.equal(dumpArgs(dump).includes('--network-lock'), false, "no lock known: CRIU's default");
     const restore = { criuPath: '/usr/local/sbin/criu', imagesDir: '/var/img', tcpEstablished: true, networkLock: 'iptables' as const };
     assert.deepEqual(restoreArgs(restore, '/var/img/p').slice(-3), ['--tcp-established', '--network-lock', 'iptables']);
+    // --tcp-established on every restore: a closed connection saved by any dump comes back only with it.
+    assert.deepEqual(restoreArgs({ ...restore, tcpEstablished: false }, '/var/img/p').slice(-3), [
+      '--tcp-established',
+      '--network-lock',
+      'iptables',
+    ]);
   });
 
   test('the network lock is picked from what the host has: nftables in CRIU first, the iptables command next, else none', () => {

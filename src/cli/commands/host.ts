@@ -33,7 +33,7 @@ function selfTestLine(criu: HostFacts['criu']): string | undefined {
 /** The lock CRIU is given for established TCP connections (docs/criu.md); an older agent reports none. */
 function networkLockLine(criu: HostFacts['criu']): string | undefined {
   if (!criu.ok || criu.networkLock === undefined) return undefined;
-  if (criu.networkLock) return `${criu.networkLock} (CRIU --network-lock, for --tcp-established checkpoints)`;
+  if (criu.networkLock) return `${criu.networkLock} (CRIU --network-lock: how a dump locks the TCP connections it saves)`;
   return 'none usable: --tcp-established checkpoints fail (no iptables-restore here, and this CRIU lacks nftables)';
 }
 
