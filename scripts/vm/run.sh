@@ -35,8 +35,8 @@
 # Environment: AGENTD_VM_PATH (direct or vagrant, default direct), AGENTD_VM_TIMEOUT (seconds per boot,
 # default 2400: the whole v1 subset with the systemd files took about 1700 s here), AGENTD_VM_MEMORY (MiB, default 4096),
 # AGENTD_VM_CPUS (default 2), AGENTD_VM_ACCEL (kvm or tcg, default: tried), AGENTD_VM_CACHE
-# (default /var/tmp/agentd-vm), AGENTD_VM_PARALLEL (1, the default: v2 and v1 boot side by side
-# when memory allows; 0: one after the other). Through Vagrant the timeout is per machine, from `vagrant up` to the
+# (default /var/tmp/agentd-vm), AGENTD_VM_PARALLEL (1: v2 and v1 boot side by side, memory
+# allowing; 0: one after the other; default: side by side with 2 x AGENTD_VM_CPUS cores or more). Through Vagrant the timeout is per machine, from `vagrant up` to the
 # end of its provisioners (default 2100: a machine's ssh, 9p mounts and setup cost about 300 s more
 # than a direct boot's), and memory and CPUs become the Vagrantfile's AGENTD_VAGRANT_MEMORY and
 # AGENTD_VAGRANT_CPUS unless those are set (docs/vm.md).
@@ -227,16 +227,25 @@ finish_boots() {
   done
 }
 
-# v2 and v1 side by side when memory allows (AGENTD_VM_PARALLEL=0: one after the other); v2b after
-# both, since it restores what they export. Each guest keeps its own time limit. Under software
-# emulation a guest keeps about 1.3 of this machine's 2 cores busy (docs/vm.md), so two together
-# finish sooner than one after the other.
+# v2 and v1 side by side where the machine has the cores and memory for both (AGENTD_VM_PARALLEL=1
+# asks for it, 0 forbids it); v2b after both, since it restores what they export. Each guest keeps
+# its own time limit. Under software emulation a guest is CPU-bound: on this project's 2-core
+# machine two guests side by side each ran 2.2 times slower than alone (docs/vm.md, "Timings"), so
+# there they go one after the other.
 available_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
-parallel=${AGENTD_VM_PARALLEL:-1}
+cores=$(nproc)
+if [ -n "${AGENTD_VM_PARALLEL:-}" ]; then
+  parallel=$AGENTD_VM_PARALLEL
+elif [ "$cores" -ge $((2 * CPUS)) ] && [ "$available_mib" -ge $((2 * MEMORY + 2048)) ]; then
+  parallel=1
+else
+  parallel=0
+fi
 if [ "$parallel" = 1 ] && [ "$available_mib" -lt $((2 * MEMORY + 2048)) ]; then
   say "one guest at a time: $available_mib MiB available, two guests of $MEMORY MiB need $((2 * MEMORY + 2048))"
   parallel=0
 fi
+[ "$parallel" = 1 ] && say "v2 and v1 side by side ($cores cores, $available_mib MiB available)"
 # The previous run's move records must not pass for this one's.
 rm -rf "$CACHE"/last-run/{v2,v1}/move "$CACHE"/last-run/{v2,v1}/move-source-result
 for mode in "${modes[@]}"; do

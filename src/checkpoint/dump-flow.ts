@@ -259,7 +259,7 @@ export async function runCheckpoint(
       const seen = consistency.breaches.map((b) => `${b.observed} at ${b.at}`).join(', ');
       throw new AgentError(
         'EINCONSISTENT',
-        `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}); its image is not kept as good`,
+        `checkpoint of ${name} is inconsistent: the cgroup did not stay FROZEN (${seen}); its image is not kept as good`,
       );
     }
 
@@ -367,7 +367,7 @@ export async function runCheckpoint(
       const seen = consistency.breaches.map((b) => `${b.observed} at ${b.at}`).join(', ');
       err = new AgentError(
         'EINCONSISTENT',
-        `checkpoint of ${name} is inconsistent: the cgroup left FROZEN outside CRIU's window (${seen}), and CRIU then failed: ${err.message}`,
+        `checkpoint of ${name} is inconsistent: the cgroup did not stay FROZEN (${seen}), and CRIU then failed: ${err.message}`,
         { cause: caught, details: err.details },
       );
     }

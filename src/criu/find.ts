@@ -131,8 +131,9 @@ export async function findCriu(configuredPath?: string, options: FindCriuOptions
 }
 
 /**
- * The network lock to pass with --tcp-established. CRIU's default, iptables, runs the
- * `iptables-restore` command, which this host and the VM guest do not have: every such dump fails
+ * The network lock to pass to every dump and restore (./dump.ts says why not only with
+ * --tcp-established). CRIU's default, iptables, runs the `iptables-restore` command, which a fresh
+ * Debian machine does not have (setup installs it): every dump that locks a connection then fails
  * with "Iptables configuration failed" (docs/criu.md, "Established TCP connections"). A CRIU built
  * with libnftables (`criu check --feature network_lock_nftables`) locks through the library and
  * needs no command, so it comes first; iptables only where the command exists; neither otherwise.

@@ -137,7 +137,7 @@ for (const hierarchy of HIERARCHIES) {
       };
       await assert.rejects(
         checkpointer.checkpoint(refOf(w.cgroup), {}, { onProgress: (e) => e.stage === 'dump' && e.bytes === 0 && thawBehindItsBack() }),
-        rejectsWith('EINCONSISTENT', /left FROZEN outside CRIU's window/),
+        rejectsWith('EINCONSISTENT', /the cgroup did not stay FROZEN/),
       );
       await assertUnharmed(checkpointer, w, 'THAWED');
     });
@@ -152,7 +152,7 @@ for (const hierarchy of HIERARCHIES) {
       const thaw = () => writeFileSync(join(w.cgroup.dir, file), hierarchy === 'v1' ? 'THAWED' : '0');
       await assert.rejects(
         checkpointer.checkpoint(refOf(w.cgroup), {}, { onProgress: (e) => e.stage === 'dump' && e.bytes === 0 && thaw() }),
-        rejectsWith('EINCONSISTENT', /left FROZEN outside CRIU's window .*and CRIU then failed: .*injected failure/),
+        rejectsWith('EINCONSISTENT', /the cgroup did not stay FROZEN .*and CRIU then failed: .*injected failure/),
       );
       await assertUnharmed(checkpointer, w, 'THAWED');
       // The same failure with the cgroup left alone stays CRIU's own.
