@@ -337,7 +337,7 @@ describe('unit names as targets (systemd as PID 1)', { skip: SKIP }, () => {
       await waitUntil('CRIU to hold the workload, or the checkpoint to end', () => held() || done, 120_000);
       assert.ok(criu !== 0, `CRIU held the workload before the checkpoint ended: ${done ? JSON.stringify(await checkpoint) : ''}`);
       process.kill(criu, 'SIGSTOP');
-      let stateDuring = '';
+      let stateDuring: string | undefined;
       try {
         assert.equal(systemctl('thaw', unit).status, 0);
         await waitUntil("systemd's thaw to reach the kernel", () => /^frozen 0$/m.test(readFileSync(events, 'utf8')), 30_000);
