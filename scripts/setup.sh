@@ -38,10 +38,10 @@ TMPFILES_CONF=/etc/tmpfiles.d/agentd.conf
 # the tests drive agentctl's completion scripts in the shells they are for; strace: the fault tests
 # park or kill CRIU at exact moments of a dump (docs/criu-faults.md), and test/fidelity shows a traced
 # process refused; python3, wget, redis-server, nginx-light, xz-utils: the programs test/fidelity
-# checkpoints and restores (each on a private config and a loopback port of its own); iptables: CRIU
-# runs iptables-restore to lock a TCP connection it dumps in a closing state (FIN_WAIT, CLOSE_WAIT:
-# a client that just hung up on a server), whatever --network-lock a --tcp-established dump uses;
-# without it such a dump fails with "Iptables configuration failed" (docs/criu.md).
+# checkpoints and restores (each on a private config and a loopback port of its own); iptables: a CRIU
+# built without nftables locks the TCP connections it dumps with iptables-restore (with
+# --tcp-established, and also a connection a server has closed but still holds an fd of); without
+# it such a dump fails with "Iptables configuration failed" (docs/criu.md).
 PACKAGES=(util-linux iproute2 ca-certificates procps iptables vagrant fish zsh strace python3 wget redis-server nginx-light xz-utils)
 # Of those, the ones agentd itself runs; the others only the test suite uses.
 AGENT_PACKAGES=(util-linux iproute2 procps)

@@ -134,16 +134,19 @@ say "accelerator: $accel"
 
 # The guests running now: qemu pid and start time per mode.
 declare -A QEMU_PIDS=() T0=() results=() times=()
+# stop_qemu PID: TERM, up to 5 s, then KILL; reaped either way.
+stop_qemu() {
+  if kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$1" 2>/dev/null || true
+  fi
+  wait "$1" 2>/dev/null || true
+}
 kill_qemus() {
-  local mode pid
+  local mode
   for mode in "${!QEMU_PIDS[@]}"; do
-    pid=${QEMU_PIDS[$mode]}
-    if kill -0 "$pid" 2>/dev/null; then
-      kill -TERM "$pid" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
+    stop_qemu "${QEMU_PIDS[$mode]}"
     unset "QEMU_PIDS[$mode]"
   done
 }
@@ -195,16 +198,13 @@ start_boot() {
 finish_boot() {
   local mode=$1 out=$CACHE/last-run/$1 pid=${QEMU_PIDS[$1]} result
   if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
     result="timed out after $TIMEOUT s"
   elif [ -s "$out/result" ]; then
     result=$(cat "$out/result")
   else
     result="no result (the guest did not finish; see $out/console.log)"
   fi
-  wait "$pid" 2>/dev/null || true
+  stop_qemu "$pid"
   unset "QEMU_PIDS[$mode]"
   times[$mode]=$((SECONDS - T0[$mode]))
   results[$mode]=$result
@@ -234,13 +234,7 @@ finish_boots() {
 # there they go one after the other.
 available_mib=$(awk '/^MemAvailable:/ { print int($2 / 1024) }' /proc/meminfo)
 cores=$(nproc)
-if [ -n "${AGENTD_VM_PARALLEL:-}" ]; then
-  parallel=$AGENTD_VM_PARALLEL
-elif [ "$cores" -ge $((2 * CPUS)) ] && [ "$available_mib" -ge $((2 * MEMORY + 2048)) ]; then
-  parallel=1
-else
-  parallel=0
-fi
+parallel=${AGENTD_VM_PARALLEL:-$([ "$cores" -ge $((2 * CPUS)) ] && echo 1 || echo 0)}
 if [ "$parallel" = 1 ] && [ "$available_mib" -lt $((2 * MEMORY + 2048)) ]; then
   say "one guest at a time: $available_mib MiB available, two guests of $MEMORY MiB need $((2 * MEMORY + 2048))"
   parallel=0

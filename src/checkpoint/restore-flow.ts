@@ -329,7 +329,6 @@ async function restoreInto(ctx: FlowContext, manifest: Manifest, t: RestoreTarge
             leaveStopped: true,
             imagesDir: join(dir, `tree-${tree.index}`),
             workDir: treeWork,
-            tcpEstablished: !!manifest.options.tcpEstablished,
             networkLock: ctx.criu.networkLock,
             fileLocks: !!manifest.options.fileLocks,
             ...cgroupsOf(tree),

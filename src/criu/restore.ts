@@ -35,14 +35,6 @@ export interface CriuRestoreOptions extends CriuRunOptions {
    * use startCriuRestoreOnTerminal for those.
    */
   readonly shellJob?: boolean;
-  /**
-   * Kept for the record of what the dump was asked; --tcp-established is passed on every restore:
-   * CRIU saves a connection a process still holds an fd of after both ends closed it (a server that
-   * has just hung up on a client) in a connected state even without --tcp-established at dump, and
-   * then refuses to restore it without the flag ("Connected TCP socket in image", measured with
-   * 4.2.1, docs/criu.md). An image with no such socket is restored the same with it as without.
-   */
-  readonly tcpEstablished?: boolean;
   /** --network-lock, always (as on dump, ./dump.ts): the agent's (CriuInfo.networkLock). */
   readonly networkLock?: NetworkLock | null;
   readonly fileLocks?: boolean;
@@ -98,6 +90,11 @@ export function restoreArgs(opts: CriuRestoreOptions, pidFile: string, detach = 
   if (detach) args.push('-d');
   args.push('-o', opts.logName ?? DEFAULT_LOG_NAME, '-v4', '--pidfile', pidFile);
   if (opts.shellJob) args.push('--shell-job');
+  // --tcp-established on every restore, whatever the dump was asked: CRIU saves a connection a
+  // process still holds an fd of after both ends closed it (a server that has just hung up on a
+  // client) in a connected state even without it at dump, and then refuses to restore it without
+  // the flag ("Connected TCP socket in image", measured with 4.2.1, docs/criu.md). An image with no
+  // such socket is restored the same with it as without.
   args.push('--tcp-established', ...networkLockArgs(opts.networkLock));
   if (opts.fileLocks) args.push('--file-locks');
   if (opts.leaveStopped) args.push('--leave-stopped');

@@ -10,10 +10,11 @@
 import { existsSync } from 'node:fs';
 import { AgentError } from '../errors/index.js';
 import { execText } from './exec.js';
-import { parseShow, SYSTEMD_RUNTIME_DIR } from './unit.js';
+import { CGROUP_UNIT_TYPES, parseShow, SYSTEMD_RUNTIME_DIR, unitNamePattern } from './unit.js';
 
-// The unit types systemd gives a cgroup of their own.
-const UNIT_CGROUP = /^[A-Za-z0-9:_.\\@-]+\.(service|scope|slice|socket|mount|swap)$/;
+// Every unit type systemd gives a cgroup of its own: those agentctl takes as targets, and the
+// socket, mount and swap units that have one while their command runs.
+const UNIT_CGROUP = unitNamePattern([...CGROUP_UNIT_TYPES, 'socket', 'mount', 'swap']);
 
 /**
  * The unit whose cgroup holds CGROUP, as its path shows it: the outermost unit on the path that is

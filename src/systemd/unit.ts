@@ -10,7 +10,12 @@ import { execText } from './exec.js';
 /** The unit types that own a cgroup of their own. */
 export const CGROUP_UNIT_TYPES = ['service', 'scope', 'slice'] as const;
 
-const UNIT_NAME = new RegExp(`^[A-Za-z0-9:_.\\\\@-]+\\.(${CGROUP_UNIT_TYPES.join('|')})$`);
+/** A whole unit name of one of TYPES (systemd.unit(5)'s characters, then `.TYPE`). */
+export function unitNamePattern(types: readonly string[]): RegExp {
+  return new RegExp(`^[A-Za-z0-9:_.\\\\@-]+\\.(${types.join('|')})$`);
+}
+
+const UNIT_NAME = unitNamePattern(CGROUP_UNIT_TYPES);
 
 /** systemd(1)'s own test for "systemd is PID 1 here", as sd_booted(3) makes it. */
 export const SYSTEMD_RUNTIME_DIR = '/run/systemd/system';
