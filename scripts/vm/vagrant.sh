@@ -3,7 +3,7 @@
 # (scripts/vm/run.sh). The Vagrantfile as a user would use it, `vagrant up` and `vagrant destroy`, on
 # a machine with no box to download and no network, like CI's. MACHINE: v2, v1 (default: both), v2b.
 #
-#   1. Installs Debian's vagrant, vagrant-libvirt, libvirt's daemon and qemu when missing, with
+#   1. Installs Debian's vagrant, vagrant-libvirt, libvirt's daemon, qemu and debootstrap when missing, with
 #      every service start refused for the length of the install (a policy-rc.d).
 #   2. Builds test:vm's guest image (scripts/vm/build-image.sh) and the libvirt box made from it
 #      (scripts/vm/build-box.sh), both cached by recipe hash, and adds the box to a private
@@ -72,6 +72,9 @@ install_tools() {
   command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
   command -v qemu-img >/dev/null || need+=(qemu-utils)
   command -v iptables >/dev/null || need+=(iptables)
+  # The box is made from test:vm's image, which debootstrap builds into an ext4 file.
+  command -v debootstrap >/dev/null || need+=(debootstrap)
+  command -v mkfs.ext4 >/dev/null || need+=(e2fsprogs)
   [ "${#need[@]}" -gt 0 ] || return 0
   say "installing ${need[*]} (no service is started)"
   if [ ! -e /usr/sbin/policy-rc.d ]; then
