@@ -32,7 +32,7 @@
 #   --selftest-program PATH   a self-test program compiled elsewhere (a machine with no compiler);
 #                             default: compile fixtures/criu/selftest.c with cc.
 #   --compile-selftest OUT    only compile the self-test program, statically linked, to OUT, and
-#                             exit (scripts/vm/run.sh does it on the host for the compiler-less guests).
+#                             exit (scripts/vm/vagrant.sh does it on the host for the compiler-less guests).
 #
 # Every criu this script runs gets CRIU_FAULT=130 in its environment: on hypervisors where x86
 # hardware breakpoints never fire, CRIU otherwise waits forever at the end of a dump (see

@@ -17,6 +17,8 @@
 #     started; elsewhere: agentd in the background, pid in /run/agentd/agentd.pid, log in
 #     /var/log/agentd.log, replacing an agentd an earlier run started;
 #  6. waits until the agent answers GET /v1/health on its socket, and says how to use it.
+# AGENTD_OFFLINE=1: nothing is fetched (test:vm's machines, an air-gapped host): no apt-get, and only
+# the CRIUs already installed are tried; a missing package or CRIU agentd needs is then fatal.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 REPO=$(pwd -P)
@@ -86,7 +88,9 @@ if [ "${#missing[@]}" -gt 0 ]; then
   done
   # apt-get update exits 0 even when it fetched nothing ("Temporary failure resolving"), so only
   # the install says whether the archive was reached.
-  if ! has_route; then
+  if [ "${AGENTD_OFFLINE:-0}" = 1 ]; then
+    why="AGENTD_OFFLINE=1"
+  elif ! has_route; then
     why="no network route but loopback"
   elif ! apt-get update -qq 2>/dev/null; then
     why="apt-get update failed"
@@ -121,6 +125,7 @@ criu_args=()
 if ! command -v cc >/dev/null && [ -x dist/criu-selftest ]; then
   criu_args+=(--selftest-program dist/criu-selftest)
 fi
+[ "${AGENTD_OFFLINE:-0}" = 1 ] && criu_args+=(--offline)
 bash scripts/install-criu.sh "${criu_args[@]}"
 
 # --- 3. build -----------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# build-image.sh: builds (or finds in the cache) the Debian 12 guest image that `npm run test:vm`
-# boots, and prints the directory holding it: root.img (a bare ext4 file system, no partition
-# table), vmlinuz and initrd.img (Debian 12's 6.1 kernel, booted directly with qemu -kernel/-initrd,
-# so the cgroup layout is chosen on the kernel command line: no grub, no reboot).
+# build-image.sh: builds (or finds in the cache) the Debian 12 guest image that `npm run test:vm`'s
+# box is made of (scripts/vm/build-box.sh), and prints the directory holding it: root.img (a bare
+# ext4 file system, no partition table), vmlinuz and initrd.img (Debian 12's 6.1 kernel, which
+# libvirt boots directly, so the cgroup layout is chosen on the kernel command line: no grub, no
+# reboot).
 #
 # Made from Debian's packages alone: debootstrap a minimal bookworm, then apt-get install the rest
 # inside the chroot (debootstrap's own --include leaves some packages unconfigured). Node 20 is the
@@ -12,7 +13,7 @@
 # Debian 12; the script checks that with ldd before copying.
 #
 # Cache: /var/tmp/agentd-vm/image-<hash>, where <hash> covers everything the image is made from (this
-# script, scripts/vm/guest/, the node binary). A run with an unchanged recipe only prints the path.
+# script and the node binary). A run with an unchanged recipe only prints the path.
 # Older images are removed after a successful build. About 6 minutes on 2 cores.
 #
 # Nothing is left mounted after a failure: every mount this script makes is undone by a trap. The
@@ -23,11 +24,11 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
 SUITE=bookworm
 IMAGE_SIZE=4G
-# What the guest needs: the kernel and an init that powers off; what the suite calls (perl for the
+# What the guest needs: the kernel and systemd; what the suite calls (perl for the
 # workloads, flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU
 # 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel, and iptables, which it runs to lock
-# TCP connections it dumps (scripts/setup.sh installs it on a host); sudo and openssh-server so the
-# same image can be packaged as a Vagrant box; the programs test/fidelity checkpoints (python3, wget,
+# TCP connections it dumps (scripts/setup.sh installs it on a host); sudo and openssh-server, which
+# Vagrant reaches the box through (build-box.sh enables sshd); the programs test/fidelity checkpoints (python3, wget,
 # redis-server, nginx-light, xz-utils) and strace, with which test/criu/stop-rule parks CRIU.
 PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 iptables psmisc
   e2fsprogs sudo openssh-server ca-certificates
@@ -47,7 +48,6 @@ NODE=$(readlink -f "$NODE")
 recipe_hash() {
   {
     sha256sum <"$HERE/build-image.sh"
-    (cd "$HERE/guest" && find . -type f -print0 | sort -z | xargs -0 sha256sum)
     sha256sum <"$NODE"
   } | sha256sum | cut -c1-16
 }
@@ -146,15 +146,12 @@ say "packages installed ($((SECONDS - started)) s so far)"
 # Node 20, the host's own binary (npm is not needed: the guest only runs node --test).
 install -m 0755 "$NODE" "$ROOT/usr/local/bin/node"
 
-# The guest's configuration: root file system, name, a quick boot, and the test unit.
+# The guest's configuration: root file system, name, a quick boot.
 echo 'LABEL=agentd-root / ext4 rw,relatime 0 1' >"$ROOT/etc/fstab"
 echo agentd-vm >"$ROOT/etc/hostname"
 printf '127.0.0.1 localhost\n127.0.1.1 agentd-vm\n' >"$ROOT/etc/hosts"
 : >"$ROOT/etc/resolv.conf"
 chroot "$ROOT" passwd -d root >/dev/null
-install -m 0755 "$HERE/guest/agentd-vm-test" "$ROOT/usr/local/sbin/agentd-vm-test"
-install -m 0644 "$HERE/guest/agentd-vm-test.service" "$ROOT/etc/systemd/system/agentd-vm-test.service"
-chroot "$ROOT" systemctl enable agentd-vm-test.service >/dev/null 2>&1
 # Timers and services that only cost time in a throw-away guest with no network.
 chroot "$ROOT" systemctl mask apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer \
   systemd-timesyncd.service ssh.service >/dev/null 2>&1 || true

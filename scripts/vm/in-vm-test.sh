@@ -115,7 +115,7 @@ fi
 # The CRIU this machine has must pass the same functional self-test as `npm run setup` asks of one
 # (docs/criu-selection.md), offline: nothing is downloaded or built here, and a CRIU that fails is
 # the end of the run, with the reason. Where there is no compiler (the test:vm image), the
-# self-test program is the one the host compiled into dist/ (scripts/vm/run.sh).
+# self-test program is the one the host compiled into dist/ (scripts/vm/vagrant.sh).
 selection=(--offline)
 if ! command -v cc >/dev/null; then
   [ -x dist/criu-selftest ] ||

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # move-source.sh OUT: the source half of test:vm's move (docs/fleet.md), run in the v2 and v1 guests
-# by guest-main.sh after the suite, when the host asked for it (OUT/move-source names the machine).
+# by provision.sh's test phase after the suite, when the host asked for it (OUT/move-source names the machine).
 # Runs test/move/source.test.ts through the in-VM entry point against the agent `npm run setup`
 # installed: a job checkpointed and exported, the archive, the agent's key and job.json into
 # OUT/move/ for the v2b boot. Leaves its output in OUT/move-source.log and its `N passed, N failed`

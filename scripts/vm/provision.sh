@@ -26,7 +26,7 @@
 # AGENTD_SETUP=0 (offline only): copy the tree but skip `npm run setup`, for a box on which setup
 # cannot run without a network yet (docs/vm.md).
 # AGENTD_TEST_TARGETS: test paths (space-separated) for the entry point instead of its subset.
-# Each phase ends with `provision: setup took N s` or `provision: suite took N s` (test:vagrant's
+# Each phase ends with `provision: setup took N s` or `provision: suite took N s` (test:vm's
 # timings are read from those lines).
 set -euo pipefail
 NODE_VERSION=${AGENTD_NODE_VERSION:-20.20.2}

@@ -1,5 +1,5 @@
-# results.sh: sourced by run.sh (test:vm) and vagrant-inside.sh (test:vagrant), which both end with
-# one result line per machine and a total, and the move's verdict.
+# results.sh: sourced by vagrant-inside.sh (test:vm), which ends with one result line per machine
+# and a total, and the move's verdict.
 #
 # sum_results LABEL: reads lines `NAME: RESULT` on stdin, prints each, then
 # `LABEL: N passed, N failed`, the sums. A RESULT that is not `N passed, N failed` (a machine that

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# vagrant-inside.sh MACHINE... -- [TEST_PATH...]: the part of `npm run test:vagrant` that runs inside
+# vagrant-inside.sh MACHINE... -- [TEST_PATH...]: the part of `npm run test:vm` that runs inside
 # its network namespace. scripts/vm/vagrant.sh starts it with `ip netns exec`, which also gives it a
 # mount namespace of its own: what is mounted here is seen nowhere else and goes when its last
 # process ends, and vagrant.sh kills every process of the namespace when it exits.
@@ -15,9 +15,9 @@ LOGS=${AGENTD_VAGRANT_LOGS:?}
 IMAGE=${AGENTD_VAGRANT_IMAGE:?}
 : "${AGENTD_VAGRANT_BOX:?}" "${AGENTD_VAGRANT_LIBVIRT_DRIVER:?}"
 
-say() { echo "test:vagrant: $*"; }
+say() { echo "test:vm: $*"; }
 die() {
-  echo "test:vagrant: FAILED: $*" >&2
+  echo "test:vm: FAILED: $*" >&2
   exit 1
 }
 step() {
@@ -118,7 +118,7 @@ for machine in "${machines[@]}"; do
     *) echo unified >"$out/expect" ;;
   esac
   if [ "$machine" = v2b ]; then
-    # The target half only, with what the source halves left (as scripts/vm/run.sh's v2b boot).
+    # The target half only, with what the source halves left (the move, docs/fleet.md).
     machine_targets=(dist/test/move/target.test.js)
     mkdir -p "$out/move-in"
     for m in v2 v1; do
@@ -171,6 +171,13 @@ for machine in "${machines[@]}"; do
     results[$machine]=$(grep -oE '[0-9]+ passed, [0-9]+ failed' "$log" | tail -n 1 || true)
     [ -n "${results[$machine]}" ] || results[$machine]="no result (vagrant up exited $up_status; see $log)"
   fi
+  if ! [[ "${results[$machine]}" =~ ^[0-9]+\ passed,\ 0\ failed$ ]]; then
+    say "$machine: the last lines of its suite:"
+    tail -n 40 "$out/suite.log" 2>/dev/null || tail -n 40 "$log" 2>/dev/null || true
+    # What the guest's kernel reported going wrong (a stall, a lockup, an oops), from its serial console.
+    grep -E -A14 'soft lockup|self-detected stall|blocked for more than|BUG:|Oops|Kernel panic' "$LOGS/$machine.console.log" 2>/dev/null |
+      head -n 80 || true
+  fi
   t=$SECONDS
   vagrant destroy -f "$machine" >>"$log" 2>&1 || say "vagrant destroy $machine failed (see $log)"
   step "$machine-destroy" $((SECONDS - t))
@@ -179,7 +186,7 @@ done
 
 status=0
 if [ "$moving" = yes ]; then
-  move_summary test:vagrant "$LOGS" "$LOGS/MACHINE.log" "${machines[@]}" || status=1
+  move_summary test:vm "$LOGS" "$LOGS/MACHINE.log" "${machines[@]}" || status=1
 fi
 {
   for machine in "${machines[@]}"; do
@@ -188,5 +195,5 @@ fi
       echo "$machine move source: $(cat "$LOGS/$machine/move-source-result" 2>/dev/null || echo 'no result')"
     fi
   done
-} | sum_results vagrant || status=1
+} | sum_results vm || status=1
 exit "$status"

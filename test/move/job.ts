@@ -1,7 +1,7 @@
 // The job moved from one machine to another by test:vm (docs/fleet.md): a counter and a server
 // whose data lives only in its memory, started on a source machine (source.test.ts) and restored on
 // a second one (target.test.ts). The two halves run in separate boots and meet in a directory of
-// the host's (the guests' output shares, scripts/vm/run.sh): the archive, the source agent's public
+// the host's (the machines' read-write shares, scripts/vm/vagrant-inside.sh): the archive, the source agent's public
 // key and job.json, what the source saw just before the checkpoint.
 
 import { createHash } from 'node:crypto';

@@ -8,7 +8,7 @@
 //     its value and the server answers with every byte of its data;
 //   - v1 to v2: the checkpoint came from a v1 freezer cgroup, this machine has cgroup2 only; the
 //     restore is refused, and the refusal is asserted word for word.
-// What happened is also written to AGENTD_MOVE_RESULT, one line per move, for run.sh's summary.
+// What happened is also written to AGENTD_MOVE_RESULT, one line per move, for test:vm's summary (scripts/vm/results.sh).
 // Skipped without AGENTD_MOVE_IN (a plain `npm test`).
 
 import { test, describe, before, after } from 'node:test';
