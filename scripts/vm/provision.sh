@@ -150,7 +150,7 @@ test_now() {
   set -e
   tail -n 1 "$OUT/suite.log" >"$OUT/result"
   # The move's source half (v2, v1), when the host asked for it, whatever the suite's result: a step
-  # of its own with its own result file (scripts/vm/move-source.sh), as in test:vm's direct boots.
+  # of its own with its own result file (scripts/vm/move-source.sh).
   if [ -s "$OUT/move-source" ]; then
     t0=$SECONDS
     bash scripts/vm/move-source.sh "$OUT" || true

@@ -82,9 +82,9 @@ stop_all() {
 trap 'exit 143' TERM
 trap 'exit 130' INT
 
-# Per machine, from `vagrant up` to the end of its provisioners: the direct path's 1800 s per boot
-# and the 300 s a machine spends before its tests here that a direct boot does not (docs/vm.md:
-# Vagrant's ssh, its 9p mounts, setup's apt-get on a network with no archive).
+# Per machine, from `vagrant up` to the end of its provisioners. The longest whole machine measured
+# on an idle 2-core host under emulation took 788 s (docs/vm.md, "Timings"); the limit leaves room
+# for a machine that runs 2.5 times slower than that.
 TIMEOUT=${AGENTD_VM_TIMEOUT:-2100}
 [[ "$TIMEOUT" =~ ^[1-9][0-9]*$ ]] || die "AGENTD_VM_TIMEOUT must be a whole number of seconds, not $TIMEOUT"
 moving=no
