@@ -24,12 +24,13 @@ HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${AGENTD_VM_CACHE:-/var/tmp/agentd-vm}
 SUITE=bookworm
 IMAGE_SIZE=4G
-# What the guest needs: the kernel and systemd; what the suite calls (perl for the
-# workloads, flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU
-# 3.17.1, which passes `criu check` on Debian 12's own 6.1 kernel, and iptables, which it runs to lock
-# TCP connections it dumps (scripts/setup.sh installs it on a host); sudo and openssh-server, which
-# Vagrant reaches the box through (build-box.sh enables sshd); the programs test/fidelity checkpoints (python3, wget,
-# redis-server, nginx-light, xz-utils) and strace, with which test/criu/stop-rule parks CRIU.
+# What the guest needs: the kernel and systemd; what the suite calls (perl for the workloads,
+# flock/setpriv/mount from util-linux, ps/pgrep, getent from libc-bin); Debian 12's CRIU 3.17.1,
+# which passes `criu check` on Debian 12's own 6.1 kernel, and iptables, which it runs to lock TCP
+# connections it dumps (scripts/setup.sh installs it on a host); sudo and openssh-server, through
+# which Vagrant reaches the box (build-box.sh enables sshd); the programs test/fidelity checkpoints
+# (python3, wget, redis-server, nginx-light, xz-utils) and strace, with which test/criu/stop-rule
+# parks CRIU.
 PACKAGES=(linux-image-amd64 systemd-sysv udev kmod dbus criu perl util-linux procps iproute2 iptables psmisc
   e2fsprogs sudo openssh-server ca-certificates
   python3 wget redis-server nginx-light xz-utils strace)
@@ -143,7 +144,8 @@ fi
 rm -f "$ROOT/usr/sbin/policy-rc.d"
 say "packages installed ($((SECONDS - started)) s so far)"
 
-# Node 20, the host's own binary (npm is not needed: the guest only runs node --test).
+# Node 20, the host's own binary. No npm: provision.sh runs what `npm run setup` runs, and the
+# tests run with node --test.
 install -m 0755 "$NODE" "$ROOT/usr/local/bin/node"
 
 # The guest's configuration: root file system, name, a quick boot.
