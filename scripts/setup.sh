@@ -81,7 +81,6 @@ has_route() {
     awk '$10 != "lo" { found = 1 } END { exit !found }' /proc/net/ipv6_route 2>/dev/null
 }
 if [ "${#missing[@]}" -gt 0 ]; then
-  say "installing ${missing[*]}"
   needed=()
   for pkg in "${missing[@]}"; do
     [[ " ${AGENT_PACKAGES[*]} " == *" $pkg "* ]] && needed+=("$pkg")
@@ -92,12 +91,15 @@ if [ "${#missing[@]}" -gt 0 ]; then
     why="AGENTD_OFFLINE=1"
   elif ! has_route; then
     why="no network route but loopback"
-  elif ! apt-get update -qq 2>/dev/null; then
-    why="apt-get update failed"
-  elif ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
-    why="apt-get install ${missing[*]} failed"
   else
-    why=
+    say "installing ${missing[*]}"
+    if ! apt-get update -qq 2>/dev/null; then
+      why="apt-get update failed"
+    elif ! apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; then
+      why="apt-get install ${missing[*]} failed"
+    else
+      why=
+    fi
   fi
   if [ -n "$why" ]; then
     [ "${#needed[@]}" -eq 0 ] || die "$why, and agentd needs ${needed[*]}: check the network and /etc/apt/sources.list.d"
