@@ -31,7 +31,9 @@ import {
   settledState,
   startWorkload,
   waitNoCriu,
-  whenCriuRuns,
+  running,
+  whenTracedCriuRuns,
+  type TracedCriu,
   type Workload,
 } from './checks.js';
 import { FaultSuite } from './suite.js';
@@ -51,6 +53,12 @@ async function parkedAgent(dirs: ReturnType<typeof suite.agentDirs>, name: strin
   const plan = new CriuPlan(join(lab.tempDir(`plan-${name}`), 'plan'));
   plan.set('-', 'inject:delay_enter=3000000:when=1');
   return Agent.start(lab, dirs, { criu: STRACED_CRIU, env: plan.env((await findCriu()).path) });
+}
+/** Why no orphaned CRIU was found, for the assertion's message. */
+function orphanProblem(orphan: TracedCriu | undefined, reply: StreamReply, agent: Agent): string {
+  const stages = reply.progress.map((e) => (e.tree ? `${e.stage} ${e.tree}/${e.trees}` : e.stage)).join(', ');
+  const what = orphan ? `CRIU ${orphan.criu} (traced by ${orphan.tracer}) was gone right after the kill` : 'no traced CRIU dumped tree-1';
+  return `${what}; progress: ${stages}; final: ${JSON.stringify(reply.final)}; agentd's log:\n${agent.log}`;
 }
 const MIN_KILLS_IN_WINDOW = 20;
 const MIN_RUNS = 24;
@@ -248,18 +256,20 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     const w = workloads[0];
     const dirs = suite.agentDirs('orphan-finishes');
     const agent = await parkedAgent(dirs, 'orphan-finishes');
+    const realCriu = (await findCriu()).path;
     await setKernel(w.cgroup, 'THAWED');
-    let killing: Promise<number[]> | undefined;
-    await agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }, (e) => {
+    let killing: Promise<TracedCriu | undefined> | undefined;
+    const reply = await agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }, (e) => {
       if (e.stage === 'dump' && e.tree === 2) {
-        killing ??= whenCriuRuns(dirs.imagesDir).then(async (pids) => (await agent.kill(), pids));
+        killing ??= whenTracedCriuRuns(realCriu, dirs.imagesDir, 'tree-1').then(async (found) => (await agent.kill(), found));
       }
     });
-    const orphans = (await killing) ?? [];
+    const orphan = await killing;
     await agent.kill();
     figures.runs++;
     figures.faults++;
-    assert.ok(orphans.length > 0 && criuProcessesUnder(dirs.imagesDir).length > 0, 'agentd died while its CRIU was dumping');
+    assert.ok(orphan && running(orphan.criu), `agentd died while its CRIU was dumping (${orphanProblem(orphan, reply, agent)})`);
+    const orphans = [orphan.criu];
     assert.deepEqual(await waitNoCriu(dirs.imagesDir, 60_000), [], 'the orphaned CRIU ends by itself');
     const [partial] = auditImages(dirs.imagesDir).partial;
     assert.ok(partial, 'the unfinished image stays under a temporary name');
@@ -286,31 +296,27 @@ describe('agentd SIGKILLed mid-checkpoint', { skip: hierarchies.length === 0 && 
     const w = workloads[workloads.length - 1];
     const dirs = suite.agentDirs('orphan-restart');
     const agent = await parkedAgent(dirs, 'orphan-restart');
+    const realCriu = (await findCriu()).path;
     await setKernel(w.cgroup, 'THAWED');
     // The orphan is held with SIGSTOP (as a slow dump of a big workload would hold it) while the
     // new agentd starts, then let go: a CRIU that outlives the new agent's start, every time.
-    let killing: Promise<number[]> | undefined;
-    await agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }, (e) => {
+    // Its tracer is stopped, not CRIU: strace holds CRIU at its next ptrace call until it is let go.
+    let killing: Promise<TracedCriu | undefined> | undefined;
+    const reply = await agent.stream('/v1/checkpoints', { cgroup: w.cgroup.path, hierarchy: w.cgroup.hierarchy }, (e) => {
       if (e.stage === 'dump' && e.tree === 2) {
-        killing ??= whenCriuRuns(dirs.imagesDir).then(async (pids) => {
+        killing ??= whenTracedCriuRuns(realCriu, dirs.imagesDir, 'tree-1').then(async (found) => {
           await agent.kill();
-          // Those still there: one seen a moment ago may have been a short-lived helper of CRIU's.
-          return pids.filter((pid) => {
-            try {
-              process.kill(pid, 'SIGSTOP');
-              return true;
-            } catch {
-              return false; // ESRCH: gone already
-            }
-          });
+          if (found) process.kill(found.tracer, 'SIGSTOP');
+          return found;
         });
       }
     });
-    const stopped = (await killing) ?? [];
+    const orphan = await killing;
     await agent.kill();
     figures.runs++;
     figures.faults++;
-    assert.ok(stopped.length > 0 && criuProcessesUnder(dirs.imagesDir).length > 0, 'agentd died while its CRIU was dumping');
+    assert.ok(orphan && running(orphan.criu), `agentd died while its CRIU was dumping (${orphanProblem(orphan, reply, agent)})`);
+    const stopped = [orphan.tracer];
     const next = Agent.spawn(lab, dirs);
     // Recovery runs right after the CRIU probe: let the orphan go on only once recovery could have begun.
     await next.waitLog(/CRIU found|no usable CRIU/, 60_000);
