@@ -35,7 +35,61 @@ if (!existsSync(entry)) {
   process.stderr.write(`bundle-cli: ${entry} is missing: run tsc first\n`);
   process.exit(1);
 }
+// yargs' string-width and cliui's copy of it build an Intl.Segmenter and Unicode-property regular
+// expressions (\p{RGI_Emoji}) as they load: 8 and 13 ms of each agentctl start here (docs/bench.md,
+// "agentctl start-up"), for widths that only help and usage text need. In the bundle, `import
+// stringWidth from 'string-width'` gets a stand-in that loads the real module on its first call
+// (a require() of an ES module is one esbuild evaluates lazily). The stand-in has the package's
+// one export, its default function: should yargs or cliui import anything else from it, esbuild
+// fails the build here ("No matching export"), not agentctl at run time.
+const lazyStringWidth = {
+  name: 'lazy-string-width',
+  setup(build) {
+    build.onResolve({ filter: /^string-width$/ }, async (args) => {
+      if (args.pluginData?.real) return undefined;
+      const real = await build.resolve(args.path, { kind: args.kind, resolveDir: args.resolveDir, pluginData: { real: true } });
+      return real.errors.length ? { errors: real.errors } : { path: real.path, namespace: 'lazy-string-width' };
+    });
+    build.onLoad({ filter: /.*/, namespace: 'lazy-string-width' }, (args) => ({
+      contents: [
+        'let real;',
+        'export default function stringWidth(...args) {',
+        `  real ??= require(${JSON.stringify(args.path)});`,
+        '  return real.default(...args);',
+        '}',
+      ].join('\n'),
+      resolveDir: dirname(args.path),
+      loader: 'js',
+    }));
+  },
+};
+
+// node:assert, which yargs' platform layer imports for two checks that it makes on every run
+// (strictEqual, notStrictEqual) and that never fail in practice: loading the module is about 3 ms of
+// each start. The stand-in makes the comparison itself (SameValue, as the strict assertions do) and
+// hands a failing one to the real assert, so that its error is node's own.
+const lazyAssert = {
+  name: 'lazy-assert',
+  setup(build) {
+    build.onResolve({ filter: /^assert$/ }, (args) =>
+      /[\\/]node_modules[\\/]yargs[\\/]/.test(args.importer) ? { path: 'assert', namespace: 'lazy-assert' } : undefined,
+    );
+    build.onLoad({ filter: /.*/, namespace: 'lazy-assert' }, () => ({
+      contents: [
+        'export function strictEqual(actual, expected, ...rest) {',
+        "  if (!Object.is(actual, expected)) require('node:assert').strictEqual(actual, expected, ...rest);",
+        '}',
+        'export function notStrictEqual(actual, expected, ...rest) {',
+        "  if (Object.is(actual, expected)) require('node:assert').notStrictEqual(actual, expected, ...rest);",
+        '}',
+      ].join('\n'),
+      loader: 'js',
+    }));
+  },
+};
+
 await esbuild.build({
+  plugins: [lazyStringWidth, lazyAssert],
   entryPoints: [entry],
   outfile,
   bundle: true,

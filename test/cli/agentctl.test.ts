@@ -4,7 +4,7 @@
 
 import { test, describe } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { builtinModules } from 'node:module';
 import { join } from 'node:path';
@@ -442,6 +442,32 @@ describe('host, help, version, completion', () => {
       );
       assert.equal(bundled, unbundled, args.join(' '));
     }
+  });
+
+  test('a plain command loads neither string-width nor node:assert; --help does (scripts/bundle-cli.mjs loads them on first use)', async () => {
+    // A preload that counts Intl.Segmenter constructions (string-width builds one as it loads) and
+    // reports, at exit, whether node:assert was loaded at all.
+    const preload = join(lab.tempDir('lazy'), 'count.cjs');
+    writeFileSync(
+      preload,
+      [
+        "const { writeSync } = require('node:fs');",
+        'let built = 0;',
+        'const Real = Intl.Segmenter;',
+        'Intl.Segmenter = class extends Real { constructor(...a) { super(...a); built++; } };',
+        "process.on('exit', () => writeSync(2, `\\nLAZY ${JSON.stringify({ segmenters: built, assert: process.moduleLoadList.includes('NativeModule assert') })}\\n`));",
+      ].join('\n'),
+    );
+    const cgroup = await sleepers(HIERARCHIES[0]!, 'lazy');
+    const run = (args: string[]) => {
+      const out = spawnSync(process.execPath, ['-r', preload, AGENTCTL, '--socket', agent.socket, ...args], { encoding: 'utf8' });
+      assert.equal(out.status, 0, out.stderr);
+      return JSON.parse(/^LAZY (.*)$/m.exec(out.stderr)![1]!) as { segmenters: number; assert: boolean };
+    };
+    assert.deepEqual(run(['state', cgroup.path, '--hierarchy', cgroup.hierarchy]), { segmenters: 0, assert: false });
+    assert.deepEqual(run(['state', cgroup.path, '--hierarchy', cgroup.hierarchy, '--json']), { segmenters: 0, assert: false });
+    // The preload sees them when they are loaded: help text measures its columns with string-width.
+    assert.ok(run(['freeze', '--help']).segmenters > 0);
   });
 
   test('--help shows examples for every command; --version the package version', async () => {
