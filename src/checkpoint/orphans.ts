@@ -8,9 +8,9 @@
 // killed only while it holds no task (killing it while it holds the tasks can kill them,
 // docs/criu-faults.md), let run to its own end otherwise.
 
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { CRIU_HUNG_AFTER_MS, stopCriuSafely } from '../criu/index.js';
-import { readProcStat } from '../proc/index.js';
+import { readArgs, readProcStat } from '../proc/index.js';
 
 /** A CRIU process an earlier agent left running in an image directory. */
 interface OrphanCriu {
@@ -35,12 +35,10 @@ function criuWorkingIn(dir: string): OrphanCriu[] {
     if (!/^\d+$/.test(entry)) continue;
     const pid = Number(entry);
     if (pid === process.pid) continue;
-    let args: string[];
-    try {
-      args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
-    } catch {
-      continue; // exited
-    }
+    // readArgs waits out an execve: the wrapper that starts a dump's CRIU (systemd-run --scope)
+    // execs it in place, and a scan landing in that moment would otherwise miss the CRIU.
+    const args = readArgs(pid);
+    if (args === undefined) continue; // exited
     const d = args.indexOf('-D');
     if (d < 0 || !args[d + 1]?.startsWith(prefix)) continue;
     const stat = readProcStat(pid);

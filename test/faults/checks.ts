@@ -7,7 +7,8 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Hierarchy } from '../../src/cgroup/index.js';
 import { CgroupControl } from '../../src/lock/index.js';
-import { pidAlive, processState, sleepSync, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
+import { readArgs } from '../../src/proc/index.js';
+import { pidAlive, processState, waitUntil, workload, type Lab, type TestCgroup } from '../helpers/lab.js';
 import { sleep } from './agent.js';
 import type { Json } from '../helpers/json.js';
 import { manifestDigest } from '../helpers/digest.js';
@@ -120,35 +121,12 @@ export function verifyImage(dir: string, id: string): string | undefined {
   return undefined;
 }
 
-/**
- * A process's arguments, or undefined when it is gone. While a process execs, its cmdline reads empty
- * until the kernel has laid out the new program's arguments: a scan polling a shell script that execs
- * strace (as fixtures/faults/strace-criu.sh does) saw that gap in 98 of 100 execs here. So an empty
- * read of a live user process is read again, for up to 50 ms. Zombies and kernel threads (kthreadd,
- * pid 2, and its children) have no arguments at all.
- */
-export function argsOf(pid: number): string[] | undefined {
-  for (let tries = 0; ; tries++) {
-    let cmdline: string;
-    let status: string;
-    try {
-      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-      if (cmdline) return cmdline.split('\0');
-      status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    } catch {
-      return undefined;
-    }
-    if (pid === 2 || /^PPid:\s+2$/m.test(status) || /^State:\s+[ZX]/m.test(status) || tries >= 50) return [];
-    sleepSync(1);
-  }
-}
-
 /** Pids of live processes (criu, or a stand-in) whose arguments put images under `imagesDir`. */
 export function criuProcessesUnder(imagesDir: string): number[] {
   const found: number[] = [];
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
-    const args = argsOf(Number(entry));
+    const args = readArgs(Number(entry));
     const d = args?.indexOf('-D') ?? -1;
     if (d >= 0 && args![d + 1]?.startsWith(imagesDir + '/') && processState(Number(entry)) !== 'Z') found.push(Number(entry));
   }
@@ -198,7 +176,7 @@ export async function whenTracedCriuRuns(
   for (;;) {
     for (const entry of readdirSync('/proc')) {
       if (!/^\d+$/.test(entry)) continue;
-      const args = argsOf(Number(entry));
+      const args = readArgs(Number(entry));
       if (args?.[0] !== criuPath) continue;
       let status: string;
       try {
