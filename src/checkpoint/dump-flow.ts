@@ -37,7 +37,7 @@ import {
 import { hashThreadCount, holdHashThreads, warmHashThreads } from './hash-pool.js';
 import { describeFiles } from './checksums.js';
 import { ImageFollower } from './follow.js';
-import { describeLost, leftAtCriuTrap, lostProcesses, type LostProcess } from './lost.js';
+import { describeLost, leftAtCriuTrap, lostProcesses, trapState, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
@@ -404,17 +404,28 @@ export async function runCheckpoint(
 
 // How long tasks left at CRIU's trap get to end once thawed: they die at their next instruction.
 const DOOMED_SETTLE_MS = 5_000;
+// How long a task of the frozen cgroup may read "running" before it is taken as clear of the trap.
+const SETTLE_RUNNING_MS = 2_000;
 
 async function settleDoomed(lease: CgroupLease, trees: readonly TreeRecord[]): Promise<void> {
   const pids = trees.flatMap((t) => t.processes.map((p) => p.pid));
+  const pause = () => new Promise((resolve) => setTimeout(resolve, 5));
   // Frozen first: CRIU thaws the cgroup to seize it, and a task its death let go that the scheduler
   // has not run yet reads "running" in /proc/PID/syscall, which hides where it stands; frozen, each
   // task shows its pc. (At load 20 a doomed task was missed that way, and died after the answer.)
+  // A frozen v2 cgroup counts a task that CRIU's death just let out of its ptrace stop as frozen
+  // before the task has run again: it reads "running" until it reaches the freezer (or CRIU's trap,
+  // and dies of it). So wait until no task reads "running". Missed once in 30 fault-suite runs: the
+  // task died 3 ms after the error had counted every process alive.
   await lease.freezer.freeze().catch(() => undefined);
-  if (!pids.some(leftAtCriuTrap)) return;
+  let states = pids.map(trapState);
+  for (const until = Date.now() + SETTLE_RUNNING_MS; states.includes('running') && Date.now() < until; states = pids.map(trapState)) {
+    await pause();
+  }
+  if (!states.includes('trap')) return;
   await lease.freezer.thaw().catch(() => undefined);
   const until = Date.now() + DOOMED_SETTLE_MS;
-  while (pids.some(leftAtCriuTrap) && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+  while (pids.some(leftAtCriuTrap) && Date.now() < until) await pause();
 }
 
 /** The --after policy, announced and recorded in the lock (recovery completes it if the agent dies). */

@@ -52,32 +52,39 @@ function kernelLines(): string[] {
 }
 
 /**
- * True when the process sits right at an `int3` (0xCC) instruction: where a CRIU killed inside an
- * injected syscall leaves a task (docs/criu-faults.md); it dies of SIGTRAP at its next instruction.
- * A task stopped or frozen anywhere else sits after a syscall instruction or in its own code, never
- * at an int3 (that is a debugger's business, and a debugger would be its tracer, which CRIU was).
+ * Where a process stands with respect to CRIU's trap. `trap`: it sits right at an `int3` (0xCC)
+ * instruction, where a CRIU killed inside an injected syscall leaves a task (docs/criu-faults.md);
+ * it dies of SIGTRAP at its next instruction. `clear`: it is gone, or stopped, frozen or asleep
+ * anywhere else (after a syscall instruction or in its own code, never at an int3: that is a
+ * debugger's business, and a debugger would be its tracer, which CRIU was). `running`: the kernel
+ * cannot say yet, because the task is on a CPU or about to be (/proc/PID/syscall reads "running").
  */
-export function leftAtCriuTrap(pid: number): boolean {
+export function trapState(pid: number): 'trap' | 'clear' | 'running' {
   let pc: number;
   try {
     // "NR args... sp pc", or "-1 sp pc" outside a syscall, or "running".
     const fields = readFileSync(`/proc/${pid}/syscall`, 'utf8').trim().split(' ');
-    if (fields.length < 3) return false;
+    if (fields.length < 3) return fields[0] === 'running' ? 'running' : 'clear';
     pc = Number(fields[fields.length - 1]);
   } catch {
-    return false; // gone
+    return 'clear'; // gone
   }
-  if (!Number.isSafeInteger(pc) || pc <= 0) return false;
+  if (!Number.isSafeInteger(pc) || pc <= 0) return 'clear';
   let fd: number | undefined;
   try {
     fd = openSync(`/proc/${pid}/mem`, constants.O_RDONLY);
     const byte = Buffer.alloc(1);
-    return readSync(fd, byte, 0, 1, pc) === 1 && byte[0] === 0xcc;
+    return readSync(fd, byte, 0, 1, pc) === 1 && byte[0] === 0xcc ? 'trap' : 'clear';
   } catch {
-    return false;
+    return 'clear';
   } finally {
     if (fd !== undefined) closeSync(fd);
   }
+}
+
+/** True when the process sits right at CRIU's trap (trapState `trap`). */
+export function leftAtCriuTrap(pid: number): boolean {
+  return trapState(pid) === 'trap';
 }
 
 /** The processes of `trees` that are gone now, each with what the kernel logged of it. */
