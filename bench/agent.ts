@@ -9,7 +9,7 @@ import type { ChildProcess } from 'node:child_process';
 import type { BenchLab } from './lab.js';
 import { REPO_ROOT } from './native.js';
 
-export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
+export const AGENTD_RUN = join(REPO_ROOT, 'bin', 'agentd-run');
 
 export interface RunningAgent {
   readonly pid: number;
@@ -38,14 +38,12 @@ export async function startAgent(lab: BenchLab, options: AgentOptions = {}): Pro
   // The agent's default log level (info: one audit line per mutating request), into a file as
   // journald would take it; a clean environment so nothing systemd-like leaks in.
   const keys = ['--key', join(dir, 'signing-key'), '--trusted-keys', join(dir, 'trusted-keys')];
-  const child: ChildProcess = lab.spawn(
-    process.execPath,
-    [AGENTD, '--socket', socket, '--run-dir', runDir, '--images-dir', imagesDir, ...keys],
-    {
-      stdio: ['ignore', log, log],
-      env: { PATH: process.env.PATH, HOME: process.env.HOME },
-    },
-  );
+  // Through bin/agentd-run, as setup's launcher starts it: the node settings agentd's memory is
+  // measured with are written there only.
+  const child: ChildProcess = lab.spawn(AGENTD_RUN, ['--socket', socket, '--run-dir', runDir, '--images-dir', imagesDir, ...keys], {
+    stdio: ['ignore', log, log],
+    env: { PATH: process.env.PATH, HOME: process.env.HOME, AGENTD_NODE: process.execPath },
+  });
   closeSync(log);
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
   let gone = false;

@@ -190,8 +190,8 @@ ln -sfn "$REPO" "$LIB_LINK"
 # Launchers with node's absolute path: a systemd service does not see the PATH of this shell.
 install_text 0755 "$DAEMON_LAUNCHER" <<EOF
 #!/bin/sh
-# agentd, installed by $REPO/scripts/setup.sh
-exec $NODE $LIB_LINK/bin/agentd "\$@"
+# agentd, installed by $REPO/scripts/setup.sh; bin/agentd-run holds its node settings
+exec env AGENTD_NODE=$NODE $LIB_LINK/bin/agentd-run "\$@"
 EOF
 install_text 0755 "$CLI_LAUNCHER" <<EOF
 #!/bin/sh

@@ -46,6 +46,11 @@ describe('agentd under systemd (npm run setup, systemd as PID 1)', { skip: SKIP 
     const facts = JSON.parse(host.stdout) as { agent: { pid: number; socket: string } };
     assert.equal(facts.agent.socket, DEFAULT_SOCKET);
     assert.equal(facts.agent.pid, mainPid(), 'the agent answering is agentd.service');
+    // Started through bin/agentd-run, which holds its node settings (test/daemon/runtime.test.ts).
+    assert.ok(
+      readFileSync(`/proc/${mainPid()}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'),
+      'agentd runs with its settings',
+    );
   });
 
   test('socket activation: with the service stopped, the first requests start it and every one is answered', async () => {
