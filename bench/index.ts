@@ -41,7 +41,7 @@ export interface BenchOptions {
   readonly concurrentCgroups: number;
   readonly concurrentRuns: number;
   readonly memoryOperations: number;
-  /** At most this many batches of memoryOperations while waiting for RSS to stop growing. */
+  /** Batches of memoryOperations; the steady level is read from the last five. */
   readonly memoryBatches: number;
   /** Whole `agentctl state` processes (and as many `node -e 0`) timed, in the throughput part. */
   readonly cliRuns: number;
@@ -71,7 +71,7 @@ export const DEFAULT_OPTIONS: BenchOptions = {
   concurrentCgroups: 100,
   concurrentRuns: 10,
   memoryOperations: 1000,
-  memoryBatches: 12,
+  memoryBatches: 20,
   cliRuns: 20,
   log: () => undefined,
 };
@@ -125,7 +125,7 @@ export async function runBench(partial: Partial<BenchOptions> = {}): Promise<Ben
       log('starting agentd');
       agent = await startAgent(lab, tmpfs ? { imagesDir: join(tmpfs, 'agentd') } : {});
       if (options.throughput) {
-        log(`agentd memory: idle, then batches of ${options.memoryOperations} operations until it stops growing`);
+        log(`agentd memory: idle, then ${options.memoryBatches} batches of ${options.memoryOperations} operations`);
         memory = await measureMemory(lab, tools, agent, options.hierarchies[0], options.memoryOperations, options.memoryBatches);
       }
     }

@@ -153,7 +153,7 @@ export function formatReport(r: BenchResults): string {
     out.push(
       '',
       `MEMORY (agentd VmRSS, MB): idle ${(m.idleBytes / MB).toFixed(1)}; after N operations ${batches}` +
-        (m.plateauAfterOperations !== undefined ? ` (steady from ${m.plateauAfterOperations})` : ' (no plateau seen)'),
+        `; steady ${(m.steadyBytes / MB).toFixed(1)}, peak ${(m.peakBytes / MB).toFixed(1)}`,
     );
   }
   out.push(

@@ -84,7 +84,10 @@ test('a tiny benchmark run: results shape, C baseline measured, nothing left beh
     assertSummary(results.throughput.concurrent[0].methods[method].freeze, 2, `concurrent ${method} freeze`);
   }
   assert.ok(results.memory && results.memory.idleBytes > 0 && results.memory.afterFirstBytes > 0);
-  assert.ok(results.memory.afterBatches.length >= 1 && results.memory.afterBatches.length <= 2);
+  assert.equal(results.memory.afterBatches.length, 2, 'every batch asked for, none skipped');
+  const readings = results.memory.afterBatches;
+  assert.equal(results.memory.peakBytes, Math.max(...readings));
+  assert.ok(readings.includes(results.memory.steadyBytes), 'the steady level is one of the readings (their median)');
   assert.equal(results.checkpoint, undefined);
   assert.ok(results.cli, 'agentctl start-up measured');
   assertSummary(results.cli.node, 2, 'node -e 0');
