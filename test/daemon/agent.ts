@@ -10,6 +10,8 @@ import { Lab, REPO_ROOT } from '../helpers/lab.js';
 import type { Json } from '../helpers/json.js';
 
 export const AGENTD = join(REPO_ROOT, 'bin', 'agentd');
+/** The launcher with agentd's node settings (what setup's launcher and the bench start). */
+export const AGENTD_RUN = join(REPO_ROOT, 'bin', 'agentd-run');
 export const AGENTCTL = join(REPO_ROOT, 'bin', 'agentctl');
 
 export interface Agent {

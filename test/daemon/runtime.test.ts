@@ -5,11 +5,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
-import { Lab, REPO_ROOT } from '../helpers/lab.js';
-import { agentArgs, agentPaths, api, startAgent } from './agent.js';
+import { Lab } from '../helpers/lab.js';
+import { AGENTD_RUN, agentArgs, agentPaths, api, startAgent } from './agent.js';
 
-const AGENTD_RUN = join(REPO_ROOT, 'bin', 'agentd-run');
 const REQUESTS = 3000;
 
 test('bin/agentd-run starts agentd in place, with its young generation capped and two malloc arenas', async (t) => {

@@ -48,7 +48,7 @@ describe('agentd under systemd (npm run setup, systemd as PID 1)', { skip: SKIP 
     assert.equal(facts.agent.pid, mainPid(), 'the agent answering is agentd.service');
     // Started through bin/agentd-run, which holds its node settings (test/daemon/runtime.test.ts).
     assert.ok(
-      readFileSync(`/proc/${mainPid()}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'),
+      readFileSync(`/proc/${facts.agent.pid}/cmdline`, 'utf8').split('\0').includes('--max-semi-space-size=1'),
       'agentd runs with its settings',
     );
   });
