@@ -8,7 +8,7 @@ import { ControlFile, readControlFile, readPids } from './control-file.js';
 import { assertNotOwnCgroup } from './own-cgroup.js';
 import { describeCgroup } from './resolve.js';
 import { V2_REREAD_MS, watchState } from './state-watch.js';
-import { descendantPids, nearestFreezingAncestor, subtreePids } from './ancestry.js';
+import { descendantPids, nearestFreezingAncestor, subtreeDirs, subtreePids } from './ancestry.js';
 import { killSubtree, sigkill } from './kill.js';
 import {
   DEFAULT_FREEZE_TIMEOUT_MS,
@@ -36,14 +36,14 @@ export class V2Freezer implements Freezer {
   // ancestors needed (the lock's watch calls this every 20 ms during a checkpoint, docs/lock.md).
   // Same answer as status().state.
   state(): FreezerState {
-    if (this.kernelSaysFrozen()) return 'FROZEN';
+    if (this.subtreeFrozen()) return 'FROZEN';
     if (this.freezeFile.read().trim() === '1') return 'FREEZING';
     return this.freezingAncestor() === undefined ? 'THAWED' : 'FREEZING';
   }
 
   status(): FreezerStatus {
     const selfFreezing = this.freezeFile.read().trim() === '1';
-    const frozen = this.kernelSaysFrozen();
+    const frozen = this.subtreeFrozen();
     const frozenBy = this.freezingAncestor();
     const parentFreezing = frozenBy !== undefined;
     // Frozen by an ancestor reads cgroup.freeze 0 yet `frozen 1`: still FROZEN to anyone inside it.
@@ -55,10 +55,19 @@ export class V2Freezer implements Freezer {
     assertNotOwnCgroup(this.cgroup);
     const timeoutMs = options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
     if (await this.writeAndWait('1', timeoutMs)) return;
-    this.freezeFile.write('0');
+    // Named before the thaw, which unfreezes them all again.
+    const late = this.ownFrozen() ? this.unfrozenDescendants().map((dir) => dir.slice(this.cgroup.dir.length + 1)) : [];
+    // While a descendant is not frozen the kernel clears the cgroup's own `frozen 1` only as its
+    // tasks leave the freeze, after the write has returned: wait for that, unless an ancestor's
+    // freeze keeps it frozen anyway.
+    let thawed = true;
+    if (this.freezingAncestor() === undefined) thawed = await this.writeAndWait('0', DEFAULT_FREEZE_TIMEOUT_MS);
+    else this.freezeFile.write('0');
+    const which = late.length === 0 ? '' : ` (its own tasks froze; not those of ${late.map((sub) => `${this.name}/${sub}`).join(', ')})`;
     throw new AgentError(
       'ETIMEDOUT',
-      `cgroup ${this.name} did not report "frozen 1" in cgroup.events within ${timeoutMs} ms; thawed it again`,
+      `cgroup ${this.name} did not report "frozen 1" in cgroup.events within ${timeoutMs} ms${which}; ` +
+        (thawed ? 'thawed it again' : 'wrote 0 to cgroup.freeze, yet it still reports "frozen 1"'),
     );
   }
 
@@ -126,8 +135,35 @@ export class V2Freezer implements Freezer {
     this.eventsFile.close();
   }
 
-  private kernelSaysFrozen(): boolean {
+  /** The cgroup's own word: `frozen 1` in its cgroup.events. */
+  private ownFrozen(): boolean {
     return /^frozen 1$/m.test(this.eventsFile.read());
+  }
+
+  /**
+   * Frozen means the whole subtree is: the kernel sets a cgroup's `frozen 1` as soon as its own
+   * tasks are frozen, without waiting for its descendants' (cgroup_update_frozen), so a parent can
+   * read `frozen 1` while a child's tasks still run (docs/freezer.md, "A parent reads frozen before
+   * its children"). cgroup.stat spares the walk to a cgroup without descendants, and it is read only
+   * once the cgroup's own file says frozen.
+   */
+  private subtreeFrozen(): boolean {
+    return this.ownFrozen() && this.unfrozenDescendants().length === 0;
+  }
+
+  /** The live descendants (their directories) whose cgroup.events does not say `frozen 1`. */
+  private unfrozenDescendants(): string[] {
+    const stat = readControlFile(join(this.cgroup.dir, 'cgroup.stat'), this.name);
+    if (/^nr_descendants 0$/m.test(stat)) return [];
+    return subtreeDirs(this.cgroup.dir)
+      .slice(1)
+      .filter((dir) => {
+        try {
+          return !/^frozen 1$/m.test(readControlFile(join(dir, 'cgroup.events'), this.name));
+        } catch {
+          return existsSync(dir); // removed meanwhile: its tasks are gone, nothing left to freeze
+        }
+      });
   }
 
   /**
@@ -142,15 +178,19 @@ export class V2Freezer implements Freezer {
    * watch's re-read every 20 ms guarantees progress without trusting it (state-watch.ts).
    */
   private async writeAndWait(value: '0' | '1', timeoutMs: number): Promise<boolean> {
-    const wantFrozen = value === '1';
+    // A freeze is done when the whole subtree is frozen; a thaw when the cgroup's own flag is gone
+    // (the kernel unfreezes the descendants in the same write, except those frozen on their own).
+    const done = value === '1' ? () => this.subtreeFrozen() : () => !this.ownFrozen();
     const deadline = Date.now() + timeoutMs;
     this.freezeFile.write(value);
-    if (this.kernelSaysFrozen() === wantFrozen) return true;
+    if (done()) return true;
     let wake: (() => void) | undefined;
-    const watch = this.watch(() => wake?.());
+    // A parent already frozen raises no event when its last descendant freezes: watch theirs too.
+    const late = value === '1' ? this.unfrozenDescendants().map((dir) => join(dir, 'cgroup.events')) : [];
+    const watch = watchState(() => wake?.(), V2_REREAD_MS, this.eventsFile.path, ...late);
     try {
       for (;;) {
-        if (this.kernelSaysFrozen() === wantFrozen) return true;
+        if (done()) return true;
         const left = deadline - Date.now();
         if (left <= 0) return false;
         await new Promise<void>((resolve) => {

@@ -13,16 +13,17 @@ import type { StateWatch } from './types.js';
 export const V1_POLL_MS = 5;
 export const V2_REREAD_MS = 20;
 
-/** Calls onChange every intervalMs, and at once on each inotify event of eventsFile when one is given. */
-export function watchState(onChange: () => void, intervalMs: number, eventsFile?: string): StateWatch {
-  let watcher: FSWatcher | undefined;
-  if (eventsFile !== undefined) {
+/** Calls onChange every intervalMs, and at once on each inotify event of any of eventsFiles. */
+export function watchState(onChange: () => void, intervalMs: number, ...eventsFiles: string[]): StateWatch {
+  const watchers: FSWatcher[] = [];
+  for (const eventsFile of eventsFiles) {
     try {
-      watcher = watch(eventsFile, { persistent: false }, onChange);
+      const watcher = watch(eventsFile, { persistent: false }, onChange);
       // The cgroup vanishing makes the watch fail: the next read of the state reports that itself.
       watcher.on('error', onChange);
+      watchers.push(watcher);
     } catch {
-      watcher = undefined; // no inotify left: the periodic re-read still sees every lasting change
+      // no inotify left, or the cgroup is gone: the periodic re-read still sees every lasting change
     }
   }
   let timer: NodeJS.Timeout | undefined = setInterval(onChange, intervalMs);
@@ -30,9 +31,8 @@ export function watchState(onChange: () => void, intervalMs: number, eventsFile?
   return {
     close() {
       if (timer) clearInterval(timer);
-      watcher?.close();
+      for (const watcher of watchers.splice(0)) watcher.close();
       timer = undefined;
-      watcher = undefined;
     },
   };
 }

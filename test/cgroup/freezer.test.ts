@@ -2,12 +2,12 @@
 
 import { test, describe, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync, rmdirSync } from 'node:fs';
+import { existsSync, readFileSync, rmdirSync, writeFileSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openFreezer, resolveCgroup, withFreezer } from '../../src/cgroup/index.js';
 import { isAgentError } from '../../src/errors/index.js';
-import { HIERARCHIES, Lab, unavailable, pidAlive, processState, sleepSync, workload, type TestCgroup } from '../helpers/lab.js';
+import { HIERARCHIES, Lab, unavailable, pidAlive, processState, sleepSync, waitUntil, workload, type TestCgroup } from '../helpers/lab.js';
 
 const lab = new Lab('freezer');
 after(() => lab.cleanup());
@@ -363,3 +363,77 @@ test('freezing the cgroup agentd itself runs in is refused', { skip: unavailable
   assert.match(out, /^EINVAL .*contains agentd itself/);
   assert.deepEqual(lab.pidsOf(cgroup), [], 'the child left the cgroup again');
 });
+
+// The kernel marks a v2 cgroup frozen once its own tasks are, before its descendants' are
+// (docs/freezer.md, "A parent reads frozen before its children"); a loaded CI machine caught a
+// parent reading `frozen 1` while its child did not. Here the child's task is held back for as long
+// as the test wants: it is also in a v1 freezer cgroup that is frozen, and a task in v1's
+// refrigerator cannot take v2's freeze until v1 lets it go. Needs both hierarchies (a hybrid host).
+describe(
+  'v2: a freeze waits for every descendant, not only for the cgroup itself',
+  { skip: unavailable('v1') || unavailable('v2') },
+  () => {
+    const eventsSay = (cgroup: TestCgroup) => /^frozen (\d)$/m.exec(readFileSync(join(cgroup.dir, 'cgroup.events'), 'utf8'))?.[1];
+
+    async function heldChild(name: string) {
+      const top = lab.cgroup('v2', name);
+      const child = lab.cgroup('v2', `${name}/a`);
+      const hold = lab.cgroup('v1', `${name}-hold`);
+      lab.spawnIn(top, 'sleep', ['100000']);
+      const held = lab.spawnIn(child, 'sleep', ['100000']);
+      await lab.waitForProcesses(top, 1);
+      await lab.waitForProcesses(child, 1);
+      writeFileSync(join(hold.dir, 'cgroup.procs'), String(held.pid));
+      const holder = freezerOf(hold);
+      await holder.freeze();
+      return { top, child, holder };
+    }
+
+    test('the freeze returns only once the child is frozen too; meanwhile the parent reads FREEZING', async () => {
+      const { top, child, holder } = await heldChild('late-child');
+      const freezer = freezerOf(top);
+      try {
+        let settled = false;
+        const freezing = freezer.freeze({ timeoutMs: 30_000 }).finally(() => (settled = true));
+        await waitUntil('the parent reads frozen 1 in cgroup.events', () => eventsSay(top) === '1');
+        // The kernel's own word, which a freeze used to trust: the parent frozen, its child not.
+        assert.equal(eventsSay(child), '0', 'the child is not frozen while v1 holds its task');
+        await new Promise((r) => setTimeout(r, 200));
+        assert.equal(settled, false, 'the freeze has not returned while a descendant is not frozen');
+        assert.equal(freezer.state(), 'FREEZING');
+        assert.equal(freezer.status().state, 'FREEZING');
+        await holder.thaw();
+        await freezing;
+        assert.equal(eventsSay(child), '1', 'once the freeze returned, the child is frozen');
+        assert.equal(freezer.state(), 'FROZEN');
+        await freezer.thaw();
+        assert.equal(eventsSay(top), '0');
+        assert.equal(eventsSay(child), '0');
+      } finally {
+        freezer.close();
+        holder.close();
+      }
+    });
+
+    test('a descendant that never freezes: ETIMEDOUT naming it, and the parent thawed again', async () => {
+      const { top, child, holder } = await heldChild('stuck-child');
+      const freezer = freezerOf(top);
+      try {
+        await assert.rejects(freezer.freeze({ timeoutMs: 300 }), (err: unknown) => {
+          assert.ok(isAgentError(err, 'ETIMEDOUT'), String(err));
+          assert.match(err.message, new RegExp(`its own tasks froze; not those of v2:${top.path}/a\\)`));
+          assert.match(err.message, /thawed it again$/);
+          return true;
+        });
+        assert.equal(readFileSync(join(top.dir, 'cgroup.freeze'), 'utf8').trim(), '0');
+        assert.equal(eventsSay(top), '0');
+        assert.equal(freezer.state(), 'THAWED');
+        await holder.thaw();
+        assert.equal(eventsSay(child), '0', 'the held task runs again once v1 lets it go');
+      } finally {
+        freezer.close();
+        holder.close();
+      }
+    });
+  },
+);
