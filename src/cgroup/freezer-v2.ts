@@ -20,10 +20,15 @@ import {
   type StateWatch,
 } from './types.js';
 
+const FROZEN_LINE = /^frozen 1$/m;
+
 export class V2Freezer implements Freezer {
   private readonly name: string;
   private readonly freezeFile: ControlFile;
   private readonly eventsFile: ControlFile;
+  // Opened on first use: a state or status request on a frozen cgroup reads it twice (the subtree's
+  // frozen check and the process counts), the checkpoint's watch every tick.
+  private statFile: ControlFile | undefined;
 
   constructor(readonly cgroup: CgroupRef) {
     this.name = describeCgroup(cgroup);
@@ -56,14 +61,14 @@ export class V2Freezer implements Freezer {
     const timeoutMs = options.timeoutMs ?? DEFAULT_FREEZE_TIMEOUT_MS;
     if (await this.writeAndWait('1', timeoutMs)) return;
     // Named before the thaw, which unfreezes them all again.
-    const late = this.ownFrozen() ? this.unfrozenDescendants().map((dir) => dir.slice(this.cgroup.dir.length + 1)) : [];
+    const late = this.ownFrozen() ? this.unfrozenDescendants().map((dir) => `${this.name}${dir.slice(this.cgroup.dir.length)}`) : [];
     // While a descendant is not frozen the kernel clears the cgroup's own `frozen 1` only as its
     // tasks leave the freeze, after the write has returned: wait for that, unless an ancestor's
     // freeze keeps it frozen anyway.
     let thawed = true;
     if (this.freezingAncestor() === undefined) thawed = await this.writeAndWait('0', DEFAULT_FREEZE_TIMEOUT_MS);
     else this.freezeFile.write('0');
-    const which = late.length === 0 ? '' : ` (its own tasks froze; not those of ${late.map((sub) => `${this.name}/${sub}`).join(', ')})`;
+    const which = late.length === 0 ? '' : ` (its own tasks froze; not those of ${late.join(', ')})`;
     throw new AgentError(
       'ETIMEDOUT',
       `cgroup ${this.name} did not report "frozen 1" in cgroup.events within ${timeoutMs} ms${which}; ` +
@@ -94,8 +99,7 @@ export class V2Freezer implements Freezer {
     const processes = this.processes().length;
     // cgroup.stat counts the live descendants: most cgroups have none, and then the walk over the
     // directory (a readdir of its ~30 interface files) is not needed.
-    const stat = readControlFile(join(this.cgroup.dir, 'cgroup.stat'), this.name);
-    if (/^nr_descendants 0$/m.test(stat)) return { processes, subtreeProcesses: processes };
+    if (this.hasNoDescendants()) return { processes, subtreeProcesses: processes };
     return { processes, subtreeProcesses: processes + descendantPids(this.cgroup.dir, this.name).length };
   }
 
@@ -133,11 +137,17 @@ export class V2Freezer implements Freezer {
   close(): void {
     this.freezeFile.close();
     this.eventsFile.close();
+    this.statFile?.close();
   }
 
   /** The cgroup's own word: `frozen 1` in its cgroup.events. */
   private ownFrozen(): boolean {
-    return /^frozen 1$/m.test(this.eventsFile.read());
+    return FROZEN_LINE.test(this.eventsFile.read());
+  }
+
+  private hasNoDescendants(): boolean {
+    this.statFile ??= new ControlFile(join(this.cgroup.dir, 'cgroup.stat'), this.name, false);
+    return /^nr_descendants 0$/m.test(this.statFile.read());
   }
 
   /**
@@ -153,13 +163,12 @@ export class V2Freezer implements Freezer {
 
   /** The live descendants (their directories) whose cgroup.events does not say `frozen 1`. */
   private unfrozenDescendants(): string[] {
-    const stat = readControlFile(join(this.cgroup.dir, 'cgroup.stat'), this.name);
-    if (/^nr_descendants 0$/m.test(stat)) return [];
+    if (this.hasNoDescendants()) return [];
     return subtreeDirs(this.cgroup.dir)
       .slice(1)
       .filter((dir) => {
         try {
-          return !/^frozen 1$/m.test(readControlFile(join(dir, 'cgroup.events'), this.name));
+          return !FROZEN_LINE.test(readControlFile(join(dir, 'cgroup.events'), this.name));
         } catch {
           return existsSync(dir); // removed meanwhile: its tasks are gone, nothing left to freeze
         }
