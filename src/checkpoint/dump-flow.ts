@@ -23,7 +23,7 @@ import { release as kernelRelease } from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { subCgroups, subtreeMembers, type CgroupRef, type FreezerState } from '../cgroup/index.js';
 import type { CgroupLease, CheckpointHold } from '../lock/index.js';
-import { readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
+import { networkLockFor, readDumpStats, runCriuDump, type DumpStats } from '../criu/index.js';
 import { AgentError, isAgentError } from '../errors/index.js';
 import {
   FAILURE_FILE,
@@ -213,7 +213,14 @@ export async function runCheckpoint(
     const subs = subCgroups(ref);
 
     const stats: DumpStats[] = [];
-    for (const tree of trees) {
+    for (const [position, planned] of trees.entries()) {
+      // Read now that the tree is frozen: none of its processes can open a socket before CRIU runs.
+      const networkLock = networkLockFor(
+        ctx.criu,
+        planned.processes.map((p) => p.pid),
+      );
+      const tree: TreeRecord = networkLock ? { ...planned, networkLock } : planned;
+      trees[position] = tree;
       const dir = join(partialDir, `tree-${tree.index}`);
       // already there when the tree was pre-dumped (its pre-<i> directories are inside)
       mkdirSync(dir, { recursive: true, mode: 0o700 });
@@ -232,7 +239,7 @@ export async function runCheckpoint(
           freezeCgroup: ref.dir,
           shellJob: options.shellJob,
           tcpEstablished: options.tcpEstablished,
-          networkLock: ctx.criu.networkLock,
+          networkLock,
           fileLocks: options.fileLocks,
           ...(tree.preDumps ? { prevImagesDir: preDumpDir(tree.preDumps) } : {}),
           timeoutMs: deadline.remainingOrFail(`dumping tree ${tree.index} of ${name}`),

@@ -80,6 +80,11 @@ export interface TreeRecord {
   readonly processes: readonly ProcessRecord[];
   /** Pre-dumps under `tree-<index>/pre-<i>` its final dump builds on (absent: none, a self-contained dump). */
   readonly preDumps?: number;
+  /**
+   * The --network-lock its dump was given: `skip` for a tree that held no TCP socket, else the
+   * agent's lock (src/criu/network-lock.ts); absent: CRIU's default (or a manifest from before).
+   */
+  readonly networkLock?: 'skip' | 'nftables' | 'iptables';
 }
 
 export interface ImageFile {

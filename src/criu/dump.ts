@@ -2,7 +2,7 @@
 
 import { isAbsolute, join } from 'node:path';
 import { AgentError } from '../errors/index.js';
-import type { NetworkLock } from './find.js';
+import type { DumpNetworkLock } from './network-lock.js';
 import { runCriu, type CriuRunOptions, type CriuRunResult } from './run.js';
 
 export interface CriuDumpOptions extends CriuRunOptions {
@@ -25,9 +25,10 @@ export interface CriuDumpOptions extends CriuRunOptions {
    * --network-lock (CriuInfo.networkLock), on every dump: CRIU locks not only the connections
    * --tcp-established saves but also a closed one a process still holds an fd of (a server that has
    * just hung up on a client), and its default lock, iptables, fails where iptables-restore is
-   * missing (docs/criu.md, "Established TCP connections"). Default: CRIU's.
+   * missing (docs/criu.md, "Established TCP connections"). `skip` for a tree with no TCP socket
+   * (networkLockFor, ./network-lock.ts). Default: CRIU's.
    */
-  readonly networkLock?: NetworkLock | null;
+  readonly networkLock?: DumpNetworkLock;
   readonly fileLocks?: boolean;
   /** Log file name inside imagesDir. Default dump.log. */
   readonly logName?: string;
@@ -63,7 +64,7 @@ export function checkAbsolute(what: string, path: string): void {
 }
 
 /** --network-lock LOCK, or nothing for CRIU's default. */
-export function networkLockArgs(lock: NetworkLock | null | undefined): string[] {
+export function networkLockArgs(lock: DumpNetworkLock | undefined): string[] {
   return lock ? ['--network-lock', lock] : [];
 }
 

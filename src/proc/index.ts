@@ -5,3 +5,13 @@ export { parseProcStat, readProcStat, type ProcStat } from './stat.js';
 export { parseMountinfo, readMountinfo, unescapeMountField, type MountEntry } from './mountinfo.js';
 export { readArgs, EXEC_SETTLE_MS } from './cmdline.js';
 export { readTracerPid, readNsPids, readChildren, readDescendants } from './status.js';
+export {
+  readSocketInodes,
+  readNetNamespace,
+  readSocketTable,
+  parseSocketTable,
+  readTcpSockets,
+  parseTcpTable,
+  type SocketTable,
+  type TcpSocket,
+} from './sockets.js';

@@ -60,6 +60,8 @@ for (const hierarchy of HIERARCHIES) {
       );
       assert.ok(manifest.files.some((f) => f.path === 'tree-0/pstree.img' && /^[0-9a-f]{64}$/.test(f.sha256)));
       assert.ok(manifest.criuStats[0].frozenTime > 0);
+      // No socket in the tree: nothing for CRIU to lock (src/criu/network-lock.ts).
+      assert.equal(manifest.trees[0].networkLock, 'skip');
       assert.deepEqual(
         checkpointer.list().map((c) => [c.id, c.status]),
         [[summary.id, 'good']],
@@ -98,6 +100,8 @@ for (const hierarchy of HIERARCHIES) {
       const checkpointer = checkpointerIn(lab);
       const summary = await checkpointer.checkpoint(refOf(cgroup), { after: 'killed' });
       assert.equal(summary.processes, 1);
+      // A listening socket has no peer: CRIU locks none, so the dump is given no lock to set up.
+      assert.equal(checkpointer.show(summary.id).trees[0].networkLock, 'skip');
       assert.equal(pidAlive(pid), false);
       await assert.rejects(hello(port), /ECONNREFUSED/, 'nothing listens on the port between dump and restore');
 

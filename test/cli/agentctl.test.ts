@@ -226,6 +226,7 @@ for (const hierarchy of HIERARCHIES) {
       assert.equal(show.code, 0, show.stderr);
       assert.match(show.stdout, new RegExp(`cgroup\\s+${hierarchy}:${cgroup.path} \\(was THAWED\\)`));
       for (const pid of pids) assert.match(show.stdout, new RegExp(`\\b${pid}\\b`));
+      assert.match(show.stdout, /^ {2}tree 0 \(root \d+, no TCP connection to lock\)$/m, 'a counting tree holds no socket');
       assert.equal(JSON.parse((await ctl('show', summary.id, '--json')).stdout).id, summary.id);
 
       const restored = await ctl('restore', summary.id);

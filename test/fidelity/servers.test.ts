@@ -153,7 +153,13 @@ for (const hierarchy of HIERARCHIES) {
         assert.ok(wgetPid, 'wget runs');
 
         // Without the network lock this dump fails ("Iptables configuration failed", docs/criu.md).
-        const { processes } = await checkpoint(cgroup, { after: 'thawed', tcpEstablished: true });
+        const { id, processes } = await checkpoint(cgroup, { after: 'thawed', tcpEstablished: true });
+        const trees = (await api(agent.socket, 'GET', `/v1/checkpoints/${id}`)).body.trees;
+        assert.deepEqual(
+          trees.map((t: { networkLock?: string }) => t.networkLock),
+          ['nftables'],
+          'connections with a peer: the dump takes the lock (src/criu/network-lock.ts)',
+        );
         // wget ends when its download does: dumped alive, it was under way during the checkpoint. (Its
         // file's size after the checkpoint says nothing: a slow guest thaws it only after seconds.)
         assert.equal(processes, 3, 'launcher, server and wget were dumped (wget had not finished)');
@@ -356,6 +362,12 @@ for (const hierarchy of HIERARCHIES) {
           assert.equal(fds.length, 2, 'the listener and the closed connection');
           const made = await api(bare.socket, 'POST', '/v1/checkpoints', { body: { cgroup: cgroup.path, hierarchy, after: 'killed' } });
           assert.equal(made.status, 201, made.text);
+          // The closed socket is in none of the kernel's tables (it is unhashed once closed): locked.
+          const trees = (await api(bare.socket, 'GET', `/v1/checkpoints/${made.body.id}`)).body.trees;
+          assert.deepEqual(
+            trees.map((t: { networkLock?: string }) => t.networkLock),
+            ['nftables'],
+          );
           await waitKilled([pid]);
           const back = await api(bare.socket, 'POST', `/v1/checkpoints/${made.body.id}/restore`, { body: {} });
           assert.equal(back.status, 200, back.text);

@@ -63,7 +63,13 @@ export const showCommand: CommandModule<GlobalArgs, IdArgs> = {
       `  timings    freeze ${duration(m.timings.freezeMs)}, ${checkpointTimings(m.timings, size)}`,
     ];
     for (const tree of m.trees) {
-      lines.push(`  tree ${tree.index} (root ${tree.root})`);
+      const lock =
+        tree.networkLock === 'skip'
+          ? ', no TCP connection to lock'
+          : tree.networkLock
+            ? `, connections locked with ${tree.networkLock}`
+            : '';
+      lines.push(`  tree ${tree.index} (root ${tree.root}${lock})`);
       for (const p of tree.processes) lines.push(`    ${String(p.pid).padStart(7)} ${String(p.ppid).padStart(7)}  ${p.command}`);
     }
     lines.push(...processesBySubCgroup(m));
