@@ -18,7 +18,7 @@ export {
 export { readSelfTest, SELF_TEST_RECORD, type CriuSelfTest, type SelfTestRecord } from './self-test.js';
 export { runCriu, criuEnv, criuFailure, type CriuRunOptions, type CriuRunResult } from './run.js';
 /** The lock a dump needs: `skip` for a tree holding no TCP socket (./network-lock.ts). */
-export { networkLockFor, type DumpNetworkLock } from './network-lock.js';
+export { networkLockFor, knowsSkip, type DumpNetworkLock } from './network-lock.js';
 export { runCriuDump, dumpArgs, checkLogLevel, DUMP_LOG_LEVEL, type CriuDumpOptions } from './dump.js';
 /** Pre-dumps of a running tree with memory tracking, for a final dump of only what changed (docs/criu.md). */
 export { runCriuPreDump, preDumpArgs, type CriuPreDumpOptions } from './dump.js';

@@ -18,6 +18,11 @@ export type DumpNetworkLock = NetworkLock | 'skip' | null;
 /** `--network-lock skip` is CRIU 3.19's (Debian 12 has 3.17.1, which refuses the word). */
 const SKIP_SINCE = '3.19';
 
+/** Whether this CRIU version takes `--network-lock skip`. */
+export function knowsSkip(version: string): boolean {
+  return !olderThan(version, SKIP_SINCE);
+}
+
 // The kernel's tables of sockets, in the order they are looked in (the likeliest first, so that a
 // tree holding only Unix sockets, such as a service whose output goes to the journal, costs one
 // read). CRIU locks none of these but a TCP socket with a peer. A socket found in no table (a
@@ -32,7 +37,7 @@ const TABLES: readonly (SocketTable | 'tcp')[] = ['unix', 'tcp', 'udp', 'udp6', 
  * the agent's lock otherwise. A process that is gone counts as holding nothing: CRIU reports it.
  */
 export function networkLockFor(criu: Pick<CriuInfo, 'version' | 'networkLock'>, pids: readonly number[]): DumpNetworkLock {
-  if (olderThan(criu.version, SKIP_SINCE)) return criu.networkLock;
+  if (!knowsSkip(criu.version)) return criu.networkLock;
   const own = readNetNamespace('self');
   // Every process looked at is in our namespace, so each table is read once, when first needed.
   const read = new Map<SocketTable | 'tcp', Map<number, boolean>>();
