@@ -7,7 +7,8 @@
 // It needs a kernel that tracks the pages a task writes (`criu check --feature mem_dirty_track`):
 // this project's host has none, Debian's guest kernel has, so it runs in a test:vm guest
 // (docs/bench.md, "Pre-dumps in a guest"):
-//   sudo npm run test:vm -- --only v2 dist/bench/pre-dump.js
+//   sudo AGENTD_VAGRANT_MEMORY=6144 npm run test:vm -- --only v2 dist/bench/pre-dump.js
+// (6 GiB: the workload's 1 GiB and the images' tmpfs of up to 3 GiB).
 // where the test runner runs it as a file of its own; elsewhere it says why it cannot measure and
 // exits 0. Options: --mib N (1024), --percent P (2), --pre-dumps N (2), --runs N (3).
 
@@ -72,7 +73,10 @@ try {
   }
   say(`${readFileSync(ready, 'utf8').trim()} (pages, pages rewritten per tick of 100 ms); CRIU ${criu.version}, cgroup ${hierarchy}`);
 
-  const checkpointer = new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: lab.tempDir('images') });
+  // On a tmpfs, as the host bench's checkpoints are: the figure is CRIU's and agentd's, not the
+  // guest disk's (whose 4 GB image also holds too little for the pre-dumps of 1 GiB beside a dump).
+  const images = lab.tmpfs('images', '3g');
+  const checkpointer = new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: images });
   const ref = resolveCgroup(cgroup.path, { hierarchy });
   const windows = { without: [] as number[], with: [] as number[] };
   const preDumpStops: number[] = [];

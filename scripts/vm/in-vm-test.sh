@@ -33,6 +33,9 @@ DEFAULT_SUBSET=(
   dist/test/criu/dump-restore.test.js
   dist/test/checkpoint/checkpoint.test.js
   dist/test/checkpoint/failures.test.js
+  # Pre-dumps need a kernel that tracks the pages a task writes: Debian's does, this project's host
+  # does not, so only the guests run the pre-dump-and-restore test.
+  dist/test/checkpoint/pre-dump.test.js
   dist/test/daemon/api.test.js
   dist/test/daemon/checkpoint.test.js
   dist/test/systemd/units.test.js
