@@ -99,6 +99,7 @@ try {
         stops = `; the pre-dumps stopped it ${times.map((t) => `${t} ms`).join(', ')} (CRIU's frozen_time)`;
       }
       say(`run ${run + 1}, ${kind} pre-dumps: frozen window ${summary.timings.frozenWindowMs} ms, ${summary.bytes} image bytes${stops}`);
+      for (const warning of summary.warnings ?? []) say(`  warning: ${warning}`);
       await checkpointer.delete(summary.id);
     }
   }

@@ -44,7 +44,7 @@ import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
 import type { AfterPolicy, CheckpointOptions, CheckpointSummary, Manifest, OperationHooks, Stage, Timings, TreeRecord } from './types.js';
 import type { FlowContext } from './flow-context.js';
 import { recordHost } from './compat.js';
-import { dropParentLinks, preDumpDir, preDumpTrees, refuseImpossiblePreDump } from './pre-dump.js';
+import { dropParentLinks, littleSavedWarning, preDumpDir, preDumpTrees, refuseImpossiblePreDump } from './pre-dump.js';
 import { refuseRestartingService } from '../systemd/index.js';
 
 // Room for page-map and metadata images beside the pages themselves (each tree's images are RSS
@@ -252,6 +252,7 @@ export async function runCheckpoint(
       progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
     }
     const dumpMs = Date.now() - frozenAt;
+    const warnings = preDumps > 0 ? await preDumpWarnings(partialDir, trees, stats) : [];
     // Every tree directory with pre-dumps, used or not: the published image holds no symlink (./pre-dump.ts).
     if (preDumps > 0)
       for (let k = 0; existsSync(join(partialDir, `tree-${k}`)); k++) dropParentLinks(join(partialDir, `tree-${k}`), preDumps);
@@ -354,6 +355,7 @@ export async function runCheckpoint(
       after,
       finalState: finalState!,
       timings,
+      ...(warnings.length > 0 ? { warnings } : {}),
     };
   } catch (caught) {
     let err = caught;
@@ -407,6 +409,18 @@ export async function runCheckpoint(
   } finally {
     lease.release();
   }
+}
+
+/** A warning for each tree whose pre-dumps saved little: its first pre-dump's pages against its final dump's (CRIU's stats). */
+async function preDumpWarnings(partialDir: string, trees: readonly TreeRecord[], stats: readonly DumpStats[]): Promise<string[]> {
+  const warnings: string[] = [];
+  for (const [position, tree] of trees.entries()) {
+    if (!tree.preDumps) continue;
+    const first = await readDumpStats(join(partialDir, `tree-${tree.index}`, preDumpDir(1))).catch(() => undefined);
+    const warning = first && littleSavedWarning(tree.index, first.pagesWritten, stats[position].pagesWritten);
+    if (warning) warnings.push(warning);
+  }
+  return warnings;
 }
 
 // How long tasks left at CRIU's trap get to end once thawed: they die at their next instruction.

@@ -125,3 +125,22 @@ function linkOnce(link: string, target: string): void {
   }
   symlinkSync(target, link);
 }
+
+// A final dump that wrote at least this share of what the tree's first pre-dump wrote: the
+// pre-dumps saved little, and the operator is told why.
+const LITTLE_SAVED = 0.5;
+
+/**
+ * The warning for a tree whose pre-dumps hardly shortened its stop, from the pages each dump wrote
+ * (CRIU's stats): its final dump wrote at least half of what its first pre-dump did. Undefined when
+ * they saved more (or the first pre-dump wrote nothing to compare with).
+ */
+export function littleSavedWarning(tree: number, firstPreDumpPages: number, finalPages: number): string | undefined {
+  if (firstPreDumpPages <= 0 || finalPages < firstPreDumpPages * LITTLE_SAVED) return undefined;
+  const mib = (pages: number) => `${((pages * 4096) / (1 << 20)).toFixed(1)} MiB`;
+  return (
+    `tree ${tree}: its frozen dump wrote ${mib(finalPages)}, against ${mib(firstPreDumpPages)} for its first pre-dump: the workload ` +
+    `rewrote most of its memory between them, so the pre-dumps hardly shortened the stop (the kernel tracks writes per page as it ` +
+    `maps it, 2 MiB for a transparent huge page: scattered writes make all of it dirty; docs/criu.md, "Pre-dumps")`
+  );
+}

@@ -164,6 +164,8 @@ export interface CheckpointSummary {
   readonly after: AfterPolicy;
   readonly finalState: FreezerState | 'EMPTY';
   readonly timings: Timings;
+  /** What the operator should know of a checkpoint that worked: pre-dumps that saved little. */
+  readonly warnings?: readonly string[];
 }
 
 export interface CheckpointListing {

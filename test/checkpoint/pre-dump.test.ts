@@ -9,7 +9,7 @@ import assert from 'node:assert/strict';
 import { lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkDirtyTracking, findCriu } from '../../src/criu/index.js';
-import { dropParentLinks, restoreParentLinks } from '../../src/checkpoint/pre-dump.js';
+import { dropParentLinks, littleSavedWarning, restoreParentLinks } from '../../src/checkpoint/pre-dump.js';
 import type { Manifest, ProgressEvent } from '../../src/checkpoint/index.js';
 import { anyHierarchy, Lab } from '../helpers/lab.js';
 import { counterValue, countingTree, refOf, rejectsWith, waitForCount } from './helpers.js';
@@ -119,4 +119,16 @@ test('parent links: dropped from a tree and its pre-dumps, put back pointing the
   assert.equal(readlinkSync(join(tree, 'pre-3', 'parent')), '../pre-2');
   assert.equal(readlinkSync(join(tree, 'pre-2', 'parent')), '../pre-1');
   assert.throws(() => lstatSync(join(tree, 'pre-1', 'parent')), /ENOENT/, 'the first pre-dump has no parent');
+});
+
+test('pre-dumps that saved little are said: a final dump writing half or more of what the first pre-dump wrote', () => {
+  // 1 GiB of 4 KiB pages, as in the guest bench (docs/bench.md, "Pre-dumps in a guest").
+  const all = 262_144;
+  assert.equal(littleSavedWarning(0, all, Math.floor(all / 10)), undefined, 'a tenth: they saved most of the stop');
+  assert.equal(littleSavedWarning(0, all, all / 2 - 1), undefined);
+  assert.equal(littleSavedWarning(0, 0, 10), undefined, 'nothing to compare with');
+  const warning = littleSavedWarning(2, all, all);
+  assert.match(warning ?? '', /^tree 2: its frozen dump wrote 1024\.0 MiB, against 1024\.0 MiB for its first pre-dump: /);
+  assert.match(warning ?? '', /transparent huge page/);
+  assert.ok(littleSavedWarning(0, all, all / 2), 'exactly half');
 });

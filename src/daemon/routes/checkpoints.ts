@@ -116,7 +116,7 @@ export function checkpointRoutes(): Route[] {
           ctx.audit.checkpoint = summary.id;
           metrics.checkpoints.observe(summary.timings.totalMs / 1000);
           metrics.frozenWindows.observe(summary.timings.frozenWindowMs / 1000);
-          const warnings = shellJobWarnings(summary.id, options);
+          const warnings = [...(summary.warnings ?? []), ...shellJobWarnings(summary.id, options)];
           return warnings.length > 0 ? { ...summary, warnings } : summary;
         });
       },
