@@ -7,10 +7,11 @@
 // It needs a kernel that tracks the pages a task writes (`criu check --feature mem_dirty_track`):
 // this project's host has none, Debian's guest kernel has, so it runs in a test:vm guest
 // (docs/bench.md, "Pre-dumps in a guest"):
-//   sudo AGENTD_VAGRANT_MEMORY=6144 npm run test:vm -- --only v2 dist/bench/pre-dump.js
-// (6 GiB: the workload's 1 GiB and the images' tmpfs of up to 3 GiB).
+//   sudo AGENTD_VAGRANT_MEMORY=7168 npm run test:vm -- --only v2 dist/bench/pre-dump.js
+// (7 GiB: the workload's 1 GiB and the images' tmpfs of up to 4 GiB).
 // where the test runner runs it as a file of its own; elsewhere it says why it cannot measure and
-// exits 0. Options: --mib N (1024), --percent P (2), --pre-dumps N (2), --runs N (3).
+// exits 0. Options: --mib N (1024), --percent P (2), --pre-dumps N (2), --runs N (3), --order
+// in-order|random|both (both: the pages rewritten in order, then the same count at random).
 
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -29,6 +30,7 @@ const { values } = parseArgs({
     percent: { type: 'string', default: '2' },
     'pre-dumps': { type: 'string', default: '2' },
     runs: { type: 'string', default: '3' },
+    order: { type: 'string', default: 'both' },
   },
 });
 const mib = Number(values.mib);
@@ -48,35 +50,47 @@ if (!tracking.ok) {
   process.exit(0);
 }
 const hierarchy = hierarchyRoot('v2') ? 'v2' : 'v1';
+const orders =
+  values.order === 'both'
+    ? (['in order', 'at random'] as const)
+    : values.order === 'random'
+      ? (['at random'] as const)
+      : (['in order'] as const);
 const lab = new BenchLab();
 try {
-  const cgroup = lab.cgroup(hierarchy, 'pre-dump');
+  // On a tmpfs, as the host bench's checkpoints are: the figure is CRIU's and agentd's, not the
+  // guest disk's (whose 4 GB image also holds too little for the pre-dumps of 1 GiB beside a dump).
+  // 4 GiB: the random writer's pre-dumps and final dump take the whole memory each.
+  const images = lab.tmpfs('images', '4g');
+  const checkpointer = new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: images });
+  for (const order of orders) await measure(order, checkpointer);
+} finally {
+  const left = lab.dispose();
+  if (left.length > 0) say(`left behind: ${left.join(', ')}`);
+}
+
+async function measure(order: 'in order' | 'at random', checkpointer: Checkpointer): Promise<void> {
+  const cgroup = lab.cgroup(hierarchy, `pre-dump-${order === 'in order' ? 'order' : 'random'}`);
   const ready = join(lab.tempDir('writer'), 'ready');
-  lab.spawn(
-    join(REPO_ROOT, 'fixtures', 'bin', 'cgexec'),
-    [
-      join(cgroup.dir, 'cgroup.procs'),
-      'perl',
-      join(REPO_ROOT, 'fixtures', 'workloads', 'dirty-writer.pl'),
-      String(mib),
-      String(percent),
-      ready,
-    ],
-    {
-      detached: true,
-    },
-  );
+  const writer = join(REPO_ROOT, 'fixtures', 'workloads', 'dirty-writer.pl');
+  const args = [
+    join(cgroup.dir, 'cgroup.procs'),
+    'perl',
+    writer,
+    String(mib),
+    String(percent),
+    ready,
+    ...(order === 'at random' ? ['random'] : []),
+  ];
+  lab.spawn(join(REPO_ROOT, 'fixtures', 'bin', 'cgexec'), args, { detached: true });
   const started = Date.now();
   while (!existsSync(ready)) {
     if (Date.now() - started > 600_000) throw new Error(`the ${mib} MiB writer was not ready after 10 minutes`);
     await sleep(200);
   }
-  say(`${readFileSync(ready, 'utf8').trim()} (pages, pages rewritten per tick of 100 ms); CRIU ${criu.version}, cgroup ${hierarchy}`);
-
-  // On a tmpfs, as the host bench's checkpoints are: the figure is CRIU's and agentd's, not the
-  // guest disk's (whose 4 GB image also holds too little for the pre-dumps of 1 GiB beside a dump).
-  const images = lab.tmpfs('images', '3g');
-  const checkpointer = new Checkpointer({ control: new CgroupControl({ runDir: lab.tempDir('run') }), imagesDir: images });
+  say(
+    `${readFileSync(ready, 'utf8').trim()} (pages, pages rewritten per tick of 100 ms, ${order}); CRIU ${criu.version}, cgroup ${hierarchy}`,
+  );
   const ref = resolveCgroup(cgroup.path, { hierarchy });
   const windows = { without: [] as number[], with: [] as number[] };
   const preDumpStops: number[] = [];
@@ -98,7 +112,9 @@ try {
         preDumpStops.push(...times);
         stops = `; the pre-dumps stopped it ${times.map((t) => `${t} ms`).join(', ')} (CRIU's frozen_time)`;
       }
-      say(`run ${run + 1}, ${kind} pre-dumps: frozen window ${summary.timings.frozenWindowMs} ms, ${summary.bytes} image bytes${stops}`);
+      say(
+        `${order}, run ${run + 1}, ${kind} pre-dumps: frozen window ${summary.timings.frozenWindowMs} ms, ${summary.bytes} image bytes${stops}`,
+      );
       for (const warning of summary.warnings ?? []) say(`  warning: ${warning}`);
       await checkpointer.delete(summary.id);
     }
@@ -106,9 +122,7 @@ try {
   const without = summarize(windows.without).median;
   const withPre = summarize(windows.with).median;
   say(
-    `median frozen window: ${without} ms without, ${withPre} ms with ${preDumps} pre-dumps: x${(withPre / without).toFixed(3)} (target <= 0.25); longest pre-dump stop ${Math.max(...preDumpStops)} ms`,
+    `${order}: median frozen window ${without} ms without, ${withPre} ms with ${preDumps} pre-dumps: x${(withPre / without).toFixed(3)} (target <= 0.25); longest pre-dump stop ${Math.max(...preDumpStops)} ms`,
   );
-} finally {
-  const left = lab.dispose();
-  if (left.length > 0) say(`left behind: ${left.join(', ')}`);
+  lab.removeCgroup(cgroup);
 }
