@@ -37,7 +37,7 @@ import {
 import { hashThreadCount, holdHashThreads, warmHashThreads } from './hash-pool.js';
 import { describeFiles } from './checksums.js';
 import { ImageFollower } from './follow.js';
-import { describeLost, leftAtCriuTrap, lostProcesses, trapState, type LostProcess } from './lost.js';
+import { describeLost, lostProcesses, trapState, type LostProcess } from './lost.js';
 import { processTrees, residentBytes } from './process-trees.js';
 import { applyAfterPolicy, returnToPrior } from './policy.js';
 import { refuseSelfFrozenDescendants, withSubCgroups } from './subtree.js';
@@ -440,13 +440,17 @@ async function settleDoomed(lease: CgroupLease, trees: readonly TreeRecord[]): P
   // task died 3 ms after the error had counted every process alive.
   await lease.freezer.freeze().catch(() => undefined);
   let states = pids.map(trapState);
-  for (const until = Date.now() + SETTLE_RUNNING_MS; states.includes('running') && Date.now() < until; states = pids.map(trapState)) {
+  // A task already exiting (a doomed one dumping its core) is waited for as well: it is lost once it is a zombie.
+  const unsettled = () => states.includes('running') || states.includes('exiting');
+  for (const until = Date.now() + SETTLE_RUNNING_MS; unsettled() && Date.now() < until; states = pids.map(trapState)) {
     await pause();
   }
   if (!states.includes('trap')) return;
   await lease.freezer.thaw().catch(() => undefined);
   const until = Date.now() + DOOMED_SETTLE_MS;
-  while (pids.some(leftAtCriuTrap) && Date.now() < until) await pause();
+  // Until each has died (or left the trap): one on its way out is not gone until it is a zombie.
+  const dying = (pid: number) => ['trap', 'exiting'].includes(trapState(pid));
+  while (pids.some(dying) && Date.now() < until) await pause();
 }
 
 /** The --after policy, announced and recorded in the lock (recovery completes it if the agent dies). */

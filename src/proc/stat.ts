@@ -15,6 +15,8 @@ export interface ProcStat {
   readonly pgrp: number;
   /** Field 6: the session. */
   readonly session: number;
+  /** Field 9: the kernel's PF_* flags of the task (include/linux/sched.h), e.g. PF_EXITING 0x4. */
+  readonly flags: number;
   /** Field 22: start time in clock ticks since boot; tells a recycled pid apart. */
   readonly startTime: number;
   /** Fields 14 and 15: CPU time used so far, user and system, in clock ticks. */
@@ -32,6 +34,7 @@ export function parseProcStat(pid: number, text: string): ProcStat {
     ppid: Number(fields[1]),
     pgrp: Number(fields[2]),
     session: Number(fields[3]),
+    flags: Number(fields[6]),
     startTime: Number(fields[19]),
     cpuTicks: Number(fields[11]) + Number(fields[12]),
   };

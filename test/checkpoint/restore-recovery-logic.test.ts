@@ -26,7 +26,7 @@ function table(rows: [pid: number, startTime: number, state?: string][]): (pid: 
   const byPid = new Map(
     rows.map(([pid, startTime, state]) => [
       pid,
-      { pid, comm: 'x', state: state ?? 'T', ppid: 1, pgrp: pid, session: pid, startTime, cpuTicks: 0 },
+      { pid, comm: 'x', state: state ?? 'T', ppid: 1, pgrp: pid, session: pid, flags: 0, startTime, cpuTicks: 0 },
     ]),
   );
   return (pid) => byPid.get(pid);

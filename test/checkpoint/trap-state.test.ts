@@ -7,6 +7,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { trapState } from '../../src/checkpoint/lost.js';
 import { readProcStat } from '../../src/proc/index.js';
 
@@ -35,4 +36,23 @@ test('a busy task reads running until it is stopped, a sleeping one and a gone o
   asleep.kill('SIGKILL');
   await once(asleep, 'exit');
   assert.equal(trapState(asleep.pid!), 'clear');
+});
+
+test('a zombie reads clear, and a live task has no PF_EXITING flag', async (t) => {
+  // The exec'd sleep never reaps the `sleep 0` its shell started: a real zombie until it ends.
+  const parent = spawn('sh', ['-c', 'sleep 0 & exec sleep 30'], { stdio: 'ignore' });
+  t.after(() => parent.kill('SIGKILL'));
+  await once(parent, 'spawn');
+  let zombie: number | undefined;
+  for (let i = 0; i < 400 && zombie === undefined; i++) {
+    const children = readFileSync(`/proc/${parent.pid}/task/${parent.pid}/children`, 'utf8').split(' ').filter(Boolean).map(Number);
+    zombie = children.find((pid) => readProcStat(pid)?.state === 'Z');
+    if (zombie === undefined) await pause(5);
+  }
+  assert.ok(zombie !== undefined, 'sleep 0 became a zombie under the exec');
+  assert.equal(trapState(zombie), 'clear');
+  assert.equal((readProcStat(parent.pid!)!.flags & 0x4) === 0, true, 'a sleeping task is not exiting');
+  assert.equal(trapState(parent.pid!), 'clear');
+  // The moment between PF_EXITING and the zombie lasts microseconds and cannot be held on demand,
+  // so 'exiting' is not caught here on a real task; the fault suite meets it (src/checkpoint/lost.ts).
 });

@@ -15,6 +15,7 @@ test('fields are counted after the last parenthesis, whatever the command name h
     ppid: 1,
     pgrp: 4242,
     session: 4242,
+    flags: 4194560,
     startTime: 123456,
     cpuTicks: 12,
   });
