@@ -252,7 +252,6 @@ export async function runCheckpoint(
       progress('dump', { tree: tree.index + 1, trees: trees.length, bytes, total: expected });
     }
     const dumpMs = Date.now() - frozenAt;
-    const warnings = preDumps > 0 ? await preDumpWarnings(partialDir, trees, stats) : [];
     // Every tree directory with pre-dumps, used or not: the published image holds no symlink (./pre-dump.ts).
     if (preDumps > 0)
       for (let k = 0; existsSync(join(partialDir, `tree-${k}`)); k++) dropParentLinks(join(partialDir, `tree-${k}`), preDumps);
@@ -280,6 +279,9 @@ export async function runCheckpoint(
       thawed = true;
     }
 
+    // After the thaw (for the policies that let the workload run): reading the pre-dumps' stats
+    // need not keep it stopped.
+    const warnings = preDumps > 0 ? await preDumpWarnings(partialDir, trees, stats) : [];
     const imageBytes = treeBytes(partialDir);
     progress('manifest', { message: 'checksums', bytes: hashed, total: imageBytes });
     const hashStart = Date.now();

@@ -4,7 +4,7 @@
 // which is the only word on why, since the task was not our child.
 
 import { closeSync, constants, openSync, readFileSync, readSync } from 'node:fs';
-import { readProcStat } from '../proc/index.js';
+import { readProcStat, type ProcStat } from '../proc/index.js';
 import type { ProcessRecord, TreeRecord } from './types.js';
 
 export interface LostProcess extends ProcessRecord {
@@ -16,8 +16,13 @@ export interface LostProcess extends ProcessRecord {
 const PF_EXITING = 0x4;
 
 function gone(pid: number): boolean {
-  const state = readProcStat(pid)?.state;
-  return state === undefined || state === 'Z' || state === 'X';
+  const stat = readProcStat(pid);
+  return stat === undefined || ended(stat);
+}
+
+/** A zombie or a dead task: nothing it could still do. */
+function ended(stat: ProcStat): boolean {
+  return stat.state === 'Z' || stat.state === 'X';
 }
 
 // The kernel's ring buffer, read through /dev/kmsg without blocking; only the most recent records
@@ -69,7 +74,7 @@ export function trapState(pid: number): 'trap' | 'clear' | 'running' | 'exiting'
   // is the likeliest reading of a fault run beside an emulated guest (1 in 8 runs) whose error
   // counted every process alive while the kernel logged the task's trap in the same second.
   const stat = readProcStat(pid);
-  if (!stat || stat.state === 'Z' || stat.state === 'X') return 'clear';
+  if (!stat || ended(stat)) return 'clear';
   if (stat.flags & PF_EXITING) return 'exiting';
   let pc: number;
   try {

@@ -4,6 +4,7 @@
 // first when it lets the workload run again: ./dump-flow.ts), then releases.
 
 import type { Hierarchy, FreezerState } from '../cgroup/index.js';
+import type { DumpNetworkLock } from '../criu/index.js';
 
 export type AfterPolicy = 'prior' | 'thawed' | 'frozen' | 'killed';
 export const AFTER_POLICIES: readonly AfterPolicy[] = ['prior', 'thawed', 'frozen', 'killed'];
@@ -84,7 +85,7 @@ export interface TreeRecord {
    * The --network-lock its dump was given: `skip` for a tree that held no TCP socket, else the
    * agent's lock (src/criu/network-lock.ts); absent: CRIU's default (or a manifest from before).
    */
-  readonly networkLock?: 'skip' | 'nftables' | 'iptables';
+  readonly networkLock?: NonNullable<DumpNetworkLock>;
 }
 
 export interface ImageFile {
